@@ -1,0 +1,1 @@
+//! rill: command-line entry point and admin library.

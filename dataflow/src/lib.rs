@@ -1,0 +1,1 @@
+//! rill-dataflow: see ../shared/DESIGN.md.

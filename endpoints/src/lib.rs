@@ -1,0 +1,1 @@
+//! rill-endpoints: see ../shared/DESIGN.md.

@@ -1,0 +1,1 @@
+//! rill-network: see ../shared/DESIGN.md.

@@ -1,0 +1,23 @@
+//! rill-runtime: the actor RPC layer every rill component stands on.
+//!
+//! * [`endpoint`]: [`RpcEndpoint`](endpoint::RpcEndpoint), an actix actor with a lifecycle
+//!   and a mailbox ("main thread");
+//! * [`gateway`]: the [`gateway!`] macro — one definition per endpoint yields the
+//!   serializable message enum, the client proxy and the server dispatch;
+//! * [`service`]: [`RpcService`](service::RpcService), one per process: a registry of local
+//!   endpoints and one QUIC endpoint for remote callers;
+//! * [`frame`], [`security`]: length-prefixed frames and cluster authentication, shared
+//!   with the data plane;
+//! * [`fencing`], [`heartbeat`], [`death_watch`], [`registration`]: leader tokens,
+//!   liveness, and connecting to a leader with backoff;
+//! * [`clock`], [`config`]: injected time and figment configuration.
+//!
+//! See `../shared/DESIGN.md` §2 for the architecture.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod heartbeat;
+pub mod registration;
+
+pub use error::{HandshakeError, RpcError};

@@ -1,0 +1,1 @@
+//! rill-state: see ../shared/DESIGN.md.

@@ -1,0 +1,1 @@
+//! Helpers for rill end-to-end tests.
