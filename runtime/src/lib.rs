@@ -18,6 +18,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod heartbeat;
+pub mod ids;
 pub mod registration;
 
 pub use error::{HandshakeError, RpcError};
+pub use ids::ResourceId;
