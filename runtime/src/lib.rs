@@ -20,6 +20,7 @@ pub mod error;
 pub mod heartbeat;
 pub mod ids;
 pub mod registration;
+pub mod security;
 
 pub use error::{HandshakeError, RpcError};
 pub use ids::ResourceId;
