@@ -14,13 +14,27 @@
 //!
 //! See `../shared/DESIGN.md` §2 for the architecture.
 
+mod actors;
+pub mod address;
 pub mod clock;
 pub mod config;
+pub mod endpoint;
 pub mod error;
+pub mod fencing;
+pub mod frame;
+pub mod gateway;
 pub mod heartbeat;
 pub mod ids;
 pub mod registration;
+mod remote;
 pub mod security;
+pub mod service;
+pub mod tasks;
 
+pub use address::RpcAddress;
+pub use endpoint::{EndpointContext, EndpointHandle, Fencing, Lifecycle, Reply, RpcEndpoint};
 pub use error::{HandshakeError, RpcError};
+pub use fencing::{DispatcherId, FencingToken, JobMasterId, ResourceManagerId};
+pub use gateway::GatewayClient;
 pub use ids::ResourceId;
+pub use service::{RpcService, RpcServiceConfig, ServiceError};

@@ -164,6 +164,27 @@ impl ClusterSecret {
         Self::from_file(path)
     }
 
+    /// Resolves the secret from configuration (see the module docs).
+    ///
+    /// `bind_is_loopback` tells whether the process listens on loopback only; only then is
+    /// a secret generated when none is configured.
+    pub fn resolve(
+        config: &crate::config::SecurityConfig,
+        bind_is_loopback: bool,
+        bind: &str,
+    ) -> Result<Self, SecurityError> {
+        if let Some(secret) = &config.cluster_secret {
+            return Self::from_bytes(secret.as_bytes());
+        }
+        if let Some(path) = &config.cluster_secret_file {
+            return Self::from_file(path);
+        }
+        if config.auto_generate && bind_is_loopback {
+            return Self::load_or_generate(&default_dev_secret_path());
+        }
+        Err(SecurityError::MissingSecret { bind: bind.into() })
+    }
+
     fn mac(&self, role: &[u8], material: &[u8]) -> ring::hmac::Tag {
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
         let mut ctx = ring::hmac::Context::with_key(&key);

@@ -1,0 +1,525 @@
+//! The RPC service: one per process (or per component in a mini-cluster).
+//!
+//! An [`RpcService`] owns
+//!
+//! * a registry of local endpoints by name ([`RpcService::start_endpoint`]);
+//! * one QUIC endpoint (a UDP socket) serving remote callers: every incoming connection
+//!   must pass [`authenticate_server`] before any stream on it is read; each bidirectional
+//!   stream is then one gateway session ([`crate::remote`]);
+//! * outgoing connections, one per peer socket, reused by every gateway to that peer and
+//!   re-dialled when closed.
+//!
+//! [`RpcService::connect`] hands out gateways. An address served by an `RpcService` of
+//! this same process yields a **local** gateway (an actix `Recipient`: no serialization,
+//! no sockets) unless the service was built with `force_remote`, which mini-cluster tests
+//! use to put every call on the wire.
+
+use std::any::Any;
+use std::net::SocketAddr;
+use std::sync::{Arc, LazyLock, Weak};
+
+use dashmap::DashMap;
+use futures::future::BoxFuture;
+use tokio::sync::{mpsc, watch};
+
+use crate::address::RpcAddress;
+use crate::config::RpcConfig;
+use crate::endpoint::{spawn_endpoint, Call, EndpointHandle, Lifecycle, RpcEndpoint};
+use crate::error::{HandshakeError, RpcError};
+use crate::gateway::{GatewayClient, Protocol, RawGateway, Target};
+use crate::remote::{
+    decode, encode, serve_session, write_frames, ClientSession, FrameReader, Hello, HelloReply,
+    PROTOCOL_VERSION,
+};
+use crate::security::{
+    authenticate_client, authenticate_server, quic_client_config, quic_server_config,
+    ClusterSecret, SecurityError, RPC_ALPN, SERVER_NAME,
+};
+use crate::tasks::TaskSet;
+
+/// QUIC application close code for a peer that broke the RPC protocol.
+pub const PROTOCOL_ERROR_CODE: u32 = 0x5250;
+
+/// Errors while building a service or registering endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The UDP socket could not be bound.
+    #[error("cannot bind the RPC service to {bind}: {source}")]
+    Bind {
+        /// Requested address.
+        bind: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS or credentials could not be set up.
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    /// An endpoint of that name is already registered.
+    #[error("an endpoint named {0} is already registered")]
+    DuplicateEndpoint(String),
+    /// Must be called inside a tokio runtime.
+    #[error("the RPC service must be started inside a tokio runtime")]
+    NoRuntime,
+}
+
+/// How to build an [`RpcService`].
+#[derive(Debug, Clone)]
+pub struct RpcServiceConfig {
+    /// UDP address to listen on (port 0 = chosen by the OS).
+    pub bind: SocketAddr,
+    /// Timeouts and frame limits.
+    pub rpc: RpcConfig,
+    /// The cluster secret every peer must prove.
+    pub secret: ClusterSecret,
+    /// Route even in-process calls through serialization and QUIC.
+    pub force_remote: bool,
+}
+
+impl RpcServiceConfig {
+    /// Loopback, OS-chosen port, default RPC settings.
+    pub fn local(secret: ClusterSecret) -> Self {
+        RpcServiceConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            rpc: RpcConfig::default(),
+            secret,
+            force_remote: false,
+        }
+    }
+}
+
+/// Type-erased server side of one protocol for one endpoint.
+trait ServeRemote: Send + Sync {
+    fn serve(
+        &self,
+        reader: FrameReader,
+        writer: mpsc::UnboundedSender<bytes::BytesMut>,
+        max_frame: usize,
+    ) -> BoxFuture<'static, Result<(), String>>;
+}
+
+struct Server<P: Protocol> {
+    recipient: actix::Recipient<Call<P>>,
+    name: String,
+}
+
+impl<P: Protocol> ServeRemote for Server<P> {
+    fn serve(
+        &self,
+        reader: FrameReader,
+        writer: mpsc::UnboundedSender<bytes::BytesMut>,
+        max_frame: usize,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(serve_session::<P>(
+            reader,
+            writer,
+            self.recipient.clone(),
+            self.name.clone(),
+            max_frame,
+        ))
+    }
+}
+
+struct Registered {
+    gateway: &'static str,
+    /// An `actix::Recipient<Call<P>>` for the endpoint's protocol `P`.
+    local: Box<dyn Any + Send + Sync>,
+    serve: Arc<dyn ServeRemote>,
+    lifecycle: watch::Receiver<Lifecycle>,
+    stop: Box<dyn Fn() + Send + Sync>,
+}
+
+struct Inner {
+    local_addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    registry: DashMap<String, Registered>,
+    connections: DashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>,
+    config: RpcServiceConfig,
+    tasks: TaskSet,
+}
+
+/// Services of this process by socket, for the local short-cut.
+static SERVICES: LazyLock<DashMap<SocketAddr, Weak<Inner>>> = LazyLock::new(DashMap::new);
+
+/// The RPC service of a process: see the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct RpcService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RpcService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcService")
+            .field("address", &self.inner.local_addr)
+            .finish()
+    }
+}
+
+fn transport_config(rpc: &RpcConfig) -> Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(rpc.keep_alive_interval));
+    // Values beyond QUIC's 2^62 ms limit fall back to quinn's default.
+    if let Ok(idle) = quinn::IdleTimeout::try_from(rpc.idle_timeout) {
+        transport.max_idle_timeout(Some(idle));
+    }
+    transport.max_concurrent_bidi_streams(4096u32.into());
+    Arc::new(transport)
+}
+
+impl RpcService {
+    /// Binds the QUIC endpoint and starts accepting authenticated peers.
+    ///
+    /// Must be called inside a tokio runtime (multi-threaded for production use); the
+    /// service's I/O runs on it.
+    pub fn start(config: RpcServiceConfig) -> Result<RpcService, ServiceError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| ServiceError::NoRuntime)?;
+        let transport = transport_config(&config.rpc);
+        let server = quic_server_config(RPC_ALPN, transport.clone())?;
+        let mut endpoint = {
+            let _guard = runtime.enter();
+            quinn::Endpoint::server(server, config.bind).map_err(|source| ServiceError::Bind {
+                bind: config.bind,
+                source,
+            })?
+        };
+        endpoint.set_default_client_config(quic_client_config(RPC_ALPN, transport)?);
+        let local_addr = endpoint.local_addr().map_err(|source| ServiceError::Bind {
+            bind: config.bind,
+            source,
+        })?;
+        let inner = Arc::new(Inner {
+            local_addr,
+            endpoint,
+            registry: DashMap::new(),
+            connections: DashMap::new(),
+            config,
+            tasks: TaskSet::new(runtime),
+        });
+        SERVICES.insert(local_addr, Arc::downgrade(&inner));
+        inner
+            .tasks
+            .spawn("rpc-accept", accept_loop(Arc::downgrade(&inner)));
+        tracing::info!(address = %local_addr, "RPC service listening");
+        Ok(RpcService { inner })
+    }
+
+    /// The socket remote peers reach this service at.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The address of the endpoint called `name` on this service.
+    pub fn address_of(&self, name: &str) -> RpcAddress {
+        RpcAddress::new(self.inner.local_addr, name)
+    }
+
+    /// The RPC settings of this service.
+    pub fn rpc_config(&self) -> &RpcConfig {
+        &self.inner.config.rpc
+    }
+
+    /// Registers `endpoint` under `name` and spawns its actor, in state
+    /// [`Lifecycle::Stopped`]: call [`EndpointHandle::start`] to serve calls.
+    ///
+    /// The name is freed when the endpoint terminates.
+    pub fn start_endpoint<E: RpcEndpoint>(
+        &self,
+        name: &str,
+        endpoint: E,
+    ) -> Result<EndpointHandle<E>, ServiceError> {
+        let entry = match self.inner.registry.entry(name.to_string()) {
+            dashmap::Entry::Occupied(_) => {
+                return Err(ServiceError::DuplicateEndpoint(name.to_string()))
+            }
+            dashmap::Entry::Vacant(v) => v,
+        };
+        let weak = Arc::downgrade(&self.inner);
+        let key = name.to_string();
+        let handle = spawn_endpoint(
+            name,
+            endpoint,
+            Box::new(move || {
+                if let Some(inner) = weak.upgrade() {
+                    inner.registry.remove(&key);
+                }
+            }),
+        );
+        let recipient = handle.recipient();
+        let stopper = handle.clone();
+        entry.insert(Registered {
+            gateway: <E::Protocol as Protocol>::NAME,
+            local: Box::new(recipient.clone()),
+            serve: Arc::new(Server::<E::Protocol> {
+                recipient,
+                name: name.to_string(),
+            }),
+            lifecycle: handle.lifecycle(),
+            stop: Box::new(move || stopper.stop()),
+        });
+        Ok(handle)
+    }
+
+    /// Returns a gateway to the endpoint at `address`: local when it lives in this process
+    /// (and remote calls are not forced), otherwise over an authenticated QUIC session.
+    pub async fn connect<G: GatewayClient>(&self, address: &RpcAddress) -> Result<G, RpcError> {
+        let timeout = self.inner.config.rpc.ask_timeout;
+        if !self.inner.config.force_remote {
+            if let Some(target) = local_service(address.socket) {
+                let recipient = target.local_recipient::<G::Protocol>(address)?;
+                return Ok(G::from_raw(RawGateway::new(
+                    Target::Local(recipient),
+                    address.clone(),
+                    timeout,
+                )));
+            }
+        }
+        let conn = self.connection(address.socket).await?;
+        let session = ClientSession::<G::Protocol>::open(
+            &conn,
+            address.clone(),
+            self.inner.config.rpc.max_frame_size,
+            self.inner.config.rpc.connect_timeout,
+            self.inner.tasks.runtime().clone(),
+        )
+        .await?;
+        Ok(G::from_raw(RawGateway::new(
+            Target::Remote(Arc::new(session)),
+            address.clone(),
+            timeout,
+        )))
+    }
+
+    /// The lifecycle of a local endpoint, if one is registered under `name`.
+    pub fn lifecycle_of(&self, name: &str) -> Option<watch::Receiver<Lifecycle>> {
+        self.inner.registry.get(name).map(|r| r.lifecycle.clone())
+    }
+
+    /// The authenticated connection to `socket`, dialled if there is none alive.
+    pub(crate) async fn connection(
+        &self,
+        socket: SocketAddr,
+    ) -> Result<quinn::Connection, RpcError> {
+        let slot = self.inner.connections.entry(socket).or_default().clone();
+        let mut guard = slot.lock().await;
+        if let Some(conn) = guard.as_ref() {
+            if conn.close_reason().is_none() {
+                return Ok(conn.clone());
+            }
+        }
+        let unreachable = |reason: String| RpcError::Unreachable {
+            address: format!("rill://{socket}"),
+            reason,
+        };
+        let connecting = self
+            .inner
+            .endpoint
+            .connect(socket, SERVER_NAME)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let conn = tokio::time::timeout(self.inner.config.rpc.connect_timeout, connecting)
+            .await
+            .map_err(|_| unreachable("connect timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        authenticate_client(&conn, &self.inner.config.secret)
+            .await
+            .map_err(|source| RpcError::Handshake {
+                address: format!("rill://{socket}"),
+                source,
+            })?;
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Stops every endpoint, closes all connections and the socket.
+    pub async fn shutdown(&self) {
+        let lifecycles: Vec<_> = self
+            .inner
+            .registry
+            .iter()
+            .map(|r| {
+                (r.stop)();
+                r.lifecycle.clone()
+            })
+            .collect();
+        for mut lifecycle in lifecycles {
+            let _ = lifecycle.wait_for(|s| *s == Lifecycle::Terminated).await;
+        }
+        self.close_transport();
+    }
+
+    fn close_transport(&self) {
+        SERVICES.remove(&self.inner.local_addr);
+        self.inner.endpoint.close(0u32.into(), b"shutdown");
+        self.inner.tasks.shutdown();
+    }
+}
+
+impl Inner {
+    fn local_recipient<P: Protocol>(
+        &self,
+        address: &RpcAddress,
+    ) -> Result<actix::Recipient<Call<P>>, RpcError> {
+        let handshake = |source| RpcError::Handshake {
+            address: address.to_string(),
+            source,
+        };
+        let entry = self.registry.get(&address.endpoint).ok_or_else(|| {
+            handshake(HandshakeError::UnknownEndpoint {
+                endpoint: address.endpoint.clone(),
+            })
+        })?;
+        entry
+            .local
+            .downcast_ref::<actix::Recipient<Call<P>>>()
+            .cloned()
+            .ok_or_else(|| {
+                handshake(HandshakeError::GatewayMismatch {
+                    endpoint: address.endpoint.clone(),
+                    expected: P::NAME.to_string(),
+                    actual: entry.gateway.to_string(),
+                })
+            })
+    }
+
+    fn check_hello(&self, hello: &Hello) -> Result<Arc<dyn ServeRemote>, HandshakeError> {
+        if hello.version != PROTOCOL_VERSION {
+            return Err(HandshakeError::VersionMismatch {
+                ours: PROTOCOL_VERSION,
+                theirs: hello.version,
+            });
+        }
+        let entry =
+            self.registry
+                .get(&hello.endpoint)
+                .ok_or_else(|| HandshakeError::UnknownEndpoint {
+                    endpoint: hello.endpoint.clone(),
+                })?;
+        if entry.gateway != hello.gateway {
+            return Err(HandshakeError::GatewayMismatch {
+                endpoint: hello.endpoint.clone(),
+                expected: hello.gateway.clone(),
+                actual: entry.gateway.to_string(),
+            });
+        }
+        Ok(entry.serve.clone())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        SERVICES.remove_if(&self.local_addr, |_, w| w.strong_count() == 0);
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+}
+
+fn local_service(socket: SocketAddr) -> Option<Arc<Inner>> {
+    SERVICES.get(&socket).and_then(|w| w.upgrade())
+}
+
+async fn accept_loop(weak: Weak<Inner>) {
+    let endpoint = match weak.upgrade() {
+        Some(inner) => inner.endpoint.clone(),
+        None => return,
+    };
+    while let Some(incoming) = endpoint.accept().await {
+        let Some(inner) = weak.upgrade() else { return };
+        inner
+            .tasks
+            .spawn("rpc-connection", serve_connection(weak.clone(), incoming));
+    }
+}
+
+async fn serve_connection(weak: Weak<Inner>, incoming: quinn::Incoming) {
+    let peer = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "incoming connection failed");
+            return;
+        }
+    };
+    let secret = match weak.upgrade() {
+        Some(inner) => inner.config.secret.clone(),
+        None => return,
+    };
+    // authenticate_server logs and closes the connection on failure.
+    if authenticate_server(&conn, &secret).await.is_err() {
+        return;
+    }
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(streams) => streams,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "connection closed");
+                return;
+            }
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        inner.tasks.spawn(
+            "rpc-session",
+            serve_stream(weak.clone(), conn.clone(), send, recv),
+        );
+    }
+}
+
+async fn serve_stream(
+    weak: Weak<Inner>,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+) {
+    let peer = conn.remote_address();
+    let Some((max, handshake_timeout)) = weak
+        .upgrade()
+        .map(|i| (i.config.rpc.max_frame_size, i.config.rpc.connect_timeout))
+    else {
+        return;
+    };
+    let mut reader = FrameReader::new(recv, max);
+    let protocol_error = |reason: String| {
+        tracing::warn!(%peer, %reason, "closing connection: RPC protocol violation");
+        conn.close(PROTOCOL_ERROR_CODE.into(), b"protocol violation");
+    };
+    let hello = match tokio::time::timeout(handshake_timeout, reader.next()).await {
+        Ok(Ok(Some(frame))) => match decode::<Hello>(&frame, "hello") {
+            Ok(hello) => hello,
+            Err(e) => return protocol_error(e.to_string()),
+        },
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return protocol_error(e.to_string()),
+        Err(_) => return protocol_error("no hello within the handshake timeout".into()),
+    };
+    let Some(inner) = weak.upgrade() else { return };
+    let checked = inner.check_hello(&hello);
+    drop(inner);
+    let reply = match &checked {
+        Ok(_) => HelloReply::Accepted {
+            max_frame: max as u64,
+        },
+        Err(e) => {
+            tracing::info!(%peer, endpoint = %hello.endpoint, error = %e, "handshake refused");
+            HelloReply::Rejected(e.clone())
+        }
+    };
+    let frame = match encode(&reply, max, "hello reply") {
+        Ok(frame) => frame,
+        Err(e) => return protocol_error(e.to_string()),
+    };
+    if send.write_all(&frame).await.is_err() {
+        return;
+    }
+    let serve = match checked {
+        Ok(serve) => serve,
+        Err(_) => {
+            let _ = send.finish();
+            return;
+        }
+    };
+    let session_max = max.min(usize::try_from(hello.max_frame).unwrap_or(usize::MAX));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = write_frames(send, rx);
+    let served = serve.serve(reader, tx, session_max);
+    let (result, ()) = tokio::join!(served, writer);
+    if let Err(reason) = result {
+        protocol_error(reason);
+    }
+}
