@@ -1,1 +1,95 @@
-//! rill-dataflow: see ../shared/DESIGN.md.
+//! rill-dataflow: the DataStream API, stream/job graphs with chaining, operators and the
+//! stream task (DESIGN §5).
+//!
+//! # From program to running tasks
+//!
+//! 1. **Build** with [`StreamExecutionEnvironment`]: sources, transforms and sinks are
+//!    [`FactoryRef`]s — names registered in an [`OperatorRegistry`] plus serialized
+//!    config — so the result is plain data ([`environment`]).
+//! 2. **Chain** the [`StreamGraph`](stream_graph::StreamGraph) into a [`JobGraph`]
+//!    ([`chaining`]): operators joined by forward edges of equal parallelism in one slot
+//!    sharing group run in one task by direct calls.
+//! 3. **Submit**: the JobGraph travels as bytes ([`JobGraph::to_bytes`]); the receiver
+//!    runs [`JobGraph::validate`] against its own registry, so unknown operator names,
+//!    cycles and bad parallelism are submission errors.
+//! 4. **Run** each vertex × subtask as a [`StreamTask`] on its own thread with a
+//!    [`TaskInput`] and one [`TaskOutput`] per output edge ([`task_io`]); the
+//!    [`LocalExecutor`] does all of this in-process over in-memory channels.
+//!
+//! # Records
+//!
+//! Records are a dynamic [`Value`] ([`value`]) with an optional timestamp; the data plane
+//! encodes them with [`codec`]. Keys go through a stable hash and key groups
+//! ([`key_group`]). Operators process batches ([`operator`]); keyed operators keep
+//! per-key state in memory for now ([`keyed`]).
+//!
+//! # Running a vertex from an endpoint
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use rill_dataflow::*;
+//! # fn inputs() -> Option<Box<dyn TaskInput>> { None }
+//! # fn outputs() -> Vec<Box<dyn TaskOutput>> { Vec::new() }
+//! # fn demo(job: Arc<JobGraph>, vertex: VertexId, subtask: u32) -> Result<()> {
+//! let env = TaskEnvironment {
+//!     registry: Arc::new(OperatorRegistry::new()),
+//!     collect: None,
+//!     config: TaskConfig::default(),
+//! };
+//! // Input: job.num_input_channels(vertex, subtask) channels (None for sources);
+//! // outputs: one per job.output_edges(vertex), channels per job.output_channels(..).
+//! let task = StreamTask::new(job, vertex, subtask, env, inputs(), outputs())?;
+//! let handle = task.spawn(|outcome| println!("task ended: {outcome:?}"))?;
+//! handle.cancel();
+//! let _outcome: TaskOutcome = handle.join();
+//! # Ok(()) }
+//! ```
+
+pub mod builtins;
+mod chain;
+pub mod chaining;
+pub mod codec;
+pub mod collect;
+pub mod element;
+pub mod environment;
+pub mod error;
+pub mod functions;
+pub mod ids;
+pub mod job_graph;
+pub mod jobs;
+pub mod key;
+pub mod key_group;
+pub mod keyed;
+pub mod local_channel;
+pub mod local_executor;
+pub mod mailbox;
+pub mod operator;
+pub mod partitioning;
+pub mod rate_limiter;
+pub mod registry;
+pub mod spec;
+pub mod stream_graph;
+pub mod stream_task;
+pub mod task_io;
+pub mod value;
+pub mod watermark;
+
+pub use collect::{CollectBuffer, CollectSink};
+pub use element::{StreamElement, StreamEvent, StreamRecord, WatermarkStatus};
+pub use environment::{DataStream, KeyedStream, StreamExecutionEnvironment};
+pub use error::{DataflowError, Result};
+pub use ids::{JobId, VertexId};
+pub use job_graph::{ChainedOperator, JobEdge, JobGraph, JobVertex};
+pub use keyed::KeyedProcessFunction;
+pub use local_executor::{JobOutcome, JobResult, LocalExecutor, LocalExecutorConfig};
+pub use mailbox::{Mail, MailboxSender};
+pub use operator::{Collector, Operator, OperatorContext, SourceOperator, SourceStatus};
+pub use partitioning::Partitioning;
+pub use registry::{OperatorKind, OperatorRegistry};
+pub use spec::{FactoryRef, OperatorSpec};
+pub use stream_task::{StreamTask, TaskConfig, TaskEnvironment, TaskHandle, TaskOutcome};
+pub use task_io::{InputEvent, TaskInput, TaskOutput};
+pub use value::Value;
+
+#[cfg(test)]
+mod tests;

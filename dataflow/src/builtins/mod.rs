@@ -1,0 +1,183 @@
+//! Built-in sources, sinks, transforms and their registration.
+//!
+//! Every built-in is a registered factory like any user operator (no special casing in
+//! the runtime); the functions here build the [`FactoryRef`]s that name them, e.g.
+//! `stream.flat_map(builtins::split_words())`. [`register_builtins`] is what
+//! [`OperatorRegistry::new`] runs.
+//!
+//! | name | kind | does |
+//! |---|---|---|
+//! | `rill.source.datagen` | source | ids `0..rows` (or unbounded), strided over subtasks, optional rate |
+//! | `rill.source.collection` | source | fixed values, split round-robin over subtasks |
+//! | `rill.source.file_lines` | source | lines of a file (byte-range splits) or of a directory's files |
+//! | `rill.source.socket` | source | TCP text lines (subtask 0 only, like Flink's socket source) |
+//! | `rill.sink.print` | sink | `Display` per line to stdout/stderr, `n> ` prefix when parallel |
+//! | `rill.sink.file` | sink | lines to a file (parallelism 1) or `part-N` files in a directory |
+//! | `rill.sink.blackhole` | sink | discards (counts) |
+//! | `rill.sink.collect` | sink | values to the runtime's [`CollectSink`](crate::collect::CollectSink) |
+//! | `rill.flat_map.split_words` | flat-map | lowercase words of a line |
+//! | `rill.process.count` | process | `(key, count)` per key |
+//! | `rill.process.count_sum` | process | `(key, count, sum)` of i64 values per key |
+//! | `rill.reduce.sum` | reduce | running sum of i64/f64 values |
+
+mod collection;
+mod datagen;
+mod file_sink;
+mod file_source;
+mod sinks;
+mod socket_source;
+mod transforms;
+
+pub use collection::CollectionConfig;
+pub use datagen::DatagenConfig;
+pub use file_sink::{FileLayout, FileSinkConfig};
+pub use file_source::FileLinesConfig;
+pub use sinks::{CollectConfig, PrintConfig};
+pub use socket_source::SocketConfig;
+pub use transforms::CountConfig;
+
+use crate::registry::{OperatorKind, OperatorRegistry};
+use crate::spec::FactoryRef;
+use crate::value::Value;
+
+/// `rill.source.datagen`.
+pub const DATAGEN: &str = "rill.source.datagen";
+/// `rill.source.collection`.
+pub const COLLECTION: &str = "rill.source.collection";
+/// `rill.source.file_lines`.
+pub const FILE_LINES: &str = "rill.source.file_lines";
+/// `rill.source.socket`.
+pub const SOCKET: &str = "rill.source.socket";
+/// `rill.sink.print`.
+pub const PRINT: &str = "rill.sink.print";
+/// `rill.sink.file`.
+pub const FILE_SINK: &str = "rill.sink.file";
+/// `rill.sink.blackhole`.
+pub const BLACKHOLE: &str = "rill.sink.blackhole";
+/// `rill.sink.collect`.
+pub const COLLECT: &str = "rill.sink.collect";
+/// `rill.flat_map.split_words`.
+pub const SPLIT_WORDS: &str = "rill.flat_map.split_words";
+/// `rill.process.count`.
+pub const COUNT: &str = "rill.process.count";
+/// `rill.process.count_sum`.
+pub const COUNT_SUM: &str = "rill.process.count_sum";
+/// `rill.reduce.sum`.
+pub const SUM: &str = "rill.reduce.sum";
+
+/// Registers every built-in in `r` (which must not already hold them).
+pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
+    let results = [
+        r.register_source(DATAGEN, datagen::DatagenSource::new),
+        r.register_source(COLLECTION, collection::CollectionSource::new),
+        r.register_source(FILE_LINES, file_source::FileLinesSource::new),
+        r.register_source(SOCKET, socket_source::SocketSource::new),
+        r.register_operator(PRINT, OperatorKind::Sink, sinks::PrintSink::new),
+        r.register_operator(FILE_SINK, OperatorKind::Sink, file_sink::FileSink::new),
+        r.register_operator(BLACKHOLE, OperatorKind::Sink, sinks::BlackholeSink::new),
+        r.register_operator(COLLECT, OperatorKind::Sink, sinks::CollectSinkOperator::new),
+        r.register_flat_map(SPLIT_WORDS, |()| Ok(transforms::split_words)),
+        r.register_process(COUNT, |c: CountConfig| Ok(transforms::Count(c))),
+        r.register_process(COUNT_SUM, |c: CountConfig| Ok(transforms::CountSum(c))),
+        r.register_reduce(SUM, |()| Ok(transforms::sum)),
+        r.register_key_selector(crate::key::VALUE_KEY, |()| Ok(crate::key::ValueKey)),
+        r.register_key_selector(crate::key::FIELD_KEY, |c: crate::key::FieldKey| Ok(c)),
+        r.register_key_selector(crate::key::I64_MOD_KEY, |c: crate::key::I64ModKey| {
+            if c.modulus < 1 {
+                return Err(crate::error::DataflowError::InvalidConfig {
+                    factory: crate::key::I64_MOD_KEY.into(),
+                    reason: format!("modulus must be ≥ 1, got {}", c.modulus),
+                });
+            }
+            Ok(c)
+        }),
+    ];
+    for r in results {
+        // Names above are distinct literals and `r` starts empty (only `new` calls this).
+        r.expect("built-in names are unique");
+    }
+}
+
+/// Source: ids `0..rows` (unbounded when `rows` is `None`), optionally rate-limited.
+pub fn datagen(config: DatagenConfig) -> FactoryRef {
+    FactoryRef::builtin(DATAGEN, &config)
+}
+
+/// Source: the given values.
+pub fn collection(values: Vec<Value>) -> FactoryRef {
+    FactoryRef::builtin(COLLECTION, &CollectionConfig { values })
+}
+
+/// Source: the lines of a file, or of every file in a directory.
+pub fn file_lines(path: impl Into<String>) -> FactoryRef {
+    FactoryRef::builtin(FILE_LINES, &FileLinesConfig { path: path.into() })
+}
+
+/// Source: text lines read from a TCP server at `host:port`.
+pub fn socket_lines(host: impl Into<String>, port: u16) -> FactoryRef {
+    FactoryRef::builtin(
+        SOCKET,
+        &SocketConfig {
+            host: host.into(),
+            port,
+        },
+    )
+}
+
+/// Sink: prints every value to stdout.
+pub fn print() -> FactoryRef {
+    FactoryRef::builtin(PRINT, &PrintConfig::default())
+}
+
+/// Sink: writes one line per value to the file `path` (parallelism 1 only).
+pub fn file_sink(path: impl Into<String>) -> FactoryRef {
+    FactoryRef::builtin(
+        FILE_SINK,
+        &FileSinkConfig {
+            path: path.into(),
+            layout: FileLayout::File,
+        },
+    )
+}
+
+/// Sink: writes `part-N` files (one per subtask) into the directory `path`.
+pub fn file_sink_dir(path: impl Into<String>) -> FactoryRef {
+    FactoryRef::builtin(
+        FILE_SINK,
+        &FileSinkConfig {
+            path: path.into(),
+            layout: FileLayout::Directory,
+        },
+    )
+}
+
+/// Sink: discards everything.
+pub fn blackhole() -> FactoryRef {
+    FactoryRef::unit(BLACKHOLE)
+}
+
+/// Sink: hands values to the runtime's collect hook under `id`.
+pub fn collect(id: impl Into<String>) -> FactoryRef {
+    FactoryRef::builtin(COLLECT, &CollectConfig { id: id.into() })
+}
+
+/// Flat-map: splits a line into lowercase words.
+pub fn split_words() -> FactoryRef {
+    FactoryRef::unit(SPLIT_WORDS)
+}
+
+/// Keyed process: counts records per key; emits `(key, count)` after every record when
+/// `emit_updates`, else once per key at end of input.
+pub fn count_per_key(emit_updates: bool) -> FactoryRef {
+    FactoryRef::builtin(COUNT, &CountConfig { emit_updates })
+}
+
+/// Keyed process: count and sum of i64 values per key, as `(key, count, sum)`.
+pub fn count_sum_per_key(emit_updates: bool) -> FactoryRef {
+    FactoryRef::builtin(COUNT_SUM, &CountConfig { emit_updates })
+}
+
+/// Keyed reduce: running sum.
+pub fn sum() -> FactoryRef {
+    FactoryRef::unit(SUM)
+}

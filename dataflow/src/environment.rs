@@ -1,0 +1,386 @@
+//! The DataStream API: `StreamExecutionEnvironment`, `DataStream`, `KeyedStream`.
+//!
+//! A builder in Flink's style over [`FactoryRef`]s (registered names + config), so what it
+//! builds is plain data:
+//!
+//! ```
+//! use rill_dataflow::{builtins, key, StreamExecutionEnvironment};
+//! let env = StreamExecutionEnvironment::new();
+//! env.set_parallelism(4);
+//! env.add_source(builtins::file_lines("/tmp/in.txt"))
+//!     .flat_map(builtins::split_words())
+//!     .key_by(key::by_value())
+//!     .process(builtins::count_per_key(false))
+//!     .name("count")
+//!     .sink(builtins::print())
+//!     .parallelism(1);
+//! let job = env.job_graph("wordcount").unwrap();
+//! assert_eq!(job.vertices.len(), 3);
+//! ```
+//!
+//! Streams are cheap handles into the environment's graph (`Rc<RefCell<…>>`: building is
+//! single-threaded). Mistakes that can't be types — `parallelism(0)`, setting a name on
+//! a union — are recorded and returned by [`StreamExecutionEnvironment::job_graph`], so
+//! builder calls chain without `?`. Whether the named factories exist is checked later,
+//! against the registry of the process that runs the job
+//! ([`JobGraph::validate`](crate::job_graph::JobGraph::validate)).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::chaining::build_job_graph;
+use crate::error::{DataflowError, Result};
+use crate::ids::JobId;
+use crate::job_graph::JobGraph;
+use crate::key_group::DEFAULT_MAX_PARALLELISM;
+use crate::partitioning::Partitioning;
+use crate::registry::OperatorKind;
+use crate::spec::{FactoryRef, OperatorSpec};
+use crate::stream_graph::{StreamEdge, StreamGraph, StreamNode};
+
+struct Builder {
+    graph: StreamGraph,
+    errors: Vec<DataflowError>,
+}
+
+/// Entry point of the API: holds the graph being built and job-wide defaults.
+pub struct StreamExecutionEnvironment {
+    inner: Rc<RefCell<Builder>>,
+}
+
+impl Default for StreamExecutionEnvironment {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamExecutionEnvironment {
+    /// An empty environment with parallelism 1 and max parallelism 128.
+    pub fn new() -> Self {
+        Self {
+            inner: Rc::new(RefCell::new(Builder {
+                graph: StreamGraph {
+                    nodes: Vec::new(),
+                    edges: Vec::new(),
+                    default_parallelism: 1,
+                    default_max_parallelism: DEFAULT_MAX_PARALLELISM,
+                },
+                errors: Vec::new(),
+            })),
+        }
+    }
+
+    /// Sets the parallelism of operators that don't set their own.
+    pub fn set_parallelism(&self, parallelism: u32) -> &Self {
+        let mut b = self.inner.borrow_mut();
+        if parallelism == 0 {
+            b.errors.push(DataflowError::InvalidParallelism {
+                vertex: "environment".into(),
+                parallelism,
+                reason: "must be at least 1".into(),
+            });
+        }
+        b.graph.default_parallelism = parallelism;
+        self
+    }
+
+    /// Sets the default max parallelism (number of key groups).
+    pub fn set_max_parallelism(&self, max_parallelism: u32) -> &Self {
+        self.inner.borrow_mut().graph.default_max_parallelism = max_parallelism;
+        self
+    }
+
+    /// Adds a source (a factory registered as [`OperatorKind::Source`]).
+    pub fn add_source(&self, source: FactoryRef) -> DataStream {
+        let node = add_node(&self.inner, OperatorKind::Source, source, None, &[]);
+        DataStream::single(&self.inner, node)
+    }
+
+    /// A copy of the StreamGraph built so far, or the first builder error.
+    pub fn stream_graph(&self) -> Result<StreamGraph> {
+        let mut b = self.inner.borrow_mut();
+        if !b.errors.is_empty() {
+            return Err(b.errors.remove(0));
+        }
+        Ok(b.graph.clone())
+    }
+
+    /// Chains the graph into a JobGraph with a fresh [`JobId`].
+    pub fn job_graph(&self, name: &str) -> Result<JobGraph> {
+        self.job_graph_with_id(name, JobId::generate())
+    }
+
+    /// Chains the graph into a JobGraph with the given id.
+    pub fn job_graph_with_id(&self, name: &str, job_id: JobId) -> Result<JobGraph> {
+        build_job_graph(&self.stream_graph()?, name, job_id)
+    }
+}
+
+/// One upstream node feeding the next operator, and how.
+#[derive(Clone)]
+struct Input {
+    node: u32,
+    partitioning: Option<Partitioning>,
+}
+
+fn add_node(
+    b: &Rc<RefCell<Builder>>,
+    kind: OperatorKind,
+    factory: FactoryRef,
+    key: Option<FactoryRef>,
+    inputs: &[Input],
+) -> u32 {
+    let mut b = b.borrow_mut();
+    let id = b.graph.nodes.len() as u32;
+    b.graph.nodes.push(StreamNode {
+        id,
+        spec: OperatorSpec {
+            name: factory.name.clone(),
+            uid: None,
+            kind,
+            factory,
+            key,
+        },
+        parallelism: None,
+        max_parallelism: None,
+        slot_sharing_group: None,
+        chaining_disabled: false,
+    });
+    for i in inputs {
+        b.graph.edges.push(StreamEdge {
+            source: i.node,
+            target: id,
+            partitioning: i.partitioning.clone(),
+        });
+    }
+    id
+}
+
+/// A stream of records: the output of one operator, possibly re-partitioned or unioned
+/// with others. Per-operator settings (`name`, `parallelism`, …) apply to the operator
+/// that produced the stream and are an error on unions and re-partitioned streams.
+#[derive(Clone)]
+pub struct DataStream {
+    env: Rc<RefCell<Builder>>,
+    inputs: Vec<Input>,
+    /// The operator settings apply to; `None` after union / re-partitioning.
+    node: Option<u32>,
+}
+
+impl DataStream {
+    fn single(env: &Rc<RefCell<Builder>>, node: u32) -> Self {
+        Self {
+            env: env.clone(),
+            inputs: vec![Input {
+                node,
+                partitioning: None,
+            }],
+            node: Some(node),
+        }
+    }
+
+    fn then(&self, kind: OperatorKind, f: FactoryRef, key: Option<FactoryRef>) -> DataStream {
+        let node = add_node(&self.env, kind, f, key, &self.inputs);
+        DataStream::single(&self.env, node)
+    }
+
+    fn repartitioned(&self, p: Partitioning) -> DataStream {
+        DataStream {
+            env: self.env.clone(),
+            inputs: self
+                .inputs
+                .iter()
+                .map(|i| Input {
+                    node: i.node,
+                    partitioning: Some(p.clone()),
+                })
+                .collect(),
+            node: None,
+        }
+    }
+
+    /// One-to-one transformation (a factory registered with `register_map`).
+    pub fn map(&self, f: FactoryRef) -> DataStream {
+        self.then(OperatorKind::Map, f, None)
+    }
+
+    /// Keeps records matching a registered predicate.
+    pub fn filter(&self, f: FactoryRef) -> DataStream {
+        self.then(OperatorKind::Filter, f, None)
+    }
+
+    /// One-to-many transformation.
+    pub fn flat_map(&self, f: FactoryRef) -> DataStream {
+        self.then(OperatorKind::FlatMap, f, None)
+    }
+
+    /// Partitions by key (a registered key selector, see [`crate::key`]).
+    pub fn key_by(&self, key: FactoryRef) -> KeyedStream {
+        KeyedStream {
+            stream: self.repartitioned(Partitioning::Hash { key: key.clone() }),
+            key,
+        }
+    }
+
+    /// Round-robin over all downstream subtasks.
+    pub fn rebalance(&self) -> DataStream {
+        self.repartitioned(Partitioning::Rebalance)
+    }
+
+    /// Round-robin over the pointwise-connected downstream subtasks.
+    pub fn rescale(&self) -> DataStream {
+        self.repartitioned(Partitioning::Rescale)
+    }
+
+    /// Every record to every downstream subtask.
+    pub fn broadcast(&self) -> DataStream {
+        self.repartitioned(Partitioning::Broadcast)
+    }
+
+    /// Subtask `i` to subtask `i` (requires equal parallelism).
+    pub fn forward(&self) -> DataStream {
+        self.repartitioned(Partitioning::Forward)
+    }
+
+    /// Merges this stream with `others` (same environment) into one stream.
+    pub fn union(&self, others: &[&DataStream]) -> DataStream {
+        let mut inputs = self.inputs.clone();
+        for o in others {
+            if !Rc::ptr_eq(&self.env, &o.env) {
+                self.error("union of streams from different environments".into());
+            }
+            inputs.extend(o.inputs.iter().cloned());
+        }
+        DataStream {
+            env: self.env.clone(),
+            inputs,
+            node: None,
+        }
+    }
+
+    /// Ends the stream in a sink.
+    pub fn sink(&self, f: FactoryRef) -> DataStream {
+        self.then(OperatorKind::Sink, f, None)
+    }
+
+    fn error(&self, message: String) {
+        self.env
+            .borrow_mut()
+            .errors
+            .push(DataflowError::InvalidGraph(message));
+    }
+
+    fn with_node(self, what: &str, f: impl FnOnce(&mut StreamNode)) -> Self {
+        match self.node {
+            Some(id) => {
+                let mut b = self.env.borrow_mut();
+                if let Some(n) = b.graph.nodes.get_mut(id as usize) {
+                    f(n);
+                }
+            }
+            None => self.error(format!(
+                "{what}() applies to an operator, not to a union or re-partitioned stream"
+            )),
+        }
+        self
+    }
+
+    /// Sets the operator's display name.
+    pub fn name(self, name: &str) -> Self {
+        self.with_node("name", |n| n.spec.name = name.to_owned())
+    }
+
+    /// Sets the operator's stable id (for state).
+    pub fn uid(self, uid: &str) -> Self {
+        self.with_node("uid", |n| n.spec.uid = Some(uid.to_owned()))
+    }
+
+    /// Sets the operator's parallelism (≥ 1).
+    pub fn parallelism(self, parallelism: u32) -> Self {
+        if parallelism == 0 {
+            let name = self.node.map(|n| n.to_string()).unwrap_or_default();
+            self.env
+                .borrow_mut()
+                .errors
+                .push(DataflowError::InvalidParallelism {
+                    vertex: format!("operator {name}"),
+                    parallelism,
+                    reason: "must be at least 1".into(),
+                });
+        }
+        self.with_node("parallelism", |n| n.parallelism = Some(parallelism))
+    }
+
+    /// Sets the operator's max parallelism (number of key groups).
+    pub fn max_parallelism(self, max_parallelism: u32) -> Self {
+        self.with_node("max_parallelism", |n| {
+            n.max_parallelism = Some(max_parallelism)
+        })
+    }
+
+    /// Puts the operator into a slot sharing group.
+    pub fn slot_sharing_group(self, group: &str) -> Self {
+        self.with_node("slot_sharing_group", |n| {
+            n.slot_sharing_group = Some(group.to_owned())
+        })
+    }
+
+    /// Never chains this operator with its neighbours.
+    pub fn disable_chaining(self) -> Self {
+        self.with_node("disable_chaining", |n| n.chaining_disabled = true)
+    }
+}
+
+/// A stream partitioned by key; keyed operators follow.
+#[derive(Clone)]
+pub struct KeyedStream {
+    stream: DataStream,
+    key: FactoryRef,
+}
+
+impl KeyedStream {
+    /// Folds each key's values with a registered reduce function.
+    pub fn reduce(&self, f: FactoryRef) -> DataStream {
+        self.stream
+            .then(OperatorKind::Reduce, f, Some(self.key.clone()))
+    }
+
+    /// Runs a registered keyed process function with per-key state.
+    pub fn process(&self, f: FactoryRef) -> DataStream {
+        self.stream
+            .then(OperatorKind::Process, f, Some(self.key.clone()))
+    }
+
+    /// Sends the keyed stream into a sink (records of one key reach one sink subtask).
+    pub fn sink(&self, f: FactoryRef) -> DataStream {
+        self.stream.sink(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtins;
+
+    #[test]
+    fn settings_on_a_union_are_reported_at_build() {
+        let env = StreamExecutionEnvironment::new();
+        let a = env.add_source(builtins::collection(vec![]));
+        let b = env.add_source(builtins::collection(vec![]));
+        a.union(&[&b]).name("nope");
+        assert!(matches!(
+            env.job_graph("j"),
+            Err(DataflowError::InvalidGraph(_))
+        ));
+    }
+
+    #[test]
+    fn zero_parallelism_is_reported() {
+        let env = StreamExecutionEnvironment::new();
+        env.add_source(builtins::collection(vec![])).parallelism(0);
+        assert!(matches!(
+            env.job_graph("j"),
+            Err(DataflowError::InvalidParallelism { .. })
+        ));
+    }
+}

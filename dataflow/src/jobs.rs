@@ -1,0 +1,122 @@
+//! The built-in example jobs, as JobGraph builders.
+//!
+//! * [`wordcount`]: file lines → split words → `key_by(word)` → count → one output file
+//!   of `(word,count)` lines, written once per word at end of input.
+//! * [`keyed_sum`]: datagen ids → `key_by(id mod keys)` → count and sum per key. Bounded
+//!   (`rows`): final `(key,count,sum)` rows go to a collect sink
+//!   ([`KEYED_SUM_COLLECT_ID`]) and [`keyed_sum_checksum`] folds them into the checksum
+//!   the CLI prints; [`expected_keyed_sum_checksum`] computes the same number directly.
+//!   Unbounded: the aggregate feeds a blackhole sink.
+//!
+//! The aggregate keeps per-key state and emits at end of input only (like Flink's
+//! mini-batch aggregation, minus intermediate flushes), so the hot path allocates nothing
+//! per record.
+
+use crate::builtins::{self, DatagenConfig};
+use crate::environment::StreamExecutionEnvironment;
+use crate::error::{DataflowError, Result};
+use crate::job_graph::JobGraph;
+use crate::key;
+use crate::value::Value;
+
+/// Collect id of keyed-sum's final rows.
+pub const KEYED_SUM_COLLECT_ID: &str = "keyed-sum";
+
+/// wordcount: reads `input` (a file or directory), writes `(word,count)` lines to the
+/// file `output`; `parallelism` applies to reading, splitting and counting (the sink
+/// writes one file, with parallelism 1).
+pub fn wordcount(input: &str, output: &str, parallelism: u32) -> Result<JobGraph> {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    env.add_source(builtins::file_lines(input))
+        .name("Source: lines")
+        .flat_map(builtins::split_words())
+        .name("split words")
+        .key_by(key::by_value())
+        .process(builtins::count_per_key(false))
+        .name("count")
+        .uid("wordcount-count")
+        .sink(builtins::file_sink(output))
+        .name("Sink: file")
+        .parallelism(1);
+    env.job_graph("wordcount")
+}
+
+/// keyed-sum: `rows` ids (unbounded if `None`) at `rate` records/s (unlimited if
+/// `None`), keyed by `id mod keys`, count and sum per key.
+pub fn keyed_sum(
+    rows: Option<u64>,
+    keys: u64,
+    rate: Option<f64>,
+    parallelism: u32,
+) -> Result<JobGraph> {
+    let modulus = i64::try_from(keys)
+        .ok()
+        .filter(|k| *k >= 1)
+        .ok_or_else(|| DataflowError::InvalidConfig {
+            factory: "keyed-sum".into(),
+            reason: format!("keys must be in 1..=i64::MAX, got {keys}"),
+        })?;
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    let sums = env
+        .add_source(builtins::datagen(DatagenConfig {
+            rows,
+            rate,
+            ..DatagenConfig::default()
+        }))
+        .name("Source: datagen")
+        .key_by(key::by_i64_mod(modulus))
+        .process(builtins::count_sum_per_key(false))
+        .name("count+sum")
+        .uid("keyed-sum-agg");
+    if rows.is_some() {
+        sums.sink(builtins::collect(KEYED_SUM_COLLECT_ID))
+            .name("Sink: collect");
+    } else {
+        sums.sink(builtins::blackhole()).name("Sink: blackhole");
+    }
+    env.job_graph("keyed-sum")
+}
+
+fn mix(key: i64, count: i64, sum: i64) -> u64 {
+    let mut h = (key as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ count as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h ^ sum as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Order-independent checksum of keyed-sum's `(key,count,sum)` rows.
+pub fn keyed_sum_checksum(rows: &[Value]) -> Result<u64> {
+    let mut total = 0u64;
+    for row in rows {
+        match row.as_tuple() {
+            Some([Value::I64(k), Value::I64(c), Value::I64(s)]) => {
+                total = total.wrapping_add(mix(*k, *c, *s))
+            }
+            _ => {
+                return Err(DataflowError::TypeMismatch {
+                    operator: "keyed-sum checksum".into(),
+                    expected: "(i64,i64,i64)",
+                    actual: row.type_name(),
+                })
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// The checksum keyed-sum must produce for `rows` ids over `keys` keys, computed
+/// directly in O(keys) memory.
+pub fn expected_keyed_sum_checksum(rows: u64, keys: u64) -> u64 {
+    let keys = keys.max(1);
+    let mut total = 0u64;
+    for k in 0..keys.min(rows) {
+        // Ids ≡ k (mod keys) in 0..rows: k, k+keys, …; n of them.
+        let n = (rows - k).div_ceil(keys);
+        // Sum of k + i·keys for i in 0..n, in wrapping i64 arithmetic like the operator.
+        let tri = (n as u128 * (n as u128).saturating_sub(1) / 2) as u64;
+        let sum = (k.wrapping_mul(n)).wrapping_add(keys.wrapping_mul(tri)) as i64;
+        total = total.wrapping_add(mix(k as i64, n as i64, sum));
+    }
+    total
+}

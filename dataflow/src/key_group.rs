@@ -1,0 +1,87 @@
+//! Key groups: how a key's hash picks the subtask that owns it (DESIGN §6).
+//!
+//! `key_group = murmur_fmix(hash) % max_parallelism`, and
+//! `operator_index = key_group * parallelism / max_parallelism`, as Flink's
+//! `KeyGroupRangeAssignment`. Each subtask thus owns a contiguous key-group range, which
+//! is what lets keyed state be redistributed on rescale.
+//!
+//! TODO(network): this is a private copy until `rill_network::key_group` exists; switch
+//! the two functions below to re-exports then, so producers and consumers can never
+//! disagree on the formula.
+
+/// Default number of key groups (Flink's default for small parallelism).
+pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
+
+/// Murmur3's 64-bit finalizer: full avalanche over the stable key hash.
+fn murmur_fmix64(mut k: u64) -> u64 {
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    k ^= k >> 33;
+    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    k ^ (k >> 33)
+}
+
+/// The key group of a key with stable hash `key_hash` (`0..max_parallelism`).
+///
+/// `max_parallelism` must be ≥ 1 (validated on the job graph).
+pub fn assign_to_key_group(key_hash: u64, max_parallelism: u32) -> u32 {
+    (murmur_fmix64(key_hash) % u64::from(max_parallelism.max(1))) as u32
+}
+
+/// The subtask (`0..parallelism`) that owns `key_group`.
+pub fn operator_index_for_key_group(key_group: u32, parallelism: u32, max_parallelism: u32) -> u32 {
+    (u64::from(key_group) * u64::from(parallelism) / u64::from(max_parallelism.max(1))) as u32
+}
+
+/// The subtask that owns a key with stable hash `key_hash`.
+pub fn operator_index_for_key(key_hash: u64, parallelism: u32, max_parallelism: u32) -> u32 {
+    operator_index_for_key_group(
+        assign_to_key_group(key_hash, max_parallelism),
+        parallelism,
+        max_parallelism,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::Value;
+
+    #[test]
+    fn key_groups_spread_evenly() {
+        let max = DEFAULT_MAX_PARALLELISM;
+        let mut groups = vec![0u32; max as usize];
+        for k in 0..100_000i64 {
+            groups[assign_to_key_group(Value::I64(k).stable_hash(), max) as usize] += 1;
+        }
+        let expected = 100_000 / max;
+        for (g, n) in groups.iter().enumerate() {
+            assert!(
+                n.abs_diff(expected) < expected / 5,
+                "key group {g} got {n}, expected about {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn subtasks_own_contiguous_key_group_ranges() {
+        for parallelism in [1, 3, 4, 7, 128] {
+            let owners: Vec<u32> = (0..128)
+                .map(|g| operator_index_for_key_group(g, parallelism, 128))
+                .collect();
+            assert!(owners.windows(2).all(|w| w[0] <= w[1] && w[1] - w[0] <= 1));
+            assert_eq!(owners[0], 0);
+            assert_eq!(owners[127], parallelism - 1);
+        }
+    }
+
+    #[test]
+    fn string_keys_spread_over_four_subtasks() {
+        let mut per = [0u32; 4];
+        for k in 0..10_000 {
+            per[operator_index_for_key(Value::Str(format!("w{k}")).stable_hash(), 4, 128)
+                as usize] += 1;
+        }
+        assert!(per.iter().all(|n| (2_000..3_000).contains(n)), "{per:?}");
+    }
+}

@@ -1,0 +1,153 @@
+//! The operator interfaces a task drives.
+//!
+//! Operators are **batch-at-a-time**: the task hands an operator a `Vec` of records, the
+//! operator drains it and appends its results to an output `Vec` that the chain reuses
+//! (no allocation in steady state). Dynamic dispatch thus happens once per batch and
+//! operator, not per record; generic function operators (`functions`, `keyed`) are
+//! monomorphized over the user's closure, so the per-record loop is static code.
+//!
+//! Lifecycle, per subtask: built by its factory → [`Operator::open`] → any number of
+//! `process_batch` / `process_watermark` calls → [`Operator::end_input`] once if the input
+//! ends (bounded jobs; not on cancellation) → [`Operator::close`]. All calls happen on
+//! the task's thread.
+//!
+//! Sources implement [`SourceOperator`] instead: the task polls them for a batch, runs
+//! pending mails, and polls again, so cancellation is handled between batches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::collect::CollectSink;
+use crate::element::StreamRecord;
+use crate::error::Result;
+use crate::ids::JobId;
+use crate::key::KeySelector;
+use crate::value::Value;
+
+/// What an operator knows about where it runs.
+#[derive(Clone)]
+pub struct OperatorContext {
+    /// The job.
+    pub job_id: JobId,
+    /// The operator's display name.
+    pub operator_name: String,
+    /// This subtask's index (`0..parallelism`).
+    pub subtask_index: u32,
+    /// The operator's parallelism.
+    pub parallelism: u32,
+    /// The operator's max parallelism (number of key groups).
+    pub max_parallelism: u32,
+    /// The key selector, for keyed operators.
+    pub key_selector: Option<Arc<dyn KeySelector>>,
+    /// Where collect sinks send their results, if the runtime provides it.
+    pub collect: Option<Arc<dyn CollectSink>>,
+}
+
+impl std::fmt::Debug for OperatorContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorContext")
+            .field("job_id", &self.job_id)
+            .field("operator_name", &self.operator_name)
+            .field("subtask_index", &self.subtask_index)
+            .field("parallelism", &self.parallelism)
+            .field("max_parallelism", &self.max_parallelism)
+            .field("keyed", &self.key_selector.is_some())
+            .field("collect", &self.collect.is_some())
+            .finish()
+    }
+}
+
+/// A one-input operator (transform or sink).
+pub trait Operator: Send {
+    /// Prepares the operator (open files, connections). Runs on the task thread.
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// Processes and drains every record of `input`, appending results to `out`.
+    fn process_batch(
+        &mut self,
+        input: &mut Vec<StreamRecord>,
+        out: &mut Vec<StreamRecord>,
+    ) -> Result<()>;
+
+    /// Reacts to event time reaching `watermark`; records appended to `out` are emitted
+    /// before the watermark, which the chain forwards afterwards.
+    fn process_watermark(&mut self, _watermark: i64, _out: &mut Vec<StreamRecord>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once when all input has ended; a last chance to emit (final aggregates).
+    fn end_input(&mut self, _out: &mut Vec<StreamRecord>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Releases resources; flushes sinks. Called on finish and on cancellation.
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What a source reports after a poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceStatus {
+    /// More records may be available right away.
+    More,
+    /// Nothing available now; poll again after at most this long (mails are processed
+    /// while waiting, so cancellation stays prompt).
+    Idle(Duration),
+    /// The source is exhausted (bounded sources only).
+    Finished,
+}
+
+/// A source operator: the head of a vertex without inputs.
+pub trait SourceOperator: Send {
+    /// Prepares the source. Runs on the task thread.
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// Appends up to one batch of records to `out`. `now` is the task's clock reading,
+    /// for rate limiting. Must not block for long: return `Idle` instead.
+    fn poll_next(&mut self, out: &mut Vec<StreamRecord>, now: Instant) -> Result<SourceStatus>;
+
+    /// Releases resources.
+    fn close(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Emits results of a function, carrying the input record's timestamp by default.
+pub struct Collector<'a> {
+    out: &'a mut Vec<StreamRecord>,
+    timestamp: Option<i64>,
+}
+
+impl<'a> Collector<'a> {
+    /// A collector appending to `out` with the given current timestamp.
+    pub fn new(out: &'a mut Vec<StreamRecord>, timestamp: Option<i64>) -> Self {
+        Self { out, timestamp }
+    }
+
+    /// The timestamp of the record being processed, if any.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// Emits `value` with the current record's timestamp.
+    #[inline]
+    pub fn collect(&mut self, value: impl Into<Value>) {
+        self.out.push(StreamRecord {
+            value: value.into(),
+            timestamp: self.timestamp,
+        });
+    }
+
+    /// Emits `value` with an explicit timestamp.
+    pub fn collect_with_timestamp(&mut self, value: impl Into<Value>, timestamp: i64) {
+        self.out.push(StreamRecord {
+            value: value.into(),
+            timestamp: Some(timestamp),
+        });
+    }
+}

@@ -1,0 +1,207 @@
+//! How records of one job edge are distributed over the downstream subtasks.
+//!
+//! Two distribution patterns, as in Flink:
+//!
+//! * **all-to-all** (`Rebalance`, `Hash`, `Broadcast`): every upstream subtask has one
+//!   output channel per downstream subtask, every downstream subtask one input channel per
+//!   upstream subtask;
+//! * **pointwise** (`Forward`, `Rescale`): upstream subtask `i` connects to a contiguous
+//!   range of downstream subtasks (fan-out) or several upstream subtasks share one
+//!   downstream subtask (fan-in). With equal parallelism it is `i → i`.
+//!
+//! [`output_targets`] and [`input_sources`] compute those ranges; output channel `k` of
+//! an upstream subtask is the `k`-th subtask of its target range, and input channel `k`
+//! of a downstream subtask (within one edge) is the `k`-th subtask of its source range.
+//! [`ChannelSelector`] picks channels per record.
+
+use std::ops::Range;
+
+use serde::{Deserialize, Serialize};
+
+use crate::key_group;
+use crate::spec::FactoryRef;
+
+/// The partitioning of a job edge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Partitioning {
+    /// Subtask `i` to subtask `i`; requires equal parallelism; chainable.
+    Forward,
+    /// Round-robin over all downstream subtasks.
+    Rebalance,
+    /// Round-robin over the pointwise-connected downstream subtasks.
+    Rescale,
+    /// By key group of the key that `key` extracts (DESIGN §6).
+    Hash {
+        /// Registered key selector.
+        key: FactoryRef,
+    },
+    /// Every record to every downstream subtask.
+    Broadcast,
+}
+
+impl Partitioning {
+    /// Whether the edge connects subtasks pointwise rather than all-to-all.
+    pub fn is_pointwise(&self) -> bool {
+        matches!(self, Partitioning::Forward | Partitioning::Rescale)
+    }
+
+    /// Short name for display.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Partitioning::Forward => "FORWARD",
+            Partitioning::Rebalance => "REBALANCE",
+            Partitioning::Rescale => "RESCALE",
+            Partitioning::Hash { .. } => "HASH",
+            Partitioning::Broadcast => "BROADCAST",
+        }
+    }
+}
+
+fn div_ceil(a: u64, b: u64) -> u64 {
+    a.div_ceil(b)
+}
+
+/// Downstream subtasks that upstream subtask `index` sends to, in output-channel order.
+pub fn output_targets(pointwise: bool, index: u32, upstream: u32, downstream: u32) -> Range<u32> {
+    if !pointwise {
+        return 0..downstream;
+    }
+    let (i, up, down) = (u64::from(index), u64::from(upstream), u64::from(downstream));
+    if up >= down {
+        let t = (i * down / up) as u32;
+        t..t + 1
+    } else {
+        (div_ceil(i * down, up) as u32)..(div_ceil((i + 1) * down, up) as u32)
+    }
+}
+
+/// Upstream subtasks that downstream subtask `index` receives from, in input-channel order.
+pub fn input_sources(pointwise: bool, index: u32, upstream: u32, downstream: u32) -> Range<u32> {
+    if !pointwise {
+        return 0..upstream;
+    }
+    let (j, up, down) = (u64::from(index), u64::from(upstream), u64::from(downstream));
+    if up >= down {
+        (div_ceil(j * up, down) as u32)..(div_ceil((j + 1) * up, down) as u32)
+    } else {
+        let s = (j * up / down) as u32;
+        s..s + 1
+    }
+}
+
+/// Where one record goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// To this output channel.
+    One(u32),
+    /// To every output channel.
+    All,
+}
+
+/// Picks the output channel of each record for one output edge of one subtask.
+#[derive(Clone, Debug)]
+pub struct ChannelSelector {
+    mode: Mode,
+    num_channels: u32,
+    next: u32,
+    max_parallelism: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    RoundRobin,
+    Hash,
+    Broadcast,
+}
+
+impl ChannelSelector {
+    /// A selector over `num_channels` output channels (≥ 1). For hash partitioning,
+    /// `max_parallelism` is the *downstream* vertex's and `num_channels` its parallelism;
+    /// round-robin starts at `subtask_index` so parallel producers spread their first
+    /// records.
+    pub fn new(
+        partitioning: &Partitioning,
+        num_channels: u32,
+        max_parallelism: u32,
+        subtask_index: u32,
+    ) -> Self {
+        let mode = match partitioning {
+            Partitioning::Forward | Partitioning::Rebalance | Partitioning::Rescale => {
+                Mode::RoundRobin
+            }
+            Partitioning::Hash { .. } => Mode::Hash,
+            Partitioning::Broadcast => Mode::Broadcast,
+        };
+        let num_channels = num_channels.max(1);
+        Self {
+            mode,
+            num_channels,
+            next: subtask_index % num_channels,
+            max_parallelism,
+        }
+    }
+
+    /// Whether [`select`](Self::select) needs the record's key hash.
+    pub fn needs_key_hash(&self) -> bool {
+        matches!(self.mode, Mode::Hash)
+    }
+
+    /// The channel(s) for the next record; `key_hash` is only read for hash partitioning.
+    #[inline]
+    pub fn select(&mut self, key_hash: u64) -> Selection {
+        match self.mode {
+            Mode::RoundRobin => {
+                let c = self.next;
+                self.next += 1;
+                if self.next == self.num_channels {
+                    self.next = 0;
+                }
+                Selection::One(c)
+            }
+            Mode::Hash => Selection::One(key_group::operator_index_for_key(
+                key_hash,
+                self.num_channels,
+                self.max_parallelism,
+            )),
+            Mode::Broadcast => Selection::All,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pointwise_ranges_are_consistent_both_ways() {
+        for up in 1..9 {
+            for down in 1..9 {
+                let mut covered = vec![0; down as usize];
+                for i in 0..up {
+                    let targets = output_targets(true, i, up, down);
+                    assert!(!targets.is_empty(), "{up}->{down}: {i} has no target");
+                    for j in targets {
+                        covered[j as usize] += 1;
+                        assert!(input_sources(true, j, up, down).contains(&i));
+                    }
+                }
+                for j in 0..down {
+                    for i in input_sources(true, j, up, down) {
+                        assert!(output_targets(true, i, up, down).contains(&j));
+                    }
+                }
+                assert!(covered.iter().all(|c| *c >= 1), "{up}->{down}: {covered:?}");
+            }
+        }
+        assert_eq!(output_targets(true, 2, 4, 4), 2..3);
+        assert_eq!(output_targets(false, 2, 4, 3), 0..3);
+    }
+
+    #[test]
+    fn round_robin_cycles_from_subtask_index() {
+        let mut s = ChannelSelector::new(&Partitioning::Rebalance, 3, 128, 1);
+        let picks: Vec<_> = (0..4).map(|_| s.select(0)).collect();
+        use Selection::One;
+        assert_eq!(picks, vec![One(1), One(2), One(0), One(1)]);
+    }
+}

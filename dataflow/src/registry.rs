@@ -1,0 +1,403 @@
+//! The operator registry: stable names → factories that build operators from config bytes.
+//!
+//! This is how user code reaches TaskExecutors (DESIGN §5): every process running the
+//! same binary builds the same registry at start-up — [`OperatorRegistry::new`] holds
+//! the built-ins, and an application adds its own with the `register_*` methods before
+//! it submits or executes anything. A [`JobGraph`](crate::job_graph::JobGraph) then names
+//! factories, and [`check_operator`](OperatorRegistry::check_operator) rejects unknown
+//! names, kind mismatches and undecodable configs at submission time, before any task
+//! is deployed.
+//!
+//! Each entry records the [`OperatorKind`] it was registered as; using a map factory in
+//! `filter` position is a [`DataflowError::WrongOperatorKind`]. Typed helpers take a
+//! `make(config) -> function` closure: the config type `C` is decoded with rmp-serde,
+//! which is also the validation run at submission.
+//!
+//! ```
+//! use rill_dataflow::{OperatorRegistry, Value, DataflowError};
+//! let mut registry = OperatorRegistry::new();
+//! registry
+//!     .register_map("myapp.add", |n: i64| {
+//!         Ok(move |v: Value| match v {
+//!             Value::I64(x) => Ok(Value::I64(x + n)),
+//!             other => Err(DataflowError::TypeMismatch {
+//!                 operator: "myapp.add".into(),
+//!                 expected: "i64",
+//!                 actual: other.type_name(),
+//!             }),
+//!         })
+//!     })
+//!     .unwrap();
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{DataflowError, Result};
+use crate::functions::{FilterOperator, FlatMapOperator, MapOperator};
+use crate::key::KeySelector;
+use crate::keyed::{KeyedProcessFunction, KeyedProcessOperator, ReduceOperator};
+use crate::operator::{Collector, Operator, OperatorContext, SourceOperator};
+use crate::spec::{decode_config, FactoryRef, OperatorSpec};
+use crate::value::Value;
+
+pub use crate::spec::OperatorKind;
+
+type ValidateFn = dyn Fn(&[u8]) -> Result<()> + Send + Sync;
+type SourceFactoryFn =
+    dyn Fn(&[u8], &OperatorContext) -> Result<Box<dyn SourceOperator>> + Send + Sync;
+type OperatorFactoryFn = dyn Fn(&[u8], &OperatorContext) -> Result<Box<dyn Operator>> + Send + Sync;
+type KeyFactoryFn = dyn Fn(&[u8]) -> Result<Arc<dyn KeySelector>> + Send + Sync;
+
+enum Build {
+    Source(Box<SourceFactoryFn>),
+    Operator(Box<OperatorFactoryFn>),
+}
+
+struct Entry {
+    kind: OperatorKind,
+    validate: Box<ValidateFn>,
+    build: Build,
+}
+
+/// Names → operator and key-selector factories. Cheap to share behind an `Arc`.
+pub struct OperatorRegistry {
+    operators: BTreeMap<String, Entry>,
+    keys: BTreeMap<String, Box<KeyFactoryFn>>,
+}
+
+impl Default for OperatorRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for OperatorRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorRegistry")
+            .field("operators", &self.operators.keys().collect::<Vec<_>>())
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn validator<C: DeserializeOwned>(name: &str) -> Box<ValidateFn> {
+    let name = name.to_owned();
+    Box::new(move |bytes| decode_config::<C>(&name, bytes).map(drop))
+}
+
+impl OperatorRegistry {
+    /// A registry holding every built-in source, sink, transform and key selector.
+    pub fn new() -> Self {
+        let mut r = Self::empty();
+        crate::builtins::register_builtins(&mut r);
+        r
+    }
+
+    /// A registry with nothing registered.
+    pub fn empty() -> Self {
+        Self {
+            operators: BTreeMap::new(),
+            keys: BTreeMap::new(),
+        }
+    }
+
+    /// Names of all registered operator factories, sorted.
+    pub fn operator_names(&self) -> impl Iterator<Item = &str> {
+        self.operators.keys().map(String::as_str)
+    }
+
+    fn insert(&mut self, name: &str, entry: Entry) -> Result<()> {
+        if self.operators.contains_key(name) {
+            return Err(DataflowError::DuplicateRegistration { name: name.into() });
+        }
+        self.operators.insert(name.to_owned(), entry);
+        Ok(())
+    }
+
+    /// Registers a source factory: `make(config, ctx)` builds one subtask's source.
+    pub fn register_source<C, S, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        S: SourceOperator + 'static,
+        M: Fn(C, &OperatorContext) -> Result<S> + Send + Sync + 'static,
+    {
+        let n = name.to_owned();
+        self.insert(
+            name,
+            Entry {
+                kind: OperatorKind::Source,
+                validate: validator::<C>(name),
+                build: Build::Source(Box::new(move |bytes, ctx| {
+                    Ok(Box::new(make(decode_config(&n, bytes)?, ctx)?))
+                })),
+            },
+        )
+    }
+
+    /// Registers a factory of hand-written [`Operator`]s of any non-source `kind`
+    /// (sinks, custom transforms).
+    pub fn register_operator<C, O, M>(
+        &mut self,
+        name: &str,
+        kind: OperatorKind,
+        make: M,
+    ) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        O: Operator + 'static,
+        M: Fn(C, &OperatorContext) -> Result<O> + Send + Sync + 'static,
+    {
+        if kind == OperatorKind::Source {
+            return Err(DataflowError::InvalidConfig {
+                factory: name.into(),
+                reason: "sources are registered with register_source".into(),
+            });
+        }
+        let n = name.to_owned();
+        self.insert(
+            name,
+            Entry {
+                kind,
+                validate: validator::<C>(name),
+                build: Build::Operator(Box::new(move |bytes, ctx| {
+                    Ok(Box::new(make(decode_config(&n, bytes)?, ctx)?))
+                })),
+            },
+        )
+    }
+
+    /// Registers a map function: `make(config)` returns the per-subtask function.
+    pub fn register_map<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: FnMut(Value) -> Result<Value> + Send + 'static,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_operator(
+            name,
+            OperatorKind::Map,
+            move |c: C, _ctx: &OperatorContext| Ok(MapOperator::new(make(c)?)),
+        )
+    }
+
+    /// Registers a filter predicate.
+    pub fn register_filter<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: FnMut(&Value) -> Result<bool> + Send + 'static,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_operator(
+            name,
+            OperatorKind::Filter,
+            move |c: C, _ctx: &OperatorContext| Ok(FilterOperator::new(make(c)?)),
+        )
+    }
+
+    /// Registers a flat-map function.
+    pub fn register_flat_map<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: FnMut(Value, &mut Collector<'_>) -> Result<()> + Send + 'static,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_operator(
+            name,
+            OperatorKind::FlatMap,
+            move |c: C, _ctx: &OperatorContext| Ok(FlatMapOperator::new(make(c)?)),
+        )
+    }
+
+    /// Registers a keyed reduce function `f(accumulator, value)`.
+    pub fn register_reduce<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: FnMut(&mut Value, Value) -> Result<()> + Send + 'static,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_operator(
+            name,
+            OperatorKind::Reduce,
+            move |c: C, ctx: &OperatorContext| ReduceOperator::new(make(c)?, ctx),
+        )
+    }
+
+    /// Registers a keyed process function.
+    pub fn register_process<C, P, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        P: KeyedProcessFunction,
+        M: Fn(C) -> Result<P> + Send + Sync + 'static,
+    {
+        self.register_operator(
+            name,
+            OperatorKind::Process,
+            move |c: C, ctx: &OperatorContext| KeyedProcessOperator::new(make(c)?, ctx),
+        )
+    }
+
+    /// Registers a key selector factory.
+    pub fn register_key_selector<C, K, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        K: KeySelector + 'static,
+        M: Fn(C) -> Result<K> + Send + Sync + 'static,
+    {
+        if self.keys.contains_key(name) {
+            return Err(DataflowError::DuplicateRegistration { name: name.into() });
+        }
+        let n = name.to_owned();
+        self.keys.insert(
+            name.to_owned(),
+            Box::new(move |bytes| Ok(Arc::new(make(decode_config(&n, bytes)?)?))),
+        );
+        Ok(())
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.operators
+            .get(name)
+            .ok_or_else(|| DataflowError::UnknownOperator { name: name.into() })
+    }
+
+    /// Builds the key selector `key` names.
+    pub fn key_selector(&self, key: &FactoryRef) -> Result<Arc<dyn KeySelector>> {
+        let make = self
+            .keys
+            .get(&key.name)
+            .ok_or_else(|| DataflowError::UnknownKeySelector {
+                name: key.name.clone(),
+            })?;
+        make(&key.config)
+    }
+
+    /// Checks, without building anything, that `spec` can be instantiated here: its
+    /// factory exists with the same kind, its config decodes, and keyed operators have a
+    /// known key selector.
+    pub fn check_operator(&self, spec: &OperatorSpec) -> Result<()> {
+        let entry = self.entry(&spec.factory.name)?;
+        if entry.kind != spec.kind {
+            return Err(DataflowError::WrongOperatorKind {
+                operator: spec.name.clone(),
+                factory: spec.factory.name.clone(),
+                registered: entry.kind,
+                used: spec.kind,
+            });
+        }
+        (entry.validate)(&spec.factory.config)?;
+        match (&spec.key, spec.kind.is_keyed()) {
+            (Some(key), _) => self.key_selector(key).map(drop),
+            (None, true) => Err(DataflowError::InvalidGraph(format!(
+                "keyed operator `{}` has no key selector (it must follow key_by)",
+                spec.name
+            ))),
+            (None, false) => Ok(()),
+        }
+    }
+
+    /// Builds a source for one subtask.
+    pub fn create_source(
+        &self,
+        spec: &OperatorSpec,
+        ctx: &OperatorContext,
+    ) -> Result<Box<dyn SourceOperator>> {
+        match &self.entry(&spec.factory.name)?.build {
+            Build::Source(make) => make(&spec.factory.config, ctx),
+            Build::Operator(_) => Err(self.kind_error(spec, OperatorKind::Source)),
+        }
+    }
+
+    /// Builds a non-source operator for one subtask.
+    pub fn create_operator(
+        &self,
+        spec: &OperatorSpec,
+        ctx: &OperatorContext,
+    ) -> Result<Box<dyn Operator>> {
+        let entry = self.entry(&spec.factory.name)?;
+        match &entry.build {
+            Build::Operator(make) if entry.kind == spec.kind => make(&spec.factory.config, ctx),
+            _ => Err(self.kind_error(spec, spec.kind)),
+        }
+    }
+
+    fn kind_error(&self, spec: &OperatorSpec, used: OperatorKind) -> DataflowError {
+        match self.entry(&spec.factory.name) {
+            Ok(e) => DataflowError::WrongOperatorKind {
+                operator: spec.name.clone(),
+                factory: spec.factory.name.clone(),
+                registered: e.kind,
+                used,
+            },
+            Err(e) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::FactoryRef;
+
+    fn spec(kind: OperatorKind, factory: FactoryRef) -> OperatorSpec {
+        OperatorSpec {
+            name: "op".into(),
+            uid: None,
+            kind,
+            factory,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn unknown_wrong_kind_and_bad_config_are_rejected() {
+        let mut r = OperatorRegistry::new();
+        r.register_map("t.add", |n: i64| {
+            Ok(move |v: Value| Ok(Value::I64(v.as_i64().unwrap_or(0) + n)))
+        })
+        .unwrap();
+        let ok = spec(OperatorKind::Map, FactoryRef::new("t.add", &3i64).unwrap());
+        r.check_operator(&ok).unwrap();
+        assert!(matches!(
+            r.check_operator(&spec(OperatorKind::Map, FactoryRef::unit("t.nope"))),
+            Err(DataflowError::UnknownOperator { name }) if name == "t.nope"
+        ));
+        assert!(matches!(
+            r.check_operator(&spec(
+                OperatorKind::Filter,
+                FactoryRef::new("t.add", &3i64).unwrap()
+            )),
+            Err(DataflowError::WrongOperatorKind { .. })
+        ));
+        assert!(matches!(
+            r.check_operator(&spec(
+                OperatorKind::Map,
+                FactoryRef::new("t.add", &"x").unwrap()
+            )),
+            Err(DataflowError::InvalidConfig { .. })
+        ));
+        assert!(matches!(
+            r.register_map("t.add", |_: ()| Ok(Ok::<Value, DataflowError>)),
+            Err(DataflowError::DuplicateRegistration { .. })
+        ));
+    }
+
+    #[test]
+    fn keyed_operators_need_known_key_selectors() {
+        let r = OperatorRegistry::new();
+        let mut s = spec(OperatorKind::Process, crate::builtins::count_per_key(false));
+        assert!(matches!(
+            r.check_operator(&s),
+            Err(DataflowError::InvalidGraph(_))
+        ));
+        s.key = Some(FactoryRef::unit("t.no_such_key"));
+        assert!(matches!(
+            r.check_operator(&s),
+            Err(DataflowError::UnknownKeySelector { .. })
+        ));
+        s.key = Some(crate::key::by_value());
+        r.check_operator(&s).unwrap();
+    }
+}

@@ -1,0 +1,415 @@
+//! StreamTask: one subtask of one vertex, run by one OS thread in a mailbox loop.
+//!
+//! How a runtime runs a subtask (TaskExecutor, local executor):
+//!
+//! 1. build a [`TaskInput`] with
+//!    [`JobGraph::num_input_channels`](crate::job_graph::JobGraph::num_input_channels)
+//!    channels (none for a source vertex) and one [`TaskOutput`] per output edge;
+//! 2. [`StreamTask::new`] checks that they fit the vertex; keep
+//!    [`StreamTask::mailbox`] to cancel it later;
+//! 3. [`StreamTask::spawn`] (or call [`StreamTask::run`] on a thread of your own);
+//!    the [`TaskOutcome`] says `Finished`, `Canceled` or `Failed(error)`.
+//!
+//! The loop, on the task thread:
+//!
+//! * operators are instantiated from the registry and opened (tail first);
+//! * **source vertex**: poll the source for a batch, push it through the chain, run
+//!   mails, repeat; an idle source makes the task flush and wait on the mailbox (so a
+//!   cancel interrupts the wait); a finished source emits the final watermark
+//!   (`i64::MAX`) and end of input;
+//! * **other vertices**: take the next input without blocking; if there is none, flush
+//!   outputs and block (the mailbox waker interrupts the block). Records go through the
+//!   chain; watermarks and statuses go through the [`WatermarkValve`]; when every
+//!   channel has delivered `EndOfInput`, operators get `end_input` and outputs get
+//!   `EndOfInput`;
+//! * mails are checked after every batch (an atomic load); `Cancel` ends the loop;
+//! * outputs are flushed at least every `buffer_timeout` while busy;
+//! * operators are always closed; the mailbox is closed so later sends fail.
+//!
+//! A failure after a cancel request (e.g. a channel closed because the consumer was
+//! canceled first) is reported as `Canceled`, not `Failed`.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::chain::OperatorChain;
+use crate::collect::CollectSink;
+use crate::element::{StreamEvent, StreamRecord};
+use crate::error::{DataflowError, Result};
+use crate::ids::VertexId;
+use crate::job_graph::JobGraph;
+use crate::mailbox::{Mail, Mailbox, MailboxSender};
+use crate::operator::SourceStatus;
+use crate::registry::{OperatorKind, OperatorRegistry};
+use crate::task_io::{InputEvent, TaskInput, TaskOutput};
+use crate::watermark::WatermarkValve;
+
+/// How a task ended.
+#[derive(Debug)]
+pub enum TaskOutcome {
+    /// All input processed (bounded job).
+    Finished,
+    /// Stopped by a `Cancel` mail.
+    Canceled,
+    /// Stopped by an error.
+    Failed(DataflowError),
+}
+
+/// Task settings.
+#[derive(Clone, Debug)]
+pub struct TaskConfig {
+    /// Longest time emitted records may sit in output buffers while the task is busy
+    /// (Flink's `execution.buffer-timeout`).
+    pub buffer_timeout: Duration,
+    /// Initial capacity of record batches.
+    pub batch_size: usize,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            buffer_timeout: Duration::from_millis(100),
+            batch_size: 1024,
+        }
+    }
+}
+
+/// What a task needs from the process it runs in.
+#[derive(Clone)]
+pub struct TaskEnvironment {
+    /// The process's operator registry.
+    pub registry: Arc<OperatorRegistry>,
+    /// Where collect sinks deliver, if anywhere.
+    pub collect: Option<Arc<dyn CollectSink>>,
+    /// Task settings.
+    pub config: TaskConfig,
+}
+
+/// One subtask, ready to run.
+pub struct StreamTask {
+    job: Arc<JobGraph>,
+    vertex: VertexId,
+    subtask_index: u32,
+    env: TaskEnvironment,
+    input: Option<Box<dyn TaskInput>>,
+    outputs: Vec<Box<dyn TaskOutput>>,
+    mailbox: Mailbox,
+    cancel_requested: bool,
+}
+
+/// A running task's thread and mailbox.
+pub struct TaskHandle {
+    mailbox: MailboxSender,
+    thread: JoinHandle<TaskOutcome>,
+}
+
+impl TaskHandle {
+    /// Asks the task to stop; `false` if it has already ended.
+    pub fn cancel(&self) -> bool {
+        self.mailbox.send(Mail::Cancel).is_ok()
+    }
+
+    /// The task's mailbox.
+    pub fn mailbox(&self) -> &MailboxSender {
+        &self.mailbox
+    }
+
+    /// Waits for the task to end. A panic in operator code becomes `Failed`.
+    pub fn join(self) -> TaskOutcome {
+        self.thread.join().unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            TaskOutcome::Failed(DataflowError::Operator {
+                operator: "task thread".into(),
+                message: format!("panicked: {message}"),
+            })
+        })
+    }
+}
+
+enum Control {
+    Continue,
+    Cancel,
+}
+
+impl StreamTask {
+    /// A task for subtask `subtask_index` of `vertex`. `input` must be `None` exactly for
+    /// source vertices and have as many channels as the graph defines; `outputs[i]`
+    /// serves the vertex's `i`-th output edge.
+    pub fn new(
+        job: Arc<JobGraph>,
+        vertex: VertexId,
+        subtask_index: u32,
+        env: TaskEnvironment,
+        input: Option<Box<dyn TaskInput>>,
+        outputs: Vec<Box<dyn TaskOutput>>,
+    ) -> Result<Self> {
+        let v = job
+            .vertex(vertex)
+            .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {vertex}")))?;
+        if subtask_index >= v.parallelism {
+            return Err(DataflowError::InvalidGraph(format!(
+                "subtask {subtask_index} of `{}` with parallelism {}",
+                v.name, v.parallelism
+            )));
+        }
+        let is_source = v.operators.first().map(|o| o.spec.kind) == Some(OperatorKind::Source);
+        let channels = job.num_input_channels(vertex, subtask_index)? as usize;
+        match (&input, is_source) {
+            (None, true) => {}
+            (Some(i), false) if i.num_channels() == channels => {}
+            _ => {
+                return Err(DataflowError::InvalidGraph(format!(
+                    "`{}` subtask {subtask_index} needs {} (got {})",
+                    v.name,
+                    if is_source {
+                        "no input".to_owned()
+                    } else {
+                        format!("{channels} input channels")
+                    },
+                    input.as_ref().map_or("no input".to_owned(), |i| format!(
+                        "{} channels",
+                        i.num_channels()
+                    )),
+                )))
+            }
+        }
+        let out_edges = job.output_edges(vertex).count();
+        if outputs.len() != out_edges {
+            return Err(DataflowError::InvalidGraph(format!(
+                "`{}` has {out_edges} output edges but got {} outputs",
+                v.name,
+                outputs.len()
+            )));
+        }
+        Ok(Self {
+            job,
+            vertex,
+            subtask_index,
+            env,
+            input,
+            outputs,
+            mailbox: Mailbox::new(),
+            cancel_requested: false,
+        })
+    }
+
+    /// A sender to this task's mailbox.
+    pub fn mailbox(&self) -> MailboxSender {
+        self.mailbox.sender()
+    }
+
+    /// The thread name: `"vertex name (i/p)"`, Flink style (1-based).
+    pub fn name(&self) -> String {
+        let v = self.job.vertex(self.vertex);
+        format!(
+            "{} ({}/{})",
+            v.map_or("?", |v| v.name.as_str()),
+            self.subtask_index + 1,
+            v.map_or(0, |v| v.parallelism)
+        )
+    }
+
+    /// Runs the task on a new named thread; `on_exit` runs on that thread with the
+    /// outcome before it ends (e.g. to notify a supervisor).
+    pub fn spawn(self, on_exit: impl FnOnce(&TaskOutcome) + Send + 'static) -> Result<TaskHandle> {
+        let mailbox = self.mailbox();
+        let mut name = self.name();
+        // Linux thread names are cut at 15 bytes anyway; keep the Rust-side name short.
+        if name.len() > 64 {
+            let mut cut = 61;
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            name.truncate(cut);
+            name.push_str("...");
+        }
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let outcome = self.run();
+                on_exit(&outcome);
+                outcome
+            })
+            .map_err(|e| DataflowError::io("spawning a task thread", e))?;
+        Ok(TaskHandle { mailbox, thread })
+    }
+
+    /// Runs the task to completion on the calling thread.
+    pub fn run(mut self) -> TaskOutcome {
+        let span = tracing::info_span!(
+            "task",
+            job_id = %self.job.job_id,
+            vertex = %self.vertex,
+            subtask = self.subtask_index
+        );
+        let _enter = span.enter();
+        if let Some(input) = &self.input {
+            self.mailbox.set_waker(input.waker());
+        }
+        let res = self.invoke();
+        self.mailbox.close();
+        let outcome = match res {
+            Ok(Control::Continue) => TaskOutcome::Finished,
+            Ok(Control::Cancel) => TaskOutcome::Canceled,
+            Err(_) if self.cancel_requested => TaskOutcome::Canceled,
+            Err(e) => TaskOutcome::Failed(e),
+        };
+        match &outcome {
+            TaskOutcome::Failed(e) => tracing::warn!(error = %e, "task failed"),
+            other => tracing::debug!(outcome = ?other, "task ended"),
+        }
+        outcome
+    }
+
+    fn invoke(&mut self) -> Result<Control> {
+        let job = self.job.clone();
+        let vertex = job
+            .vertex(self.vertex)
+            .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {}", self.vertex)))?;
+        let mut chain = OperatorChain::build(
+            &job,
+            vertex,
+            self.subtask_index,
+            &self.env.registry,
+            self.env.collect.clone(),
+            std::mem::take(&mut self.outputs),
+        )?;
+        let res = chain.open().and_then(|()| {
+            if chain.is_source() {
+                self.run_source(&mut chain)
+            } else {
+                self.run_input(&mut chain)
+            }
+        });
+        let closed = chain.close();
+        let control = res?;
+        closed?;
+        Ok(control)
+    }
+
+    fn process_mails(&mut self, chain: &mut OperatorChain) -> Result<Control> {
+        while let Some(mail) = self.mailbox.try_take() {
+            match mail {
+                Mail::Cancel => {
+                    self.cancel_requested = true;
+                    return Ok(Control::Cancel);
+                }
+                Mail::FlushOutputs => chain.flush()?,
+            }
+        }
+        Ok(Control::Continue)
+    }
+
+    fn run_source(&mut self, chain: &mut OperatorChain) -> Result<Control> {
+        let mut batch: Vec<StreamRecord> = Vec::with_capacity(self.env.config.batch_size);
+        let mut last_flush = Instant::now();
+        loop {
+            if self.mailbox.has_mail() {
+                if let Control::Cancel = self.process_mails(chain)? {
+                    return Ok(Control::Cancel);
+                }
+            }
+            let now = Instant::now();
+            match chain.poll_source(&mut batch, now)? {
+                SourceStatus::More => {
+                    if now.duration_since(last_flush) >= self.env.config.buffer_timeout {
+                        chain.flush()?;
+                        last_flush = now;
+                    }
+                }
+                SourceStatus::Idle(wait) => {
+                    chain.flush()?;
+                    last_flush = now;
+                    self.mailbox.wait(wait);
+                }
+                SourceStatus::Finished => {
+                    chain.watermark(i64::MAX)?;
+                    chain.end_input()?;
+                    chain.flush()?;
+                    return Ok(Control::Continue);
+                }
+            }
+        }
+    }
+
+    fn run_input(&mut self, chain: &mut OperatorChain) -> Result<Control> {
+        let Some(mut input) = self.input.take() else {
+            return Err(DataflowError::InvalidGraph(
+                "non-source task without input".into(),
+            ));
+        };
+        let channels = input.num_channels();
+        let mut valve = WatermarkValve::new(channels);
+        let mut ended = vec![false; channels];
+        let mut remaining = channels;
+        let mut records: Vec<StreamRecord> = Vec::with_capacity(self.env.config.batch_size);
+        let mut last_flush = Instant::now();
+        while remaining > 0 {
+            if self.mailbox.has_mail() {
+                if let Control::Cancel = self.process_mails(chain)? {
+                    return Ok(Control::Cancel);
+                }
+            }
+            let event = match input.try_poll(&mut records)? {
+                Some(e) => e,
+                None => {
+                    chain.flush()?;
+                    last_flush = Instant::now();
+                    input.poll(&mut records)?
+                }
+            };
+            let channel = match event {
+                InputEvent::Records { channel } | InputEvent::Event { channel, .. } => channel,
+                InputEvent::MailboxWake => continue,
+            };
+            if channel >= channels || ended[channel] {
+                return Err(DataflowError::ChannelClosed(format!(
+                    "input on channel {channel} of {channels} after its end or out of range"
+                )));
+            }
+            match event {
+                InputEvent::Records { .. } => {
+                    chain.push_input(&mut records)?;
+                    records.clear();
+                    let now = Instant::now();
+                    if now.duration_since(last_flush) >= self.env.config.buffer_timeout {
+                        chain.flush()?;
+                        last_flush = now;
+                    }
+                }
+                InputEvent::Event { event, .. } => match event {
+                    StreamEvent::Watermark(w) => {
+                        if let Some(w) = valve.input_watermark(channel, w) {
+                            chain.watermark(w)?;
+                        }
+                    }
+                    StreamEvent::WatermarkStatus(s) => {
+                        let out = valve.input_status(channel, s);
+                        if let Some(w) = out.watermark {
+                            chain.watermark(w)?;
+                        }
+                        if let Some(s) = out.status {
+                            chain.broadcast_event(StreamEvent::WatermarkStatus(s))?;
+                        }
+                    }
+                    StreamEvent::EndOfInput => {
+                        ended[channel] = true;
+                        remaining -= 1;
+                        if let Some(w) = valve.input_ended(channel) {
+                            chain.watermark(w)?;
+                        }
+                    }
+                },
+                InputEvent::MailboxWake => {}
+            }
+        }
+        chain.end_input()?;
+        chain.flush()?;
+        Ok(Control::Continue)
+    }
+}

@@ -1,0 +1,81 @@
+//! The task's view of the data plane: [`TaskInput`] and [`TaskOutput`].
+//!
+//! A [`StreamTask`](crate::stream_task::StreamTask) does not know whether its channels
+//! are in-memory queues ([`local_channel`](crate::local_channel)) or the network's
+//! `InputGate` / `RecordWriter`s; the runtime that deploys the task provides these two
+//! traits. Both move records in batches (`Vec<StreamRecord>`), so dynamic dispatch
+//! happens once per batch.
+//!
+//! **Input contract.** Channels are numbered `0..num_channels()` as
+//! [`JobGraph::input_channel_index`](crate::job_graph::JobGraph::input_channel_index)
+//! defines. Each channel delivers records and events in order and ends with
+//! `EndOfInput`. `poll` blocks until something arrives *or* the waker returned by
+//! [`TaskInput::waker`] is called, in which case it returns
+//! [`InputEvent::MailboxWake`] (spurious wake-ups are allowed).
+//!
+//! **Output contract.** One `TaskOutput` per output edge of the vertex, in
+//! [`JobGraph::output_edges`](crate::job_graph::JobGraph::output_edges) order. It owns
+//! the edge's channel selection (see [`ChannelSelector`](crate::partitioning::ChannelSelector));
+//! for hash-partitioned edges the task supplies each record's key hash. Events are
+//! broadcast to every channel after everything emitted before them. Implementations may
+//! buffer; `flush` makes everything emitted so far visible downstream, and the task
+//! calls it before blocking on input, when a source idles, every buffer timeout, and at
+//! the end.
+//!
+//! A network implementation: `emit` serializes each record with
+//! [`codec::encode_record`](crate::codec::encode_record) into the buffer of the channel
+//! its selector picks; `poll` decodes buffers from the `InputGate` with
+//! [`codec::decode_element`](crate::codec::decode_element), appending records and
+//! returning one event per call.
+
+use crate::element::{StreamEvent, StreamRecord};
+use crate::error::Result;
+use crate::mailbox::InputWaker;
+
+/// What one input poll produced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputEvent {
+    /// Records from `channel` were appended to the caller's buffer.
+    Records {
+        /// The input channel.
+        channel: usize,
+    },
+    /// An event arrived on `channel`.
+    Event {
+        /// The input channel.
+        channel: usize,
+        /// The event.
+        event: StreamEvent,
+    },
+    /// The waker was called: mail may be pending.
+    MailboxWake,
+}
+
+/// A task's merged input channels.
+pub trait TaskInput: Send {
+    /// Number of input channels.
+    fn num_channels(&self) -> usize;
+
+    /// A function that makes a blocked [`poll`](Self::poll) return `MailboxWake`; called
+    /// from other threads.
+    fn waker(&self) -> InputWaker;
+
+    /// Returns the next input without blocking (`None` if nothing is available).
+    fn try_poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>>;
+
+    /// Returns the next input, blocking until there is some or the waker is called.
+    fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent>;
+}
+
+/// One output edge of a task.
+pub trait TaskOutput: Send {
+    /// Emits and drains `records`. `key_hashes` holds each record's stable key hash for
+    /// hash-partitioned edges and is empty otherwise.
+    fn emit(&mut self, records: &mut Vec<StreamRecord>, key_hashes: &[u64]) -> Result<()>;
+
+    /// Broadcasts `event` to every channel, after all records emitted before it.
+    fn emit_event(&mut self, event: StreamEvent) -> Result<()>;
+
+    /// Makes everything emitted so far visible downstream.
+    fn flush(&mut self) -> Result<()>;
+}
