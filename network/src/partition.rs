@@ -1,0 +1,464 @@
+//! Producer side: a [`ResultPartition`] of pipelined, bounded [`Subpartition`]s, one per
+//! consumer channel, and the [`SubpartitionView`] through which one consumer reads it.
+//!
+//! # Pipelined and bounded
+//!
+//! A subpartition is a queue of finished buffers and events, readable as soon as they are
+//! added. It is bounded twice: every buffer comes from the partition's
+//! [`LocalBufferPool`] (so the writer waits when the consumer is slow — backpressure), and
+//! one subpartition may queue at most `max-buffers-per-channel` data buffers, so a single
+//! slow channel cannot take the whole pool from the others.
+//!
+//! # Availability
+//!
+//! The reader registers a listener when it creates its view. The subpartition calls it,
+//! outside its lock, whenever the queue goes from nothing-readable to readable: the first
+//! element added to an empty queue, or a resume after a blocking event. The reader keeps
+//! polling until the view reports no more; it then waits for the next notification. A
+//! reader may see a spurious notification, never a lost one: the "was it empty" decision
+//! and the reader's "is there more" answer are taken under the same lock.
+//!
+//! # Blocking events
+//!
+//! After handing out an aligned checkpoint barrier ([`Event::is_blocking`]) the view
+//! yields nothing until [`SubpartitionView::resume_consumption`]. Local and remote readers
+//! share this single implementation; the remote driver calls it when a
+//! `ResumeConsumption` message arrives.
+//!
+//! # Release
+//!
+//! Releasing a partition (task cancelled or failed) or dropping a view discards queued
+//! buffers (their segments go home), wakes a waiting writer, and makes later writes to
+//! that subpartition no-ops: the consumer is gone, the data has nowhere to go.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+use crate::buffer_pool::LocalBufferPool;
+use crate::error::NetworkError;
+use crate::event::Event;
+
+/// Identifies a result partition across the cluster (the job graph assigns it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PartitionId(pub u128);
+
+impl fmt::Display for PartitionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// One element of a subpartition: a buffer of serialized records or an event.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Length-prefixed records (see [`serializer`](crate::serializer)).
+    Data(Bytes),
+    /// An in-band event.
+    Event(Event),
+}
+
+impl Payload {
+    /// Whether this is a data buffer (which needs credit on a remote channel).
+    pub fn is_data(&self) -> bool {
+        matches!(self, Payload::Data(_))
+    }
+}
+
+/// What a view poll returns.
+#[derive(Debug)]
+pub struct Polled {
+    /// The element.
+    pub payload: Payload,
+    /// Data buffers still queued behind it (announced to remote consumers as backlog).
+    pub backlog: u32,
+    /// Whether another element can be polled right away (ignoring credit).
+    pub more_available: bool,
+}
+
+/// Called when a subpartition becomes readable.
+pub type AvailabilityListener = Arc<dyn Fn() + Send + Sync>;
+
+#[derive(Default)]
+struct SubState {
+    queue: VecDeque<Payload>,
+    data_backlog: u32,
+    blocked: bool,
+    has_reader: bool,
+    released: bool,
+    listener: Option<AvailabilityListener>,
+    /// Buffers discarded because the subpartition was released.
+    dropped: u64,
+}
+
+/// A pipelined, bounded queue for one consumer channel.
+pub struct Subpartition {
+    index: u32,
+    state: Mutex<SubState>,
+    space: Condvar,
+}
+
+impl Subpartition {
+    fn add(&self, payload: Payload) -> bool {
+        let listener = {
+            let mut st = self.state.lock();
+            if st.released {
+                st.dropped += 1;
+                return false;
+            }
+            if payload.is_data() {
+                st.data_backlog += 1;
+            }
+            st.queue.push_back(payload);
+            if st.queue.len() == 1 && !st.blocked {
+                st.listener.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(l) = listener {
+            l();
+        }
+        true
+    }
+
+    /// Data buffers queued.
+    pub fn backlog(&self) -> u32 {
+        self.state.lock().data_backlog
+    }
+
+    /// Parks the writer while `max` data buffers are queued; returns whether it waited.
+    pub(crate) fn wait_for_capacity(&self, max: u32) -> bool {
+        let mut st = self.state.lock();
+        let mut waited = false;
+        while st.data_backlog >= max && !st.released {
+            waited = true;
+            self.space.wait(&mut st);
+        }
+        waited
+    }
+
+    fn release(&self) {
+        let dropped = {
+            let mut st = self.state.lock();
+            st.released = true;
+            st.data_backlog = 0;
+            st.listener = None;
+            std::mem::take(&mut st.queue)
+        };
+        drop(dropped);
+        self.space.notify_all();
+    }
+}
+
+/// The output of one producer subtask: one subpartition per consumer channel.
+pub struct ResultPartition {
+    id: PartitionId,
+    subpartitions: Box<[Subpartition]>,
+    pool: Arc<LocalBufferPool>,
+    max_buffers_per_channel: u32,
+    released: AtomicBool,
+}
+
+impl fmt::Debug for ResultPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResultPartition")
+            .field("id", &self.id)
+            .field("subpartitions", &self.subpartitions.len())
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl ResultPartition {
+    /// Creates a partition with `num_subpartitions` queues drawing buffers from `pool`.
+    pub fn new(
+        id: PartitionId,
+        num_subpartitions: u32,
+        pool: Arc<LocalBufferPool>,
+        max_buffers_per_channel: u32,
+    ) -> Arc<Self> {
+        Arc::new(ResultPartition {
+            id,
+            subpartitions: (0..num_subpartitions)
+                .map(|index| Subpartition {
+                    index,
+                    state: Mutex::new(SubState::default()),
+                    space: Condvar::new(),
+                })
+                .collect(),
+            pool,
+            max_buffers_per_channel: max_buffers_per_channel.max(1),
+            released: AtomicBool::new(false),
+        })
+    }
+
+    /// The partition's id.
+    pub fn id(&self) -> PartitionId {
+        self.id
+    }
+
+    /// Number of subpartitions (consumer channels).
+    pub fn num_subpartitions(&self) -> u32 {
+        self.subpartitions.len() as u32
+    }
+
+    /// The partition's buffer pool (`outPoolUsage` is its usage).
+    pub fn pool(&self) -> &Arc<LocalBufferPool> {
+        &self.pool
+    }
+
+    /// Limit of queued data buffers per subpartition.
+    pub fn max_buffers_per_channel(&self) -> u32 {
+        self.max_buffers_per_channel
+    }
+
+    /// Returns subpartition `index`.
+    pub fn subpartition(&self, index: u32) -> Result<&Subpartition, NetworkError> {
+        self.subpartitions
+            .get(index as usize)
+            .ok_or(NetworkError::SubpartitionOutOfRange {
+                index,
+                count: self.num_subpartitions(),
+            })
+    }
+
+    /// Queues a finished data buffer; returns `false` if the subpartition was released
+    /// (the buffer is dropped and its segment recycled).
+    pub fn add_buffer(&self, index: u32, buffer: Bytes) -> Result<bool, NetworkError> {
+        Ok(self.subpartition(index)?.add(Payload::Data(buffer)))
+    }
+
+    /// Queues an event on one subpartition.
+    pub fn add_event(&self, index: u32, event: Event) -> Result<bool, NetworkError> {
+        Ok(self.subpartition(index)?.add(Payload::Event(event)))
+    }
+
+    /// Queues an event on every subpartition. Flush the writer first so the event
+    /// follows all records written before it.
+    pub fn broadcast_event(&self, event: Event) {
+        for s in self.subpartitions.iter() {
+            s.add(Payload::Event(event));
+        }
+    }
+
+    /// Data buffers queued over all subpartitions.
+    pub fn total_backlog(&self) -> u64 {
+        self.subpartitions
+            .iter()
+            .map(|s| u64::from(s.backlog()))
+            .sum()
+    }
+
+    /// Opens the reader view of subpartition `index`; `listener` is called whenever the
+    /// subpartition becomes readable (see the module docs).
+    pub fn create_view(
+        self: &Arc<Self>,
+        index: u32,
+        listener: AvailabilityListener,
+    ) -> Result<SubpartitionView, NetworkError> {
+        let sub = self.subpartition(index)?;
+        let notify_now = {
+            let mut st = sub.state.lock();
+            if st.released || self.released.load(Ordering::Acquire) {
+                return Err(NetworkError::PartitionReleased { partition: self.id });
+            }
+            if st.has_reader {
+                return Err(NetworkError::AlreadyConsumed {
+                    partition: self.id,
+                    index,
+                });
+            }
+            st.has_reader = true;
+            st.listener = Some(listener.clone());
+            !st.queue.is_empty() && !st.blocked
+        };
+        if notify_now {
+            listener();
+        }
+        Ok(SubpartitionView {
+            partition: self.clone(),
+            index,
+        })
+    }
+
+    /// Discards all queued data and makes further writes no-ops (cancel/failure).
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Release);
+        for s in self.subpartitions.iter() {
+            s.release();
+        }
+    }
+
+    /// Whether [`Self::release`] was called.
+    pub fn is_released(&self) -> bool {
+        self.released.load(Ordering::Acquire)
+    }
+
+    /// Buffers discarded because their subpartition had been released.
+    pub fn dropped_buffers(&self) -> u64 {
+        self.subpartitions
+            .iter()
+            .map(|s| s.state.lock().dropped)
+            .sum()
+    }
+}
+
+/// The single reader of one subpartition. Dropping it releases the subpartition.
+pub struct SubpartitionView {
+    partition: Arc<ResultPartition>,
+    index: u32,
+}
+
+impl fmt::Debug for SubpartitionView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubpartitionView")
+            .field("partition", &self.partition.id)
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+impl SubpartitionView {
+    fn sub(&self) -> &Subpartition {
+        &self.partition.subpartitions[self.index as usize]
+    }
+
+    /// The partition read.
+    pub fn partition(&self) -> &Arc<ResultPartition> {
+        &self.partition
+    }
+
+    /// Subpartition index.
+    pub fn index(&self) -> u32 {
+        self.sub().index
+    }
+
+    /// Takes the next element, if one is readable; with `allow_data == false` only an
+    /// event is taken (a remote channel without credit may still send events).
+    pub fn poll_next(&self, allow_data: bool) -> Result<Option<Polled>, NetworkError> {
+        let sub = self.sub();
+        let polled = {
+            let mut st = sub.state.lock();
+            if st.released {
+                return Err(NetworkError::PartitionReleased {
+                    partition: self.partition.id,
+                });
+            }
+            if st.blocked {
+                return Ok(None);
+            }
+            match st.queue.front() {
+                None => return Ok(None),
+                Some(p) if p.is_data() && !allow_data => return Ok(None),
+                Some(_) => {}
+            }
+            let payload = st
+                .queue
+                .pop_front()
+                .expect("front() was Some under the same lock");
+            match &payload {
+                Payload::Data(_) => st.data_backlog -= 1,
+                Payload::Event(e) if e.is_blocking() => st.blocked = true,
+                Payload::Event(_) => {}
+            }
+            Polled {
+                payload,
+                backlog: st.data_backlog,
+                more_available: !st.blocked && !st.queue.is_empty(),
+            }
+        };
+        if polled.payload.is_data() {
+            sub.space.notify_one();
+        }
+        Ok(Some(polled))
+    }
+
+    /// Whether the next element is a data buffer that can be read now (for credit checks).
+    pub fn next_is_data(&self) -> bool {
+        let st = self.sub().state.lock();
+        !st.blocked && st.queue.front().is_some_and(Payload::is_data)
+    }
+
+    /// Data buffers queued.
+    pub fn backlog(&self) -> u32 {
+        self.sub().backlog()
+    }
+
+    /// Unblocks the view after a blocking event (Flink's `ResumeConsumption`).
+    pub fn resume_consumption(&self) {
+        let listener = {
+            let mut st = self.sub().state.lock();
+            let was_blocked = std::mem::replace(&mut st.blocked, false);
+            if was_blocked && !st.queue.is_empty() {
+                st.listener.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(l) = listener {
+            l();
+        }
+    }
+}
+
+impl Drop for SubpartitionView {
+    fn drop(&mut self) {
+        let sub = self.sub();
+        sub.state.lock().has_reader = false;
+        sub.release();
+    }
+}
+
+/// Registry of the result partitions produced in this process, for remote and local
+/// partition requests.
+#[derive(Debug, Default, Clone)]
+pub struct PartitionManager {
+    partitions: Arc<DashMap<PartitionId, Arc<ResultPartition>>>,
+}
+
+impl PartitionManager {
+    /// Registers a partition; fails if the id is taken.
+    pub fn register(&self, partition: Arc<ResultPartition>) -> Result<(), NetworkError> {
+        match self.partitions.entry(partition.id()) {
+            dashmap::mapref::entry::Entry::Occupied(_) => Err(NetworkError::DuplicatePartition {
+                partition: partition.id(),
+            }),
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(partition);
+                Ok(())
+            }
+        }
+    }
+
+    /// Looks a partition up.
+    pub fn get(&self, id: PartitionId) -> Result<Arc<ResultPartition>, NetworkError> {
+        self.partitions
+            .get(&id)
+            .map(|p| p.clone())
+            .ok_or(NetworkError::PartitionNotFound { partition: id })
+    }
+
+    /// Removes (and releases) a partition.
+    pub fn release(&self, id: PartitionId) {
+        if let Some((_, p)) = self.partitions.remove(&id) {
+            p.release();
+        }
+    }
+
+    /// Number of registered partitions.
+    pub fn len(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// Whether no partition is registered.
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+}

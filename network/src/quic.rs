@@ -1,0 +1,630 @@
+//! The QUIC driver: moves the credit protocol's messages over quinn.
+//!
+//! # Mapping
+//!
+//! * **One endpoint (UDP socket) per process**, acting as server for partitions produced
+//!   here and as client for remote channels consumed here; ALPN `rill-data/1`, TLS and
+//!   cluster authentication from [`rill_runtime::security`] (shared with the RPC plane).
+//! * **One connection per TaskExecutor pair** (per direction), cached by peer address and
+//!   authenticated before it is used: the server runs
+//!   [`authenticate_server`](rill_runtime::security::authenticate_server) before it
+//!   accepts any channel stream, so an unauthenticated peer is refused (and logged by the
+//!   security module) before any partition request is read.
+//! * **One bidirectional stream per input channel**: the consumer opens it and writes its
+//!   messages, the producer answers on the same stream. A channel without credit simply
+//!   has nothing in flight; its stream stalls, the others do not.
+//! * **Windows sized so credit limits, not QUIC**: a stream's receive window holds every
+//!   buffer the channel can ever have credit for (`exclusive + floating` buffers plus
+//!   headers and event slack); the connection window holds the whole network memory. The
+//!   producer therefore never blocks in QUIC flow control for data it has credit for.
+//!
+//! # Tasks
+//!
+//! Each producer stream and each remote channel is one named task in the transport's
+//! [`TaskSet`]; dropping the transport aborts them. The tasks are thin: all decisions are
+//! taken by [`ProducerCredit`] / [`ConsumerCredit`]. Peer input never panics: a malformed
+//! frame or a credit violation ends that stream (the producer answers with an
+//! `ErrorResponse` first, the consumer fails the channel), is logged, and releases the
+//! buffers involved; other streams and connections carry on.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use quinn::{RecvStream, SendStream, VarInt};
+use rill_runtime::security::{self, ClusterSecret};
+use rill_runtime::tasks::TaskSet;
+use tokio::sync::{Notify, OnceCell};
+use tracing::{debug, warn};
+
+use crate::buffer_pool::Buffer;
+use crate::config::NetworkConfig;
+use crate::credit::{ConsumerCredit, ProducerAction, ProducerCredit, Received};
+use crate::error::NetworkError;
+use crate::event::{Event, MAX_EVENT_SIZE};
+use crate::input_gate::RemoteInbox;
+use crate::partition::{PartitionId, PartitionManager, Payload, SubpartitionView};
+use crate::protocol::{
+    encode_buffer_header, encode_consumer, encode_error, BufferHeader, ConsumerDecoder,
+    ConsumerMessage, DataType, ErrorKind, ProducerDecoder, ProducerFrame, BUFFER_HEADER_LEN,
+};
+
+/// ALPN of the data plane.
+pub const DATA_ALPN: &[u8] = b"rill-data/1";
+
+/// QUIC error code for a stream closed because of a protocol violation.
+const PROTOCOL_VIOLATION_CODE: u32 = 0x10;
+/// QUIC error code for a stream closed because the consumer cancelled.
+const CANCELLED_CODE: u32 = 0x11;
+/// How long a producer waits for the partition request on a new stream.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Buffers gathered into one QUIC write.
+const WRITE_BATCH: usize = 16;
+
+/// Transport parameters sized so that credit, not QUIC flow control, limits a channel.
+pub fn transport_config(config: &NetworkConfig) -> quinn::TransportConfig {
+    let frame = u64::from(config.segment_size) + BUFFER_HEADER_LEN as u64;
+    let per_channel =
+        u64::from(config.exclusive_buffers_per_channel + config.floating_buffers_per_gate);
+    // Events need no credit: leave room for a few hundred of them on top.
+    let stream_window = per_channel * frame + 256 * (BUFFER_HEADER_LEN + MAX_EVENT_SIZE) as u64;
+    let connection_window = config.memory + config.memory / 8 + stream_window;
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(VarInt::from_u64(stream_window).unwrap_or(VarInt::MAX))
+        .receive_window(VarInt::from_u64(connection_window).unwrap_or(VarInt::MAX))
+        .send_window(connection_window)
+        .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_connection))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .keep_alive_interval(Some(Duration::from_secs(5)))
+        .max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
+    t
+}
+
+/// The process's data-plane endpoint: serves local partitions to remote consumers and
+/// drives this process's remote input channels.
+pub struct QuicTransport {
+    endpoint: quinn::Endpoint,
+    secret: ClusterSecret,
+    config: NetworkConfig,
+    partitions: PartitionManager,
+    connections: Mutex<HashMap<SocketAddr, Arc<OnceCell<quinn::Connection>>>>,
+    tasks: TaskSet,
+}
+
+impl std::fmt::Debug for QuicTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuicTransport")
+            .field("local_addr", &self.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
+    }
+}
+
+impl QuicTransport {
+    /// Binds the endpoint on `bind` and starts accepting connections. Must be called
+    /// inside a tokio runtime, whose handle runs all data-plane tasks.
+    pub fn bind(
+        bind: SocketAddr,
+        secret: ClusterSecret,
+        config: NetworkConfig,
+        partitions: PartitionManager,
+    ) -> Result<Arc<Self>, NetworkError> {
+        let transport = Arc::new(transport_config(&config));
+        let server = security::quic_server_config(DATA_ALPN, transport.clone())
+            .map_err(|e| NetworkError::config(format!("data-plane TLS: {e}")))?;
+        let client = security::quic_client_config(DATA_ALPN, transport)
+            .map_err(|e| NetworkError::config(format!("data-plane TLS: {e}")))?;
+        let mut endpoint = quinn::Endpoint::server(server, bind)
+            .map_err(|e| NetworkError::transport(bind, format!("cannot bind: {e}")))?;
+        endpoint.set_default_client_config(client);
+        let this = Arc::new(QuicTransport {
+            endpoint,
+            secret,
+            config,
+            partitions,
+            connections: Mutex::new(HashMap::new()),
+            tasks: TaskSet::new(tokio::runtime::Handle::current()),
+        });
+        let weak = Arc::downgrade(&this);
+        let endpoint = this.endpoint.clone();
+        this.tasks.spawn("data-plane-accept", async move {
+            while let Some(incoming) = endpoint.accept().await {
+                let Some(t) = weak.upgrade() else { break };
+                let t2 = t.clone();
+                t.tasks.spawn("data-plane-connection", async move {
+                    t2.serve_connection(incoming).await;
+                });
+            }
+        });
+        Ok(this)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, NetworkError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| NetworkError::config(format!("no local address: {e}")))
+    }
+
+    /// Number of cached outgoing connections (one per peer TaskExecutor).
+    pub fn num_connections(&self) -> usize {
+        self.connections.lock().len()
+    }
+
+    /// Closes every connection and stops all tasks.
+    pub fn shutdown(&self) {
+        self.endpoint.close(VarInt::from_u32(0), b"shutdown");
+        self.tasks.shutdown();
+    }
+
+    async fn serve_connection(self: Arc<Self>, incoming: quinn::Incoming) {
+        let peer = incoming.remote_address();
+        let conn = match incoming.await {
+            Ok(c) => c,
+            Err(e) => {
+                debug!(%peer, error = %e, "data-plane handshake failed");
+                return;
+            }
+        };
+        // The security module logs and closes on failure; nothing is served before this.
+        if security::authenticate_server(&conn, &self.secret)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        debug!(%peer, "data-plane connection authenticated");
+        loop {
+            match conn.accept_bi().await {
+                Ok((send, recv)) => {
+                    let this = self.clone();
+                    self.tasks.spawn("producer-channel", async move {
+                        this.serve_stream(peer, send, recv).await;
+                    });
+                }
+                Err(e) => {
+                    debug!(%peer, error = %e, "data-plane connection ended");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn serve_stream(&self, peer: SocketAddr, mut send: SendStream, mut recv: RecvStream) {
+        let mut producer = ProducerStream {
+            credit: ProducerCredit::new(),
+            decoder: ConsumerDecoder::default(),
+            messages: Vec::new(),
+            view: None,
+            notify: Arc::new(Notify::new()),
+        };
+        match producer.run(&self.partitions, &mut send, &mut recv).await {
+            Ok(()) => {}
+            Err(e @ NetworkError::PartitionNotFound { .. }) => {
+                debug!(%peer, error = %e, "partition requested before it was registered");
+                let mut out = Vec::new();
+                encode_error(ErrorKind::PartitionNotFound, &e.to_string(), &mut out);
+                let _ = send.write_all(&out).await;
+                let _ = send.finish();
+            }
+            Err(
+                e @ (NetworkError::MalformedFrame { .. } | NetworkError::CreditViolation { .. }),
+            ) => {
+                warn!(%peer, error = %e, "closing data stream: consumer broke the protocol");
+                let mut out = Vec::new();
+                encode_error(ErrorKind::ProtocolViolation, &e.to_string(), &mut out);
+                let _ = send.write_all(&out).await;
+                let _ = send.finish();
+                let _ = recv.stop(VarInt::from_u32(PROTOCOL_VIOLATION_CODE));
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "data stream ended");
+                let mut out = Vec::new();
+                encode_error(ErrorKind::PartitionFailed, &e.to_string(), &mut out);
+                let _ = send.write_all(&out).await;
+                let _ = send.finish();
+            }
+        }
+        // Dropping the view (inside `producer`) releases the subpartition and its buffers.
+    }
+
+    /// Returns the cached, authenticated connection to `peer`, connecting if needed.
+    async fn connection(&self, peer: SocketAddr) -> Result<quinn::Connection, NetworkError> {
+        for _ in 0..2 {
+            let cell = self
+                .connections
+                .lock()
+                .entry(peer)
+                .or_insert_with(|| Arc::new(OnceCell::new()))
+                .clone();
+            let conn = cell
+                .get_or_try_init(|| async {
+                    let connecting = self
+                        .endpoint
+                        .connect(peer, security::SERVER_NAME)
+                        .map_err(|e| NetworkError::transport(peer, e))?;
+                    let conn = connecting
+                        .await
+                        .map_err(|e| NetworkError::transport(peer, e))?;
+                    security::authenticate_client(&conn, &self.secret)
+                        .await
+                        .map_err(|e| NetworkError::Authentication {
+                            peer,
+                            reason: e.to_string().into(),
+                        })?;
+                    Ok::<_, NetworkError>(conn)
+                })
+                .await;
+            match conn {
+                Ok(c) if c.close_reason().is_none() => return Ok(c.clone()),
+                other => {
+                    // Forget a failed or closed connection so the next attempt reconnects.
+                    let mut map = self.connections.lock();
+                    if map.get(&peer).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                        map.remove(&peer);
+                    }
+                    other?;
+                }
+            }
+        }
+        Err(NetworkError::transport(
+            peer,
+            "connection closed while connecting",
+        ))
+    }
+
+    /// Starts the driver of a remote channel reading `subpartition` of `partition` at
+    /// `peer` into `inbox`.
+    pub(crate) fn start_remote_channel(
+        self: &Arc<Self>,
+        peer: SocketAddr,
+        partition: PartitionId,
+        subpartition: u32,
+        inbox: Arc<RemoteInbox>,
+    ) {
+        let this = self.clone();
+        self.tasks.spawn("consumer-channel", async move {
+            let mut channel = ConsumerStream {
+                credit: ConsumerCredit::new(
+                    partition,
+                    subpartition,
+                    this.config.exclusive_buffers_per_channel,
+                    this.config.request_backoff_initial,
+                    this.config.request_backoff_max,
+                ),
+                inbox: inbox.clone(),
+                segment_size: this.config.segment_size as usize,
+            };
+            let result = channel.run(&this, peer).await;
+            // Every buffer held for the channel goes back to its pool.
+            drop(channel.credit.release());
+            if let Err(e) = result {
+                match &e {
+                    NetworkError::MalformedFrame { .. }
+                    | NetworkError::CreditViolation { .. }
+                    | NetworkError::SequenceGap { .. } => {
+                        warn!(%peer, %partition, subpartition, error = %e, "remote channel failed: producer broke the protocol")
+                    }
+                    _ => debug!(%peer, %partition, subpartition, error = %e, "remote channel failed"),
+                }
+                inbox.fail(e);
+            }
+        });
+    }
+}
+
+impl Drop for QuicTransport {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct ProducerStream {
+    credit: ProducerCredit,
+    decoder: ConsumerDecoder,
+    messages: Vec<ConsumerMessage>,
+    view: Option<SubpartitionView>,
+    notify: Arc<Notify>,
+}
+
+impl ProducerStream {
+    /// Reads more consumer messages; `Ok(false)` when the consumer finished its side.
+    async fn read_messages(&mut self, recv: &mut RecvStream) -> Result<bool, NetworkError> {
+        match recv.read_chunk(4096, true).await {
+            Ok(Some(chunk)) => {
+                self.decoder.decode(&chunk.bytes, &mut self.messages)?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => Err(NetworkError::Closed {
+                what: if matches!(e, quinn::ReadError::Reset(_)) {
+                    "data stream (reset by consumer)"
+                } else {
+                    "data stream"
+                },
+            }),
+        }
+    }
+
+    /// Applies queued messages; returns `false` when the channel ended.
+    fn apply_messages(&mut self, partitions: &PartitionManager) -> Result<bool, NetworkError> {
+        let now = Instant::now();
+        for msg in std::mem::take(&mut self.messages) {
+            match self.credit.handle(msg, now)? {
+                ProducerAction::None => {}
+                ProducerAction::Open {
+                    partition,
+                    subpartition,
+                } => {
+                    let p = partitions.get(partition)?;
+                    let notify = self.notify.clone();
+                    self.view =
+                        Some(p.create_view(subpartition, Arc::new(move || notify.notify_one()))?);
+                }
+                ProducerAction::Resume => {
+                    if let Some(v) = &self.view {
+                        v.resume_consumption();
+                    }
+                }
+                ProducerAction::Cancel | ProducerAction::Close => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
+    async fn run(
+        &mut self,
+        partitions: &PartitionManager,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+    ) -> Result<(), NetworkError> {
+        // Stage 1: the partition request.
+        while self.view.is_none() {
+            let more = tokio::time::timeout(REQUEST_TIMEOUT, self.read_messages(recv))
+                .await
+                .map_err(|_| NetworkError::malformed("no partition request"))??;
+            if !self.apply_messages(partitions)? || !more {
+                return Ok(());
+            }
+        }
+        // Stage 2: send against credit, react to consumer messages.
+        let mut batch: Vec<Bytes> = Vec::with_capacity(2 * WRITE_BATCH);
+        let mut finished = false;
+        loop {
+            if !finished {
+                let view = self.view.as_ref().expect("set in stage 1");
+                while batch.len() < 2 * WRITE_BATCH {
+                    let allow_data = self.credit.may_send(DataType::Data);
+                    let Some(polled) = view.poll_next(allow_data)? else {
+                        if !allow_data && view.next_is_data() {
+                            self.credit.note_starved(Instant::now());
+                        }
+                        break;
+                    };
+                    let (data_type, payload) = match polled.payload {
+                        Payload::Data(b) => (DataType::Data, b),
+                        Payload::Event(e) => {
+                            finished |= e == Event::EndOfPartition;
+                            let mut v = Vec::with_capacity(MAX_EVENT_SIZE);
+                            e.encode(&mut v);
+                            (DataType::Event, Bytes::from(v))
+                        }
+                    };
+                    let header =
+                        self.credit
+                            .on_send(data_type, payload.len() as u32, polled.backlog)?;
+                    batch.push(Bytes::copy_from_slice(&encode_buffer_header(&header)));
+                    batch.push(payload);
+                    if finished {
+                        break;
+                    }
+                }
+                if !batch.is_empty() {
+                    send.write_all_chunks(&mut batch)
+                        .await
+                        .map_err(|_| NetworkError::Closed {
+                            what: "data stream",
+                        })?;
+                    batch.clear();
+                    if finished {
+                        let _ = send.finish();
+                    }
+                    continue;
+                }
+            }
+            if !self.messages.is_empty() {
+                if !self.apply_messages(partitions)? {
+                    return Ok(());
+                }
+                continue;
+            }
+            let notify = self.notify.clone();
+            tokio::select! {
+                more = self.read_messages(recv) => {
+                    if !more? {
+                        return Ok(());
+                    }
+                }
+                _ = notify.notified(), if !finished => {}
+            }
+        }
+    }
+}
+
+enum InFlight {
+    Data(Buffer),
+    Event(Vec<u8>),
+}
+
+struct ConsumerStream {
+    credit: ConsumerCredit<Buffer>,
+    inbox: Arc<RemoteInbox>,
+    segment_size: usize,
+}
+
+impl ConsumerStream {
+    async fn run(
+        &mut self,
+        transport: &QuicTransport,
+        peer: SocketAddr,
+    ) -> Result<(), NetworkError> {
+        // Reserve the exclusive buffers: they are the initial credit.
+        while !self.credit.needs_stream() {
+            tokio::select! {
+                b = self.inbox.exclusive_pool.request() => self.credit.add_exclusive(b?),
+                _ = self.inbox.control_notify.notified() => {
+                    if self.inbox.take_control().cancel {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        loop {
+            let conn = transport.connection(peer).await?;
+            let (mut send, mut recv) = conn
+                .open_bi()
+                .await
+                .map_err(|e| NetworkError::transport(peer, e))?;
+            let ended = self.run_stream(peer, &mut send, &mut recv).await;
+            match ended {
+                Ok(true) => return Ok(()),
+                Ok(false) => {
+                    // Partition not found yet: wait out the backoff, then request again.
+                    let _ = send.finish();
+                    let Some(at) = self.credit.poll_timeout() else {
+                        return Ok(());
+                    };
+                    let deadline = tokio::time::Instant::from_std(at);
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(deadline) => break,
+                            _ = self.inbox.control_notify.notified() => {
+                                if self.inbox.take_control().cancel {
+                                    return Ok(());
+                                }
+                            }
+                        }
+                    }
+                    self.credit.handle_timeout(Instant::now());
+                }
+                Err(e) => {
+                    let code = if matches!(
+                        e,
+                        NetworkError::MalformedFrame { .. }
+                            | NetworkError::CreditViolation { .. }
+                            | NetworkError::SequenceGap { .. }
+                    ) {
+                        PROTOCOL_VIOLATION_CODE
+                    } else {
+                        CANCELLED_CODE
+                    };
+                    let _ = send.reset(VarInt::from_u32(code));
+                    let _ = recv.stop(VarInt::from_u32(code));
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Runs one stream; `Ok(true)` = channel done, `Ok(false)` = retry after backoff.
+    async fn run_stream(
+        &mut self,
+        peer: SocketAddr,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+    ) -> Result<bool, NetworkError> {
+        let mut decoder = ProducerDecoder::new(self.segment_size);
+        let mut in_flight: Option<InFlight> = None;
+        let mut out = Vec::new();
+        loop {
+            let control = self.inbox.take_control();
+            if control.cancel {
+                self.credit.cancel();
+            }
+            if control.resume {
+                self.credit.resume_consumption();
+            }
+            out.clear();
+            while let Some(m) = self.credit.poll_transmit() {
+                encode_consumer(&m, &mut out);
+            }
+            if !out.is_empty() {
+                send.write_all(&out)
+                    .await
+                    .map_err(|e| NetworkError::transport(peer, e))?;
+            }
+            if self.credit.is_closed() {
+                let _ = send.finish();
+                return Ok(true);
+            }
+            if self.credit.poll_timeout().is_some() {
+                return Ok(false);
+            }
+            let wants_floating = self.credit.floating_wanted() > 0;
+            tokio::select! {
+                chunk = recv.read_chunk(usize::MAX, true) => {
+                    let chunk = chunk.map_err(|e| NetworkError::transport(peer, e))?;
+                    let Some(chunk) = chunk else {
+                        return Err(NetworkError::transport(peer, "producer ended the stream before end of partition"));
+                    };
+                    let mut bytes = chunk.bytes;
+                    while let Some(frame) = decoder.decode(&mut bytes)? {
+                        self.on_frame(frame, &mut in_flight)?;
+                    }
+                }
+                b = self.inbox.exclusive_pool.request() => self.credit.add_exclusive(b?),
+                b = self.inbox.floating_pool.request(), if wants_floating => self.credit.add_floating(b?),
+                _ = self.inbox.control_notify.notified() => {}
+            }
+        }
+    }
+
+    fn on_frame(
+        &mut self,
+        frame: ProducerFrame,
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<(), NetworkError> {
+        match frame {
+            ProducerFrame::Header(h) => {
+                *in_flight = Some(self.begin(&h)?);
+            }
+            ProducerFrame::Payload { chunk, last } => {
+                match in_flight {
+                    Some(InFlight::Data(buf)) => {
+                        if buf.append(&chunk) < chunk.len() {
+                            return Err(NetworkError::malformed("payload larger than a buffer"));
+                        }
+                    }
+                    Some(InFlight::Event(v)) => v.extend_from_slice(&chunk),
+                    None => return Err(NetworkError::malformed("payload without header")),
+                }
+                if last {
+                    match in_flight.take() {
+                        Some(InFlight::Data(buf)) => self.inbox.push(Payload::Data(buf.freeze())),
+                        Some(InFlight::Event(v)) => {
+                            let event = Event::decode(&v)?;
+                            if event == Event::EndOfPartition {
+                                self.credit.on_end_of_partition();
+                            }
+                            self.inbox.push(Payload::Event(event));
+                        }
+                        None => {}
+                    }
+                }
+            }
+            ProducerFrame::Error { kind, message } => {
+                self.credit.on_error(kind, &message, Instant::now())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, h: &BufferHeader) -> Result<InFlight, NetworkError> {
+        Ok(match self.credit.on_buffer(h)? {
+            Received::Data(buf) => InFlight::Data(buf),
+            Received::Event => InFlight::Event(Vec::with_capacity(h.size as usize)),
+        })
+    }
+}
