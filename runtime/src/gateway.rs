@@ -244,7 +244,8 @@ macro_rules! gateway {
         }
     ) => {
         $(#[$gmeta])*
-        #[allow(non_camel_case_types)]
+        // Generated API: parts of it go unused, and the module may be private.
+        #[allow(non_camel_case_types, unreachable_pub, dead_code)]
         $vis mod $module {
             #[allow(unused_imports)]
             use super::*;

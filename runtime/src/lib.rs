@@ -18,6 +18,7 @@ mod actors;
 pub mod address;
 pub mod clock;
 pub mod config;
+pub mod death_watch;
 pub mod endpoint;
 pub mod error;
 pub mod fencing;
@@ -32,6 +33,7 @@ pub mod service;
 pub mod tasks;
 
 pub use address::RpcAddress;
+pub use death_watch::{Terminated, TerminationReason, Watch};
 pub use endpoint::{EndpointContext, EndpointHandle, Fencing, Lifecycle, Reply, RpcEndpoint};
 pub use error::{HandshakeError, RpcError};
 pub use fencing::{DispatcherId, FencingToken, JobMasterId, ResourceManagerId};

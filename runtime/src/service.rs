@@ -23,7 +23,8 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
 use crate::address::RpcAddress;
-use crate::config::RpcConfig;
+use crate::config::{HeartbeatConfig, RpcConfig};
+use crate::death_watch::{liveness_of, Liveness, LivenessSource, SystemEndpoint, SYSTEM_ENDPOINT};
 use crate::endpoint::{spawn_endpoint, Call, EndpointHandle, Lifecycle, RpcEndpoint};
 use crate::error::{HandshakeError, RpcError};
 use crate::gateway::{GatewayClient, Protocol, RawGateway, Target};
@@ -70,6 +71,8 @@ pub struct RpcServiceConfig {
     pub bind: SocketAddr,
     /// Timeouts and frame limits.
     pub rpc: RpcConfig,
+    /// Death-watch timing (`heartbeat.*`).
+    pub heartbeat: HeartbeatConfig,
     /// The cluster secret every peer must prove.
     pub secret: ClusterSecret,
     /// Route even in-process calls through serialization and QUIC.
@@ -82,6 +85,7 @@ impl RpcServiceConfig {
         RpcServiceConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             rpc: RpcConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
             secret,
             force_remote: false,
         }
@@ -199,8 +203,38 @@ impl RpcService {
         inner
             .tasks
             .spawn("rpc-accept", accept_loop(Arc::downgrade(&inner)));
+        let service = RpcService { inner };
+        let source: Weak<dyn LivenessSource> = Arc::downgrade(&service.inner) as Weak<_>;
+        service
+            .start_endpoint(SYSTEM_ENDPOINT, SystemEndpoint { service: source })?
+            .start();
         tracing::info!(address = %local_addr, "RPC service listening");
-        Ok(RpcService { inner })
+        Ok(service)
+    }
+
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        self.inner.tasks.runtime()
+    }
+
+    pub(crate) fn heartbeat_config(&self) -> &HeartbeatConfig {
+        &self.inner.config.heartbeat
+    }
+
+    /// For an address served in this process (and remote calls not forced): the
+    /// endpoint's lifecycle, `None` inside when no such endpoint is registered.
+    pub(crate) fn local_lifecycle(
+        &self,
+        address: &RpcAddress,
+    ) -> Option<Option<watch::Receiver<Lifecycle>>> {
+        if self.inner.config.force_remote {
+            return None;
+        }
+        let target = local_service(address.socket)?;
+        let lifecycle = target
+            .registry
+            .get(&address.endpoint)
+            .map(|r| r.lifecycle.clone());
+        Some(lifecycle)
     }
 
     /// The socket remote peers reach this service at.
@@ -404,6 +438,12 @@ impl Inner {
     }
 }
 
+impl LivenessSource for Inner {
+    fn liveness(&self, endpoint: &str) -> Liveness {
+        liveness_of(self.registry.get(endpoint).map(|r| *r.lifecycle.borrow()))
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         SERVICES.remove_if(&self.local_addr, |_, w| w.strong_count() == 0);
@@ -521,5 +561,195 @@ async fn serve_stream(
     let (result, ()) = tokio::join!(served, writer);
     if let Err(reason) = result {
         protocol_error(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::Reply;
+    use crate::EndpointContext;
+    use std::time::Duration;
+
+    crate::gateway! {
+        /// Counts calls.
+        pub mod counter("counter") {
+            /// Increments and returns the count.
+            fn bump() -> u64;
+        }
+    }
+
+    #[derive(Default)]
+    struct Counter(u64);
+
+    impl RpcEndpoint for Counter {
+        type Protocol = counter::Protocol;
+    }
+
+    impl counter::Handler for Counter {
+        fn bump(&mut self, _: &mut EndpointContext<'_, Self>) -> Reply<u64> {
+            self.0 += 1;
+            Reply::ready(self.0)
+        }
+    }
+
+    struct Setup {
+        server: RpcService,
+        client: RpcService,
+        gw: counter::Gateway,
+        secret: ClusterSecret,
+    }
+
+    async fn setup() -> Setup {
+        let secret = ClusterSecret::generate();
+        let server = RpcService::start(RpcServiceConfig::local(secret.clone())).unwrap();
+        server
+            .start_endpoint("counter", Counter::default())
+            .unwrap()
+            .start();
+        let mut config = RpcServiceConfig::local(secret.clone());
+        config.force_remote = true;
+        let client = RpcService::start(config).unwrap();
+        let gw: counter::Gateway = client.connect(&server.address_of("counter")).await.unwrap();
+        assert_eq!(gw.bump().await.unwrap(), 1);
+        Setup {
+            server,
+            client,
+            gw,
+            secret,
+        }
+    }
+
+    /// A raw QUIC connection to the server, authenticated or not.
+    async fn raw_connection(
+        server: &RpcService,
+        secret: Option<&ClusterSecret>,
+    ) -> quinn::Connection {
+        let transport = Arc::new(quinn::TransportConfig::default());
+        let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        ep.set_default_client_config(quic_client_config(RPC_ALPN, transport).unwrap());
+        let conn = ep
+            .connect(server.local_addr(), SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        if let Some(secret) = secret {
+            authenticate_client(&conn, secret).await.unwrap();
+        }
+        conn
+    }
+
+    async fn closed_by_server(conn: &quinn::Connection) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), conn.closed()).await,
+            Ok(quinn::ConnectionError::ApplicationClosed(_))
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn garbage_on_an_authenticated_stream_drops_only_that_connection() {
+        let s = setup().await;
+        let conn = raw_connection(&s.server, Some(&s.secret)).await;
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8])
+            .await
+            .unwrap();
+        let _ = send.finish();
+        assert!(closed_by_server(&conn).await);
+        assert_eq!(s.gw.bump().await.unwrap(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn undecodable_and_truncated_frames_drop_the_connection() {
+        let s = setup().await;
+        // A well-framed hello whose payload is not a hello.
+        let conn = raw_connection(&s.server, Some(&s.secret)).await;
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1])
+            .await
+            .unwrap();
+        assert!(closed_by_server(&conn).await);
+        // A frame cut short by the end of the stream.
+        let conn = raw_connection(&s.server, Some(&s.secret)).await;
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+        let _ = send.finish();
+        assert!(closed_by_server(&conn).await);
+        // A frame longer than the maximum.
+        let conn = raw_connection(&s.server, Some(&s.secret)).await;
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        send.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        assert!(closed_by_server(&conn).await);
+        assert_eq!(s.gw.bump().await.unwrap(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unauthenticated_peers_get_nothing_dispatched() {
+        let s = setup().await;
+        // Skips authentication and speaks the RPC protocol straight away.
+        let conn = raw_connection(&s.server, None).await;
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            endpoint: "counter".into(),
+            gateway: "counter".into(),
+            max_frame: 1 << 20,
+        };
+        send.write_all(&encode(&hello, 1 << 20, "hello").unwrap())
+            .await
+            .unwrap();
+        // (A peer that sends less and waits is cut off by the authentication timeout.)
+        let _ = send.finish();
+        assert!(closed_by_server(&conn).await);
+        let mut reader = FrameReader::new(recv, 1 << 20);
+        assert!(reader.next().await.is_err() || matches!(reader.next().await, Ok(None)));
+        // Random UDP datagrams at the port are ignored.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..64u8 {
+            udp.send_to(&[i; 200], s.server.local_addr()).unwrap();
+        }
+        // Nothing was dispatched: the count continues from the setup's single call.
+        assert_eq!(s.gw.bump().await.unwrap(), 2);
+        drop(s.client);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn protocol_version_mismatch_is_refused_in_the_handshake() {
+        let s = setup().await;
+        let conn = raw_connection(&s.server, Some(&s.secret)).await;
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION + 98,
+            endpoint: "counter".into(),
+            gateway: "counter".into(),
+            max_frame: 1 << 20,
+        };
+        send.write_all(&encode(&hello, 1 << 20, "hello").unwrap())
+            .await
+            .unwrap();
+        let mut reader = FrameReader::new(recv, 1 << 20);
+        let reply: HelloReply = decode(&reader.next().await.unwrap().unwrap(), "reply").unwrap();
+        assert!(
+            matches!(
+                reply,
+                HelloReply::Rejected(HandshakeError::VersionMismatch { theirs, .. })
+                    if theirs == PROTOCOL_VERSION + 98
+            ),
+            "{reply:?}"
+        );
+        // The same connection still opens good sessions.
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        let hello = Hello {
+            version: PROTOCOL_VERSION,
+            endpoint: "counter".into(),
+            gateway: "counter".into(),
+            max_frame: 1 << 20,
+        };
+        send.write_all(&encode(&hello, 1 << 20, "hello").unwrap())
+            .await
+            .unwrap();
+        let mut reader = FrameReader::new(recv, 1 << 20);
+        let reply: HelloReply = decode(&reader.next().await.unwrap().unwrap(), "reply").unwrap();
+        assert!(matches!(reply, HelloReply::Accepted { .. }), "{reply:?}");
     }
 }
