@@ -83,12 +83,24 @@ impl KeySelector for I64ModKey {
     fn key<'a>(&self, value: &'a Value) -> Result<Cow<'a, Value>> {
         match value {
             Value::I64(v) => Ok(Cow::Owned(Value::I64(v.rem_euclid(self.modulus)))),
-            other => Err(DataflowError::TypeMismatch {
-                operator: I64_MOD_KEY.into(),
-                expected: "i64",
-                actual: other.type_name(),
-            }),
+            other => Err(mod_mismatch(other)),
         }
+    }
+
+    #[inline]
+    fn key_hash(&self, value: &Value) -> Result<u64> {
+        match value {
+            Value::I64(v) => Ok(Value::stable_hash_i64(v.rem_euclid(self.modulus))),
+            other => Err(mod_mismatch(other)),
+        }
+    }
+}
+
+fn mod_mismatch(other: &Value) -> DataflowError {
+    DataflowError::TypeMismatch {
+        operator: I64_MOD_KEY.into(),
+        expected: "i64",
+        actual: other.type_name(),
     }
 }
 

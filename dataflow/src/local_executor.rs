@@ -7,7 +7,8 @@
 //! [`local_queue`] per subtask and [`LocalOutput`]s honouring each edge's partitioning.
 //!
 //! Supervision: each task reports its outcome through a channel when it ends. The first
-//! failure cancels every other task; the job's outcome is the first failure, else
+//! failure cancels every other task; the job's outcome is the first reported failure
+//! that is not a closed channel (those are consequences of another task ending), else
 //! `Canceled` if any task was canceled, else `Finished`. [`LocalJobHandle::cancel`]
 //! cancels all tasks. Collect sinks deliver into a [`CollectBuffer`] returned in the
 //! [`JobResult`].
@@ -242,14 +243,16 @@ impl LocalJobHandle {
     /// Waits for every task; cancels the rest at the first failure.
     pub fn wait(self) -> JobResult {
         let mut remaining = self.tasks.len();
-        let mut first_failed = None;
+        let mut failed_order = Vec::new();
         while remaining > 0 {
             match self.done.recv() {
                 Ok((idx, failed)) => {
                     remaining -= 1;
-                    if failed && first_failed.is_none() {
-                        first_failed = Some(idx);
-                        self.cancel();
+                    if failed {
+                        if failed_order.is_empty() {
+                            self.cancel();
+                        }
+                        failed_order.push(idx);
                     }
                 }
                 // Every task thread holds a sender until it ends; disconnection means all
@@ -269,9 +272,15 @@ impl LocalJobHandle {
                 }
             }
         }
-        // Report the failure that happened first, not the first in vertex order: later
-        // ones are usually consequences (closed channels).
-        let failure = first_failed
+        // Report the root cause: the first reported failure that is not a closed
+        // channel. A task failing drops its input queue, so its producers may fail with
+        // `ChannelClosed` (and report it) before the failing task reports its own error.
+        let root = failed_order
+            .iter()
+            .find(|i| !matches!(failures.get(i), Some(DataflowError::ChannelClosed(_))))
+            .or(failed_order.first())
+            .copied();
+        let failure = root
             .and_then(|i| failures.remove(&i))
             .or_else(|| failures.into_values().next());
         let outcome = match (failure, canceled) {

@@ -115,19 +115,23 @@ impl TaskHandle {
         &self.mailbox
     }
 
-    /// Waits for the task to end. A panic in operator code becomes `Failed`.
+    /// Waits for the task to end. A panic in operator code is reported as `Failed`.
     pub fn join(self) -> TaskOutcome {
-        self.thread.join().unwrap_or_else(|panic| {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            TaskOutcome::Failed(DataflowError::Operator {
-                operator: "task thread".into(),
-                message: format!("panicked: {message}"),
-            })
-        })
+        self.thread
+            .join()
+            .unwrap_or_else(|panic| TaskOutcome::Failed(panic_error(panic.as_ref())))
+    }
+}
+
+fn panic_error(panic: &(dyn std::any::Any + Send)) -> DataflowError {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    DataflowError::Operator {
+        operator: "task thread".into(),
+        message: format!("panicked: {message}"),
     }
 }
 
@@ -231,7 +235,10 @@ impl StreamTask {
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
-                let outcome = self.run();
+                // A panicking operator must still report an outcome, or a supervisor
+                // waiting for `on_exit` would never cancel the job's other tasks.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run()))
+                    .unwrap_or_else(|panic| TaskOutcome::Failed(panic_error(panic.as_ref())));
                 on_exit(&outcome);
                 outcome
             })

@@ -41,6 +41,13 @@ fn executor() -> LocalExecutor {
         })
     })
     .unwrap();
+    r.register_map("t.panic_at", |at: i64| {
+        Ok(move |v: Value| {
+            assert_ne!(v.as_i64(), Some(at), "user code panicked");
+            Ok(v)
+        })
+    })
+    .unwrap();
     LocalExecutor::with_config(
         Arc::new(r),
         LocalExecutorConfig {
@@ -217,6 +224,39 @@ fn operator_failure_fails_the_job_and_cancels_the_rest() {
         }
         other => panic!("expected the map's failure, got {other:?}"),
     }
+}
+
+#[test]
+fn operator_panic_fails_the_job_and_cancels_the_rest() {
+    let env = StreamExecutionEnvironment::new();
+    env.add_source(builtins::datagen(DatagenConfig::default())) // unbounded
+        .rebalance()
+        .map(FactoryRef::new("t.panic_at", &100i64).unwrap())
+        .sink(builtins::blackhole());
+    let result = executor().execute(&env.job_graph("t").unwrap()).unwrap();
+    assert!(
+        matches!(&result.outcome, JobOutcome::Failed(DataflowError::Operator { message, .. }) if message.contains("user code panicked")),
+        "{:?}",
+        result.outcome
+    );
+}
+
+#[test]
+fn file_sink_directory_gets_one_part_per_subtask() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(3);
+    env.add_source(builtins::datagen(DatagenConfig::bounded(30)))
+        .sink(builtins::file_sink_dir(out.to_str().unwrap()));
+    finished(&executor().execute(&env.job_graph("t").unwrap()).unwrap());
+    let mut all = Vec::new();
+    for i in 0..3 {
+        let text = std::fs::read_to_string(out.join(format!("part-{i}"))).unwrap();
+        all.extend(text.lines().map(|l| l.parse::<i64>().unwrap()));
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..30).collect::<Vec<_>>());
 }
 
 #[test]

@@ -105,9 +105,19 @@ impl Value {
     /// little-endian words / length-prefixed bytes); `I64` keys cost two multiplies.
     /// Key-group assignment applies a murmur finalizer on top, so the weak avalanche of
     /// this function does not matter for spread.
+    #[inline]
     pub fn stable_hash(&self) -> u64 {
         let mut h = StableHasher::default();
         h.write_value(self);
+        h.finish()
+    }
+
+    /// `Value::I64(v).stable_hash()`, without building the value.
+    #[inline]
+    pub fn stable_hash_i64(v: i64) -> u64 {
+        let mut h = StableHasher::default();
+        h.add(2);
+        h.add(v as u64);
         h.finish()
     }
 }
@@ -122,6 +132,7 @@ struct StableHasher {
 impl StableHasher {
     const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
+    #[inline]
     fn add(&mut self, word: u64) {
         self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::K);
     }
@@ -142,6 +153,7 @@ impl StableHasher {
         }
     }
 
+    #[inline]
     fn write_value(&mut self, v: &Value) {
         self.add(u64::from(v.variant_index()));
         match v {
@@ -166,6 +178,7 @@ impl StableHasher {
 }
 
 impl PartialEq for Value {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
             (Value::Null, Value::Null) => true,
@@ -183,6 +196,7 @@ impl PartialEq for Value {
 impl Eq for Value {}
 
 impl Hash for Value {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
             Value::Null => state.write_u8(0),
@@ -304,6 +318,7 @@ mod tests {
             Value::Str("1".into()).stable_hash()
         );
         assert_eq!(Value::I64(42).stable_hash(), PINNED_I64_42);
+        assert_eq!(Value::stable_hash_i64(42), PINNED_I64_42);
         assert_eq!(Value::from("hello").stable_hash(), PINNED_STR_HELLO);
     }
 
