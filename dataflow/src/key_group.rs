@@ -5,15 +5,16 @@
 //! `KeyGroupRangeAssignment`. Each subtask thus owns a contiguous key-group range, which
 //! is what lets keyed state be redistributed on rescale.
 //!
-//! TODO(network): this is a private copy until `rill_network::key_group` exists; switch
-//! the two functions below to re-exports then, so producers and consumers can never
-//! disagree on the formula.
+//! TODO(network): this is a private copy of `rill_network::key_group` (same names,
+//! signatures and formula; dataflow does not depend on the network crate yet). When the
+//! dependency is wired, replace the bodies below with re-exports so producers, keyed
+//! operators and state can never disagree on the formula.
 
 /// Default number of key groups (Flink's default for small parallelism).
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 
 /// Murmur3's 64-bit finalizer: full avalanche over the stable key hash.
-fn murmur_fmix64(mut k: u64) -> u64 {
+pub fn murmur_fmix(mut k: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
     k ^= k >> 33;
@@ -24,8 +25,8 @@ fn murmur_fmix64(mut k: u64) -> u64 {
 /// The key group of a key with stable hash `key_hash` (`0..max_parallelism`).
 ///
 /// `max_parallelism` must be ≥ 1 (validated on the job graph).
-pub fn assign_to_key_group(key_hash: u64, max_parallelism: u32) -> u32 {
-    (murmur_fmix64(key_hash) % u64::from(max_parallelism.max(1))) as u32
+pub fn key_group_for_hash(key_hash: u64, max_parallelism: u32) -> u32 {
+    (murmur_fmix(key_hash) % u64::from(max_parallelism.max(1))) as u32
 }
 
 /// The subtask (`0..parallelism`) that owns `key_group`.
@@ -36,7 +37,7 @@ pub fn operator_index_for_key_group(key_group: u32, parallelism: u32, max_parall
 /// The subtask that owns a key with stable hash `key_hash`.
 pub fn operator_index_for_key(key_hash: u64, parallelism: u32, max_parallelism: u32) -> u32 {
     operator_index_for_key_group(
-        assign_to_key_group(key_hash, max_parallelism),
+        key_group_for_hash(key_hash, max_parallelism),
         parallelism,
         max_parallelism,
     )
@@ -52,7 +53,7 @@ mod tests {
         let max = DEFAULT_MAX_PARALLELISM;
         let mut groups = vec![0u32; max as usize];
         for k in 0..100_000i64 {
-            groups[assign_to_key_group(Value::I64(k).stable_hash(), max) as usize] += 1;
+            groups[key_group_for_hash(Value::I64(k).stable_hash(), max) as usize] += 1;
         }
         let expected = 100_000 / max;
         for (g, n) in groups.iter().enumerate() {
@@ -61,6 +62,16 @@ mod tests {
                 "key group {g} got {n}, expected about {expected}"
             );
         }
+    }
+
+    #[test]
+    fn formula_is_pinned() {
+        // Same values as rill_network::key_group; a change reroutes every key.
+        assert_eq!(murmur_fmix(0), 0);
+        assert_eq!(key_group_for_hash(1, 128), (murmur_fmix(1) % 128) as u32);
+        assert_eq!(operator_index_for_key_group(127, 4, 128), 3);
+        assert_eq!(operator_index_for_key_group(31, 4, 128), 0);
+        assert_eq!(operator_index_for_key_group(32, 4, 128), 1);
     }
 
     #[test]
