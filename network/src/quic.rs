@@ -628,3 +628,386 @@ impl ConsumerStream {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel_selector::ChannelSelector;
+    use crate::config::BufferTimeout;
+    use crate::environment::NetworkEnvironment;
+    use crate::input_gate::{InputGate, ReaderItem, RecordReader};
+    use crate::metrics::TaskIoMetrics;
+    use crate::partition::ResultPartition;
+    use crate::record_writer::RecordWriter;
+    use std::sync::mpsc;
+
+    const WAIT: Duration = Duration::from_secs(20);
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn config() -> NetworkConfig {
+        NetworkConfig {
+            memory: 256 * 4096,
+            segment_size: 4096,
+            request_backoff_initial: Duration::from_millis(5),
+            ..NetworkConfig::default()
+        }
+    }
+
+    fn node(
+        rt: &tokio::runtime::Runtime,
+        secret: &ClusterSecret,
+    ) -> (NetworkEnvironment, SocketAddr) {
+        let _guard = rt.enter();
+        let env = NetworkEnvironment::new(config()).unwrap();
+        let addr = env
+            .start_transport("127.0.0.1:0".parse().unwrap(), secret.clone())
+            .unwrap();
+        (env, addr)
+    }
+
+    fn remote_gate(
+        env: &NetworkEnvironment,
+        producer: SocketAddr,
+        partition: PartitionId,
+        subs: u32,
+    ) -> InputGate {
+        let mut b = env
+            .input_gate_builder(Arc::new(TaskIoMetrics::default()))
+            .unwrap();
+        for i in 0..subs {
+            env.add_remote_channel(&mut b, producer, partition, i)
+                .unwrap();
+        }
+        b.build()
+    }
+
+    fn spawn_writer(
+        p: Arc<ResultPartition>,
+        records: usize,
+        size: usize,
+    ) -> (std::thread::JoinHandle<()>, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let mut w = RecordWriter::new(
+                p,
+                ChannelSelector::rebalance(1),
+                BufferTimeout::Never,
+                Arc::new(TaskIoMetrics::default()),
+                None,
+            )
+            .unwrap();
+            let rec = vec![0xabu8; size];
+            for _ in 0..records {
+                w.emit(&rec).unwrap();
+            }
+            w.finish().unwrap();
+            let _ = tx.send(());
+        });
+        (h, rx)
+    }
+
+    /// Reads until the gate ends; returns payload bytes of all records.
+    fn drain(gate: InputGate) -> Result<u64, NetworkError> {
+        let mut r = RecordReader::new(gate);
+        let mut bytes = 0u64;
+        loop {
+            match r.next_timeout(WAIT)? {
+                Some(ReaderItem::Record { record, .. }) => bytes += record.len() as u64,
+                Some(ReaderItem::Event { .. }) => {}
+                None => {
+                    assert!(r.gate_mut().is_finished(), "timed out");
+                    return Ok(bytes);
+                }
+            }
+        }
+    }
+
+    fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn records_round_trip_over_quic_and_pools_return_to_full() {
+        let rt = runtime();
+        let secret = ClusterSecret::generate();
+        let (a, a_addr) = node(&rt, &secret);
+        let (b, _) = node(&rt, &secret);
+        let gate = remote_gate(&b, a_addr, PartitionId(10), 2);
+        // The partition is registered after the request went out: exercises the retry.
+        let p = a.create_partition(PartitionId(10), 2).unwrap();
+        let (writer, _) = spawn_writer(p.clone(), 20_000, 8);
+        let mut r = RecordReader::new(gate);
+        let (mut records, mut ends) = (0, 0);
+        while let Some(item) = r.next_timeout(WAIT).unwrap() {
+            match item {
+                ReaderItem::Record { record, .. } => {
+                    assert_eq!(record, &[0xab; 8]);
+                    records += 1;
+                }
+                ReaderItem::Event { event, .. } => {
+                    assert_eq!(event, Event::EndOfPartition);
+                    ends += 1;
+                }
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!((records, ends), (20_000, 2));
+        assert_eq!(b.transport().unwrap().num_connections(), 1);
+        drop(r);
+        a.release_partition(PartitionId(10));
+        drop(p);
+        eventually("consumer pools to return", || {
+            b.buffer_pool().segments_in_use() == 0
+        });
+        eventually("producer pools to return", || {
+            a.buffer_pool().segments_in_use() == 0
+        });
+    }
+
+    #[test]
+    fn stalled_channel_does_not_stop_its_neighbour_on_the_same_connection() {
+        let rt = runtime();
+        let secret = ClusterSecret::generate();
+        let (a, a_addr) = node(&rt, &secret);
+        let (b, _) = node(&rt, &secret);
+        let p1 = a.create_partition(PartitionId(21), 1).unwrap();
+        let p2 = a.create_partition(PartitionId(22), 1).unwrap();
+        let stalled = remote_gate(&b, a_addr, PartitionId(21), 1);
+        let flowing = remote_gate(&b, a_addr, PartitionId(22), 1);
+        // 2 MB each: far more than credit plus pools can hold for the stalled channel.
+        let (w1, w1_done) = spawn_writer(p1.clone(), 512, 4092);
+        let (w2, _) = spawn_writer(p2.clone(), 512, 4092);
+        let flowed = drain(flowing).unwrap();
+        assert_eq!(
+            flowed,
+            512 * 4092,
+            "the flowing channel delivered everything"
+        );
+        w2.join().unwrap();
+        // Meanwhile the stalled channel's producer is still blocked on its pool ...
+        assert!(
+            w1_done.try_recv().is_err(),
+            "stalled producer cannot have finished"
+        );
+        assert_eq!(
+            b.transport().unwrap().num_connections(),
+            1,
+            "both channels share one connection"
+        );
+        // ... holding only what credit allowed: both exclusive buffers are full.
+        eventually("stalled channel to use its credit", || {
+            stalled.pool_usage().exclusive == 1.0
+        });
+        // Draining the stalled consumer lets the blocked producer resume and finish.
+        assert_eq!(drain(stalled).unwrap(), 512 * 4092);
+        w1_done.recv_timeout(WAIT).unwrap();
+        w1.join().unwrap();
+        drop((p1, p2));
+        a.release_partition(PartitionId(21));
+        a.release_partition(PartitionId(22));
+        eventually("consumer pools to return", || {
+            b.buffer_pool().segments_in_use() == 0
+        });
+        eventually("producer pools to return", || {
+            a.buffer_pool().segments_in_use() == 0
+        });
+    }
+
+    /// A raw, authenticated client connection to `addr`, for sending bad frames.
+    async fn raw_client(
+        addr: SocketAddr,
+        secret: &ClusterSecret,
+    ) -> (quinn::Endpoint, quinn::Connection) {
+        let client =
+            security::quic_client_config(DATA_ALPN, Arc::new(transport_config(&config()))).unwrap();
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        ep.set_default_client_config(client);
+        let conn = ep
+            .connect(addr, security::SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        security::authenticate_client(&conn, secret).await.unwrap();
+        (ep, conn)
+    }
+
+    async fn read_error_kind(recv: &mut RecvStream) -> Option<ErrorKind> {
+        let bytes = tokio::time::timeout(WAIT, recv.read_to_end(4096))
+            .await
+            .ok()?
+            .ok()?;
+        let mut input = Bytes::from(bytes);
+        match ProducerDecoder::new(4096).decode(&mut input) {
+            Ok(Some(ProducerFrame::Error { kind, .. })) => Some(kind),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn garbage_and_credit_violations_close_the_stream_and_the_process_carries_on() {
+        let rt = runtime();
+        let secret = ClusterSecret::generate();
+        let (a, a_addr) = node(&rt, &secret);
+        let (b, _) = node(&rt, &secret);
+        let p = a.create_partition(PartitionId(30), 2).unwrap();
+        rt.block_on(async {
+            let (_ep, conn) = raw_client(a_addr, &secret).await;
+            // Garbage instead of a partition request.
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            send.write_all(&[0x99, 0xff, 0x00, 0x13]).await.unwrap();
+            assert_eq!(
+                read_error_kind(&mut recv).await,
+                Some(ErrorKind::ProtocolViolation)
+            );
+            // A valid request followed by a credit violation (AddCredit(0)).
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let mut out = Vec::new();
+            encode_consumer(
+                &ConsumerMessage::PartitionRequest {
+                    partition: PartitionId(30),
+                    subpartition: 1,
+                    initial_credit: 1,
+                },
+                &mut out,
+            );
+            encode_consumer(&ConsumerMessage::AddCredit(0), &mut out);
+            send.write_all(&out).await.unwrap();
+            assert_eq!(
+                read_error_kind(&mut recv).await,
+                Some(ErrorKind::ProtocolViolation)
+            );
+            // The connection itself still serves well-formed requests.
+            let (mut send, mut recv) = conn.open_bi().await.unwrap();
+            let mut out = Vec::new();
+            encode_consumer(
+                &ConsumerMessage::PartitionRequest {
+                    partition: PartitionId(99),
+                    subpartition: 0,
+                    initial_credit: 1,
+                },
+                &mut out,
+            );
+            send.write_all(&out).await.unwrap();
+            assert_eq!(
+                read_error_kind(&mut recv).await,
+                Some(ErrorKind::PartitionNotFound)
+            );
+        });
+        // Subpartition 0 is untouched and still flows to a proper consumer; subpartition
+        // 1 was released by the violation, so its writes are dropped.
+        let mut builder = b
+            .input_gate_builder(Arc::new(TaskIoMetrics::default()))
+            .unwrap();
+        b.add_remote_channel(&mut builder, a_addr, PartitionId(30), 0)
+            .unwrap();
+        let gate = builder.build();
+        let (writer, _) = spawn_writer(p.clone(), 1000, 100);
+        let got = drain(gate).unwrap();
+        writer.join().unwrap();
+        assert!(got > 0);
+        assert!(
+            p.dropped_buffers() > 0,
+            "writes to the violated subpartition were dropped"
+        );
+        a.release_partition(PartitionId(30));
+        drop(p);
+        eventually("producer pools to return", || {
+            a.buffer_pool().segments_in_use() == 0
+        });
+        eventually("consumer pools to return", || {
+            b.buffer_pool().segments_in_use() == 0
+        });
+    }
+
+    #[test]
+    fn producer_sending_without_credit_fails_the_channel_and_buffers_return() {
+        let rt = runtime();
+        let secret = ClusterSecret::generate();
+        let (b, _) = node(&rt, &secret);
+        // A fake producer that ignores credit: three data buffers against two credits.
+        let server_cfg =
+            security::quic_server_config(DATA_ALPN, Arc::new(transport_config(&config()))).unwrap();
+        let fake = {
+            let _g = rt.enter();
+            quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse().unwrap()).unwrap()
+        };
+        let fake_addr = fake.local_addr().unwrap();
+        let secret2 = secret.clone();
+        let server = rt.spawn(async move {
+            let conn = fake.accept().await.unwrap().await.unwrap();
+            security::authenticate_server(&conn, &secret2)
+                .await
+                .unwrap();
+            let (mut send, mut recv) = conn.accept_bi().await.unwrap();
+            let mut msgs = Vec::new();
+            let mut dec = ConsumerDecoder::default();
+            while msgs.is_empty() {
+                let chunk = recv.read_chunk(1024, true).await.unwrap().unwrap();
+                dec.decode(&chunk.bytes, &mut msgs).unwrap();
+            }
+            assert!(matches!(
+                msgs[0],
+                ConsumerMessage::PartitionRequest {
+                    initial_credit: 2,
+                    ..
+                }
+            ));
+            for seq in 0..3 {
+                let h = BufferHeader {
+                    seq,
+                    backlog: 0,
+                    data_type: DataType::Data,
+                    size: 4,
+                };
+                send.write_all(&encode_buffer_header(&h)).await.unwrap();
+                send.write_all(&[0, 0, 0, 0]).await.unwrap();
+            }
+            // Wait until the consumer gives up on the stream.
+            let _ = tokio::time::timeout(WAIT, recv.read_to_end(1 << 16)).await;
+            conn
+        });
+        let mut gate = remote_gate(&b, fake_addr, PartitionId(40), 1);
+        let err = loop {
+            match gate.next_timeout(Some(WAIT)) {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("timed out"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, NetworkError::CreditViolation { .. }), "{err}");
+        drop(gate);
+        let _conn = rt.block_on(server).unwrap();
+        eventually("consumer pools to return", || {
+            b.buffer_pool().segments_in_use() == 0
+        });
+    }
+
+    #[test]
+    fn peer_with_wrong_secret_is_refused() {
+        let rt = runtime();
+        let (a, a_addr) = node(&rt, &ClusterSecret::generate());
+        let (c, _) = node(&rt, &ClusterSecret::generate());
+        let _p = a.create_partition(PartitionId(50), 1).unwrap();
+        let mut gate = remote_gate(&c, a_addr, PartitionId(50), 1);
+        let err = gate.next_timeout(Some(WAIT)).unwrap_err();
+        assert!(matches!(err, NetworkError::Authentication { .. }), "{err}");
+        drop(gate);
+        eventually("consumer pools to return", || {
+            c.buffer_pool().segments_in_use() == 0
+        });
+    }
+}
