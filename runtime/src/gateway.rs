@@ -201,14 +201,18 @@ impl<P: Protocol> RawGateway<P> {
     /// Sends a request without waiting for (or getting) an answer.
     pub fn tell(&self, request: P::Request) -> Result<(), RpcError> {
         match &self.target {
-            Target::Local(recipient) => recipient
-                .try_send(Call {
+            // `do_send` ignores the mailbox capacity (a full mailbox must not drop tells);
+            // a stopped endpoint is the only way the message can be refused.
+            Target::Local(recipient) if recipient.connected() => {
+                recipient.do_send(Call {
                     request,
                     token: self.token,
-                })
-                .map_err(|_| RpcError::EndpointTerminated {
-                    endpoint: self.address.endpoint.clone(),
-                }),
+                });
+                Ok(())
+            }
+            Target::Local(_) => Err(RpcError::EndpointTerminated {
+                endpoint: self.address.endpoint.clone(),
+            }),
             Target::Remote(session) => session.tell(&request, self.token),
         }
     }

@@ -433,7 +433,11 @@ pub(crate) async fn serve_session<P: Protocol>(
                     decode(&frame, "request").map_err(|e| e.to_string())?;
                 let call = Call { request: request.body, token: request.token };
                 if request.tell {
-                    if recipient.try_send(call).is_err() {
+                    // `do_send` ignores the mailbox capacity: a burst of tells is queued,
+                    // never dropped. Only a terminated endpoint loses them.
+                    if recipient.connected() {
+                        recipient.do_send(call);
+                    } else {
                         tracing::debug!(endpoint, "tell dropped: endpoint terminated");
                     }
                     continue;

@@ -152,6 +152,28 @@ async fn concurrent_asks_from_many_tasks_are_all_answered() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_tells_are_never_dropped() {
+    let f = fixture(Calc::default()).await;
+    // Far more than the actor mailbox capacity, sent without waiting.
+    for _ in 0..5_000 {
+        f.local.accumulate(1).unwrap();
+        f.remote.accumulate(1).unwrap();
+    }
+    // Tells on the remote session are ordered before this ask on the same session.
+    let total = f.remote.total().await.unwrap();
+    assert!(total >= 5_000, "{total}");
+    let mut total = total;
+    for _ in 0..100 {
+        if total == 10_000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        total = f.local.total().await.unwrap();
+    }
+    assert_eq!(total, 10_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeouts_fail_only_their_call() {
     let f = fixture(Calc::default()).await;
     for gw in [&f.local, &f.remote] {
