@@ -18,7 +18,6 @@ use rill_runtime::security::{
     ClusterSecret, RPC_ALPN, SERVER_NAME,
 };
 use rill_runtime::{EndpointContext, Reply, RpcEndpoint, RpcService, RpcServiceConfig};
-use tokio::io::AsyncReadExt;
 
 rill_runtime::gateway! {
     /// The benchmark gateway.
