@@ -1,0 +1,354 @@
+//! Data-plane throughput, shaped like Flink's `StreamNetworkThroughputBenchmark`.
+//!
+//! Four writer threads each own a result partition with `channels` subpartitions and emit
+//! 8-byte records round-robin; one receiver thread reads a single input gate holding all
+//! `4 × channels` channels and counts the records. Cases: "100 channels, 100 ms flush"
+//! and "1000 channels, 1 ms flush", each with **local** channels (one process, buffers
+//! handed over without copying) and **remote** channels (two network environments in this
+//! process, talking over loopback QUIC: one connection, one stream per channel).
+//!
+//! The same run measures raw quinn on the same loopback (4 streams, 32 KiB chunks, the
+//! same transport configuration) as the baseline for the remote cases, and prints the
+//! ratio of bytes/s on the remote data plane to raw quinn bytes/s. Peak memory is reported
+//! as the network pools' peak allocation (bounded by the configured network memory) and
+//! the process's peak RSS.
+//!
+//! Usage: `cargo run --release -p rill-benches --bin network_throughput -- [--records N]`
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use rill_network::input_gate::ReaderItem;
+use rill_network::{
+    BufferTimeout, ChannelSelector, NetworkConfig, NetworkEnvironment, PartitionId, RecordReader,
+    RecordWriter, TaskIoMetrics,
+};
+use rill_runtime::security::{self, ClusterSecret};
+
+const WRITERS: u32 = 4;
+const SEGMENT: u32 = 32 * 1024;
+
+struct Case {
+    channels: u32,
+    flush: Duration,
+}
+
+struct Outcome {
+    records_per_ms: f64,
+    bytes_per_s: f64,
+    peak_network_bytes: u64,
+    configured_bytes: u64,
+}
+
+fn config(channels: u32, flush: Duration) -> NetworkConfig {
+    let total_channels = u64::from(WRITERS * channels);
+    let base = NetworkConfig::default();
+    // Sender: every partition needs channels + 1 buffers, and may use up to 10 per channel.
+    // Receiver: 2 exclusive per channel + 8 floating. Size both generously, like Flink's
+    // benchmark environment does, so the benchmark measures the data path.
+    let segments = total_channels * 4 + 4096;
+    NetworkConfig {
+        memory: segments * u64::from(SEGMENT),
+        segment_size: SEGMENT,
+        buffer_timeout: BufferTimeout::from_duration(flush),
+        ..base
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The network environments of one case: set up once (like Flink's benchmark `@Setup`),
+/// then used by the warm-up and the measured run.
+struct Setup {
+    cfg: NetworkConfig,
+    sender: NetworkEnvironment,
+    receiver: Option<NetworkEnvironment>,
+    sender_addr: Option<SocketAddr>,
+    next_partition: u128,
+}
+
+fn setup(case: &Case, remote: bool, rt: &tokio::runtime::Runtime) -> Result<Setup> {
+    let cfg = config(case.channels, case.flush);
+    let _guard = rt.enter();
+    let sender = NetworkEnvironment::new(cfg.clone())?;
+    let (receiver, sender_addr) = if remote {
+        let secret = ClusterSecret::generate();
+        let receiver = NetworkEnvironment::new(cfg.clone())?;
+        let a = sender.start_transport("127.0.0.1:0".parse()?, secret.clone())?;
+        receiver.start_transport("127.0.0.1:0".parse()?, secret)?;
+        (Some(receiver), Some(a))
+    } else {
+        (None, None)
+    };
+    Ok(Setup {
+        cfg,
+        sender,
+        receiver,
+        sender_addr,
+        next_partition: 1,
+    })
+}
+
+fn run_case(
+    s: &mut Setup,
+    case: &Case,
+    records: u64,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Outcome> {
+    let _guard = rt.enter();
+    let cfg = s.cfg.clone();
+    let remote = s.receiver.is_some();
+    let sender = &s.sender;
+    let receiver = s.receiver.as_ref().unwrap_or(&s.sender);
+    let sender_addr = s.sender_addr;
+    let first = s.next_partition;
+    s.next_partition += u128::from(WRITERS);
+    let partitions: Vec<_> = (0..WRITERS)
+        .map(|w| sender.create_partition(PartitionId(first + u128::from(w)), case.channels))
+        .collect::<Result<_, _>>()?;
+    let in_metrics = Arc::new(TaskIoMetrics::default());
+    let mut builder = receiver.input_gate_builder(in_metrics.clone())?;
+    for w in 0..WRITERS {
+        for c in 0..case.channels {
+            match sender_addr {
+                Some(addr) => {
+                    receiver.add_remote_channel(
+                        &mut builder,
+                        addr,
+                        PartitionId(first + u128::from(w)),
+                        c,
+                    )?;
+                }
+                None => {
+                    builder.add_local(&partitions[w as usize], c)?;
+                }
+            }
+        }
+    }
+    let gate = builder.build();
+
+    let per_writer = records / u64::from(WRITERS);
+    let start = Instant::now();
+    let writers: Vec<_> = partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let p = p.clone();
+            let timeout = cfg.buffer_timeout;
+            std::thread::Builder::new()
+                .name(format!("writer-{i}"))
+                .spawn(move || -> Result<()> {
+                    let mut w = RecordWriter::new(
+                        p,
+                        ChannelSelector::rebalance(i as u64),
+                        timeout,
+                        Arc::new(TaskIoMetrics::default()),
+                        None,
+                    )?;
+                    for v in 0..per_writer {
+                        w.emit(&v.to_le_bytes())?;
+                    }
+                    w.finish()?;
+                    Ok(())
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    let reader = std::thread::Builder::new().name("receiver".into()).spawn(
+        move || -> Result<(u64, u64)> {
+            let mut r = RecordReader::new(gate);
+            let (mut n, mut sum) = (0u64, 0u64);
+            while let Some(item) = r.next_timeout(Duration::from_secs(60))? {
+                if let ReaderItem::Record { record, .. } = item {
+                    n += 1;
+                    sum = sum.wrapping_add(u64::from_le_bytes(record.try_into()?));
+                }
+            }
+            if !r.gate_mut().is_finished() {
+                bail!("receiver timed out");
+            }
+            Ok((n, sum))
+        },
+    )?;
+    for w in writers {
+        w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
+    }
+    let (n, sum) = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    let elapsed = start.elapsed();
+    let expected = per_writer * u64::from(WRITERS);
+    if n != expected
+        || sum != u64::from(WRITERS) * (per_writer * (per_writer.saturating_sub(1)) / 2)
+    {
+        bail!("received {n} records (checksum {sum}), expected {expected}");
+    }
+    let bytes = in_metrics.snapshot(Duration::ZERO).bytes_in;
+    let peak_segments = sender.buffer_pool().peak_allocated_segments()
+        + if remote {
+            receiver.buffer_pool().peak_allocated_segments()
+        } else {
+            0
+        };
+    let configured = cfg.memory * if remote { 2 } else { 1 };
+    for p in &partitions {
+        sender.release_partition(p.id());
+    }
+    drop(partitions);
+    Ok(Outcome {
+        records_per_ms: n as f64 / (elapsed.as_secs_f64() * 1000.0),
+        bytes_per_s: bytes as f64 / elapsed.as_secs_f64(),
+        peak_network_bytes: peak_segments as u64 * u64::from(SEGMENT),
+        configured_bytes: configured,
+    })
+}
+
+/// Raw quinn over loopback: `streams` streams writing `total` bytes in 32 KiB chunks.
+fn raw_quinn(rt: &tokio::runtime::Runtime, total: u64, streams: u32) -> Result<f64> {
+    rt.block_on(async {
+        let cfg = config(100, Duration::from_millis(100));
+        let transport = Arc::new(rill_network::quic::transport_config(&cfg));
+        let server_cfg =
+            security::quic_server_config(rill_network::quic::DATA_ALPN, transport.clone())?;
+        let client_cfg = security::quic_client_config(rill_network::quic::DATA_ALPN, transport)?;
+        let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse()?)?;
+        let addr = server.local_addr()?;
+        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        client.set_default_client_config(client_cfg);
+        let per_stream = total / u64::from(streams);
+        let sink = tokio::spawn(async move {
+            let conn = server.accept().await.context("no connection")?.await?;
+            let mut readers = Vec::new();
+            for _ in 0..streams {
+                let (_send, mut recv) = conn.accept_bi().await?;
+                readers.push(tokio::spawn(async move {
+                    let mut n = 0u64;
+                    while let Some(c) = recv.read_chunk(usize::MAX, true).await? {
+                        n += c.bytes.len() as u64;
+                    }
+                    drop(_send);
+                    anyhow::Ok(n)
+                }));
+            }
+            let mut n = 0;
+            for r in readers {
+                n += r.await??;
+            }
+            anyhow::Ok((n, conn))
+        });
+        let conn = client.connect(addr, security::SERVER_NAME)?.await?;
+        let chunk = Bytes::from(vec![7u8; SEGMENT as usize]);
+        let start = Instant::now();
+        let mut writers = Vec::new();
+        for _ in 0..streams {
+            let (mut send, _recv) = conn.open_bi().await?;
+            let chunk = chunk.clone();
+            writers.push(tokio::spawn(async move {
+                let mut sent = 0u64;
+                while sent < per_stream {
+                    let mut bufs = [chunk.clone()];
+                    send.write_all_chunks(&mut bufs).await?;
+                    sent += chunk.len() as u64;
+                }
+                send.finish()?;
+                anyhow::Ok(())
+            }));
+        }
+        for w in writers {
+            w.await??;
+        }
+        let (n, _server_conn) = sink.await??;
+        let elapsed = start.elapsed();
+        Ok(n as f64 / elapsed.as_secs_f64())
+    })
+}
+
+fn main() -> Result<()> {
+    let mut records: u64 = 5_000_000;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--records" => {
+                records = args
+                    .next()
+                    .context("--records needs a value")?
+                    .replace('_', "")
+                    .parse()?
+            }
+            "--bench" => {}
+            other => bail!("unknown argument {other}; usage: network_throughput [--records N]"),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let cases = [
+        (
+            "100 channels, 100 ms flush",
+            Case {
+                channels: 100,
+                flush: Duration::from_millis(100),
+            },
+        ),
+        (
+            "1000 channels, 1 ms flush",
+            Case {
+                channels: 1000,
+                flush: Duration::from_millis(1),
+            },
+        ),
+    ];
+    println!(
+        "rill data plane: {WRITERS} writers, {records} records of 8 bytes, {} KiB buffers",
+        SEGMENT / 1024
+    );
+    // Raw quinn over the same loopback, same transport configuration, same payload volume
+    // (each record is 12 bytes on the wire: 4-byte length + 8-byte long).
+    let raw = raw_quinn(&rt, (records * 12).max(64 << 20), WRITERS)?;
+    println!(
+        "raw quinn baseline (4 streams, 32 KiB writes): {:.1} MB/s",
+        raw / 1e6
+    );
+    for (name, case) in &cases {
+        for remote in [false, true] {
+            // One warm-up run at a tenth of the size, then the measured run.
+            let mut s = setup(case, remote, &rt)?;
+            run_case(&mut s, case, (records / 10).max(10_000), &rt)?;
+            let o = run_case(&mut s, case, records, &rt)?;
+            let mode = if remote { "remote" } else { "local " };
+            print!(
+                "{name:<28} {mode}: {:>9.0} records/ms, {:>7.1} MB/s",
+                o.records_per_ms,
+                o.bytes_per_s / 1e6
+            );
+            if remote {
+                print!(", {:>5.1}% of raw quinn", 100.0 * o.bytes_per_s / raw);
+            }
+            println!(
+                ", peak network memory {:.1} of {:.1} MiB configured{}",
+                o.peak_network_bytes as f64 / 1048576.0,
+                o.configured_bytes as f64 / 1048576.0,
+                if o.peak_network_bytes <= o.configured_bytes {
+                    ""
+                } else {
+                    " (EXCEEDED)"
+                }
+            );
+        }
+    }
+    println!("process peak RSS: {:.1} MiB", peak_rss_mib());
+    Ok(())
+}
