@@ -84,6 +84,8 @@ struct GlobalState {
     /// Sum of the minimums of all pools.
     required: usize,
     next_id: u64,
+    live_pools: usize,
+    /// Pools that can grow (`max > min`), by id.
     pools: BTreeMap<u64, PoolEntry>,
     /// Pools that found the global pool empty and want a wake-up.
     waiters: Vec<Weak<Local>>,
@@ -167,7 +169,7 @@ impl NetworkBufferPool {
 
     /// Number of live local pools.
     pub fn num_pools(&self) -> usize {
-        self.inner.state.lock().pools.len()
+        self.inner.state.lock().live_pools
     }
 
     /// Creates a local pool that is guaranteed `min` segments and may grow to `max`.
@@ -206,14 +208,18 @@ impl NetworkBufferPool {
                 notify: Notify::new(),
                 waiting_global: AtomicBool::new(false),
             });
-            st.pools.insert(
-                id,
-                PoolEntry {
-                    min,
-                    max,
-                    pool: Arc::downgrade(&local),
-                },
-            );
+            st.live_pools += 1;
+            // Fixed-size pools never take part in redistribution: not worth tracking.
+            if max > min {
+                st.pools.insert(
+                    id,
+                    PoolEntry {
+                        min,
+                        max,
+                        pool: Arc::downgrade(&local),
+                    },
+                );
+            }
             local
         };
         // A fixed-size pool changes nobody else's share only by its minimum, which the
@@ -224,6 +230,9 @@ impl NetworkBufferPool {
 }
 
 /// Shares the segments above the sum of minimums evenly among pools, capped by `max`.
+///
+/// Fixed-size pools (`min == max`, e.g. a remote channel's exclusive buffers) never change
+/// size and are skipped, so creating thousands of channels stays linear.
 fn redistribute(global: &Arc<Global>) {
     let targets: Vec<(Arc<Local>, usize)> = {
         let st = global.state.lock();
@@ -444,9 +453,9 @@ impl LocalBufferPool {
         self.inner.notify.notify_waiters();
         {
             let mut gst = self.inner.global.state.lock();
-            if gst.pools.remove(&self.inner.id).is_some() {
-                gst.required -= self.inner.min;
-            }
+            gst.pools.remove(&self.inner.id);
+            gst.required -= self.inner.min;
+            gst.live_pools -= 1;
         }
         self.inner.global.return_segments(cached);
         redistribute(&self.inner.global);

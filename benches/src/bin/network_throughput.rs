@@ -13,7 +13,7 @@
 //! as the network pools' peak allocation (bounded by the configured network memory) and
 //! the process's peak RSS.
 //!
-//! Usage: `cargo run --release -p rill-benches --bin network_throughput -- [--records N]`
+//! Usage: `cargo run --release -p rill-benches --bin network_throughput -- [--records N] [--channels 100|1000] [--mode local|remote]`
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -277,6 +277,8 @@ fn raw_quinn(rt: &tokio::runtime::Runtime, total: u64, streams: u32) -> Result<f
 
 fn main() -> Result<()> {
     let mut records: u64 = 5_000_000;
+    let mut only_channels: Option<u32> = None;
+    let mut only_mode: Option<bool> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -287,8 +289,16 @@ fn main() -> Result<()> {
                     .replace('_', "")
                     .parse()?
             }
+            "--channels" => only_channels = Some(args.next().context("--channels needs a value")?.parse()?),
+            "--mode" => {
+                only_mode = Some(match args.next().as_deref() {
+                    Some("local") => false,
+                    Some("remote") => true,
+                    _ => bail!("--mode local|remote"),
+                })
+            }
             "--bench" => {}
-            other => bail!("unknown argument {other}; usage: network_throughput [--records N]"),
+            other => bail!("unknown argument {other}; usage: network_throughput [--records N] [--channels 100|1000] [--mode local|remote]"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -323,7 +333,13 @@ fn main() -> Result<()> {
         raw / 1e6
     );
     for (name, case) in &cases {
+        if only_channels.is_some_and(|c| c != case.channels) {
+            continue;
+        }
         for remote in [false, true] {
+            if only_mode.is_some_and(|m| m != remote) {
+                continue;
+            }
             // One warm-up run at a tenth of the size, then the measured run.
             let mut s = setup(case, remote, &rt)?;
             run_case(&mut s, case, (records / 10).max(10_000), &rt)?;
