@@ -639,6 +639,23 @@ mod tests {
         conn
     }
 
+    /// Opens a session stream on `conn` and sends a hello with `version`.
+    async fn send_hello(conn: &quinn::Connection, version: u32) -> FrameReader {
+        let (mut send, recv) = conn.open_bi().await.unwrap();
+        let hello = Hello {
+            version,
+            endpoint: "counter".into(),
+            gateway: "counter".into(),
+            max_frame: 1 << 20,
+        };
+        send.write_all(&encode(&hello, 1 << 20, "hello").unwrap())
+            .await
+            .unwrap();
+        // (A peer that sends less and waits is cut off by the authentication timeout.)
+        let _ = send.finish();
+        FrameReader::new(recv, 1 << 20)
+    }
+
     async fn closed_by_server(conn: &quinn::Connection) -> bool {
         matches!(
             tokio::time::timeout(Duration::from_secs(5), conn.closed()).await,
@@ -688,20 +705,8 @@ mod tests {
         let s = setup().await;
         // Skips authentication and speaks the RPC protocol straight away.
         let conn = raw_connection(&s.server, None).await;
-        let (mut send, recv) = conn.open_bi().await.unwrap();
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            endpoint: "counter".into(),
-            gateway: "counter".into(),
-            max_frame: 1 << 20,
-        };
-        send.write_all(&encode(&hello, 1 << 20, "hello").unwrap())
-            .await
-            .unwrap();
-        // (A peer that sends less and waits is cut off by the authentication timeout.)
-        let _ = send.finish();
+        let mut reader = send_hello(&conn, PROTOCOL_VERSION).await;
         assert!(closed_by_server(&conn).await);
-        let mut reader = FrameReader::new(recv, 1 << 20);
         assert!(reader.next().await.is_err() || matches!(reader.next().await, Ok(None)));
         // Random UDP datagrams at the port are ignored.
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -717,17 +722,7 @@ mod tests {
     async fn protocol_version_mismatch_is_refused_in_the_handshake() {
         let s = setup().await;
         let conn = raw_connection(&s.server, Some(&s.secret)).await;
-        let (mut send, recv) = conn.open_bi().await.unwrap();
-        let hello = Hello {
-            version: PROTOCOL_VERSION + 98,
-            endpoint: "counter".into(),
-            gateway: "counter".into(),
-            max_frame: 1 << 20,
-        };
-        send.write_all(&encode(&hello, 1 << 20, "hello").unwrap())
-            .await
-            .unwrap();
-        let mut reader = FrameReader::new(recv, 1 << 20);
+        let mut reader = send_hello(&conn, PROTOCOL_VERSION + 98).await;
         let reply: HelloReply = decode(&reader.next().await.unwrap().unwrap(), "reply").unwrap();
         assert!(
             matches!(
@@ -738,17 +733,7 @@ mod tests {
             "{reply:?}"
         );
         // The same connection still opens good sessions.
-        let (mut send, recv) = conn.open_bi().await.unwrap();
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            endpoint: "counter".into(),
-            gateway: "counter".into(),
-            max_frame: 1 << 20,
-        };
-        send.write_all(&encode(&hello, 1 << 20, "hello").unwrap())
-            .await
-            .unwrap();
-        let mut reader = FrameReader::new(recv, 1 << 20);
+        let mut reader = send_hello(&conn, PROTOCOL_VERSION).await;
         let reply: HelloReply = decode(&reader.next().await.unwrap().unwrap(), "reply").unwrap();
         assert!(matches!(reply, HelloReply::Accepted { .. }), "{reply:?}");
     }
