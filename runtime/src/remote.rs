@@ -281,8 +281,12 @@ impl<P: Protocol> ClientSession<P> {
             next_id: AtomicU64::new(1),
             max_frame: our_max.min(usize::try_from(their_max).unwrap_or(usize::MAX)),
         });
+        // The writer is not owned by the session: when the last gateway goes, the
+        // reader is aborted, the queue's sender drops with `Shared`, and the writer
+        // still sends every frame queued before (a tell followed by dropping the
+        // gateway must arrive) and then finishes the stream.
+        runtime.spawn(write_frames(send, rx));
         let tasks = TaskSet::new(runtime);
-        tasks.spawn("rpc-session-writer", write_frames(send, rx));
         tasks.spawn("rpc-session-reader", read_responses(reader, shared.clone()));
         Ok(ClientSession {
             shared,

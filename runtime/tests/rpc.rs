@@ -373,3 +373,23 @@ async fn unreachable_peer_is_a_typed_error() {
     assert!(matches!(err, RpcError::Unreachable { .. }), "{err:?}");
     assert!(!err.may_have_been_delivered());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tells_queued_before_the_last_remote_gateway_drops_still_arrive() {
+    let f = fixture(Calc::default()).await;
+    // A fresh session, used for many tells and dropped at once: its writer must still
+    // deliver all of them.
+    let remote: calc::Gateway = f._client.connect(&f.address).await.unwrap();
+    drop(f.remote);
+    for _ in 0..100_000 {
+        remote.accumulate(1).unwrap();
+    }
+    drop(remote);
+    for _ in 0..500 {
+        if f.local.total().await.unwrap() == 100_000 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("tells were lost: total {}", f.local.total().await.unwrap());
+}
