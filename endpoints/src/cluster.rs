@@ -1,0 +1,314 @@
+//! Starting the endpoints as processes: a JobManager (Dispatcher + ResourceManager, and
+//! the JobMasters it spawns), TaskManagers (one TaskExecutor + the data plane each), and
+//! the [`MiniCluster`] that puts both in one process.
+//!
+//! All of it must run inside a tokio runtime (multi-threaded in production): RPC and
+//! data-plane I/O run there, endpoints on their own actix arbiters.
+//!
+//! With `force_remote`, every RPC — even between endpoints of one process — goes through
+//! rmp-serde and QUIC, and TaskExecutors read each other's partitions over QUIC, so a
+//! single-process test covers the wire.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rill_dataflow::OperatorRegistry;
+use rill_network::NetworkEnvironment;
+use rill_runtime::security::ClusterSecret;
+use rill_runtime::{EndpointHandle, ResourceId, RpcAddress, RpcService, RpcServiceConfig};
+
+use crate::config::RillConfig;
+use crate::dispatcher::Dispatcher;
+use crate::gateways::{DISPATCHER, RESOURCE_MANAGER, TASK_EXECUTOR};
+use crate::resource_manager::ResourceManager;
+use crate::task_executor::{TaskExecutor, TaskExecutorServices};
+
+/// Why a cluster process could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The RPC service could not start (bind failure, no runtime, …).
+    #[error("cannot start the RPC service on {bind}: {source}")]
+    Rpc {
+        /// The address.
+        bind: SocketAddr,
+        /// Why.
+        source: rill_runtime::ServiceError,
+    },
+    /// The data plane could not start.
+    #[error("cannot start the data plane on {bind}: {source}")]
+    Network {
+        /// The address.
+        bind: SocketAddr,
+        /// Why.
+        source: rill_network::NetworkError,
+    },
+}
+
+fn rpc_service(
+    config: &RillConfig,
+    bind: SocketAddr,
+    secret: &ClusterSecret,
+    force_remote: bool,
+) -> Result<RpcService, StartError> {
+    RpcService::start(RpcServiceConfig {
+        bind,
+        rpc: config.rpc.clone(),
+        heartbeat: config.heartbeat.clone(),
+        secret: secret.clone(),
+        force_remote,
+    })
+    .map_err(|source| StartError::Rpc { bind, source })
+}
+
+/// A running JobManager: Dispatcher and ResourceManager on one RPC service.
+pub struct JobManagerProcess {
+    rpc: RpcService,
+    dispatcher: EndpointHandle<Dispatcher>,
+    resource_manager: EndpointHandle<ResourceManager>,
+}
+
+impl JobManagerProcess {
+    /// Starts the JobManager's endpoints, serving RPC on `bind`.
+    pub fn start(
+        config: &RillConfig,
+        bind: SocketAddr,
+        secret: &ClusterSecret,
+        registry: Arc<OperatorRegistry>,
+        force_remote: bool,
+    ) -> Result<Self, StartError> {
+        let rpc = rpc_service(config, bind, secret, force_remote)?;
+        let dup = |e| StartError::Rpc { bind, source: e };
+        let resource_manager = rpc
+            .start_endpoint(RESOURCE_MANAGER, ResourceManager::new(rpc.clone(), config.clone()))
+            .map_err(dup)?;
+        resource_manager.start();
+        let dispatcher = rpc
+            .start_endpoint(
+                DISPATCHER,
+                Dispatcher::new(
+                    rpc.clone(),
+                    config.clone(),
+                    registry,
+                    rpc.address_of(RESOURCE_MANAGER),
+                ),
+            )
+            .map_err(dup)?;
+        dispatcher.start();
+        tracing::info!(address = %rpc.local_addr(), "JobManager started");
+        Ok(JobManagerProcess {
+            rpc,
+            dispatcher,
+            resource_manager,
+        })
+    }
+
+    /// The socket clients and TaskManagers connect to.
+    pub fn address(&self) -> SocketAddr {
+        self.rpc.local_addr()
+    }
+
+    /// The Dispatcher's address.
+    pub fn dispatcher_address(&self) -> RpcAddress {
+        self.rpc.address_of(DISPATCHER)
+    }
+
+    /// The ResourceManager's address.
+    pub fn resource_manager_address(&self) -> RpcAddress {
+        self.rpc.address_of(RESOURCE_MANAGER)
+    }
+
+    /// The process's RPC service.
+    pub fn rpc(&self) -> &RpcService {
+        &self.rpc
+    }
+
+    /// Stops the endpoints (running jobs' JobMasters with them) and the RPC service.
+    pub async fn shutdown(self) {
+        self.dispatcher.stop();
+        self.resource_manager.stop();
+        self.dispatcher.terminated().await;
+        self.resource_manager.terminated().await;
+        self.rpc.shutdown().await;
+    }
+}
+
+/// How to start a TaskManager.
+#[derive(Clone, Debug)]
+pub struct TaskManagerOptions {
+    /// RPC bind address (port 0: chosen by the OS).
+    pub rpc_bind: SocketAddr,
+    /// Data-plane bind address.
+    pub data_bind: SocketAddr,
+    /// The JobManager's RPC socket.
+    pub jobmanager: SocketAddr,
+    /// Route even in-process calls and partitions through QUIC.
+    pub force_remote: bool,
+    /// The resource id; generated when `None`.
+    pub resource_id: Option<ResourceId>,
+}
+
+/// A running TaskManager: one TaskExecutor and the process's data plane.
+pub struct TaskManagerProcess {
+    rpc: RpcService,
+    network: Arc<NetworkEnvironment>,
+    task_executor: EndpointHandle<TaskExecutor>,
+    resource_id: ResourceId,
+    data_address: SocketAddr,
+}
+
+impl TaskManagerProcess {
+    /// Starts the data plane and the TaskExecutor, which registers at the JobManager's
+    /// ResourceManager (retrying until it is there).
+    pub fn start(
+        config: &RillConfig,
+        options: TaskManagerOptions,
+        secret: &ClusterSecret,
+        registry: Arc<OperatorRegistry>,
+    ) -> Result<Self, StartError> {
+        let network = Arc::new(
+            NetworkEnvironment::new(config.taskmanager.network.clone()).map_err(|source| {
+                StartError::Network {
+                    bind: options.data_bind,
+                    source,
+                }
+            })?,
+        );
+        let data_address = network
+            .start_transport(options.data_bind, secret.clone())
+            .map_err(|source| StartError::Network {
+                bind: options.data_bind,
+                source,
+            })?;
+        let rpc = rpc_service(config, options.rpc_bind, secret, options.force_remote)?;
+        let resource_id = options
+            .resource_id
+            .unwrap_or_else(|| ResourceId::generate("taskmanager", &mut rand::thread_rng()));
+        let services = TaskExecutorServices {
+            rpc: rpc.clone(),
+            network: network.clone(),
+            data_address,
+            registry,
+            config: config.clone(),
+            resource_id: resource_id.clone(),
+            resource_manager: RpcAddress::new(options.jobmanager, RESOURCE_MANAGER),
+            force_remote_data: options.force_remote,
+        };
+        let task_executor = rpc
+            .start_endpoint(TASK_EXECUTOR, TaskExecutor::new(services))
+            .map_err(|source| StartError::Rpc {
+                bind: options.rpc_bind,
+                source,
+            })?;
+        task_executor.start();
+        Ok(TaskManagerProcess {
+            rpc,
+            network,
+            task_executor,
+            resource_id,
+            data_address,
+        })
+    }
+
+    /// This TaskManager's resource id.
+    pub fn resource_id(&self) -> &ResourceId {
+        &self.resource_id
+    }
+
+    /// The TaskExecutor's RPC socket.
+    pub fn address(&self) -> SocketAddr {
+        self.rpc.local_addr()
+    }
+
+    /// The data plane's socket.
+    pub fn data_address(&self) -> SocketAddr {
+        self.data_address
+    }
+
+    /// Stops the TaskExecutor (canceling its tasks), the data plane and the RPC service.
+    pub async fn shutdown(self) {
+        self.task_executor.stop();
+        self.task_executor.terminated().await;
+        self.network.shutdown();
+        self.rpc.shutdown().await;
+    }
+}
+
+/// How to start a [`MiniCluster`].
+#[derive(Clone, Debug)]
+pub struct MiniClusterOptions {
+    /// Number of TaskManagers.
+    pub task_managers: u32,
+    /// Route every call and every partition through QUIC even in-process.
+    pub force_remote: bool,
+    /// JobManager RPC bind address (127.0.0.1:0 by default).
+    pub bind: SocketAddr,
+}
+
+impl Default for MiniClusterOptions {
+    fn default() -> Self {
+        MiniClusterOptions {
+            task_managers: 1,
+            force_remote: false,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// A JobManager and TaskManagers in one process (DESIGN §3). Slots per TaskManager come
+/// from `taskmanager.number-of-task-slots`.
+pub struct MiniCluster {
+    jobmanager: JobManagerProcess,
+    task_managers: Vec<TaskManagerProcess>,
+}
+
+impl MiniCluster {
+    /// Starts the cluster; TaskExecutors register in the background.
+    pub fn start(
+        config: &RillConfig,
+        options: &MiniClusterOptions,
+        secret: &ClusterSecret,
+        registry: Arc<OperatorRegistry>,
+    ) -> Result<Self, StartError> {
+        let jobmanager =
+            JobManagerProcess::start(config, options.bind, secret, registry.clone(), options.force_remote)?;
+        let host = options.bind.ip();
+        let task_managers = (0..options.task_managers)
+            .map(|i| {
+                TaskManagerProcess::start(
+                    config,
+                    TaskManagerOptions {
+                        rpc_bind: SocketAddr::new(host, 0),
+                        data_bind: SocketAddr::new(host, 0),
+                        jobmanager: jobmanager.address(),
+                        force_remote: options.force_remote,
+                        resource_id: Some(ResourceId::new(format!("taskmanager-{i}"))),
+                    },
+                    secret,
+                    registry.clone(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(MiniCluster {
+            jobmanager,
+            task_managers,
+        })
+    }
+
+    /// The JobManager.
+    pub fn jobmanager(&self) -> &JobManagerProcess {
+        &self.jobmanager
+    }
+
+    /// The TaskManagers.
+    pub fn task_managers(&self) -> &[TaskManagerProcess] {
+        &self.task_managers
+    }
+
+    /// Stops everything.
+    pub async fn shutdown(self) {
+        for tm in self.task_managers {
+            tm.shutdown().await;
+        }
+        self.jobmanager.shutdown().await;
+    }
+}

@@ -1,0 +1,362 @@
+//! The cluster's configuration: every section a JobManager or TaskManager process reads.
+//!
+//! [`RillConfig`] is one figment-loaded struct ([`rill_runtime::config::load`]) whose
+//! sections follow Flink's key names where one exists:
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `taskmanager.numberOfTaskSlots` | 1 | slots a TaskExecutor offers |
+//! | `taskmanager.network.*` | see `rill_network::NetworkConfig` | data-plane memory, buffers, buffer timeout |
+//! | `slot.request.timeout` | 30 s | how long a JobMaster waits for the slots its job needs |
+//! | `jobmanager.execution.failover-strategy` | `region` | `region` or `full` restarts |
+//! | `restart-strategy.type` | `exponential-delay` | `none`, `fixed-delay`, `failure-rate`, `exponential-delay` |
+//! | `restart-strategy.fixed-delay.{attempts,delay}` | 1, 1 s | |
+//! | `restart-strategy.failure-rate.{max-failures-per-interval,failure-rate-interval,delay}` | 1, 1 min, 1 s | |
+//! | `restart-strategy.exponential-delay.{initial-backoff,max-backoff,backoff-multiplier,reset-backoff-threshold,jitter-factor,attempts-before-reset-backoff}` | 1 s, 1 min, 1.5, 1 h, 0.1, unlimited | |
+//!
+//! plus the runtime's `rpc.*`, `heartbeat.*`, `cluster.*` and `security.*`
+//! ([`rill_runtime::config`]). Flink's default slot-request timeout is 5 minutes; rill
+//! fails faster because a user watching `rill run` wants to know soon that the cluster is
+//! too small.
+
+use std::time::Duration;
+
+use rill_network::NetworkConfig;
+use rill_runtime::config::{
+    duration, ClusterConfig, ConfigError, HeartbeatConfig, RpcConfig, RuntimeConfig,
+    SecurityConfig, Validate,
+};
+use serde::{Deserialize, Serialize};
+
+/// Everything a rill cluster process reads (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RillConfig {
+    /// `rpc.*`.
+    pub rpc: RpcConfig,
+    /// `heartbeat.*`.
+    pub heartbeat: HeartbeatConfig,
+    /// `cluster.*`.
+    pub cluster: ClusterConfig,
+    /// `security.*`.
+    pub security: SecurityConfig,
+    /// `taskmanager.*`.
+    pub taskmanager: TaskManagerConfig,
+    /// `slot.*`.
+    pub slot: SlotConfig,
+    /// `jobmanager.*`.
+    pub jobmanager: JobManagerConfig,
+    /// `restart-strategy.*`.
+    pub restart_strategy: RestartStrategyConfig,
+}
+
+impl RillConfig {
+    /// The runtime's sections.
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            rpc: self.rpc.clone(),
+            heartbeat: self.heartbeat.clone(),
+            cluster: self.cluster.clone(),
+            security: self.security.clone(),
+        }
+    }
+}
+
+impl Validate for RillConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.runtime().validate()?;
+        self.taskmanager.validate()?;
+        self.slot.validate()?;
+        self.restart_strategy.validate()
+    }
+}
+
+/// `taskmanager.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TaskManagerConfig {
+    /// `taskmanager.numberOfTaskSlots` (Flink's spelling): slots this TaskExecutor
+    /// offers (1).
+    #[serde(rename = "numberOfTaskSlots")]
+    pub number_of_task_slots: u32,
+    /// `taskmanager.network.*`: the data plane.
+    pub network: NetworkConfig,
+}
+
+impl Default for TaskManagerConfig {
+    fn default() -> Self {
+        TaskManagerConfig {
+            number_of_task_slots: 1,
+            network: NetworkConfig::default(),
+        }
+    }
+}
+
+impl Validate for TaskManagerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.number_of_task_slots == 0 || self.number_of_task_slots > 1024 {
+            return Err(ConfigError::validation(
+                "taskmanager.numberOfTaskSlots",
+                format!("must be in 1..=1024, is {}", self.number_of_task_slots),
+            ));
+        }
+        self.network
+            .validate()
+            .map_err(|e| ConfigError::validation("taskmanager.network", e.to_string()))
+    }
+}
+
+/// `slot.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SlotConfig {
+    /// `slot.request.*`.
+    pub request: SlotRequestConfig,
+}
+
+impl Validate for SlotConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.request.timeout.is_zero() {
+            return Err(ConfigError::validation(
+                "slot.request.timeout",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `slot.request.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SlotRequestConfig {
+    /// `slot.request.timeout`: how long a JobMaster waits for its slots (30 s).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for SlotRequestConfig {
+    fn default() -> Self {
+        SlotRequestConfig {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `jobmanager.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobManagerConfig {
+    /// `jobmanager.execution.*`.
+    pub execution: JobManagerExecutionConfig,
+}
+
+/// `jobmanager.execution.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobManagerExecutionConfig {
+    /// `jobmanager.execution.failover-strategy`.
+    pub failover_strategy: FailoverStrategy,
+}
+
+/// Which tasks restart after a failure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailoverStrategy {
+    /// Only the pipelined region (connected component of the job graph) of the failed
+    /// task.
+    #[default]
+    Region,
+    /// Every task of the job.
+    Full,
+}
+
+/// `restart-strategy.type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartStrategyType {
+    /// Never restart: the first failure fails the job.
+    None,
+    /// Restart up to `attempts` times, `delay` apart.
+    FixedDelay,
+    /// Restart unless more than `max-failures-per-interval` failures happened within
+    /// `failure-rate-interval`.
+    FailureRate,
+    /// Restart with a delay growing from `initial-backoff` to `max-backoff`.
+    #[default]
+    ExponentialDelay,
+}
+
+/// `restart-strategy.*`, with Flink's parameter names.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestartStrategyConfig {
+    /// `restart-strategy.type`.
+    #[serde(rename = "type")]
+    pub kind: RestartStrategyType,
+    /// `restart-strategy.fixed-delay.*`.
+    pub fixed_delay: FixedDelayConfig,
+    /// `restart-strategy.failure-rate.*`.
+    pub failure_rate: FailureRateConfig,
+    /// `restart-strategy.exponential-delay.*`.
+    pub exponential_delay: ExponentialDelayConfig,
+}
+
+impl Validate for RestartStrategyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let e = &self.exponential_delay;
+        if e.backoff_multiplier < 1.0 || !e.backoff_multiplier.is_finite() {
+            return Err(ConfigError::validation(
+                "restart-strategy.exponential-delay.backoff-multiplier",
+                format!("must be at least 1.0, is {}", e.backoff_multiplier),
+            ));
+        }
+        if !(0.0..=1.0).contains(&e.jitter_factor) {
+            return Err(ConfigError::validation(
+                "restart-strategy.exponential-delay.jitter-factor",
+                format!("must be in 0.0..=1.0, is {}", e.jitter_factor),
+            ));
+        }
+        if e.max_backoff < e.initial_backoff {
+            return Err(ConfigError::validation(
+                "restart-strategy.exponential-delay.max-backoff",
+                "must not be smaller than initial-backoff",
+            ));
+        }
+        if self.failure_rate.failure_rate_interval.is_zero() {
+            return Err(ConfigError::validation(
+                "restart-strategy.failure-rate.failure-rate-interval",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `restart-strategy.fixed-delay.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FixedDelayConfig {
+    /// Restarts allowed before the job fails (1).
+    pub attempts: u32,
+    /// Pause before each restart (1 s).
+    #[serde(with = "duration")]
+    pub delay: Duration,
+}
+
+impl Default for FixedDelayConfig {
+    fn default() -> Self {
+        FixedDelayConfig {
+            attempts: 1,
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `restart-strategy.failure-rate.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FailureRateConfig {
+    /// Failures allowed within one interval (1).
+    pub max_failures_per_interval: u32,
+    /// The interval (1 min).
+    #[serde(with = "duration")]
+    pub failure_rate_interval: Duration,
+    /// Pause before each restart (1 s).
+    #[serde(with = "duration")]
+    pub delay: Duration,
+}
+
+impl Default for FailureRateConfig {
+    fn default() -> Self {
+        FailureRateConfig {
+            max_failures_per_interval: 1,
+            failure_rate_interval: Duration::from_secs(60),
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `restart-strategy.exponential-delay.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExponentialDelayConfig {
+    /// First delay (1 s).
+    #[serde(with = "duration")]
+    pub initial_backoff: Duration,
+    /// Largest delay (1 min).
+    #[serde(with = "duration")]
+    pub max_backoff: Duration,
+    /// Factor between consecutive delays (1.5).
+    pub backoff_multiplier: f64,
+    /// A job running this long without failure starts again from `initial-backoff` (1 h).
+    #[serde(with = "duration")]
+    pub reset_backoff_threshold: Duration,
+    /// Random ± fraction applied to each delay (0.1).
+    pub jitter_factor: f64,
+    /// Restarts allowed before the job fails; none set means unlimited.
+    pub attempts_before_reset_backoff: Option<u32>,
+}
+
+impl Default for ExponentialDelayConfig {
+    fn default() -> Self {
+        ExponentialDelayConfig {
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            backoff_multiplier: 1.5,
+            reset_backoff_threshold: Duration::from_secs(3600),
+            jitter_factor: 0.1,
+            attempts_before_reset_backoff: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rill_runtime::config::{load, ConfigSources};
+
+    fn with(overrides: &[&str]) -> Result<RillConfig, ConfigError> {
+        load(&ConfigSources {
+            overrides: overrides.iter().map(|s| s.to_string()).collect(),
+            ..ConfigSources::isolated()
+        })
+    }
+
+    #[test]
+    fn flink_key_names_parse() {
+        let c = with(&[
+            "taskmanager.numberOfTaskSlots=4",
+            "restart-strategy.type=fixed-delay",
+            "restart-strategy.fixed-delay.attempts=3",
+            "restart-strategy.fixed-delay.delay=200ms",
+            "slot.request.timeout=2s",
+            "jobmanager.execution.failover-strategy=full",
+        ])
+        .unwrap();
+        assert_eq!(c.taskmanager.number_of_task_slots, 4);
+        assert_eq!(c.restart_strategy.kind, RestartStrategyType::FixedDelay);
+        assert_eq!(c.restart_strategy.fixed_delay.attempts, 3);
+        assert_eq!(
+            c.restart_strategy.fixed_delay.delay,
+            Duration::from_millis(200)
+        );
+        assert_eq!(c.slot.request.timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.jobmanager.execution.failover_strategy,
+            FailoverStrategy::Full
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = with(&["taskmanager.numberOfTaskSlots=0"]).unwrap_err();
+        assert_eq!(e.key(), Some("taskmanager.numberOfTaskSlots"));
+        let e = with(&["restart-strategy.exponential-delay.backoff-multiplier=0.5"]).unwrap_err();
+        assert_eq!(
+            e.key(),
+            Some("restart-strategy.exponential-delay.backoff-multiplier")
+        );
+        assert!(with(&["restart-strategy.type=sometimes"]).is_err());
+    }
+}

@@ -1,0 +1,1060 @@
+//! The JobMaster (DESIGN §3): one per job, fenced by its `JobMasterId`.
+//!
+//! # Scheduling
+//!
+//! The job needs one slot per subtask index per slot sharing group: subtask `k` of every
+//! vertex of group `g` shares slot `(g, k)`, so a group needs as many slots as its
+//! largest parallelism. The JobMaster registers at the ResourceManager, declares that
+//! total, and accepts the slots TaskExecutors offer into its slot pool. Once the pool
+//! covers the vertices to deploy, it creates one execution attempt per subtask, a result
+//! partition id per output edge, and sends [`TaskDeploymentDescriptor`]s in topological
+//! order (so a producer's partitions exist before a consumer on the same TaskExecutor
+//! looks for them). If the slots do not arrive within `slot.request.timeout`, the job
+//! fails with a message saying how many slots it needed and how many the cluster has.
+//!
+//! # Failover
+//!
+//! A failed task, or a lost TaskExecutor (heartbeat timeout, death-watch, or the
+//! TaskExecutor saying so), fails the executions concerned. The restart strategy
+//! ([`crate::restart`]) decides: restart after a delay, or fail the job. A restart
+//! cancels the failed pipelined region — a connected component of the job graph
+//! (`jobmanager.execution.failover-strategy: region`), or every task (`full`) — waits
+//! until all of its executions are terminal, waits out the delay, and deploys new
+//! attempts into the pool's slots, asking the ResourceManager for replacements of slots
+//! that were lost. Job status moves `CREATED → RUNNING → (RESTARTING → RUNNING)* →
+//! FINISHED | FAILING → FAILED | CANCELLING → CANCELED`; every change is reported to the
+//! Dispatcher.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use rill_dataflow::partitioning::{input_sources, output_targets};
+use rill_dataflow::{JobGraph, JobId, Value, VertexId};
+use rill_network::PartitionId;
+use rill_runtime::heartbeat::{HeartbeatManager, HeartbeatRole};
+use rill_runtime::registration::{RegistrationAttempt, RetryingRegistration};
+use rill_runtime::{
+    EndpointContext, Fencing, FencingToken, Reply, ResourceId, RpcAddress, RpcEndpoint,
+    RpcService,
+};
+
+use crate::config::{FailoverStrategy, RillConfig};
+use crate::gateways::{dispatcher, job_master, resource_manager, task_executor};
+use crate::heartbeats::{MailboxListener, TellTarget};
+use crate::messages::*;
+use crate::restart::RestartStrategy;
+
+/// What a JobMaster is started with.
+#[derive(Clone)]
+pub struct JobMasterServices {
+    /// The JobManager process's RPC service.
+    pub rpc: RpcService,
+    /// Configuration.
+    pub config: RillConfig,
+    /// The ResourceManager.
+    pub resource_manager: RpcAddress,
+    /// The Dispatcher, told about status changes and the final result.
+    pub dispatcher: RpcAddress,
+}
+
+struct Execution {
+    id: ExecutionAttemptId,
+    attempt: u32,
+    state: ExecutionState,
+    allocation: Option<AllocationId>,
+    task_executor: Option<ResourceId>,
+    partitions: Vec<PartitionId>,
+    counters: TaskIoCounters,
+}
+
+struct PooledSlot {
+    task_executor: ResourceId,
+    /// The `(sharing group, subtask index)` it hosts.
+    assigned: Option<(String, u32)>,
+}
+
+struct RegisteredTaskManager {
+    gateway: task_executor::Gateway,
+    location: TaskManagerLocation,
+}
+
+/// The JobMaster endpoint.
+pub struct JobMaster {
+    s: JobMasterServices,
+    job: Arc<JobGraph>,
+    job_bytes: Vec<u8>,
+    job_master_id: u128,
+    resource_id: ResourceId,
+    status: JobStatus,
+    start_time_ms: u64,
+    started: Instant,
+    ended: Option<Instant>,
+    failure: Option<String>,
+    restarts: u32,
+    strategy: RestartStrategy,
+    order: Vec<VertexId>,
+    region_of: BTreeMap<VertexId, usize>,
+    required_slots: u32,
+    executions: BTreeMap<(VertexId, u32), Execution>,
+    by_id: BTreeMap<ExecutionAttemptId, (VertexId, u32)>,
+    pool: BTreeMap<AllocationId, PooledSlot>,
+    task_managers: BTreeMap<ResourceId, RegisteredTaskManager>,
+    resource_manager: Option<resource_manager::Gateway>,
+    dispatcher: Option<dispatcher::Gateway>,
+    heartbeat_tm: Option<HeartbeatManager<TaskExecutorToJobManagerHeartbeat, ()>>,
+    heartbeat_rm: Option<HeartbeatManager<(), ()>>,
+    collected: BTreeMap<String, Vec<Value>>,
+    /// Vertices waiting to be (re)deployed.
+    to_deploy: BTreeSet<VertexId>,
+    /// A restart delay is running.
+    delay_pending: bool,
+    /// Incremented whenever the wait for slots starts afresh.
+    slot_epoch: u64,
+    slot_timer_armed: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl JobMaster {
+    /// A JobMaster for `job` (already validated by the Dispatcher).
+    pub fn new(services: JobMasterServices, job: JobGraph, job_master_id: u128) -> Result<Self, ClusterError> {
+        let order = job
+            .topological_order()
+            .map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
+        let job_bytes = job
+            .to_bytes()
+            .map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
+        let mut groups: BTreeMap<String, u32> = BTreeMap::new();
+        for v in &job.vertices {
+            let g = groups.entry(v.slot_sharing_group.clone()).or_default();
+            *g = (*g).max(v.parallelism);
+        }
+        let required_slots = groups.values().sum();
+        let region_of = regions(&job);
+        let strategy = RestartStrategy::new(&services.config.restart_strategy, job_master_id as u64);
+        let resource_id = ResourceId::new(format!("jobmaster-{}", job.job_id));
+        Ok(JobMaster {
+            s: services,
+            job_bytes,
+            job_master_id,
+            resource_id,
+            status: JobStatus::Initializing,
+            start_time_ms: now_ms(),
+            started: Instant::now(),
+            ended: None,
+            failure: None,
+            restarts: 0,
+            strategy,
+            to_deploy: order.iter().copied().collect(),
+            order,
+            region_of,
+            required_slots,
+            executions: BTreeMap::new(),
+            by_id: BTreeMap::new(),
+            pool: BTreeMap::new(),
+            task_managers: BTreeMap::new(),
+            resource_manager: None,
+            dispatcher: None,
+            heartbeat_tm: None,
+            heartbeat_rm: None,
+            collected: BTreeMap::new(),
+            delay_pending: false,
+            slot_epoch: 0,
+            slot_timer_armed: false,
+            job: Arc::new(job),
+        })
+    }
+
+    fn job_id(&self) -> JobId {
+        self.job.job_id
+    }
+
+    fn set_status(&mut self, status: JobStatus) {
+        if self.status == status {
+            return;
+        }
+        tracing::info!(job = %self.job_id(), from = %self.status, to = %status, "job status changed");
+        self.status = status;
+        if let Some(d) = &self.dispatcher {
+            let _ = d.job_status_changed(self.job_id(), status);
+        }
+    }
+
+    fn connect_resource_manager(&mut self, ctx: &mut EndpointContext<'_, Self>) {
+        let rpc = self.s.rpc.clone();
+        let address = self.s.resource_manager.clone();
+        let (job, token, me, rid) = (
+            self.job_id(),
+            self.job_master_id,
+            self.s.rpc.address_of(ctx.name()),
+            self.resource_id.clone(),
+        );
+        let retrying = RetryingRegistration::new(
+            format!("ResourceManager at {address}"),
+            &self.s.config.cluster.registration,
+        );
+        let handle = ctx.handle();
+        ctx.spawn(async move {
+            let (gw, rm) = retrying
+                .run(|timeout| {
+                    let (rpc, address, me, rid) =
+                        (rpc.clone(), address.clone(), me.clone(), rid.clone());
+                    async move {
+                        let gw: resource_manager::Gateway = match rpc.connect(&address).await {
+                            Ok(gw) => gw,
+                            Err(e) => return RegistrationAttempt::Error(e),
+                        };
+                        match gw
+                            .with_timeout(timeout)
+                            .register_job_master(job, token, me, rid)
+                            .await
+                        {
+                            Ok(Ok(rm)) => RegistrationAttempt::Success((gw, rm)),
+                            Ok(Err(e)) => RegistrationAttempt::Refused(e.to_string()),
+                            Err(e) => RegistrationAttempt::Error(e),
+                        }
+                    }
+                })
+                .await;
+            handle.run_async(move |jm, ctx| jm.resource_manager_connected(ctx, gw, rm));
+        });
+    }
+
+    fn resource_manager_connected(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        gw: resource_manager::Gateway,
+        rm: ResourceId,
+    ) {
+        if self.status.is_terminal() {
+            return;
+        }
+        if let Some(hb) = &self.heartbeat_rm {
+            let g = gw.clone();
+            hb.monitor_target(
+                rm,
+                TellTarget::answerer(move |from, ()| g.receive_heartbeat_from_job_master(from)),
+            );
+        }
+        let _ = gw.declare_required_resources(self.job_id(), self.job_master_id, self.required_slots);
+        self.resource_manager = Some(gw);
+        self.try_schedule(ctx);
+    }
+
+    fn resource_manager_lost(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        _rm: ResourceId,
+        reason: String,
+    ) {
+        if self.status.is_terminal() {
+            return;
+        }
+        tracing::warn!(job = %self.job_id(), %reason, "lost the ResourceManager; registering again");
+        self.resource_manager = None;
+        self.connect_resource_manager(ctx);
+    }
+
+    /// Slots still needed to deploy `to_deploy`, and the `(group, index)` pairs without
+    /// a slot.
+    fn missing_slots(&self) -> Vec<(String, u32)> {
+        let assigned: BTreeSet<(String, u32)> =
+            self.pool.values().filter_map(|s| s.assigned.clone()).collect();
+        let mut needed = BTreeSet::new();
+        for v in &self.to_deploy {
+            let vertex = &self.job.vertices[v.0 as usize];
+            for k in 0..vertex.parallelism {
+                let key = (vertex.slot_sharing_group.clone(), k);
+                if !assigned.contains(&key) {
+                    needed.insert(key);
+                }
+            }
+        }
+        needed.into_iter().collect()
+    }
+
+    fn free_pool_slots(&self) -> Vec<AllocationId> {
+        self.pool
+            .iter()
+            .filter(|(_, s)| s.assigned.is_none())
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// Deploys `to_deploy` if nothing blocks it.
+    fn try_schedule(&mut self, ctx: &mut EndpointContext<'_, Self>) {
+        if self.to_deploy.is_empty()
+            || self.delay_pending
+            || matches!(
+                self.status,
+                JobStatus::Cancelling | JobStatus::Failing
+            )
+            || self.status.is_terminal()
+        {
+            return;
+        }
+        let busy = self.to_deploy.iter().any(|v| {
+            self.executions
+                .range((*v, 0)..=(*v, u32::MAX))
+                .any(|(_, e)| !e.state.is_terminal() && e.state != ExecutionState::Created)
+        });
+        if busy {
+            return;
+        }
+        let missing = self.missing_slots();
+        let free = self.free_pool_slots();
+        if free.len() < missing.len() {
+            if !self.slot_timer_armed {
+                self.slot_timer_armed = true;
+                self.slot_epoch += 1;
+                let epoch = self.slot_epoch;
+                ctx.run_later(self.s.config.slot.request.timeout, move |jm, ctx| {
+                    if jm.slot_epoch == epoch && jm.slot_timer_armed {
+                        jm.slot_request_timed_out(ctx);
+                    }
+                });
+            }
+            return;
+        }
+        self.slot_timer_armed = false;
+        for (key, allocation) in missing.into_iter().zip(free) {
+            if let Some(slot) = self.pool.get_mut(&allocation) {
+                slot.assigned = Some(key);
+            }
+        }
+        self.deploy(ctx);
+    }
+
+    fn slot_request_timed_out(&mut self, ctx: &mut EndpointContext<'_, Self>) {
+        let needed = self.required_slots;
+        let have = self.pool.len();
+        let timeout = self.s.config.slot.request.timeout;
+        let rm = self.resource_manager.clone();
+        let handle = ctx.handle();
+        ctx.spawn(async move {
+            let cluster = match rm {
+                Some(rm) => match rm.list_task_managers().await {
+                    Ok(tms) => format!(
+                        "the cluster has {} slots in total ({} free) on {} TaskExecutor(s)",
+                        tms.iter().map(|t| t.slots_total).sum::<u32>(),
+                        tms.iter().map(|t| t.slots_free).sum::<u32>(),
+                        tms.len()
+                    ),
+                    Err(e) => format!("the ResourceManager could not be asked: {e}"),
+                },
+                None => "the ResourceManager is not connected".into(),
+            };
+            let cause = format!(
+                "could not acquire the required slots within slot.request.timeout ({timeout:?}): \
+                 the job needs {needed} slot(s), {have} were acquired; {cluster}"
+            );
+            handle.run_async(move |jm, ctx| {
+                if jm.slot_timer_armed && !jm.status.is_terminal() {
+                    jm.fail_job(ctx, cause);
+                }
+            });
+        });
+    }
+
+    fn deploy(&mut self, ctx: &mut EndpointContext<'_, Self>) {
+        let vertices: Vec<VertexId> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|v| self.to_deploy.contains(v))
+            .collect();
+        self.to_deploy.clear();
+        let slot_of: BTreeMap<(String, u32), AllocationId> = self
+            .pool
+            .iter()
+            .filter_map(|(a, s)| s.assigned.clone().map(|k| (k, *a)))
+            .collect();
+        // New attempts first, so consumers can name their producers' partitions.
+        for v in &vertices {
+            let vertex = &self.job.vertices[v.0 as usize];
+            let outputs = self.job.output_edges(*v).count();
+            for k in 0..vertex.parallelism {
+                let allocation = slot_of[&(vertex.slot_sharing_group.clone(), k)];
+                let te = self.pool[&allocation].task_executor.clone();
+                let attempt = self.executions.get(&(*v, k)).map_or(0, |e| e.attempt + 1);
+                if let Some(old) = self.executions.get(&(*v, k)) {
+                    self.by_id.remove(&old.id);
+                }
+                let e = Execution {
+                    id: ExecutionAttemptId::generate(),
+                    attempt,
+                    state: ExecutionState::Deploying,
+                    allocation: Some(allocation),
+                    task_executor: Some(te),
+                    partitions: (0..outputs).map(|_| PartitionId(rand::random())).collect(),
+                    counters: TaskIoCounters::default(),
+                };
+                self.by_id.insert(e.id, (*v, k));
+                self.executions.insert((*v, k), e);
+            }
+        }
+        let mut deployments = Vec::new();
+        for v in &vertices {
+            let vertex = &self.job.vertices[v.0 as usize];
+            for k in 0..vertex.parallelism {
+                match self.descriptor(*v, k) {
+                    Ok((gw, tdd)) => deployments.push((gw, tdd)),
+                    Err(e) => {
+                        let id = self.executions[&(*v, k)].id;
+                        self.task_failed(ctx, id, format!("cannot deploy: {e}"));
+                        return;
+                    }
+                }
+            }
+        }
+        if matches!(self.status, JobStatus::Created | JobStatus::Restarting) {
+            self.set_status(JobStatus::Running);
+        }
+        tracing::info!(job = %self.job_id(), tasks = deployments.len(), "deploying tasks");
+        let token = self.job_master_id;
+        let handle = ctx.handle();
+        ctx.spawn(async move {
+            // One at a time, in topological order: see the module docs.
+            for (gw, tdd) in deployments {
+                let execution = tdd.execution;
+                let error = match gw.submit_task(tdd, token).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                };
+                handle.run_async(move |jm, ctx| {
+                    jm.task_failed(ctx, execution, format!("deployment failed: {error}"))
+                });
+            }
+        });
+    }
+
+    fn descriptor(
+        &self,
+        v: VertexId,
+        k: u32,
+    ) -> Result<(task_executor::Gateway, TaskDeploymentDescriptor), String> {
+        let e = &self.executions[&(v, k)];
+        let te = e.task_executor.clone().ok_or("no TaskExecutor")?;
+        let tm = self
+            .task_managers
+            .get(&te)
+            .ok_or_else(|| format!("TaskExecutor {te} is not registered"))?;
+        let down = self.job.vertices[v.0 as usize].parallelism;
+        let n = self
+            .job
+            .num_input_channels(v, k)
+            .map_err(|e| e.to_string())? as usize;
+        let mut inputs: Vec<Option<InputChannelDescriptor>> = vec![None; n];
+        for (edge_index, edge) in self.job.input_edges(v) {
+            let up = self.job.vertices[edge.source.0 as usize].parallelism;
+            let pointwise = edge.partitioning.is_pointwise();
+            let output_position = self
+                .job
+                .output_edges(edge.source)
+                .position(|(i, _)| i == edge_index)
+                .ok_or("edge not among its source's outputs")?;
+            for u in input_sources(pointwise, k, up, down) {
+                let producer = &self.executions[&(edge.source, u)];
+                let producer_te = producer
+                    .task_executor
+                    .clone()
+                    .ok_or("producer not deployed")?;
+                let producer_tm = self
+                    .task_managers
+                    .get(&producer_te)
+                    .ok_or_else(|| format!("TaskExecutor {producer_te} is not registered"))?;
+                let channel = self
+                    .job
+                    .input_channel_index(edge_index, u, k)
+                    .ok_or("no input channel")? as usize;
+                let subpartition = k - output_targets(pointwise, u, up, down).start;
+                inputs[channel] = Some(InputChannelDescriptor {
+                    partition: producer.partitions[output_position],
+                    subpartition,
+                    producer: producer_te,
+                    producer_data_address: producer_tm.location.data_address,
+                });
+            }
+        }
+        let inputs = inputs
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or("input channels do not cover the graph")?;
+        Ok((
+            tm.gateway.clone(),
+            TaskDeploymentDescriptor {
+                job: self.job_id(),
+                job_graph: self.job_bytes.clone(),
+                vertex: v,
+                subtask: k,
+                execution: e.id,
+                attempt: e.attempt,
+                allocation: e.allocation.ok_or("no slot")?,
+                output_partitions: e.partitions.clone(),
+                inputs,
+            },
+        ))
+    }
+
+    fn task_failed(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        execution: ExecutionAttemptId,
+        cause: String,
+    ) {
+        let Some(key) = self.by_id.get(&execution).copied() else {
+            return;
+        };
+        let e = self.executions.get_mut(&key).expect("indexed");
+        if e.state.is_terminal() {
+            return;
+        }
+        e.state = ExecutionState::Failed;
+        let name = &self.job.vertices[key.0 .0 as usize].name;
+        let cause = format!("{name} ({}/{}) failed: {cause}", key.1 + 1, self.job.vertices[key.0 .0 as usize].parallelism);
+        self.handle_failure(ctx, vec![key.0], cause);
+    }
+
+    fn handle_failure(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        vertices: Vec<VertexId>,
+        cause: String,
+    ) {
+        match self.status {
+            JobStatus::Cancelling | JobStatus::Failing => {
+                self.check_completion(ctx);
+                return;
+            }
+            s if s.is_terminal() => return,
+            _ => {}
+        }
+        let affected: BTreeSet<VertexId> = match self.s.config.jobmanager.execution.failover_strategy {
+            FailoverStrategy::Full => self.order.iter().copied().collect(),
+            FailoverStrategy::Region => {
+                let regions: BTreeSet<usize> =
+                    vertices.iter().filter_map(|v| self.region_of.get(v)).copied().collect();
+                self.region_of
+                    .iter()
+                    .filter(|(_, r)| regions.contains(r))
+                    .map(|(v, _)| *v)
+                    .collect()
+            }
+        };
+        if self.status == JobStatus::Restarting && affected.is_subset(&self.to_deploy) {
+            tracing::debug!(job = %self.job_id(), %cause, "failure while already restarting");
+            self.check_completion(ctx);
+            return;
+        }
+        tracing::warn!(job = %self.job_id(), %cause, "job failure");
+        match self.strategy.on_failure(Instant::now()) {
+            None => {
+                let cause = format!("{cause} (no restart: {})", self.strategy.describe());
+                self.fail_job(ctx, cause);
+            }
+            Some(delay) => {
+                self.failure = Some(cause);
+                self.restarts += 1;
+                self.set_status(JobStatus::Restarting);
+                self.cancel_executions(ctx, &affected);
+                self.to_deploy.extend(affected);
+                self.delay_pending = true;
+                tracing::info!(job = %self.job_id(), ?delay, restart = self.restarts, "restarting");
+                ctx.run_later(delay, |jm, ctx| {
+                    jm.delay_pending = false;
+                    jm.try_schedule(ctx);
+                });
+            }
+        }
+    }
+
+    fn fail_job(&mut self, ctx: &mut EndpointContext<'_, Self>, cause: String) {
+        tracing::warn!(job = %self.job_id(), %cause, "job failing");
+        self.failure = Some(cause);
+        self.to_deploy.clear();
+        self.slot_timer_armed = false;
+        self.set_status(JobStatus::Failing);
+        let all: BTreeSet<VertexId> = self.order.iter().copied().collect();
+        self.cancel_executions(ctx, &all);
+        self.check_completion(ctx);
+    }
+
+    fn cancel_executions(&mut self, ctx: &mut EndpointContext<'_, Self>, vertices: &BTreeSet<VertexId>) {
+        let mut canceling = false;
+        for ((v, _), e) in self.executions.iter_mut() {
+            if !vertices.contains(v) || e.state.is_terminal() {
+                continue;
+            }
+            let tm = e.task_executor.as_ref().and_then(|te| self.task_managers.get(te));
+            match (e.state, tm) {
+                (ExecutionState::Created | ExecutionState::Scheduled, _) | (_, None) => {
+                    e.state = ExecutionState::Canceled;
+                }
+                (_, Some(tm)) => {
+                    e.state = ExecutionState::Canceling;
+                    canceling = true;
+                    let gw = tm.gateway.clone();
+                    let id = e.id;
+                    ctx.spawn(async move {
+                        if let Err(err) = gw.cancel_task(id).await {
+                            tracing::debug!(execution = %id, error = %err, "cancel_task failed");
+                        }
+                    });
+                }
+            }
+        }
+        if canceling {
+            // Safety net: a task that does not confirm its cancellation within the ask
+            // timeout (its TaskExecutor hung) is given up on.
+            let timeout = self.s.config.rpc.ask_timeout;
+            ctx.run_later(timeout, |jm, ctx| {
+                let mut changed = false;
+                for e in jm.executions.values_mut() {
+                    if e.state == ExecutionState::Canceling {
+                        tracing::warn!(execution = %e.id, "task did not confirm cancellation; giving up on it");
+                        e.state = ExecutionState::Canceled;
+                        changed = true;
+                    }
+                }
+                if changed {
+                    jm.check_completion(ctx);
+                }
+            });
+        }
+    }
+
+    fn check_completion(&mut self, ctx: &mut EndpointContext<'_, Self>) {
+        let all_terminal = self.executions.values().all(|e| e.state.is_terminal());
+        match self.status {
+            JobStatus::Failing if all_terminal => self.finalize(ctx, JobStatus::Failed),
+            JobStatus::Cancelling if all_terminal => self.finalize(ctx, JobStatus::Canceled),
+            JobStatus::Restarting => self.try_schedule(ctx),
+            JobStatus::Running
+                if all_terminal
+                    && self.to_deploy.is_empty()
+                    && self.executions.len() as u64 == self.total_subtasks()
+                    && self.executions.values().all(|e| e.state == ExecutionState::Finished) =>
+            {
+                self.finalize(ctx, JobStatus::Finished)
+            }
+            _ => {}
+        }
+    }
+
+    fn total_subtasks(&self) -> u64 {
+        self.job.vertices.iter().map(|v| u64::from(v.parallelism)).sum()
+    }
+
+    fn finalize(&mut self, ctx: &mut EndpointContext<'_, Self>, status: JobStatus) {
+        if self.status.is_terminal() {
+            return;
+        }
+        self.ended = Some(Instant::now());
+        self.set_status(status);
+        let reason = format!("job {} is {status}", self.job_id());
+        for (allocation, slot) in std::mem::take(&mut self.pool) {
+            if let Some(tm) = self.task_managers.get(&slot.task_executor) {
+                let _ = tm.gateway.free_slot(allocation, reason.clone());
+            }
+        }
+        for tm in self.task_managers.values() {
+            let _ = tm.gateway.disconnect_job_master(self.job_id(), reason.clone());
+        }
+        if let Some(rm) = &self.resource_manager {
+            let _ = rm.disconnect_job_master(self.job_id(), self.job_master_id, reason);
+        }
+        if let Some(hb) = self.heartbeat_tm.take() {
+            hb.stop();
+        }
+        if let Some(hb) = self.heartbeat_rm.take() {
+            hb.stop();
+        }
+        let result = JobResult {
+            job: self.job_id(),
+            status,
+            failure: if status == JobStatus::Finished { None } else { self.failure.clone() },
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            collected: std::mem::take(&mut self.collected),
+        };
+        let details = self.details();
+        if let Some(d) = &self.dispatcher {
+            let _ = d.job_reached_terminal_state(result, details);
+        }
+        ctx.stop();
+    }
+
+    fn task_executor_lost(&mut self, ctx: &mut EndpointContext<'_, Self>, te: ResourceId, reason: String) {
+        let Some(tm) = self.task_managers.remove(&te) else {
+            return;
+        };
+        if let Some(hb) = &self.heartbeat_tm {
+            hb.unmonitor_target(te.clone());
+        }
+        self.pool.retain(|_, s| s.task_executor != te);
+        let cause = format!(
+            "TaskExecutor {te} ({}) lost: {reason}",
+            tm.location.rpc_address.socket
+        );
+        let mut failed = Vec::new();
+        for ((v, _), e) in self.executions.iter_mut() {
+            if e.task_executor.as_ref() == Some(&te) && !e.state.is_terminal() {
+                e.state = ExecutionState::Failed;
+                failed.push(*v);
+            }
+        }
+        if self.status.is_terminal() {
+            return;
+        }
+        tracing::warn!(job = %self.job_id(), %cause, tasks = failed.len(), "TaskExecutor lost");
+        if failed.is_empty() {
+            self.check_completion(ctx);
+        } else {
+            self.handle_failure(ctx, failed, cause);
+        }
+    }
+
+    fn details(&self) -> JobDetails {
+        let vertices = self
+            .order
+            .iter()
+            .map(|v| {
+                let vertex = &self.job.vertices[v.0 as usize];
+                let mut states = BTreeMap::new();
+                let mut locations = Vec::new();
+                let (mut records_in, mut records_out) = (0, 0);
+                for k in 0..vertex.parallelism {
+                    let e = self.executions.get(&(*v, k));
+                    let state = e.map_or(ExecutionState::Created, |e| e.state);
+                    *states.entry(state).or_insert(0) += 1;
+                    locations.push(e.and_then(|e| e.task_executor.clone()));
+                    if let Some(e) = e {
+                        records_in += e.counters.records_in;
+                        records_out += e.counters.records_out;
+                    }
+                }
+                VertexDetails {
+                    vertex: *v,
+                    name: vertex.name.clone(),
+                    parallelism: vertex.parallelism,
+                    states,
+                    records_in,
+                    records_out,
+                    locations,
+                }
+            })
+            .collect();
+        JobDetails {
+            overview: self.overview(),
+            restarts: self.restarts,
+            failure: self.failure.clone(),
+            vertices,
+        }
+    }
+
+    fn overview(&self) -> JobOverview {
+        let duration = self.ended.unwrap_or_else(Instant::now) - self.started;
+        JobOverview {
+            job: self.job_id(),
+            name: self.job.name.clone(),
+            status: self.status,
+            start_time_ms: self.start_time_ms,
+            duration_ms: duration.as_millis() as u64,
+        }
+    }
+
+    fn on_heartbeat_payload(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        _from: ResourceId,
+        payload: TaskExecutorToJobManagerHeartbeat,
+    ) {
+        for (id, counters) in payload.tasks {
+            if let Some(key) = self.by_id.get(&id) {
+                if let Some(e) = self.executions.get_mut(key) {
+                    e.counters = counters;
+                }
+            }
+        }
+    }
+}
+
+/// The connected components of the job graph, as a region index per vertex.
+fn regions(job: &JobGraph) -> BTreeMap<VertexId, usize> {
+    let n = job.vertices.len();
+    let mut parent: Vec<usize> = (0..n).collect();
+    fn find(p: &mut [usize], mut x: usize) -> usize {
+        while p[x] != x {
+            p[x] = p[p[x]];
+            x = p[x];
+        }
+        x
+    }
+    for e in &job.edges {
+        let (a, b) = (find(&mut parent, e.source.0 as usize), find(&mut parent, e.target.0 as usize));
+        parent[a] = b;
+    }
+    (0..n)
+        .map(|i| (job.vertices[i].id, find(&mut parent, i)))
+        .collect()
+}
+
+impl RpcEndpoint for JobMaster {
+    type Protocol = job_master::Protocol;
+
+    fn fencing(&self) -> Fencing {
+        Fencing::Fenced(Some(FencingToken(self.job_master_id)))
+    }
+
+    fn on_start(&mut self, ctx: &mut EndpointContext<'_, Self>) {
+        let hb = self.s.config.heartbeat.clone();
+        self.heartbeat_tm = Some(HeartbeatManager::start(
+            self.resource_id.clone(),
+            HeartbeatRole::Sender,
+            &hb,
+            MailboxListener::new(
+                ctx.handle(),
+                "TaskExecutor",
+                Self::task_executor_lost,
+                Self::on_heartbeat_payload,
+                |_| (),
+            ),
+        ));
+        self.heartbeat_rm = Some(HeartbeatManager::start(
+            self.resource_id.clone(),
+            HeartbeatRole::Receiver,
+            &hb,
+            MailboxListener::new(
+                ctx.handle(),
+                "ResourceManager",
+                Self::resource_manager_lost,
+                |_, _, _, ()| {},
+                |_| (),
+            ),
+        ));
+        let rpc = self.s.rpc.clone();
+        let address = self.s.dispatcher.clone();
+        let handle = ctx.handle();
+        ctx.spawn(async move {
+            match rpc.connect::<dispatcher::Gateway>(&address).await {
+                Ok(gw) => handle.run_async(move |jm, _| {
+                    let _ = gw.job_status_changed(jm.job_id(), jm.status);
+                    jm.dispatcher = Some(gw);
+                }),
+                Err(e) => tracing::error!(error = %e, "JobMaster cannot reach its Dispatcher"),
+            }
+        });
+        self.set_status(JobStatus::Created);
+        self.connect_resource_manager(ctx);
+    }
+}
+
+impl job_master::Handler for JobMaster {
+    fn register_task_manager(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        location: TaskManagerLocation,
+    ) -> Reply<ClusterResult<ResourceId>> {
+        if self.status.is_terminal() {
+            return Reply::ready(Err(ClusterError::JobTerminal {
+                job: self.job_id(),
+                status: self.status,
+            }));
+        }
+        if self.task_managers.contains_key(&location.resource_id) {
+            return Reply::ready(Ok(self.resource_id.clone()));
+        }
+        let rpc = self.s.rpc.clone();
+        let handle = ctx.handle();
+        let me = self.resource_id.clone();
+        Reply::later(async move {
+            let gw: task_executor::Gateway = match rpc.connect(&location.rpc_address).await {
+                Ok(gw) => gw,
+                Err(e) => {
+                    return Err(ClusterError::Unavailable(format!(
+                        "JobMaster cannot reach TaskExecutor {}: {e}",
+                        location.rpc_address
+                    )))
+                }
+            };
+            let watch = rpc.watch(&location.rpc_address);
+            let te = location.resource_id.clone();
+            handle.run_async(move |jm, ctx| {
+                let h = ctx.handle();
+                ctx.spawn(async move {
+                    let t = watch.terminated().await;
+                    h.run_async(move |jm, ctx| {
+                        jm.task_executor_lost(ctx, te, format!("death-watch: {:?}", t.reason))
+                    });
+                });
+                if let Some(hb) = &jm.heartbeat_tm {
+                    let g = gw.clone();
+                    hb.monitor_target(
+                        location.resource_id.clone(),
+                        TellTarget::requester(move |from, ()| g.request_heartbeat_from_job_master(from)),
+                    );
+                }
+                jm.task_managers.insert(
+                    location.resource_id.clone(),
+                    RegisteredTaskManager {
+                        gateway: gw,
+                        location,
+                    },
+                );
+            });
+            Ok(me)
+        })
+    }
+
+    fn offer_slots(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        from: ResourceId,
+        offers: Vec<SlotOffer>,
+    ) -> Reply<ClusterResult<Vec<SlotOffer>>> {
+        if !self.task_managers.contains_key(&from) {
+            return Reply::ready(Err(ClusterError::Rejected(format!(
+                "TaskExecutor {from} is not registered at this JobMaster"
+            ))));
+        }
+        if self.status.is_terminal() || matches!(self.status, JobStatus::Cancelling | JobStatus::Failing) {
+            return Reply::ready(Ok(Vec::new()));
+        }
+        let mut accepted = Vec::new();
+        for offer in offers {
+            if self.pool.contains_key(&offer.allocation) {
+                accepted.push(offer);
+            } else if (self.pool.len() as u32) < self.required_slots {
+                self.pool.insert(
+                    offer.allocation,
+                    PooledSlot {
+                        task_executor: from.clone(),
+                        assigned: None,
+                    },
+                );
+                accepted.push(offer);
+            }
+        }
+        self.try_schedule(ctx);
+        Reply::ready(Ok(accepted))
+    }
+
+    fn update_task_execution_state(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        update: TaskExecutionStateUpdate,
+    ) {
+        let Some(key) = self.by_id.get(&update.execution).copied() else {
+            return;
+        };
+        let e = self.executions.get_mut(&key).expect("indexed");
+        if e.state.is_terminal() {
+            return;
+        }
+        match update.state {
+            ExecutionState::Failed => {
+                let cause = update.error.unwrap_or_else(|| "unknown error".into());
+                self.task_failed(ctx, update.execution, cause);
+            }
+            ExecutionState::Canceled if e.state != ExecutionState::Canceling => {
+                self.task_failed(ctx, update.execution, "canceled unexpectedly".into());
+            }
+            state => {
+                e.state = state;
+                if state.is_terminal() {
+                    self.check_completion(ctx);
+                }
+            }
+        }
+    }
+
+    fn collect(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        id: String,
+        _subtask: u32,
+        values: Vec<Value>,
+    ) {
+        self.collected.entry(id).or_default().extend(values);
+    }
+
+    fn receive_heartbeat_from_task_executor(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        from: ResourceId,
+        payload: TaskExecutorToJobManagerHeartbeat,
+    ) {
+        if let Some(hb) = &self.heartbeat_tm {
+            hb.receive_heartbeat(from, payload);
+        }
+    }
+
+    fn request_heartbeat_from_resource_manager(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        from: ResourceId,
+    ) {
+        if let Some(hb) = &self.heartbeat_rm {
+            hb.request_heartbeat(from, ());
+        }
+    }
+
+    fn disconnect_task_manager(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        from: ResourceId,
+        reason: String,
+    ) {
+        self.task_executor_lost(ctx, from, format!("disconnected: {reason}"));
+    }
+
+    fn job_status(&mut self, _ctx: &mut EndpointContext<'_, Self>) -> Reply<JobStatus> {
+        Reply::ready(self.status)
+    }
+
+    fn job_details(&mut self, _ctx: &mut EndpointContext<'_, Self>) -> Reply<JobDetails> {
+        Reply::ready(self.details())
+    }
+
+    fn cancel(&mut self, ctx: &mut EndpointContext<'_, Self>) -> Reply<ClusterResult<()>> {
+        if self.status.is_terminal() {
+            return Reply::ready(Err(ClusterError::JobTerminal {
+                job: self.job_id(),
+                status: self.status,
+            }));
+        }
+        if self.status != JobStatus::Cancelling {
+            self.to_deploy.clear();
+            self.slot_timer_armed = false;
+            self.set_status(JobStatus::Cancelling);
+            let all: BTreeSet<VertexId> = self.order.iter().copied().collect();
+            self.cancel_executions(ctx, &all);
+            self.check_completion(ctx);
+        }
+        Reply::ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_are_connected_components() {
+        let env = rill_dataflow::StreamExecutionEnvironment::new();
+        env.set_parallelism(2);
+        let a = env.add_source(rill_dataflow::builtins::collection(vec![Value::I64(1)]));
+        a.rebalance().sink(rill_dataflow::builtins::blackhole());
+        let b = env.add_source(rill_dataflow::builtins::collection(vec![Value::I64(2)]));
+        b.rebalance().sink(rill_dataflow::builtins::blackhole());
+        let job = env.job_graph("two regions").unwrap();
+        let r = regions(&job);
+        let distinct: BTreeSet<usize> = r.values().copied().collect();
+        assert_eq!(distinct.len(), 2, "{r:?}");
+    }
+}

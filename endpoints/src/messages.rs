@@ -1,0 +1,426 @@
+//! The messages the four endpoints exchange: identifiers, slot reports, deployment
+//! descriptors, execution and job states, and what the Dispatcher answers admin tools.
+//!
+//! Everything here is plain serde data: it crosses process boundaries as rmp-serde inside
+//! the gateways of [`crate::gateways`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use rill_dataflow::{JobId, Value, VertexId};
+use rill_network::PartitionId;
+use rill_runtime::{ResourceId, RpcAddress};
+use serde::{Deserialize, Serialize};
+
+/// Errors the cluster answers with; typed so admin tools can react to each.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ClusterError {
+    /// No job with this id is known.
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    /// A job with this id was already submitted.
+    #[error("a job with id {0} was already submitted")]
+    DuplicateJob(JobId),
+    /// The job graph was rejected at submission (unknown operator, cycle, bad parallelism…).
+    #[error("job rejected: {0}")]
+    InvalidJob(String),
+    /// The job already reached a terminal state.
+    #[error("job {job} is already {status}")]
+    JobTerminal {
+        /// The job.
+        job: JobId,
+        /// Its terminal status.
+        status: JobStatus,
+    },
+    /// The job has not reached a terminal state yet.
+    #[error("job {job} has not finished yet (status {status})")]
+    JobNotTerminal {
+        /// The job.
+        job: JobId,
+        /// Its current status.
+        status: JobStatus,
+    },
+    /// A request about a slot, allocation or task that does not match this endpoint's state.
+    #[error("{0}")]
+    Rejected(String),
+    /// A call to another component failed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Result type of cluster operations.
+pub type ClusterResult<T> = Result<T, ClusterError>;
+
+macro_rules! random_id {
+    ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub struct $name(pub u128);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn generate() -> Self {
+                Self(rand::random())
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:032x}", self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!($prefix, "({:08x})"), (self.0 >> 96) as u32)
+            }
+        }
+    };
+}
+
+random_id!(
+    /// One allocation of a slot to a job (Flink's `AllocationID`).
+    AllocationId,
+    "AllocationId"
+);
+random_id!(
+    /// One attempt to run one subtask (Flink's `ExecutionAttemptID`).
+    ExecutionAttemptId,
+    "ExecutionAttemptId"
+);
+
+/// A slot of a TaskExecutor: its resource id and slot index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SlotId {
+    /// The TaskExecutor.
+    pub task_executor: ResourceId,
+    /// Index in its slot table.
+    pub index: u32,
+}
+
+impl fmt::Display for SlotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.task_executor, self.index)
+    }
+}
+
+/// What one slot is doing, as its TaskExecutor reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotStatus {
+    /// The slot.
+    pub slot: SlotId,
+    /// The job and allocation holding it, if any.
+    pub allocation: Option<(JobId, AllocationId)>,
+}
+
+/// All slots of a TaskExecutor: sent at registration and in every heartbeat to the RM.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotReport {
+    /// One entry per slot.
+    pub slots: Vec<SlotStatus>,
+}
+
+/// How to reach a TaskExecutor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskManagerLocation {
+    /// Its resource id.
+    pub resource_id: ResourceId,
+    /// Its TaskExecutor endpoint.
+    pub rpc_address: RpcAddress,
+    /// Where its data plane (QUIC) listens.
+    pub data_address: SocketAddr,
+}
+
+/// A TaskExecutor's registration at the ResourceManager.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExecutorRegistration {
+    /// Who and where.
+    pub location: TaskManagerLocation,
+    /// Its slots at registration time.
+    pub slot_report: SlotReport,
+}
+
+/// The ResourceManager's answer to a registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RegistrationResponse {
+    /// Registered; heartbeats come from `resource_manager`.
+    Success {
+        /// The ResourceManager's resource id.
+        resource_manager: ResourceId,
+    },
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// A slot a TaskExecutor offers to a JobMaster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotOffer {
+    /// The allocation the ResourceManager made.
+    pub allocation: AllocationId,
+    /// The slot index on the offering TaskExecutor.
+    pub slot_index: u32,
+}
+
+/// A request from the ResourceManager to give a slot to a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRequest {
+    /// Which slot.
+    pub slot_index: u32,
+    /// For which job.
+    pub job: JobId,
+    /// The new allocation.
+    pub allocation: AllocationId,
+    /// The job's JobMaster, to offer the slot to.
+    pub job_master: RpcAddress,
+    /// The JobMaster's fencing token.
+    pub job_master_id: u128,
+}
+
+/// Where an input channel's producer partition lives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputChannelDescriptor {
+    /// The producer's result partition.
+    pub partition: PartitionId,
+    /// The subpartition this consumer reads.
+    pub subpartition: u32,
+    /// The TaskExecutor running the producer.
+    pub producer: ResourceId,
+    /// That TaskExecutor's data-plane address.
+    pub producer_data_address: SocketAddr,
+}
+
+/// Everything a TaskExecutor needs to run one subtask (Flink's
+/// `TaskDeploymentDescriptor`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskDeploymentDescriptor {
+    /// The job.
+    pub job: JobId,
+    /// The job graph, as bytes ([`rill_dataflow::JobGraph::to_bytes`]).
+    pub job_graph: Vec<u8>,
+    /// The vertex.
+    pub vertex: VertexId,
+    /// The subtask index.
+    pub subtask: u32,
+    /// This attempt.
+    pub execution: ExecutionAttemptId,
+    /// The attempt number (0 for the first).
+    pub attempt: u32,
+    /// The slot allocation to run in.
+    pub allocation: AllocationId,
+    /// One partition per output edge, in `JobGraph::output_edges` order.
+    pub output_partitions: Vec<PartitionId>,
+    /// The input channels in input-channel order.
+    pub inputs: Vec<InputChannelDescriptor>,
+}
+
+/// A subtask attempt's state (DESIGN §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ExecutionState {
+    /// Not scheduled yet.
+    Created,
+    /// Waiting for a slot.
+    Scheduled,
+    /// Sent to a TaskExecutor.
+    Deploying,
+    /// The TaskExecutor is setting it up.
+    Initializing,
+    /// Processing.
+    Running,
+    /// Ended after all input.
+    Finished,
+    /// Being canceled.
+    Canceling,
+    /// Canceled.
+    Canceled,
+    /// Failed.
+    Failed,
+}
+
+impl ExecutionState {
+    /// Finished, Canceled or Failed.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            ExecutionState::Finished | ExecutionState::Canceled | ExecutionState::Failed
+        )
+    }
+
+    /// Upper-case name, as Flink prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutionState::Created => "CREATED",
+            ExecutionState::Scheduled => "SCHEDULED",
+            ExecutionState::Deploying => "DEPLOYING",
+            ExecutionState::Initializing => "INITIALIZING",
+            ExecutionState::Running => "RUNNING",
+            ExecutionState::Finished => "FINISHED",
+            ExecutionState::Canceling => "CANCELING",
+            ExecutionState::Canceled => "CANCELED",
+            ExecutionState::Failed => "FAILED",
+        }
+    }
+}
+
+impl fmt::Display for ExecutionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A job's status (DESIGN §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum JobStatus {
+    /// The JobMaster is starting.
+    Initializing,
+    /// Waiting for slots.
+    Created,
+    /// Tasks deployed or running.
+    Running,
+    /// Failing: canceling tasks before FAILED.
+    Failing,
+    /// Failed for good.
+    Failed,
+    /// Canceling tasks before CANCELED.
+    Cancelling,
+    /// Canceled by a user.
+    Canceled,
+    /// All tasks finished.
+    Finished,
+    /// Restarting after a failure.
+    Restarting,
+    /// Stopped without a final result (the JobManager went away).
+    Suspended,
+}
+
+impl JobStatus {
+    /// Failed, Canceled, Finished or Suspended.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Failed | JobStatus::Canceled | JobStatus::Finished | JobStatus::Suspended
+        )
+    }
+
+    /// Upper-case name, as Flink prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Initializing => "INITIALIZING",
+            JobStatus::Created => "CREATED",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Failing => "FAILING",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Cancelling => "CANCELLING",
+            JobStatus::Canceled => "CANCELED",
+            JobStatus::Finished => "FINISHED",
+            JobStatus::Restarting => "RESTARTING",
+            JobStatus::Suspended => "SUSPENDED",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A task's state change, reported by its TaskExecutor to the JobMaster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExecutionStateUpdate {
+    /// The attempt.
+    pub execution: ExecutionAttemptId,
+    /// Its new state.
+    pub state: ExecutionState,
+    /// Why it failed, for `Failed`.
+    pub error: Option<String>,
+}
+
+/// Records and bytes a task moved, reported in TaskExecutor → JobMaster heartbeats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskIoCounters {
+    /// Records read from the input gate.
+    pub records_in: u64,
+    /// Records written to output partitions (or sinks).
+    pub records_out: u64,
+}
+
+/// The payload of a TaskExecutor's heartbeat to a JobMaster.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskExecutorToJobManagerHeartbeat {
+    /// Counters of this job's running tasks on that TaskExecutor.
+    pub tasks: Vec<(ExecutionAttemptId, TaskIoCounters)>,
+}
+
+/// One line of `rill list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOverview {
+    /// The job.
+    pub job: JobId,
+    /// Its name.
+    pub name: String,
+    /// Its status.
+    pub status: JobStatus,
+    /// Milliseconds since the Unix epoch when it was submitted.
+    pub start_time_ms: u64,
+    /// How long it ran (until now, or until it ended), in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One vertex in [`JobDetails`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexDetails {
+    /// The vertex.
+    pub vertex: VertexId,
+    /// Its name (its operators' names joined).
+    pub name: String,
+    /// Its parallelism.
+    pub parallelism: u32,
+    /// Number of subtasks in each state.
+    pub states: BTreeMap<ExecutionState, u32>,
+    /// Records in, summed over the vertex's subtasks (last heartbeat).
+    pub records_in: u64,
+    /// Records out, summed over the vertex's subtasks (last heartbeat).
+    pub records_out: u64,
+    /// Where each subtask runs (`None` while not deployed).
+    pub locations: Vec<Option<ResourceId>>,
+}
+
+/// `rill status`: a job and its vertices.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobDetails {
+    /// Status, name, timing.
+    pub overview: JobOverview,
+    /// How many times it restarted.
+    pub restarts: u32,
+    /// The root cause of the last failure, if any.
+    pub failure: Option<String>,
+    /// Vertices in topological order.
+    pub vertices: Vec<VertexDetails>,
+}
+
+/// A job's final result (Flink's `JobResult`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The job.
+    pub job: JobId,
+    /// Its terminal status.
+    pub status: JobStatus,
+    /// Why it failed, for `Failed`.
+    pub failure: Option<String>,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: u64,
+    /// Values of its collect sinks, by collect id.
+    pub collected: BTreeMap<String, Vec<Value>>,
+}
+
+/// One line of `rill taskmanagers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskManagerInfo {
+    /// Who and where.
+    pub location: TaskManagerLocation,
+    /// Slots it has.
+    pub slots_total: u32,
+    /// Slots not allocated to any job.
+    pub slots_free: u32,
+}
