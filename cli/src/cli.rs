@@ -1,17 +1,30 @@
 //! Command-line parsing and dispatch.
 //!
-//! Exit codes: `0` success, `1` the job or demo failed, `2` bad usage or configuration.
+//! Exit codes: `0` success, `1` the job or operation failed (or the cluster rejected
+//! it), `2` bad usage or configuration, `3` the JobManager could not be reached.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use rill_runtime::config::{self, ConfigSources, RuntimeConfig};
+use rill_dataflow::OperatorRegistry;
+use rill_endpoints::RillConfig;
+use rill_runtime::config::{self, ConfigSources};
 
-/// Exit code for a failed job or demo.
+use crate::admin::AdminError;
+
+/// Exit code for a failed job or operation.
 pub const EXIT_FAILED: i32 = 1;
 /// Exit code for bad usage or configuration.
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code when the JobManager cannot be reached.
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+/// A usage error found after parsing (e.g. a malformed job id).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// rill: a distributed stream processor in Rust, built on Flink's architecture.
 #[derive(Debug, Parser)]
@@ -31,15 +44,29 @@ pub struct Cli {
 /// The `rill` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a built-in streaming job in this process and print its result.
+    /// Run a JobManager (Dispatcher + ResourceManager) until Ctrl-C.
+    Jobmanager(crate::cluster::JobManagerArgs),
+    /// Run a TaskManager that registers at a JobManager, until Ctrl-C.
+    Taskmanager(crate::cluster::TaskManagerArgs),
+    /// Run a JobManager and TaskManagers in this process, until Ctrl-C.
+    Minicluster(crate::cluster::MiniClusterArgs),
+    /// Submit a built-in job (to `--jobmanager`, or a local mini-cluster) and follow it.
     Run(crate::jobs::RunArgs),
+    /// List the cluster's jobs.
+    List(crate::client::Target),
+    /// Print a job's status (first line: RUNNING, FINISHED, FAILED, …) and details.
+    Status(crate::client::JobArgs),
+    /// Cancel a job and wait until it is CANCELED.
+    Cancel(crate::client::CancelArgs),
+    /// List the registered TaskManagers and their slots.
+    Taskmanagers(crate::client::Target),
     /// Start RPC endpoints in two services talking over authenticated QUIC, exercise
     /// asks, tells, fencing and death-watch, and print what happened with timings.
     Demo(crate::demo::DemoArgs),
 }
 
-/// Loads the runtime configuration from defaults, the file, `RILL_*` and `-D` overrides.
-pub fn load_config(cli: &Cli) -> Result<RuntimeConfig, config::ConfigError> {
+/// Loads the configuration from defaults, the file, `RILL_*` and `-D` overrides.
+pub fn load_config(cli: &Cli) -> Result<RillConfig, config::ConfigError> {
     let sources = ConfigSources {
         file: cli.config.clone(),
         overrides: cli.define.clone(),
@@ -48,8 +75,18 @@ pub fn load_config(cli: &Cli) -> Result<RuntimeConfig, config::ConfigError> {
     config::load(&sources)
 }
 
-/// Parses `args` (including the program name), runs the command and returns the exit code.
+/// Parses `args` (including the program name), runs the command with the built-in
+/// operators and returns the exit code.
 pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> i32 {
+    main_with_registry(args, Arc::new(OperatorRegistry::new()))
+}
+
+/// Like [`main`], with an application's own operator registry (Flink's application
+/// mode: a binary that links `rill`, registers its operators, and calls this).
+pub fn main_with_registry(
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+    registry: Arc<OperatorRegistry>,
+) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -65,17 +102,36 @@ pub fn main(args: impl IntoIterator<Item = impl Into<OsString> + Clone>) -> i32 
             return EXIT_USAGE;
         }
     };
-    let result = match cli.command {
-        Command::Run(args) => crate::jobs::run(&args),
-        Command::Demo(args) => crate::demo::run(&args, &config),
+    let result = match &cli.command {
+        Command::Jobmanager(a) => crate::cluster::jobmanager(a, &config, registry),
+        Command::Taskmanager(a) => crate::cluster::taskmanager(a, &config, registry),
+        Command::Minicluster(a) => crate::cluster::minicluster(a, &config, registry),
+        Command::Run(a) => crate::jobs::run(a, &config, registry),
+        Command::List(t) => crate::client::list(t, &config),
+        Command::Status(a) => crate::client::status(a, &config),
+        Command::Cancel(a) => crate::client::cancel(a, &config),
+        Command::Taskmanagers(t) => crate::client::taskmanagers(t, &config),
+        Command::Demo(a) => crate::demo::run(a, &config.runtime()),
     };
     match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("rill: {e:#}");
-            EXIT_FAILED
+            exit_code(&e)
         }
     }
+}
+
+fn exit_code(e: &anyhow::Error) -> i32 {
+    for cause in e.chain() {
+        if cause.is::<UsageError>() {
+            return EXIT_USAGE;
+        }
+        if let Some(AdminError::Unreachable { .. }) = cause.downcast_ref::<AdminError>() {
+            return EXIT_UNREACHABLE;
+        }
+    }
+    EXIT_FAILED
 }
 
 fn init_logging() {

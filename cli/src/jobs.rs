@@ -1,19 +1,53 @@
-//! `rill run`: the built-in jobs, executed in this process by the dataflow crate's local
-//! executor (parallel subtasks on their own threads, connected by in-memory channels).
+//! `rill run`: builds a built-in job and runs it on a cluster.
+//!
+//! * `--jobmanager HOST:PORT`: submit to that cluster;
+//! * `--minicluster`: start a mini-cluster in this process (JobManager + `--taskmanagers`
+//!   TaskManagers with enough slots for the job) and run there;
+//! * neither: submit to a JobManager at 127.0.0.1:6123 if one answers, otherwise start
+//!   a mini-cluster — and say so.
+//!
+//! Attached runs print the job id, then a progress line every second (status, running
+//! tasks, records in/out), then the outcome. `--detached` returns after submission.
+//! Ctrl-C cancels a mini-cluster job; on a remote cluster it only detaches.
+//!
+//! Exit codes: 0 the job finished (or was submitted, detached), 1 it failed or was
+//! canceled, 2 bad usage, 3 the JobManager is unreachable.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use rill_dataflow::{jobs, JobOutcome, LocalExecutor, OperatorRegistry};
+use rill_dataflow::{jobs, JobGraph, OperatorRegistry};
+use rill_endpoints::messages::{ExecutionState, JobDetails, JobStatus};
+use rill_endpoints::{MiniCluster, MiniClusterOptions, RillConfig};
+use rill_runtime::config::RpcConfig;
+
+use crate::admin::AdminClient;
+use crate::cluster::{runtime, secret_for, shutdown_signal};
 
 /// Arguments of `rill run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// The JobManager to submit to.
+    #[arg(long, global = true)]
+    pub jobmanager: Option<SocketAddr>,
+    /// Run on a fresh mini-cluster in this process.
+    #[arg(long, global = true, conflicts_with = "jobmanager")]
+    pub minicluster: bool,
+    /// Mini-cluster TaskManagers.
+    #[arg(long, global = true, default_value_t = 1)]
+    pub taskmanagers: u32,
+    /// Mini-cluster slots per TaskManager (default: enough for the job).
+    #[arg(long, global = true)]
+    pub slots: Option<u32>,
     /// Default parallelism of the job's operators.
-    #[arg(long, short = 'p', default_value_t = 1, global = true)]
+    #[arg(long = "parallelism", short = 'p', default_value_t = 1, global = true)]
     pub parallelism: u32,
+    /// Return once the job is submitted.
+    #[arg(long, global = true)]
+    pub detached: bool,
     /// The job to run.
     #[command(subcommand)]
     pub job: Job,
@@ -31,10 +65,10 @@ pub enum Job {
         #[arg(long)]
         output: String,
     },
-    /// Sequence source → key = id % K → count + sum per key → blackhole; prints a per-key
-    /// checksum when bounded.
+    /// Sequence source → key = id % K → count + sum per key; prints a per-key checksum
+    /// when bounded.
     KeyedSum {
-        /// Number of rows (unbounded when omitted: stop with Ctrl-C).
+        /// Number of rows (unbounded when omitted: stop with Ctrl-C or `rill cancel`).
         #[arg(long)]
         rows: Option<u64>,
         /// Number of distinct keys.
@@ -46,33 +80,191 @@ pub enum Job {
     },
 }
 
-/// Runs the job and prints its outcome.
-pub fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let job = match &args.job {
+fn build(args: &RunArgs) -> anyhow::Result<JobGraph> {
+    match &args.job {
         Job::Wordcount { input, output } => jobs::wordcount(input, output, args.parallelism),
         Job::KeyedSum { rows, keys, rate } => {
             jobs::keyed_sum(*rows, *keys, *rate, args.parallelism)
         }
     }
-    .context("cannot build the job")?;
-    let executor = LocalExecutor::new(Arc::new(OperatorRegistry::new()));
-    eprintln!(
-        "rill: running job {} ({} vertices, parallelism {}) in this process",
-        job.job_id,
-        job.vertices.len(),
-        args.parallelism
-    );
+    .context("cannot build the job")
+}
+
+/// Slots the job needs: per sharing group, its largest parallelism.
+fn slots_needed(job: &JobGraph) -> u32 {
+    let mut groups = std::collections::BTreeMap::<&str, u32>::new();
+    for v in &job.vertices {
+        let g = groups.entry(&v.slot_sharing_group).or_default();
+        *g = (*g).max(v.parallelism);
+    }
+    groups.values().sum()
+}
+
+fn progress_line(started: Instant, d: &JobDetails) -> String {
+    let total: u32 = d.vertices.iter().map(|v| v.parallelism).sum();
+    let running: u32 = d
+        .vertices
+        .iter()
+        .map(|v| v.states.get(&ExecutionState::Running).copied().unwrap_or(0))
+        .sum();
+    let source_out: u64 = d.vertices.first().map_or(0, |v| v.records_out);
+    let sink_in: u64 = d.vertices.last().map_or(0, |v| v.records_in);
+    format!(
+        "[{:>6.1}s] {:<11} tasks running {running}/{total}  source records out {source_out}  sink records in {sink_in}{}",
+        started.elapsed().as_secs_f64(),
+        d.overview.status.to_string(),
+        if d.restarts > 0 { format!("  restarts {}", d.restarts) } else { String::new() }
+    )
+}
+
+/// Runs the job and prints its outcome.
+pub fn run(
+    args: &RunArgs,
+    config: &RillConfig,
+    registry: Arc<OperatorRegistry>,
+) -> anyhow::Result<()> {
+    let job = build(args)?;
+    runtime()?.block_on(run_async(args, config, registry, job))
+}
+
+async fn probe(addr: SocketAddr, config: &RillConfig) -> Option<AdminClient> {
+    let secret = secret_for(config, addr).ok()?;
+    let rpc = RpcConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..config.rpc.clone()
+    };
+    let client = tokio::time::timeout(
+        Duration::from_millis(500),
+        AdminClient::connect_with(addr, &secret, &rpc),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    client.list_jobs().await.ok().map(|_| client)
+}
+
+async fn run_async(
+    args: &RunArgs,
+    config: &RillConfig,
+    registry: Arc<OperatorRegistry>,
+    job: JobGraph,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let result = executor.execute(&job).context("job rejected")?;
+    let mut cluster: Option<MiniCluster> = None;
+    let client = match args.jobmanager {
+        Some(addr) => {
+            let secret = secret_for(config, addr)?;
+            AdminClient::connect_with(addr, &secret, &config.rpc).await?
+        }
+        None => {
+            let default: SocketAddr = crate::admin::DEFAULT_JOBMANAGER.parse().expect("valid");
+            let found = if args.minicluster {
+                None
+            } else {
+                probe(default, config).await
+            };
+            match found {
+                Some(c) => {
+                    eprintln!("rill: submitting to the JobManager at {default}");
+                    c
+                }
+                None => {
+                    let needed = slots_needed(&job);
+                    let tms = args.taskmanagers.max(1);
+                    let slots = args.slots.unwrap_or(needed.div_ceil(tms).max(1));
+                    let mut config = config.clone();
+                    config.taskmanager.number_of_task_slots = slots;
+                    let bind = SocketAddr::from(([127, 0, 0, 1], 0));
+                    let secret = secret_for(&config, bind)?;
+                    if !args.minicluster {
+                        eprintln!(
+                            "rill: no JobManager at {default}; starting a local mini-cluster"
+                        );
+                    }
+                    let mc = MiniCluster::start(
+                        &config,
+                        &MiniClusterOptions {
+                            task_managers: tms,
+                            force_remote: false,
+                            bind,
+                        },
+                        &secret,
+                        registry,
+                    )?;
+                    let c = AdminClient::with_service(
+                        mc.jobmanager().rpc().clone(),
+                        mc.jobmanager().address(),
+                    )
+                    .await?;
+                    let have = c
+                        .wait_for_slots(tms * slots, Duration::from_secs(10))
+                        .await?;
+                    eprintln!(
+                        "rill: mini-cluster up in {:.0} ms: {tms} TaskManager(s), {have} slot(s), JobManager {}",
+                        started.elapsed().as_secs_f64() * 1e3,
+                        mc.jobmanager().address()
+                    );
+                    cluster = Some(mc);
+                    c
+                }
+            }
+        }
+    };
+    let result = attach(args, &client, job, cluster.is_some(), started).await;
+    client.close().await;
+    if let Some(mc) = cluster {
+        mc.shutdown().await;
+    }
+    result
+}
+
+async fn attach(
+    args: &RunArgs,
+    client: &AdminClient,
+    job: JobGraph,
+    own_cluster: bool,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let name = job.name.clone();
+    let id = client.submit(job).await.context("job rejected")?;
+    println!("Job has been submitted with JobID {id}");
+    if args.detached {
+        if own_cluster {
+            eprintln!("rill: --detached has no effect on a mini-cluster in this process; waiting for the job");
+        } else {
+            return Ok(());
+        }
+    }
+    let wait = client.wait_for_result(id, Duration::from_secs(1), |d| {
+        eprintln!("{}", progress_line(started, d));
+    });
+    let result = tokio::select! {
+        r = wait => r?,
+        _ = shutdown_signal() => {
+            if own_cluster {
+                eprintln!("rill: interrupted; canceling job {id}");
+                client.cancel(id).await?;
+                client.wait_for_result(id, Duration::from_millis(100), |_| {}).await?
+            } else {
+                eprintln!("rill: detached; job {id} keeps running (`rill cancel {id}` stops it)");
+                return Ok(());
+            }
+        }
+    };
     let elapsed = started.elapsed();
-    match &result.outcome {
-        JobOutcome::Finished => {}
-        other => bail!("job {} did not finish: {other:?}", job.job_id),
+    match result.status {
+        JobStatus::Finished => {}
+        status => bail!(
+            "job {id} ({name}) {status}: {}",
+            result
+                .failure
+                .as_deref()
+                .unwrap_or("no failure cause recorded")
+        ),
     }
     println!(
-        "job {} FINISHED in {:.3} s",
-        job.job_id,
-        elapsed.as_secs_f64()
+        "job {id} FINISHED in {:.3} s",
+        result.duration_ms as f64 / 1e3
     );
     if let Job::KeyedSum {
         rows: Some(rows),
@@ -80,17 +272,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         ..
     } = &args.job
     {
-        let checksum = jobs::keyed_sum_checksum(result.collected(jobs::KEYED_SUM_COLLECT_ID))
-            .context("cannot compute the checksum")?;
+        let values = result
+            .collected
+            .get(jobs::KEYED_SUM_COLLECT_ID)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let checksum = jobs::keyed_sum_checksum(values).context("cannot compute the checksum")?;
         let expected = jobs::expected_keyed_sum_checksum(*rows, *keys);
         println!(
-            "keyed-sum: {rows} rows, {keys} keys, {:.2} M records/s, checksum {checksum:016x} ({})",
+            "keyed-sum: {rows} rows, {keys} keys, {:.2} M records/s (job), {:.2} M records/s (wall), checksum {checksum:016x} ({})",
+            *rows as f64 / (result.duration_ms.max(1) as f64 / 1e3) / 1e6,
             *rows as f64 / elapsed.as_secs_f64() / 1e6,
-            if checksum == expected {
-                "OK"
-            } else {
-                "MISMATCH"
-            }
+            if checksum == expected { "OK" } else { "MISMATCH" }
         );
         if checksum != expected {
             bail!("checksum {checksum:016x} differs from the expected {expected:016x}");

@@ -1,10 +1,16 @@
 //! rill: the command-line tool and the admin library.
 //!
-//! * [`cli`]: the `rill` command (`rill run`, `rill demo`); an application that registers
-//!   its own operators calls [`cli::main`] from its `main` (Flink's "application mode").
+//! * [`cli`]: the `rill` command; an application that registers its own operators calls
+//!   [`cli::main_with_registry`] from its `main` (Flink's "application mode").
+//! * [`admin`]: [`admin::AdminClient`], typed Dispatcher gateway calls for admin tools.
+//! * [`cluster`]: `rill jobmanager`, `rill taskmanager`, `rill minicluster`.
+//! * [`client`]: `rill list`, `rill status`, `rill cancel`, `rill taskmanagers`.
+//! * [`jobs`]: `rill run` and the built-in jobs.
 //! * [`demo`]: the RPC demo behind `rill demo`.
-//! * [`jobs`]: running the built-in jobs.
 
+pub mod admin;
 pub mod cli;
+pub mod client;
+pub mod cluster;
 pub mod demo;
 pub mod jobs;

@@ -79,7 +79,10 @@ impl JobManagerProcess {
         let rpc = rpc_service(config, bind, secret, force_remote)?;
         let dup = |e| StartError::Rpc { bind, source: e };
         let resource_manager = rpc
-            .start_endpoint(RESOURCE_MANAGER, ResourceManager::new(rpc.clone(), config.clone()))
+            .start_endpoint(
+                RESOURCE_MANAGER,
+                ResourceManager::new(rpc.clone(), config.clone()),
+            )
             .map_err(dup)?;
         resource_manager.start();
         let dispatcher = rpc
@@ -269,8 +272,13 @@ impl MiniCluster {
         secret: &ClusterSecret,
         registry: Arc<OperatorRegistry>,
     ) -> Result<Self, StartError> {
-        let jobmanager =
-            JobManagerProcess::start(config, options.bind, secret, registry.clone(), options.force_remote)?;
+        let jobmanager = JobManagerProcess::start(
+            config,
+            options.bind,
+            secret,
+            registry.clone(),
+            options.force_remote,
+        )?;
         let host = options.bind.ip();
         let task_managers = (0..options.task_managers)
             .map(|i| {

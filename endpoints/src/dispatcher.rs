@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use rill_dataflow::{JobGraph, JobId, OperatorRegistry};
-use rill_runtime::{EndpointContext, EndpointHandle, FencingToken, Reply, RpcAddress, RpcEndpoint, RpcService};
+use rill_runtime::{
+    EndpointContext, EndpointHandle, FencingToken, Reply, RpcAddress, RpcEndpoint, RpcService,
+};
 
 use crate::config::RillConfig;
 use crate::gateways::{dispatcher, job_master, job_master_name, resource_manager};
@@ -76,11 +78,18 @@ impl Dispatcher {
             name: e.name.clone(),
             status: e.status,
             start_time_ms: e.start_time_ms,
-            duration_ms: e.end_time_ms.unwrap_or_else(now_ms).saturating_sub(e.start_time_ms),
+            duration_ms: e
+                .end_time_ms
+                .unwrap_or_else(now_ms)
+                .saturating_sub(e.start_time_ms),
         }
     }
 
-    fn start_job(&mut self, ctx: &mut EndpointContext<'_, Self>, job: JobGraph) -> ClusterResult<JobId> {
+    fn start_job(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        job: JobGraph,
+    ) -> ClusterResult<JobId> {
         let id = job.job_id;
         if self.jobs.contains_key(&id) {
             return Err(ClusterError::DuplicateJob(id));
@@ -146,7 +155,11 @@ impl RpcEndpoint for Dispatcher {
 }
 
 impl dispatcher::Handler for Dispatcher {
-    fn submit_job(&mut self, ctx: &mut EndpointContext<'_, Self>, job: JobGraph) -> Reply<ClusterResult<JobId>> {
+    fn submit_job(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        job: JobGraph,
+    ) -> Reply<ClusterResult<JobId>> {
         let result = self.start_job(ctx, job);
         if let Err(e) = &result {
             tracing::warn!(error = %e, "job submission rejected");
@@ -163,11 +176,19 @@ impl dispatcher::Handler for Dispatcher {
         )
     }
 
-    fn job_status(&mut self, _ctx: &mut EndpointContext<'_, Self>, job: JobId) -> Reply<ClusterResult<JobStatus>> {
+    fn job_status(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+    ) -> Reply<ClusterResult<JobStatus>> {
         Reply::ready(self.entry(job).map(|e| e.status))
     }
 
-    fn job_details(&mut self, _ctx: &mut EndpointContext<'_, Self>, job: JobId) -> Reply<ClusterResult<JobDetails>> {
+    fn job_details(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+    ) -> Reply<ClusterResult<JobDetails>> {
         let e = match self.entry(job) {
             Ok(e) => e,
             Err(err) => return Reply::ready(Err(err)),
@@ -187,13 +208,20 @@ impl dispatcher::Handler for Dispatcher {
         }
     }
 
-    fn cancel_job(&mut self, _ctx: &mut EndpointContext<'_, Self>, job: JobId) -> Reply<ClusterResult<()>> {
+    fn cancel_job(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+    ) -> Reply<ClusterResult<()>> {
         let e = match self.entry(job) {
             Ok(e) => e,
             Err(err) => return Reply::ready(Err(err)),
         };
         if e.status.is_terminal() {
-            return Reply::ready(Err(ClusterError::JobTerminal { job, status: e.status }));
+            return Reply::ready(Err(ClusterError::JobTerminal {
+                job,
+                status: e.status,
+            }));
         }
         match e.gateway.clone() {
             None => Reply::ready(Err(ClusterError::Unavailable(format!(
@@ -207,14 +235,24 @@ impl dispatcher::Handler for Dispatcher {
         }
     }
 
-    fn request_job_result(&mut self, _ctx: &mut EndpointContext<'_, Self>, job: JobId) -> Reply<ClusterResult<JobResult>> {
+    fn request_job_result(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+    ) -> Reply<ClusterResult<JobResult>> {
         Reply::ready(self.entry(job).and_then(|e| match &e.archived {
             Some((result, _)) => Ok(result.clone()),
-            None => Err(ClusterError::JobNotTerminal { job, status: e.status }),
+            None => Err(ClusterError::JobNotTerminal {
+                job,
+                status: e.status,
+            }),
         }))
     }
 
-    fn list_task_managers(&mut self, _ctx: &mut EndpointContext<'_, Self>) -> Reply<ClusterResult<Vec<TaskManagerInfo>>> {
+    fn list_task_managers(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+    ) -> Reply<ClusterResult<Vec<TaskManagerInfo>>> {
         let rpc = self.rpc.clone();
         let address = self.resource_manager.clone();
         Reply::later(async move {
@@ -228,7 +266,12 @@ impl dispatcher::Handler for Dispatcher {
         })
     }
 
-    fn job_status_changed(&mut self, _ctx: &mut EndpointContext<'_, Self>, job: JobId, status: JobStatus) {
+    fn job_status_changed(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+        status: JobStatus,
+    ) {
         // A terminal status becomes visible only with the archived result
         // (`job_reached_terminal_state`), so "FINISHED" always comes with its result.
         if status.is_terminal() {

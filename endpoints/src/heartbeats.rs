@@ -92,18 +92,24 @@ impl<E: RpcEndpoint, I: Send + 'static, O> HeartbeatListener<I, O> for MailboxLi
     fn notify_heartbeat_timeout(&self, target: ResourceId) {
         let f = self.on_lost;
         let reason = format!("heartbeat of {} {target} timed out", self.what);
-        self.handle.run_async(move |e, ctx| f(e, ctx, target, reason));
+        self.handle
+            .run_async(move |e, ctx| f(e, ctx, target, reason));
     }
 
     fn notify_target_unreachable(&self, target: ResourceId) {
         let f = self.on_lost;
-        let reason = format!("{} {target} is unreachable (heartbeat RPCs failed)", self.what);
-        self.handle.run_async(move |e, ctx| f(e, ctx, target, reason));
+        let reason = format!(
+            "{} {target} is unreachable (heartbeat RPCs failed)",
+            self.what
+        );
+        self.handle
+            .run_async(move |e, ctx| f(e, ctx, target, reason));
     }
 
     fn report_payload(&self, from: ResourceId, payload: I) {
         let f = self.on_payload;
-        self.handle.run_async(move |e, ctx| f(e, ctx, from, payload));
+        self.handle
+            .run_async(move |e, ctx| f(e, ctx, from, payload));
     }
 
     fn retrieve_payload(&self, target: &ResourceId) -> O {

@@ -35,8 +35,7 @@ use rill_network::PartitionId;
 use rill_runtime::heartbeat::{HeartbeatManager, HeartbeatRole};
 use rill_runtime::registration::{RegistrationAttempt, RetryingRegistration};
 use rill_runtime::{
-    EndpointContext, Fencing, FencingToken, Reply, ResourceId, RpcAddress, RpcEndpoint,
-    RpcService,
+    EndpointContext, Fencing, FencingToken, Reply, ResourceId, RpcAddress, RpcEndpoint, RpcService,
 };
 
 use crate::config::{FailoverStrategy, RillConfig};
@@ -122,7 +121,11 @@ fn now_ms() -> u64 {
 
 impl JobMaster {
     /// A JobMaster for `job` (already validated by the Dispatcher).
-    pub fn new(services: JobMasterServices, job: JobGraph, job_master_id: u128) -> Result<Self, ClusterError> {
+    pub fn new(
+        services: JobMasterServices,
+        job: JobGraph,
+        job_master_id: u128,
+    ) -> Result<Self, ClusterError> {
         let order = job
             .topological_order()
             .map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
@@ -136,7 +139,8 @@ impl JobMaster {
         }
         let required_slots = groups.values().sum();
         let region_of = regions(&job);
-        let strategy = RestartStrategy::new(&services.config.restart_strategy, job_master_id as u64);
+        let strategy =
+            RestartStrategy::new(&services.config.restart_strategy, job_master_id as u64);
         let resource_id = ResourceId::new(format!("jobmaster-{}", job.job_id));
         Ok(JobMaster {
             s: services,
@@ -241,7 +245,8 @@ impl JobMaster {
                 TellTarget::answerer(move |from, ()| g.receive_heartbeat_from_job_master(from)),
             );
         }
-        let _ = gw.declare_required_resources(self.job_id(), self.job_master_id, self.required_slots);
+        let _ =
+            gw.declare_required_resources(self.job_id(), self.job_master_id, self.required_slots);
         self.resource_manager = Some(gw);
         self.try_schedule(ctx);
     }
@@ -263,8 +268,11 @@ impl JobMaster {
     /// Slots still needed to deploy `to_deploy`, and the `(group, index)` pairs without
     /// a slot.
     fn missing_slots(&self) -> Vec<(String, u32)> {
-        let assigned: BTreeSet<(String, u32)> =
-            self.pool.values().filter_map(|s| s.assigned.clone()).collect();
+        let assigned: BTreeSet<(String, u32)> = self
+            .pool
+            .values()
+            .filter_map(|s| s.assigned.clone())
+            .collect();
         let mut needed = BTreeSet::new();
         for v in &self.to_deploy {
             let vertex = &self.job.vertices[v.0 as usize];
@@ -290,10 +298,7 @@ impl JobMaster {
     fn try_schedule(&mut self, ctx: &mut EndpointContext<'_, Self>) {
         if self.to_deploy.is_empty()
             || self.delay_pending
-            || matches!(
-                self.status,
-                JobStatus::Cancelling | JobStatus::Failing
-            )
+            || matches!(self.status, JobStatus::Cancelling | JobStatus::Failing)
             || self.status.is_terminal()
         {
             return;
@@ -517,7 +522,11 @@ impl JobMaster {
         }
         e.state = ExecutionState::Failed;
         let name = &self.job.vertices[key.0 .0 as usize].name;
-        let cause = format!("{name} ({}/{}) failed: {cause}", key.1 + 1, self.job.vertices[key.0 .0 as usize].parallelism);
+        let cause = format!(
+            "{name} ({}/{}) failed: {cause}",
+            key.1 + 1,
+            self.job.vertices[key.0 .0 as usize].parallelism
+        );
         self.handle_failure(ctx, vec![key.0], cause);
     }
 
@@ -535,18 +544,22 @@ impl JobMaster {
             s if s.is_terminal() => return,
             _ => {}
         }
-        let affected: BTreeSet<VertexId> = match self.s.config.jobmanager.execution.failover_strategy {
-            FailoverStrategy::Full => self.order.iter().copied().collect(),
-            FailoverStrategy::Region => {
-                let regions: BTreeSet<usize> =
-                    vertices.iter().filter_map(|v| self.region_of.get(v)).copied().collect();
-                self.region_of
-                    .iter()
-                    .filter(|(_, r)| regions.contains(r))
-                    .map(|(v, _)| *v)
-                    .collect()
-            }
-        };
+        let affected: BTreeSet<VertexId> =
+            match self.s.config.jobmanager.execution.failover_strategy {
+                FailoverStrategy::Full => self.order.iter().copied().collect(),
+                FailoverStrategy::Region => {
+                    let regions: BTreeSet<usize> = vertices
+                        .iter()
+                        .filter_map(|v| self.region_of.get(v))
+                        .copied()
+                        .collect();
+                    self.region_of
+                        .iter()
+                        .filter(|(_, r)| regions.contains(r))
+                        .map(|(v, _)| *v)
+                        .collect()
+                }
+            };
         if self.status == JobStatus::Restarting && affected.is_subset(&self.to_deploy) {
             tracing::debug!(job = %self.job_id(), %cause, "failure while already restarting");
             self.check_completion(ctx);
@@ -585,13 +598,20 @@ impl JobMaster {
         self.check_completion(ctx);
     }
 
-    fn cancel_executions(&mut self, ctx: &mut EndpointContext<'_, Self>, vertices: &BTreeSet<VertexId>) {
+    fn cancel_executions(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        vertices: &BTreeSet<VertexId>,
+    ) {
         let mut canceling = false;
         for ((v, _), e) in self.executions.iter_mut() {
             if !vertices.contains(v) || e.state.is_terminal() {
                 continue;
             }
-            let tm = e.task_executor.as_ref().and_then(|te| self.task_managers.get(te));
+            let tm = e
+                .task_executor
+                .as_ref()
+                .and_then(|te| self.task_managers.get(te));
             match (e.state, tm) {
                 (ExecutionState::Created | ExecutionState::Scheduled, _) | (_, None) => {
                     e.state = ExecutionState::Canceled;
@@ -639,7 +659,10 @@ impl JobMaster {
                 if all_terminal
                     && self.to_deploy.is_empty()
                     && self.executions.len() as u64 == self.total_subtasks()
-                    && self.executions.values().all(|e| e.state == ExecutionState::Finished) =>
+                    && self
+                        .executions
+                        .values()
+                        .all(|e| e.state == ExecutionState::Finished) =>
             {
                 self.finalize(ctx, JobStatus::Finished)
             }
@@ -648,7 +671,11 @@ impl JobMaster {
     }
 
     fn total_subtasks(&self) -> u64 {
-        self.job.vertices.iter().map(|v| u64::from(v.parallelism)).sum()
+        self.job
+            .vertices
+            .iter()
+            .map(|v| u64::from(v.parallelism))
+            .sum()
     }
 
     fn finalize(&mut self, ctx: &mut EndpointContext<'_, Self>, status: JobStatus) {
@@ -658,16 +685,20 @@ impl JobMaster {
         self.ended = Some(Instant::now());
         self.set_status(status);
         let reason = format!("job {} is {status}", self.job_id());
+        // The ResourceManager first, so that the slots freed below are not handed back
+        // to this job.
+        if let Some(rm) = &self.resource_manager {
+            let _ = rm.disconnect_job_master(self.job_id(), self.job_master_id, reason.clone());
+        }
         for (allocation, slot) in std::mem::take(&mut self.pool) {
             if let Some(tm) = self.task_managers.get(&slot.task_executor) {
                 let _ = tm.gateway.free_slot(allocation, reason.clone());
             }
         }
         for tm in self.task_managers.values() {
-            let _ = tm.gateway.disconnect_job_master(self.job_id(), reason.clone());
-        }
-        if let Some(rm) = &self.resource_manager {
-            let _ = rm.disconnect_job_master(self.job_id(), self.job_master_id, reason);
+            let _ = tm
+                .gateway
+                .disconnect_job_master(self.job_id(), reason.clone());
         }
         if let Some(hb) = self.heartbeat_tm.take() {
             hb.stop();
@@ -678,7 +709,11 @@ impl JobMaster {
         let result = JobResult {
             job: self.job_id(),
             status,
-            failure: if status == JobStatus::Finished { None } else { self.failure.clone() },
+            failure: if status == JobStatus::Finished {
+                None
+            } else {
+                self.failure.clone()
+            },
             duration_ms: self.started.elapsed().as_millis() as u64,
             collected: std::mem::take(&mut self.collected),
         };
@@ -689,7 +724,12 @@ impl JobMaster {
         ctx.stop();
     }
 
-    fn task_executor_lost(&mut self, ctx: &mut EndpointContext<'_, Self>, te: ResourceId, reason: String) {
+    fn task_executor_lost(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        te: ResourceId,
+        reason: String,
+    ) {
         let Some(tm) = self.task_managers.remove(&te) else {
             return;
         };
@@ -796,7 +836,10 @@ fn regions(job: &JobGraph) -> BTreeMap<VertexId, usize> {
         x
     }
     for e in &job.edges {
-        let (a, b) = (find(&mut parent, e.source.0 as usize), find(&mut parent, e.target.0 as usize));
+        let (a, b) = (
+            find(&mut parent, e.source.0 as usize),
+            find(&mut parent, e.target.0 as usize),
+        );
         parent[a] = b;
     }
     (0..n)
@@ -896,7 +939,9 @@ impl job_master::Handler for JobMaster {
                     let g = gw.clone();
                     hb.monitor_target(
                         location.resource_id.clone(),
-                        TellTarget::requester(move |from, ()| g.request_heartbeat_from_job_master(from)),
+                        TellTarget::requester(move |from, ()| {
+                            g.request_heartbeat_from_job_master(from)
+                        }),
                     );
                 }
                 jm.task_managers.insert(
@@ -922,7 +967,9 @@ impl job_master::Handler for JobMaster {
                 "TaskExecutor {from} is not registered at this JobMaster"
             ))));
         }
-        if self.status.is_terminal() || matches!(self.status, JobStatus::Cancelling | JobStatus::Failing) {
+        if self.status.is_terminal()
+            || matches!(self.status, JobStatus::Cancelling | JobStatus::Failing)
+        {
             return Reply::ready(Ok(Vec::new()));
         }
         let mut accepted = Vec::new();
@@ -955,6 +1002,9 @@ impl job_master::Handler for JobMaster {
         let e = self.executions.get_mut(&key).expect("indexed");
         if e.state.is_terminal() {
             return;
+        }
+        if update.io != TaskIoCounters::default() {
+            e.counters = update.io;
         }
         match update.state {
             ExecutionState::Failed => {

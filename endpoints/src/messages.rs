@@ -334,6 +334,8 @@ pub struct TaskExecutionStateUpdate {
     pub state: ExecutionState,
     /// Why it failed, for `Failed`.
     pub error: Option<String>,
+    /// The task's counters at the time of the update.
+    pub io: TaskIoCounters,
 }
 
 /// Records and bytes a task moved, reported in TaskExecutor → JobMaster heartbeats.

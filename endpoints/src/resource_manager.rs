@@ -82,12 +82,15 @@ impl ResourceManager {
         let epoch = self.epoch;
         tracing::info!(task_executor = %id, address = %registration.location.rpc_address,
             slots = registration.slot_report.slots.len(), "TaskExecutor registered");
-        self.slots.register_task_executor(id.clone(), &registration.slot_report);
+        self.slots
+            .register_task_executor(id.clone(), &registration.slot_report);
         if let Some(hb) = &self.heartbeat_te {
             let g = gateway.clone();
             hb.monitor_target(
                 id.clone(),
-                TellTarget::requester(move |from, ()| g.request_heartbeat_from_resource_manager(from)),
+                TellTarget::requester(move |from, ()| {
+                    g.request_heartbeat_from_resource_manager(from)
+                }),
             );
         }
         let watch = self.rpc.watch(&registration.location.rpc_address);
@@ -96,7 +99,11 @@ impl ResourceManager {
         ctx.spawn(async move {
             let t = watch.terminated().await;
             handle.run_async(move |rm, ctx| {
-                if rm.task_executors.get(&watched).is_some_and(|r| r.epoch == epoch) {
+                if rm
+                    .task_executors
+                    .get(&watched)
+                    .is_some_and(|r| r.epoch == epoch)
+                {
                     rm.remove_task_executor(ctx, watched, format!("death-watch: {:?}", t.reason));
                 }
             });
@@ -121,7 +128,11 @@ impl ResourceManager {
         if self.task_executors.remove(&id).is_none() {
             return;
         }
-        tracing::warn!(task_executor = %id, %reason, "TaskExecutor removed");
+        if reason.starts_with("disconnected") {
+            tracing::info!(task_executor = %id, %reason, "TaskExecutor removed");
+        } else {
+            tracing::warn!(task_executor = %id, %reason, "TaskExecutor removed");
+        }
         self.slots.unregister_task_executor(&id);
         if let Some(hb) = &self.heartbeat_te {
             hb.unmonitor_target(id);
@@ -139,7 +150,12 @@ impl ResourceManager {
         }
     }
 
-    fn job_master_lost(&mut self, _ctx: &mut EndpointContext<'_, Self>, jm: ResourceId, reason: String) {
+    fn job_master_lost(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        jm: ResourceId,
+        reason: String,
+    ) {
         let jobs: Vec<JobId> = self
             .job_masters
             .iter()
@@ -151,7 +167,12 @@ impl ResourceManager {
         }
     }
 
-    fn on_slot_report(&mut self, ctx: &mut EndpointContext<'_, Self>, from: ResourceId, report: SlotReport) {
+    fn on_slot_report(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        from: ResourceId,
+        report: SlotReport,
+    ) {
         self.slots.apply_report(&from, &report);
         self.match_slots(ctx);
     }
@@ -243,15 +264,16 @@ impl resource_manager::Handler for ResourceManager {
         let handle = ctx.handle();
         let me = self.resource_id.clone();
         Reply::later(async move {
-            let gw: task_executor::Gateway = match rpc.connect(&registration.location.rpc_address).await {
-                Ok(gw) => gw,
-                Err(e) => {
-                    return RegistrationResponse::Refused(format!(
-                        "the ResourceManager cannot reach {}: {e}",
-                        registration.location.rpc_address
-                    ))
-                }
-            };
+            let gw: task_executor::Gateway =
+                match rpc.connect(&registration.location.rpc_address).await {
+                    Ok(gw) => gw,
+                    Err(e) => {
+                        return RegistrationResponse::Refused(format!(
+                            "the ResourceManager cannot reach {}: {e}",
+                            registration.location.rpc_address
+                        ))
+                    }
+                };
             match handle
                 .call(move |rm, ctx| rm.add_task_executor(ctx, registration, gw))
                 .await
@@ -280,7 +302,8 @@ impl resource_manager::Handler for ResourceManager {
         slot_index: u32,
         allocation: AllocationId,
     ) {
-        self.slots.slot_freed(&task_executor, slot_index, allocation);
+        self.slots
+            .slot_freed(&task_executor, slot_index, allocation);
         self.match_slots(ctx);
     }
 
@@ -308,7 +331,9 @@ impl resource_manager::Handler for ResourceManager {
         let me = self.resource_id.clone();
         Reply::later(async move {
             let gw: job_master::Gateway = rpc.connect(&address).await.map_err(|e| {
-                ClusterError::Unavailable(format!("the ResourceManager cannot reach {address}: {e}"))
+                ClusterError::Unavailable(format!(
+                    "the ResourceManager cannot reach {address}: {e}"
+                ))
             })?;
             let jm_address = address.clone();
             let gw = gw.with_fencing_token(FencingToken(job_master_id));
@@ -345,7 +370,11 @@ impl resource_manager::Handler for ResourceManager {
         job_master_id: u128,
         slots: u32,
     ) {
-        let Some(jm) = self.job_masters.get(&job).filter(|j| j.job_master_id == job_master_id) else {
+        let Some(jm) = self
+            .job_masters
+            .get(&job)
+            .filter(|j| j.job_master_id == job_master_id)
+        else {
             tracing::warn!(%job, "requirements from an unregistered JobMaster ignored");
             return;
         };
@@ -369,18 +398,29 @@ impl resource_manager::Handler for ResourceManager {
         job_master_id: u128,
         reason: String,
     ) {
-        if self.job_masters.get(&job).is_some_and(|j| j.job_master_id == job_master_id) {
+        if self
+            .job_masters
+            .get(&job)
+            .is_some_and(|j| j.job_master_id == job_master_id)
+        {
             self.remove_job_master(job, &reason);
         }
     }
 
-    fn receive_heartbeat_from_job_master(&mut self, _ctx: &mut EndpointContext<'_, Self>, from: ResourceId) {
+    fn receive_heartbeat_from_job_master(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        from: ResourceId,
+    ) {
         if let Some(hb) = &self.heartbeat_jm {
             hb.receive_heartbeat(from, ());
         }
     }
 
-    fn list_task_managers(&mut self, _ctx: &mut EndpointContext<'_, Self>) -> Reply<Vec<TaskManagerInfo>> {
+    fn list_task_managers(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+    ) -> Reply<Vec<TaskManagerInfo>> {
         Reply::ready(
             self.task_executors
                 .iter()

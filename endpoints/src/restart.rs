@@ -95,8 +95,7 @@ impl RestartStrategy {
                     self.last_backoff = None;
                     self.restarts = 0;
                 }
-                if e
-                    .attempts_before_reset_backoff
+                if e.attempts_before_reset_backoff
                     .is_some_and(|max| self.restarts >= max)
                 {
                     return None;
@@ -178,7 +177,9 @@ mod tests {
         c.exponential_delay.reset_backoff_threshold = Duration::from_secs(60);
         let mut s = RestartStrategy::new(&c, 1);
         let t0 = Instant::now();
-        let d: Vec<_> = (0..4).map(|i| s.on_failure(t0 + Duration::from_secs(i))).collect();
+        let d: Vec<_> = (0..4)
+            .map(|i| s.on_failure(t0 + Duration::from_secs(i)))
+            .collect();
         assert_eq!(
             d,
             [1, 2, 3, 3].map(|x| Some(Duration::from_secs(x))).to_vec()

@@ -125,7 +125,8 @@ impl SlotManager {
     pub fn slot_freed(&mut self, id: &ResourceId, index: u32, allocation: AllocationId) {
         if let Some(slot) = self.slot_mut(id, index) {
             match slot {
-                SlotState::Pending { allocation: a, .. } | SlotState::Allocated { allocation: a, .. }
+                SlotState::Pending { allocation: a, .. }
+                | SlotState::Allocated { allocation: a, .. }
                     if *a == allocation =>
                 {
                     *slot = SlotState::Free
@@ -310,7 +311,11 @@ mod tests {
         let again = sm.match_requirements();
         assert_eq!(again.len(), 1);
         sm.apply_report(&a, &report("a", 2));
-        assert_eq!(sm.slots_of(&job(1)), 1, "pending survives, allocated is freed");
+        assert_eq!(
+            sm.slots_of(&job(1)),
+            1,
+            "pending survives, allocated is freed"
+        );
         sm.remove_requirement(&job(1));
         sm.slot_freed(&a, again[0].1.slot_index, again[0].1.allocation);
         assert_eq!(sm.free_slots(), 2);

@@ -307,7 +307,8 @@ impl TaskExecutor {
         let handle = ctx.handle();
         ctx.spawn(async move {
             let result = async {
-                let gw: job_master::Gateway = rpc.connect(&address).await.map_err(|e| e.to_string())?;
+                let gw: job_master::Gateway =
+                    rpc.connect(&address).await.map_err(|e| e.to_string())?;
                 let gw = gw.with_fencing_token(FencingToken(token));
                 let jm = gw
                     .register_task_manager(location)
@@ -495,7 +496,9 @@ impl TaskExecutor {
             Ok(t) => t,
             Err(e) => {
                 release(self);
-                return Err(ClusterError::Rejected(format!("cannot create the task: {e}")));
+                return Err(ClusterError::Rejected(format!(
+                    "cannot create the task: {e}"
+                )));
             }
         };
         let execution = tdd.execution;
@@ -512,7 +515,9 @@ impl TaskExecutor {
             Ok(h) => h,
             Err(e) => {
                 release(self);
-                return Err(ClusterError::Rejected(format!("cannot start the task thread: {e}")));
+                return Err(ClusterError::Rejected(format!(
+                    "cannot start the task thread: {e}"
+                )));
             }
         };
         self.counters.lock().insert(execution, io.metrics.clone());
@@ -528,6 +533,7 @@ impl TaskExecutor {
             execution,
             state: ExecutionState::Running,
             error: None,
+            io: TaskIoCounters::default(),
         });
         Ok(())
     }
@@ -541,13 +547,22 @@ impl TaskExecutor {
         let Some(task) = self.tasks.remove(&execution) else {
             return;
         };
-        self.counters.lock().remove(&execution);
+        let io = self
+            .counters
+            .lock()
+            .remove(&execution)
+            .map(|m| TaskIoCounters {
+                records_in: m.records_in(),
+                records_out: m.records_out(),
+            })
+            .unwrap_or_default();
         tracing::info!(%execution, %state, error = error.as_deref().unwrap_or(""), "task ended");
         if let Some(gw) = self.jobs.get(&task.job).and_then(|c| c.gateway.as_ref()) {
             let _ = gw.update_task_execution_state(TaskExecutionStateUpdate {
                 execution,
                 state,
                 error,
+                io,
             });
         }
         let _ = task.handle;
@@ -585,7 +600,12 @@ struct CollectForwarder {
 }
 
 impl CollectSink for CollectForwarder {
-    fn collect(&self, id: &str, subtask_index: u32, values: Vec<Value>) -> rill_dataflow::Result<()> {
+    fn collect(
+        &self,
+        id: &str,
+        subtask_index: u32,
+        values: Vec<Value>,
+    ) -> rill_dataflow::Result<()> {
         let (job, id) = (self.job, id.to_owned());
         self.handle
             .run_async(move |te, _| te.forward_collect(job, id, subtask_index, values));
@@ -639,7 +659,10 @@ impl RpcEndpoint for TaskExecutor {
             task.handle.cancel();
         }
         if let Some((rm, _)) = &self.resource_manager {
-            let _ = rm.disconnect_task_executor(self.s.resource_id.clone(), "TaskExecutor shut down".into());
+            let _ = rm.disconnect_task_executor(
+                self.s.resource_id.clone(),
+                "TaskExecutor shut down".into(),
+            );
         }
         if let Some(hb) = self.heartbeat_rm.take() {
             hb.stop();

@@ -23,7 +23,12 @@ fn init_logging() {
         .try_init();
 }
 
-async fn start(task_managers: u32, slots: u32, force_remote: bool, tweak: impl FnOnce(&mut RillConfig)) -> Fixture {
+async fn start(
+    task_managers: u32,
+    slots: u32,
+    force_remote: bool,
+    tweak: impl FnOnce(&mut RillConfig),
+) -> Fixture {
     init_logging();
     let mut config = RillConfig::default();
     config.taskmanager.number_of_task_slots = slots;
@@ -90,22 +95,42 @@ async fn run_keyed_sum(f: &Fixture, job: JobGraph, rows: u64, keys: u64) {
     let checksum = jobs::keyed_sum_checksum(&result.collected[jobs::KEYED_SUM_COLLECT_ID]).unwrap();
     assert_eq!(checksum, jobs::expected_keyed_sum_checksum(rows, keys));
     let list = f.dispatcher.list_jobs().await.unwrap();
-    assert!(list.iter().any(|j| j.job == id && j.status == JobStatus::Finished));
+    assert!(list
+        .iter()
+        .any(|j| j.job == id && j.status == JobStatus::Finished));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_sum_runs_across_task_executors_over_the_wire() {
     let f = start(2, 2, true, |_| {}).await;
-    run_keyed_sum(&f, jobs::keyed_sum(Some(200_000), 100, None, 4).unwrap(), 200_000, 100).await;
+    run_keyed_sum(
+        &f,
+        jobs::keyed_sum(Some(200_000), 100, None, 4).unwrap(),
+        200_000,
+        100,
+    )
+    .await;
     // Slots were freed: a second job gets them.
-    run_keyed_sum(&f, jobs::keyed_sum(Some(50_000), 10, None, 4).unwrap(), 50_000, 10).await;
+    run_keyed_sum(
+        &f,
+        jobs::keyed_sum(Some(50_000), 10, None, 4).unwrap(),
+        50_000,
+        10,
+    )
+    .await;
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_sum_runs_with_local_gateways_and_channels() {
     let f = start(1, 2, false, |_| {}).await;
-    run_keyed_sum(&f, jobs::keyed_sum(Some(100_000), 50, None, 2).unwrap(), 100_000, 50).await;
+    run_keyed_sum(
+        &f,
+        jobs::keyed_sum(Some(100_000), 50, None, 2).unwrap(),
+        100_000,
+        50,
+    )
+    .await;
     f.stop().await;
 }
 
@@ -120,18 +145,30 @@ async fn cancel_frees_the_slots_for_the_next_job() {
         .unwrap();
     f.wait_for(id, |s| s == JobStatus::Running).await;
     f.dispatcher.cancel_job(id).await.unwrap().unwrap();
-    assert_eq!(f.wait_for(id, JobStatus::is_terminal).await, JobStatus::Canceled);
+    assert_eq!(
+        f.wait_for(id, JobStatus::is_terminal).await,
+        JobStatus::Canceled
+    );
     assert!(matches!(
         f.dispatcher.cancel_job(id).await.unwrap(),
         Err(ClusterError::JobTerminal { .. })
     ));
-    run_keyed_sum(&f, jobs::keyed_sum(Some(10_000), 10, None, 2).unwrap(), 10_000, 10).await;
+    run_keyed_sum(
+        &f,
+        jobs::keyed_sum(Some(10_000), 10, None, 2).unwrap(),
+        10_000,
+        10,
+    )
+    .await;
     f.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_submissions_get_clear_errors() {
-    let f = start(1, 1, false, |c| c.slot.request.timeout = Duration::from_millis(500)).await;
+    let f = start(1, 1, false, |c| {
+        c.slot.request.timeout = Duration::from_millis(500)
+    })
+    .await;
     // Duplicate id.
     let job = jobs::keyed_sum(Some(10), 1, None, 1).unwrap();
     let id = f.dispatcher.submit_job(job.clone()).await.unwrap().unwrap();
@@ -164,11 +201,23 @@ async fn bad_submissions_get_clear_errors() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(f.wait_for(id, JobStatus::is_terminal).await, JobStatus::Failed);
+    assert_eq!(
+        f.wait_for(id, JobStatus::is_terminal).await,
+        JobStatus::Failed
+    );
     let result = f.dispatcher.request_job_result(id).await.unwrap().unwrap();
     let failure = result.failure.unwrap();
-    assert!(failure.contains("needs 3 slot(s)") && failure.contains("1 slots in total"), "{failure}");
+    assert!(
+        failure.contains("needs 3 slot(s)") && failure.contains("1 slots in total"),
+        "{failure}"
+    );
     // The cluster is still healthy.
-    run_keyed_sum(&f, jobs::keyed_sum(Some(1000), 10, None, 1).unwrap(), 1000, 10).await;
+    run_keyed_sum(
+        &f,
+        jobs::keyed_sum(Some(1000), 10, None, 1).unwrap(),
+        1000,
+        10,
+    )
+    .await;
     f.stop().await;
 }
