@@ -87,6 +87,8 @@ struct RunningTask {
     job: JobId,
     allocation: AllocationId,
     handle: TaskHandle,
+    /// The task's output partitions.
+    partitions: Vec<PartitionId>,
 }
 
 type TaskCounters = Arc<Mutex<BTreeMap<ExecutionAttemptId, Arc<TaskIoMetrics>>>>;
@@ -527,6 +529,7 @@ impl TaskExecutor {
                 job: tdd.job,
                 allocation: tdd.allocation,
                 handle,
+                partitions: io.partitions.clone(),
             },
         );
         let _ = gateway.update_task_execution_state(TaskExecutionStateUpdate {
@@ -748,6 +751,12 @@ impl task_executor::Handler for TaskExecutor {
     ) -> Reply<ClusterResult<()>> {
         if let Some(t) = self.tasks.get(&execution) {
             t.handle.cancel();
+            // A canceled task's output is discarded; releasing it now also wakes the
+            // task if it is blocked on backpressure (e.g. towards a consumer on a dead
+            // TaskExecutor), so it sees the cancel mail at once.
+            for p in &t.partitions {
+                self.s.network.release_partition(*p);
+            }
         }
         Reply::ready(Ok(()))
     }

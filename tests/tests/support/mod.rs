@@ -1,0 +1,196 @@
+//! Shared helpers of the end-to-end tests: real `rill` processes on 127.0.0.1 with ports
+#![allow(dead_code, unreachable_pub)]
+//! chosen by the OS, always killed when the test ends, every wait bounded.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The shared secret every test process uses (`security.cluster-secret`).
+pub const SECRET: &str = "rill-e2e-secret";
+
+/// The rill binary under test.
+pub fn rill_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rill-e2e"))
+}
+
+/// A `rill` command with the test secret and quiet logs.
+pub fn rill() -> Command {
+    let mut c = Command::new(rill_binary());
+    c.arg("-D").arg(format!("security.cluster-secret={SECRET}"));
+    c.env(
+        "RILL_LOG",
+        std::env::var("RILL_LOG").unwrap_or_else(|_| "warn".into()),
+    );
+    c
+}
+
+/// The secret as the admin library wants it.
+pub fn secret() -> rill_runtime::security::ClusterSecret {
+    rill_runtime::security::ClusterSecret::from_bytes(SECRET.as_bytes()).expect("non-empty")
+}
+
+/// A child process killed (SIGKILL) and reaped on drop; its stdout lines are collected.
+pub struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+    /// What it is, for messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Spawns `cmd` with piped stdout (stderr is inherited, so logs show in test output).
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Waits (at most `timeout`) for a stdout line containing `needle`; returns it.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!(
+                    "{}: no line containing {needle:?} within {timeout:?}; saw {:?}",
+                    self.name, self.seen
+                ),
+            }
+        }
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A JobManager process on 127.0.0.1 with an OS-chosen port.
+pub fn jobmanager(defines: &[&str]) -> (Proc, SocketAddr) {
+    let mut cmd = rill();
+    for d in defines {
+        cmd.arg("-D").arg(d);
+    }
+    cmd.args(["jobmanager", "--bind", "127.0.0.1:0"]);
+    let mut p = Proc::spawn("jobmanager", cmd);
+    let line = p.wait_for_line("JobManager listening on", Duration::from_secs(20));
+    let addr = line
+        .split_whitespace()
+        .nth(4)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse the JobManager address from {line:?}"));
+    (p, addr)
+}
+
+/// A TaskManager process registering at `jobmanager`; returns it and its resource id.
+pub fn taskmanager(jobmanager: SocketAddr, slots: u32, defines: &[&str]) -> (Proc, String) {
+    let mut cmd = rill();
+    for d in defines {
+        cmd.arg("-D").arg(d);
+    }
+    cmd.args([
+        "taskmanager",
+        "--jobmanager",
+        &jobmanager.to_string(),
+        "--slots",
+        &slots.to_string(),
+    ]);
+    let mut p = Proc::spawn("taskmanager", cmd);
+    let line = p.wait_for_line("TaskManager ", Duration::from_secs(20));
+    let id = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("cannot parse the resource id from {line:?}"))
+        .to_string();
+    (p, id)
+}
+
+/// Runs a rill command to completion (bounded by `timeout`, killed after it).
+pub fn run(mut cmd: Command, timeout: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("rill starts");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.expect("rill ran"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("rill command did not finish within {timeout:?}: {cmd:?}");
+        }
+    }
+}
+
+/// Stdout and stderr of an output, for assertion messages.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, at most `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: not reached within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
