@@ -50,6 +50,9 @@ fn keyed_sum_job_prints_a_correct_checksum() {
     );
     assert!(stdout.contains("FINISHED"), "{stdout}");
     assert!(stdout.contains("(OK)"), "{stdout}");
+    // No JobManager was given: the run says it uses a local mini-cluster.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("mini-cluster"), "{stderr}");
 }
 
 #[test]
@@ -59,7 +62,7 @@ fn wordcount_counts_words_of_a_file() {
     let output = dir.path().join("out.txt");
     std::fs::write(&input, "to be or not to be\nthat is the question\n").unwrap();
     let out = rill()
-        .args(["run", "-p", "2", "wordcount"])
+        .args(["run", "--minicluster", "--taskmanagers", "2", "-p", "2", "wordcount"])
         .arg("--input")
         .arg(&input)
         .arg("--output")
