@@ -5,34 +5,13 @@
 //! `KeyGroupRangeAssignment`. Each subtask thus owns a contiguous key-group range, which
 //! is what lets keyed state be redistributed on rescale.
 //!
-//! TODO(network): this is a private copy of `rill_network::key_group` (same names,
-//! signatures and formula; dataflow does not depend on the network crate yet). When the
-//! dependency is wired, replace the bodies below with re-exports so producers, keyed
-//! operators and state can never disagree on the formula.
+//! The functions are rill-network's ([`rill_network::key_group`]), re-exported, so the
+//! network's key-group channel selector, keyed operators and state can never disagree on
+//! the formula; [`operator_index_for_key`] composes the two steps.
 
-/// Default number of key groups (Flink's default for small parallelism).
-pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
-
-/// Murmur3's 64-bit finalizer: full avalanche over the stable key hash.
-pub fn murmur_fmix(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^ (k >> 33)
-}
-
-/// The key group of a key with stable hash `key_hash` (`0..max_parallelism`).
-///
-/// `max_parallelism` must be ≥ 1 (validated on the job graph).
-pub fn key_group_for_hash(key_hash: u64, max_parallelism: u32) -> u32 {
-    (murmur_fmix(key_hash) % u64::from(max_parallelism.max(1))) as u32
-}
-
-/// The subtask (`0..parallelism`) that owns `key_group`.
-pub fn operator_index_for_key_group(key_group: u32, parallelism: u32, max_parallelism: u32) -> u32 {
-    (u64::from(key_group) * u64::from(parallelism) / u64::from(max_parallelism.max(1))) as u32
-}
+pub use rill_network::key_group::{
+    key_group_for_hash, murmur_fmix, operator_index_for_key_group, DEFAULT_MAX_PARALLELISM,
+};
 
 /// The subtask that owns a key with stable hash `key_hash`.
 pub fn operator_index_for_key(key_hash: u64, parallelism: u32, max_parallelism: u32) -> u32 {
