@@ -113,6 +113,22 @@ pub enum DataflowError {
     /// A channel to another task closed while data was still being exchanged.
     #[error("channel closed: {0}")]
     ChannelClosed(String),
+    /// The data plane ([`rill_network`]) failed: creating partitions or gates, writing or
+    /// reading. A released partition is reported as [`DataflowError::ChannelClosed`]
+    /// instead, since it is the consequence of another task ending.
+    #[error("network error while {context}: {source}")]
+    Network {
+        /// What was being done (names the partition or channel where known).
+        context: String,
+        /// The underlying network error.
+        #[source]
+        source: rill_network::NetworkError,
+    },
+    /// The input delivered something this task cannot handle yet (checkpoint barriers
+    /// before checkpointing is implemented). Not retryable: the job needs a runtime that
+    /// supports it.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     /// A name was registered twice in one operator registry.
     #[error("`{name}` is already registered in this operator registry")]
     DuplicateRegistration {
@@ -131,7 +147,11 @@ impl DataflowError {
     /// Whether running the same thing again may succeed (transient I/O and lost channels);
     /// `false` for errors in the job itself, which need a new job graph or new code.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::ChannelClosed(_))
+        match self {
+            Self::Io { .. } | Self::ChannelClosed(_) => true,
+            Self::Network { source, .. } => source.is_retryable(),
+            _ => false,
+        }
     }
 
     /// Shorthand for an [`DataflowError::Io`] with context.
@@ -139,6 +159,23 @@ impl DataflowError {
         Self::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// Wraps a network error with context; a released partition becomes
+    /// [`DataflowError::ChannelClosed`] (the producer or consumer task ended).
+    pub fn network(context: impl Into<String>, source: rill_network::NetworkError) -> Self {
+        match source {
+            rill_network::NetworkError::PartitionReleased { partition } => {
+                Self::ChannelClosed(format!(
+                    "{}: result partition {partition} was released",
+                    context.into()
+                ))
+            }
+            source => Self::Network {
+                context: context.into(),
+                source,
+            },
         }
     }
 }

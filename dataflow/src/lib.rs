@@ -14,7 +14,8 @@
 //!    cycles and bad parallelism are submission errors.
 //! 4. **Run** each vertex × subtask as a [`StreamTask`] on its own thread with a
 //!    [`TaskInput`] and one [`TaskOutput`] per output edge ([`task_io`]); the
-//!    [`LocalExecutor`] does all of this in-process over in-memory channels.
+//!    [`LocalExecutor`] does all of this in-process over in-memory channels, a
+//!    TaskExecutor over the data plane with [`create_task_io`] ([`network_io`]).
 //!
 //! # Records
 //!
@@ -63,6 +64,7 @@ pub mod keyed;
 pub mod local_channel;
 pub mod local_executor;
 pub mod mailbox;
+pub mod network_io;
 pub mod operator;
 pub mod partitioning;
 pub mod rate_limiter;
@@ -83,6 +85,10 @@ pub use job_graph::{ChainedOperator, JobEdge, JobGraph, JobVertex};
 pub use keyed::KeyedProcessFunction;
 pub use local_executor::{JobOutcome, JobResult, LocalExecutor, LocalExecutorConfig};
 pub use mailbox::{Mail, MailboxSender};
+pub use network_io::{
+    create_task_io, input_channel_specs, ChannelLocation, InputChannelSpec, NetworkInput,
+    NetworkOutput, NetworkTaskIo, OutputSpec,
+};
 pub use operator::{Collector, Operator, OperatorContext, SourceOperator, SourceStatus};
 pub use partitioning::Partitioning;
 pub use registry::{OperatorKind, OperatorRegistry};

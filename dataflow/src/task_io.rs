@@ -22,11 +22,9 @@
 //! calls it before blocking on input, when a source idles, every buffer timeout, and at
 //! the end.
 //!
-//! A network implementation: `emit` serializes each record with
-//! [`codec::encode_record`](crate::codec::encode_record) into the buffer of the channel
-//! its selector picks; `poll` decodes buffers from the `InputGate` with
-//! [`codec::decode_element`](crate::codec::decode_element), appending records and
-//! returning one event per call.
+//! Implementations: [`local_channel`](crate::local_channel) (in-memory queues, the
+//! local executor) and [`network_io`](crate::network_io) (rill-network's
+//! `RecordWriter`s and `InputGate`, records encoded with [`codec`](crate::codec)).
 
 use crate::element::{StreamEvent, StreamRecord};
 use crate::error::Result;

@@ -1,0 +1,977 @@
+//! [`TaskInput`] / [`TaskOutput`] over the real data plane ([`rill_network`]).
+//!
+//! A TaskExecutor deploys a subtask in three steps:
+//!
+//! 1. compute the subtask's input channels, in
+//!    [`JobGraph::input_channel_index`] order, with [`input_channel_specs`]: for each
+//!    (input edge, upstream subtask) the producer's [`PartitionId`], the subpartition
+//!    this subtask reads, and where the producer runs ([`ChannelLocation`]);
+//! 2. [`create_task_io`]: creates and registers one result partition per output edge
+//!    (one subpartition per output channel, [`JobGraph::output_channels`]) with a
+//!    [`RecordWriter`] each, and one input gate whose channel `i` reads `inputs[i]`;
+//! 3. hand [`NetworkTaskIo::input`] and [`NetworkTaskIo::outputs`] to
+//!    [`StreamTask::new`](crate::stream_task::StreamTask::new).
+//!
+//! # Ordering the deployer must respect
+//!
+//! * A **local** channel attaches to the producer's partition when the gate is built, so
+//!   the producer's [`create_task_io`] must have run first in the same
+//!   [`NetworkEnvironment`]: deploy in [`JobGraph::topological_order`]. A missing
+//!   partition is an error naming it.
+//! * A **remote** channel only needs the consumer's transport to be started
+//!   ([`NetworkEnvironment::start_transport`]); it requests the partition from the
+//!   producer's TaskExecutor and retries with backoff (`request-backoff-*`) while the
+//!   producer is not deployed yet.
+//!
+//! # Release
+//!
+//! [`NetworkTaskIo::partitions`] lists the partitions created; the deployer unregisters
+//! each with [`NetworkEnvironment::release_partition`]:
+//!
+//! * after a normal end, once the *consumers* are done: releasing discards data still
+//!   queued, so not merely when the producer task finishes (in practice: at job end, or
+//!   when every consumer task has ended);
+//! * on cancel or failure of the job: after canceling its tasks. Queued data is
+//!   dropped, a writer blocked on backpressure wakes up (its writes become no-ops), and
+//!   a consumer's next read fails with [`DataflowError::ChannelClosed`].
+//!
+//! A [`NetworkOutput`] dropped before end of input (its task failed or was canceled, or
+//! the [`NetworkTaskIo`] was dropped undeployed) releases its partition itself, for the
+//! same effect; unregistering it is still the deployer's job. A release does **not**
+//! wake a consumer already blocked on an empty channel (the network notifies readers
+//! only when something is queued), so when a task fails the deployer must cancel the
+//! tasks that consume from it, as the local executor does; every task should be
+//! canceled anyway.
+//!
+//! # Cancel
+//!
+//! Send [`Mail::Cancel`](crate::mailbox::Mail::Cancel) to the task's mailbox: the mail
+//! wakes a task blocked on its input (see below). A task blocked on *output*
+//! backpressure does not read mail; it wakes when its consumers end (dropping a gate
+//! releases the subpartitions it read, locally or through the remote producer's
+//! driver) or when the deployer releases its partitions. So: cancel every task of the
+//! job, then release its partitions. A failed [`create_task_io`] unregisters what it
+//! created, but it may already have attached to (and, on failure, released) local
+//! producers' subpartitions: treat it as a failed deployment of the job.
+//!
+//! # Wire format
+//!
+//! Every record and in-band element is one network record encoded with [`codec`]:
+//! records go to the channel the edge's selector picks, watermarks and watermark
+//! statuses ([`StreamEvent::Watermark`], [`StreamEvent::WatermarkStatus`]) are
+//! broadcast as encoded elements ([`RecordWriter::broadcast_emit`]), so they stay in
+//! order with the records. [`StreamEvent::EndOfInput`] is *not* encoded: it is
+//! [`RecordWriter::finish`], i.e. [`Event::EndOfPartition`] on every channel, and the
+//! reader turns `EndOfPartition` back into `EndOfInput`. An encoded end-of-input element
+//! arriving in-band is therefore a protocol error. Checkpoint barriers and cancel
+//! markers are network [`Event`]s reserved for checkpointing, which tasks do not
+//! implement yet: receiving one fails the task with [`DataflowError::Unsupported`]
+//! rather than silently breaking exactly-once.
+//!
+//! Channel selection per edge ([`channel_selector`]): forward → `Forward`, rebalance and
+//! rescale → round-robin starting at the subtask index (as
+//! [`partitioning::ChannelSelector`](crate::partitioning::ChannelSelector)), hash →
+//! key groups of the *target* vertex's max parallelism (the formula of
+//! [`key_group`](crate::key_group), which is the network's), broadcast → every channel.
+//!
+//! # Buffer timeout
+//!
+//! The [`StreamTask`](crate::stream_task::StreamTask) already implements
+//! `execution.buffer-timeout` on its own thread: it flushes its outputs before it blocks
+//! on input, when its source idles, at least every `buffer_timeout` while busy, on
+//! [`Mail::FlushOutputs`](crate::mailbox::Mail::FlushOutputs) and at the end.
+//! Records only reach a writer from that same thread, so a writer never holds data
+//! while its task sleeps. The network's output flusher can only raise a flag that this
+//! same thread must notice between records, which the task's own timer already covers:
+//! it would add one thread per writer without tightening the bound (a record waits at
+//! most the timeout plus one batch's processing either way). Writers are therefore
+//! created with [`BufferTimeout::Never`], or [`BufferTimeout::EveryRecord`] for a zero
+//! timeout ([`writer_buffer_timeout`]), and without a flush listener.
+//!
+//! # Waking a blocked input
+//!
+//! The input gate parks the task thread on its own condition variable, which the
+//! network does not expose. The gate gets one extra, hidden local channel instead: a
+//! private one-subpartition partition (not registered, no buffers) that only the
+//! [waker](TaskInput::waker) writes to. The waker queues one
+//! [`Event::CancelCheckpointMarker`] there (at most one at a time, an atomic flag), the
+//! subpartition's availability listener wakes the gate, and the reader returns
+//! [`InputEvent::MailboxWake`]. The wake-up is immediate; no polling loop runs.
+//!
+//! # Metrics
+//!
+//! One [`TaskIoMetrics`] per task is shared by its writers and its gate, so it holds the
+//! network's counts: bytes in/out, backpressured and idle time, and records in/out as
+//! the network sees them — every network record, i.e. including in-band watermark and
+//! status elements, and a broadcast record once per channel.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rill_network::partition::ResultPartition;
+use rill_network::{
+    BufferTimeout, ChannelSelector, Event, InputGateBuilder, NetworkEnvironment, NetworkError,
+    PartitionId, ReaderItem, RecordReader, RecordWriter, TaskIoMetrics,
+};
+
+use crate::codec;
+use crate::element::{StreamElement, StreamEvent, StreamRecord};
+use crate::error::{DataflowError, Result};
+use crate::ids::VertexId;
+use crate::job_graph::{JobGraph, JobVertex};
+use crate::mailbox::InputWaker;
+use crate::partitioning::{input_sources, Partitioning};
+use crate::stream_task::TaskConfig;
+use crate::task_io::{InputEvent, TaskInput, TaskOutput};
+
+/// Where an input channel's producer runs, as the deployer decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelLocation {
+    /// In this process: the channel reads the producer's partition from the same
+    /// [`NetworkEnvironment`] without copying.
+    Local,
+    /// In the TaskExecutor whose data plane listens on this address (QUIC, credit-based).
+    Remote(SocketAddr),
+}
+
+/// One input channel of a subtask: which subpartition of which partition it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputChannelSpec {
+    /// The producer subtask's partition for this edge.
+    pub partition: PartitionId,
+    /// The subpartition of `partition` meant for this subtask (its index in the
+    /// producer's [`JobGraph::output_channels`]).
+    pub subpartition: u32,
+    /// Where the producer runs.
+    pub location: ChannelLocation,
+}
+
+/// One output edge: the partition to create. Its number of subpartitions is
+/// `job.output_channels(edge, subtask).len()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// The id the partition is registered under (unique in its environment; consumers
+    /// name it in their [`InputChannelSpec`]s).
+    pub partition: PartitionId,
+}
+
+/// A subtask's data-plane endpoints, ready for [`StreamTask::new`](crate::stream_task::StreamTask::new).
+pub struct NetworkTaskIo {
+    /// The input gate (`None` for a source vertex).
+    pub input: Option<Box<dyn TaskInput>>,
+    /// One output per output edge, in [`JobGraph::output_edges`] order.
+    pub outputs: Vec<Box<dyn TaskOutput>>,
+    /// The task's I/O metrics (records/bytes in and out, backpressured and idle time),
+    /// shared by its writers and gate.
+    pub metrics: Arc<TaskIoMetrics>,
+    /// Partitions created and registered, one per output edge; the deployer releases
+    /// them (see the module docs).
+    pub partitions: Vec<PartitionId>,
+}
+
+impl std::fmt::Debug for NetworkTaskIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkTaskIo")
+            .field(
+                "input_channels",
+                &self.input.as_ref().map(|i| i.num_channels()),
+            )
+            .field("outputs", &self.outputs.len())
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+fn vertex_of(job: &JobGraph, vertex: VertexId, subtask: u32) -> Result<&JobVertex> {
+    let v = job
+        .vertex(vertex)
+        .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {vertex}")))?;
+    if subtask >= v.parallelism {
+        return Err(DataflowError::InvalidGraph(format!(
+            "subtask {subtask} of `{}` with parallelism {}",
+            v.name, v.parallelism
+        )));
+    }
+    Ok(v)
+}
+
+/// The input channels of subtask `subtask` of `vertex`, in the task's input-channel order
+/// ([`JobGraph::input_channel_index`]), ready for [`create_task_io`].
+///
+/// `producer(edge, upstream_subtask)` says which partition that upstream subtask
+/// created for input edge `edge` (an index into `job.edges`) and where it runs; the
+/// subpartition is derived from the graph. Errors from `producer` are passed through.
+pub fn input_channel_specs(
+    job: &JobGraph,
+    vertex: VertexId,
+    subtask: u32,
+    mut producer: impl FnMut(usize, u32) -> Result<(PartitionId, ChannelLocation)>,
+) -> Result<Vec<InputChannelSpec>> {
+    let down = vertex_of(job, vertex, subtask)?.parallelism;
+    let mut specs = Vec::new();
+    for (edge, e) in job.input_edges(vertex) {
+        let up = job
+            .vertex(e.source)
+            .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {}", e.source)))?
+            .parallelism;
+        for upstream in input_sources(e.partitioning.is_pointwise(), subtask, up, down) {
+            let subpartition = job
+                .output_channels(edge, upstream)?
+                .position(|t| t == subtask)
+                .ok_or_else(|| {
+                    DataflowError::InvalidGraph(format!(
+                        "edge {edge}: subtask {upstream} does not send to subtask {subtask}"
+                    ))
+                })?;
+            let (partition, location) = producer(edge, upstream)?;
+            specs.push(InputChannelSpec {
+                partition,
+                subpartition: subpartition as u32,
+                location,
+            });
+        }
+    }
+    Ok(specs)
+}
+
+/// The network channel selector for an edge with `partitioning` into a vertex with
+/// `target_max_parallelism`, for producer subtask `subtask`.
+pub fn channel_selector(
+    partitioning: &Partitioning,
+    target_max_parallelism: u32,
+    subtask: u32,
+) -> ChannelSelector {
+    match partitioning {
+        Partitioning::Forward => ChannelSelector::Forward,
+        Partitioning::Rebalance => ChannelSelector::rebalance(u64::from(subtask)),
+        Partitioning::Rescale => ChannelSelector::rescale(u64::from(subtask)),
+        Partitioning::Hash { .. } => ChannelSelector::key_group(target_max_parallelism),
+        Partitioning::Broadcast => ChannelSelector::Broadcast,
+    }
+}
+
+/// The writers' flush mode for a task's `buffer_timeout`: every record for zero,
+/// otherwise only full buffers and the task's own flushes (see the module docs).
+pub fn writer_buffer_timeout(buffer_timeout: Duration) -> BufferTimeout {
+    if buffer_timeout.is_zero() {
+        BufferTimeout::EveryRecord
+    } else {
+        BufferTimeout::Never
+    }
+}
+
+/// Creates the data-plane endpoints of subtask `subtask` of `vertex`.
+///
+/// * `outputs[i]` names the partition of the vertex's `i`-th output edge; it is created
+///   with `job.output_channels(edge, subtask).len()` subpartitions and registered in
+///   `net`, and written by a [`NetworkOutput`] selecting channels by the edge's
+///   partitioning ([`channel_selector`]).
+/// * `inputs[i]` becomes input channel `i` of the gate; the vector must follow
+///   [`JobGraph::input_channel_index`] order (use [`input_channel_specs`]) and be empty
+///   for a source vertex.
+/// * `config.buffer_timeout` picks the writers' flush mode ([`writer_buffer_timeout`]),
+///   `config.batch_size` the most records one input poll returns.
+///
+/// Errors: wrong number of outputs or inputs ([`DataflowError::InvalidGraph`]); a local
+/// channel whose partition is not registered in `net`, a duplicate partition id, a
+/// remote channel without a started transport, or too little network memory
+/// ([`DataflowError::Network`], naming the partition or channel). On error, partitions
+/// created so far are released and unregistered.
+pub fn create_task_io(
+    net: &NetworkEnvironment,
+    job: &JobGraph,
+    vertex: VertexId,
+    subtask: u32,
+    outputs: &[OutputSpec],
+    inputs: Vec<InputChannelSpec>,
+    config: &TaskConfig,
+) -> Result<NetworkTaskIo> {
+    let v = vertex_of(job, vertex, subtask)?;
+    let edges = job.output_edges(vertex).count();
+    if outputs.len() != edges {
+        return Err(DataflowError::InvalidGraph(format!(
+            "`{}` subtask {subtask} has {edges} output edges but got {} output specs",
+            v.name,
+            outputs.len()
+        )));
+    }
+    let channels = job.num_input_channels(vertex, subtask)? as usize;
+    if inputs.len() != channels {
+        return Err(DataflowError::InvalidGraph(format!(
+            "`{}` subtask {subtask} has {channels} input channels but got {} input channel specs",
+            v.name,
+            inputs.len()
+        )));
+    }
+    let metrics = Arc::new(TaskIoMetrics::default());
+    // Unregisters the partitions created so far if anything below fails.
+    let mut created = Created {
+        net,
+        ids: Vec::with_capacity(outputs.len()),
+    };
+    let mut outs: Vec<Box<dyn TaskOutput>> = Vec::with_capacity(outputs.len());
+    for ((edge, e), spec) in job.output_edges(vertex).zip(outputs) {
+        let target = job
+            .vertex(e.target)
+            .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {}", e.target)))?;
+        let n = job.output_channels(edge, subtask)?.len() as u32;
+        let partition = net.create_partition(spec.partition, n).map_err(|err| {
+            DataflowError::network(
+                format!(
+                    "creating partition {} ({n} subpartitions) for output edge {edge} of `{}` subtask {subtask}",
+                    spec.partition, v.name
+                ),
+                err,
+            )
+        })?;
+        created.ids.push(spec.partition);
+        let selector = channel_selector(&e.partitioning, target.max_parallelism, subtask);
+        let writer = RecordWriter::new(
+            partition,
+            selector,
+            writer_buffer_timeout(config.buffer_timeout),
+            metrics.clone(),
+            None,
+        )
+        .map_err(|err| {
+            DataflowError::network(
+                format!("creating the record writer of partition {}", spec.partition),
+                err,
+            )
+        })?;
+        let hashed = matches!(e.partitioning, Partitioning::Hash { .. });
+        outs.push(Box::new(NetworkOutput::new(writer, hashed)));
+    }
+    let input = if job.input_edges(vertex).next().is_some() {
+        Some(build_input(net, v, subtask, &inputs, config, &metrics)?)
+    } else {
+        None
+    };
+    Ok(NetworkTaskIo {
+        input,
+        outputs: outs,
+        metrics,
+        partitions: std::mem::take(&mut created.ids),
+    })
+}
+
+/// Partitions registered by a [`create_task_io`] call that has not succeeded (yet).
+struct Created<'a> {
+    net: &'a NetworkEnvironment,
+    ids: Vec<PartitionId>,
+}
+
+impl Drop for Created<'_> {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            self.net.release_partition(id);
+        }
+    }
+}
+
+/// The input gate of `v`'s subtask `subtask`: channel `i` reads `inputs[i]`.
+fn build_input(
+    net: &NetworkEnvironment,
+    v: &JobVertex,
+    subtask: u32,
+    inputs: &[InputChannelSpec],
+    config: &TaskConfig,
+    metrics: &Arc<TaskIoMetrics>,
+) -> Result<Box<dyn TaskInput>> {
+    let mut builder = net.input_gate_builder(metrics.clone()).map_err(|e| {
+        DataflowError::network(format!("creating the input gate of `{}`", v.name), e)
+    })?;
+    for (i, spec) in inputs.iter().enumerate() {
+        let added = match spec.location {
+            ChannelLocation::Local => {
+                net.add_local_channel(&mut builder, spec.partition, spec.subpartition)
+            }
+            ChannelLocation::Remote(addr) => {
+                net.add_remote_channel(&mut builder, addr, spec.partition, spec.subpartition)
+            }
+        };
+        let context = || {
+            format!(
+                "adding input channel {i} of `{}` subtask {subtask} ({:?}, partition {}, subpartition {}){}",
+                v.name,
+                spec.location,
+                spec.partition,
+                spec.subpartition,
+                match spec.location {
+                    ChannelLocation::Local =>
+                        "; a local producer's partition must be created before its consumers",
+                    ChannelLocation::Remote(_) => "",
+                }
+            )
+        };
+        match added {
+            Ok(index) if index as usize == i => {}
+            Ok(index) => {
+                // Building and dropping the gate cancels remote channels already started.
+                drop(builder.build());
+                return Err(DataflowError::InvalidGraph(format!(
+                    "{}: became gate channel {index}",
+                    context()
+                )));
+            }
+            Err(e) => {
+                drop(builder.build());
+                return Err(DataflowError::network(context(), e));
+            }
+        }
+    }
+    let input = NetworkInput::new(net, builder, inputs.len(), config.batch_size)?;
+    Ok(Box::new(input))
+}
+
+/// A [`TaskOutput`] writing one output edge into a result partition.
+///
+/// Records are encoded with [`codec::encode_record`] into the writer's scratch buffer and
+/// emitted to the channel the writer's selector picks (with the task's key hash on
+/// hash-partitioned edges). Watermarks and statuses are broadcast in-band; end of input
+/// finishes the writer. Dropped before end of input, it releases its partition.
+pub struct NetworkOutput {
+    writer: RecordWriter,
+    needs_key_hash: bool,
+    scratch: Vec<u8>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for NetworkOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkOutput")
+            .field("writer", &self.writer)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetworkOutput {
+    /// An output over `writer`; `hash_partitioned` says that the writer selects channels
+    /// by key group, so every emitted batch must come with one key hash per record.
+    pub fn new(writer: RecordWriter, hash_partitioned: bool) -> Self {
+        Self {
+            needs_key_hash: hash_partitioned,
+            writer,
+            scratch: Vec::new(),
+            finished: false,
+        }
+    }
+
+    /// The partition written to.
+    pub fn partition(&self) -> &Arc<ResultPartition> {
+        self.writer.partition()
+    }
+
+    fn error(&self, e: NetworkError) -> DataflowError {
+        DataflowError::network(
+            format!("writing to partition {}", self.writer.partition().id()),
+            e,
+        )
+    }
+}
+
+impl TaskOutput for NetworkOutput {
+    fn emit(&mut self, records: &mut Vec<StreamRecord>, key_hashes: &[u64]) -> Result<()> {
+        if self.needs_key_hash || !key_hashes.is_empty() {
+            if key_hashes.len() != records.len() {
+                return Err(DataflowError::InvalidGraph(format!(
+                    "{} records but {} key hashes for partition {}",
+                    records.len(),
+                    key_hashes.len(),
+                    self.writer.partition().id()
+                )));
+            }
+            for (r, hash) in records.iter().zip(key_hashes) {
+                if let Err(e) = self
+                    .writer
+                    .emit_with(*hash, |buf| codec::encode_record(r, buf))
+                {
+                    return Err(self.error(e));
+                }
+            }
+        } else {
+            for r in records.iter() {
+                if let Err(e) = self.writer.emit_with(0, |buf| codec::encode_record(r, buf)) {
+                    return Err(self.error(e));
+                }
+            }
+        }
+        records.clear();
+        Ok(())
+    }
+
+    fn emit_event(&mut self, event: StreamEvent) -> Result<()> {
+        let res = match event {
+            StreamEvent::EndOfInput => {
+                let res = self.writer.finish();
+                self.finished = res.is_ok();
+                res
+            }
+            StreamEvent::Watermark(_) | StreamEvent::WatermarkStatus(_) => {
+                self.scratch.clear();
+                codec::encode_element(&StreamElement::from(event), &mut self.scratch);
+                self.writer.broadcast_emit(&self.scratch)
+            }
+        };
+        res.map_err(|e| self.error(e))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.writer.flush_all().map_err(|e| self.error(e))
+    }
+}
+
+impl Drop for NetworkOutput {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::debug!(
+                partition = %self.writer.partition().id(),
+                "output dropped before end of input: releasing its partition"
+            );
+            self.writer.partition().release();
+        }
+    }
+}
+
+/// The hidden wake channel's producer side (see the module docs).
+struct WakeChannel {
+    partition: Arc<ResultPartition>,
+    /// A wake event is queued and not yet read.
+    pending: AtomicBool,
+}
+
+/// The token queued on the wake channel; it never leaves this module.
+const WAKE_EVENT: Event = Event::CancelCheckpointMarker { id: u64::MAX };
+
+/// An item read from the gate but not returned yet (it ended the previous batch).
+enum Stashed {
+    Record {
+        channel: usize,
+        record: StreamRecord,
+    },
+    Event(InputEvent),
+}
+
+/// A [`TaskInput`] over an input gate: decodes records with [`codec::decode_element`],
+/// up to `max_batch` records of one channel per poll.
+pub struct NetworkInput {
+    reader: RecordReader,
+    num_channels: usize,
+    wake: Arc<WakeChannel>,
+    stash: Option<Stashed>,
+    max_batch: usize,
+}
+
+impl std::fmt::Debug for NetworkInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkInput")
+            .field("reader", &self.reader)
+            .field("num_channels", &self.num_channels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetworkInput {
+    /// An input over the `num_channels` channels already added to `builder` (in input
+    /// channel order); adds the hidden wake channel and builds the gate. One poll
+    /// returns at most `max_batch` records.
+    pub fn new(
+        net: &NetworkEnvironment,
+        mut builder: InputGateBuilder,
+        num_channels: usize,
+        max_batch: usize,
+    ) -> Result<Self> {
+        let wake = match Self::add_wake_channel(net, &mut builder, num_channels) {
+            Ok(w) => w,
+            Err(e) => {
+                // Building and dropping the gate cancels remote channels already started.
+                drop(builder.build());
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            reader: RecordReader::new(builder.build()),
+            num_channels,
+            wake,
+            stash: None,
+            max_batch: max_batch.max(1),
+        })
+    }
+
+    fn add_wake_channel(
+        net: &NetworkEnvironment,
+        builder: &mut InputGateBuilder,
+        num_channels: usize,
+    ) -> Result<Arc<WakeChannel>> {
+        if builder.num_channels() as usize != num_channels {
+            return Err(DataflowError::InvalidGraph(format!(
+                "input gate has {} channels, expected {num_channels}",
+                builder.num_channels()
+            )));
+        }
+        let wake_err = |e| DataflowError::network("creating the input gate's wake channel", e);
+        // Events need no buffers: a pool of zero segments reserves no memory.
+        let pool = net.buffer_pool().create_pool(0, 0).map_err(wake_err)?;
+        // Not registered in the environment: only this input's waker writes to it.
+        let partition = ResultPartition::new(PartitionId(u128::MAX), 1, pool, 1);
+        builder.add_local(&partition, 0).map_err(wake_err)?;
+        Ok(Arc::new(WakeChannel {
+            partition,
+            pending: AtomicBool::new(false),
+        }))
+    }
+
+    fn read_error(e: NetworkError) -> DataflowError {
+        DataflowError::network("reading the input gate", e)
+    }
+
+    /// Reads the next item; `Ok(None)` if `block` is false and nothing is ready.
+    /// Records are appended to `records` and returned as the channel they came from.
+    fn read(&mut self, block: bool, records: &mut Vec<StreamRecord>) -> Result<Option<Read>> {
+        let item = if block {
+            self.reader.next_item()
+        } else {
+            self.reader.next_timeout(Duration::ZERO)
+        }
+        .map_err(Self::read_error)?;
+        let Some(item) = item else {
+            if block {
+                // The wake channel never ends, so the gate never finishes.
+                return Err(DataflowError::ChannelClosed(
+                    "input gate finished while a task was reading it".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let n = self.num_channels;
+        Ok(Some(match item {
+            ReaderItem::Record { channel, record } => {
+                let channel = channel as usize;
+                if channel >= n {
+                    return Err(DataflowError::ChannelClosed(format!(
+                        "record on input channel {channel} of {n}"
+                    )));
+                }
+                match codec::decode_element(record)? {
+                    StreamElement::Record(r) => {
+                        records.push(r);
+                        Read::Record(channel)
+                    }
+                    StreamElement::Watermark(w) => Read::Event(InputEvent::Event {
+                        channel,
+                        event: StreamEvent::Watermark(w),
+                    }),
+                    StreamElement::WatermarkStatus(s) => Read::Event(InputEvent::Event {
+                        channel,
+                        event: StreamEvent::WatermarkStatus(s),
+                    }),
+                    StreamElement::EndOfInput => {
+                        return Err(DataflowError::Codec(format!(
+                            "in-band end of input on channel {channel} (end of input travels as end of partition)"
+                        )))
+                    }
+                }
+            }
+            ReaderItem::Event { channel, .. } if channel as usize == n => {
+                // Clear before returning: a waker running after this queues a new event,
+                // one that ran before has pushed its mail before setting the flag.
+                self.wake.pending.swap(false, Ordering::AcqRel);
+                Read::Event(InputEvent::MailboxWake)
+            }
+            ReaderItem::Event { channel, event } => {
+                let channel = channel as usize;
+                match event {
+                    Event::EndOfPartition => Read::Event(InputEvent::Event {
+                        channel,
+                        event: StreamEvent::EndOfInput,
+                    }),
+                    Event::CheckpointBarrier { id, .. } => {
+                        return Err(DataflowError::Unsupported(format!(
+                            "checkpoint barrier {id} on input channel {channel}: tasks do not take checkpoints yet"
+                        )))
+                    }
+                    Event::CancelCheckpointMarker { id } => {
+                        return Err(DataflowError::Unsupported(format!(
+                            "cancel marker of checkpoint {id} on input channel {channel}: tasks do not take checkpoints yet"
+                        )))
+                    }
+                }
+            }
+        }))
+    }
+
+    /// Appends more records of `channel` without blocking, until the batch is full, the
+    /// channel changes, an element that is not a record comes, or nothing is ready.
+    /// `start` is the length of `records` before this poll appended to it.
+    fn fill(
+        &mut self,
+        channel: usize,
+        start: usize,
+        records: &mut Vec<StreamRecord>,
+    ) -> Result<InputEvent> {
+        while records.len() - start < self.max_batch {
+            let before = records.len();
+            match self.read(false, records)? {
+                None => break,
+                Some(Read::Record(c)) if c == channel => {}
+                Some(Read::Record(c)) => {
+                    // Appended by `read`: move it to the next batch.
+                    if let Some(record) = records.pop() {
+                        debug_assert_eq!(records.len(), before);
+                        self.stash = Some(Stashed::Record { channel: c, record });
+                    }
+                    break;
+                }
+                Some(Read::Event(e)) => {
+                    self.stash = Some(Stashed::Event(e));
+                    break;
+                }
+            }
+        }
+        Ok(InputEvent::Records { channel })
+    }
+
+    fn next(&mut self, block: bool, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
+        let start = records.len();
+        match self.stash.take() {
+            Some(Stashed::Event(e)) => return Ok(Some(e)),
+            Some(Stashed::Record { channel, record }) => {
+                records.push(record);
+                return self.fill(channel, start, records).map(Some);
+            }
+            None => {}
+        }
+        match self.read(block, records)? {
+            None => Ok(None),
+            Some(Read::Record(channel)) => self.fill(channel, start, records).map(Some),
+            Some(Read::Event(e)) => Ok(Some(e)),
+        }
+    }
+}
+
+/// One item as [`NetworkInput::read`] classified it.
+enum Read {
+    /// A record of this channel was appended.
+    Record(usize),
+    /// An event (or a wake-up).
+    Event(InputEvent),
+}
+
+impl TaskInput for NetworkInput {
+    fn num_channels(&self) -> usize {
+        self.num_channels
+    }
+
+    fn waker(&self) -> InputWaker {
+        let wake = self.wake.clone();
+        Arc::new(move || {
+            if !wake.pending.swap(true, Ordering::AcqRel) {
+                // `false`: the gate is gone (task ended) and nobody needs waking.
+                let _ = wake.partition.add_event(0, WAKE_EVENT);
+            }
+        })
+    }
+
+    fn try_poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
+        self.next(false, records)
+    }
+
+    fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent> {
+        match self.next(true, records)? {
+            Some(e) => Ok(e),
+            // A blocking read returns an item or an error.
+            None => Err(DataflowError::ChannelClosed(
+                "input gate returned nothing to a blocking read".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::element::WatermarkStatus;
+    use crate::partitioning::{ChannelSelector as DataflowSelector, Selection};
+    use crate::spec::FactoryRef;
+    use crate::value::Value;
+    use rill_network::NetworkConfig;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn net() -> NetworkEnvironment {
+        NetworkEnvironment::new(NetworkConfig {
+            memory: 256 * 4096,
+            segment_size: 4096,
+            ..NetworkConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// A writer on a new partition of `n` channels and an input reading all of them.
+    fn pair(
+        net: &NetworkEnvironment,
+        id: u128,
+        n: u32,
+        selector: ChannelSelector,
+        hashed: bool,
+    ) -> (NetworkOutput, NetworkInput, Arc<TaskIoMetrics>) {
+        let p = net.create_partition(PartitionId(id), n).unwrap();
+        let metrics = Arc::new(TaskIoMetrics::default());
+        let writer = RecordWriter::new(
+            p,
+            selector,
+            BufferTimeout::Never,
+            Arc::new(TaskIoMetrics::default()),
+            None,
+        )
+        .unwrap();
+        let mut b = net.input_gate_builder(metrics.clone()).unwrap();
+        for i in 0..n {
+            net.add_local_channel(&mut b, PartitionId(id), i).unwrap();
+        }
+        let input = NetworkInput::new(net, b, n as usize, 1024).unwrap();
+        (NetworkOutput::new(writer, hashed), input, metrics)
+    }
+
+    #[test]
+    fn records_come_in_batches_and_events_in_order() {
+        let net = net();
+        let (mut out, mut input, metrics) = pair(&net, 1, 1, ChannelSelector::Forward, false);
+        let mut batch: Vec<StreamRecord> = (0..3000)
+            .map(|i| StreamRecord::with_timestamp(Value::I64(i), i))
+            .collect();
+        out.emit(&mut batch, &[]).unwrap();
+        assert!(batch.is_empty());
+        out.emit_event(StreamEvent::Watermark(2999)).unwrap();
+        out.emit_event(StreamEvent::WatermarkStatus(WatermarkStatus::Idle))
+            .unwrap();
+        out.emit_event(StreamEvent::EndOfInput).unwrap();
+
+        let mut records = Vec::new();
+        let mut polls = 0;
+        let mut events = Vec::new();
+        while events.last() != Some(&StreamEvent::EndOfInput) {
+            match input.try_poll(&mut records).unwrap() {
+                Some(InputEvent::Records { channel: 0 }) => polls += 1,
+                Some(InputEvent::Event { channel: 0, event }) => events.push(event),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let expected: Vec<StreamRecord> = (0..3000)
+            .map(|i| StreamRecord::with_timestamp(Value::I64(i), i))
+            .collect();
+        assert_eq!(records, expected);
+        // 1024 records per poll at most, and many per buffer.
+        assert!((3..10).contains(&polls), "{polls} polls");
+        assert_eq!(
+            events,
+            [
+                StreamEvent::Watermark(2999),
+                StreamEvent::WatermarkStatus(WatermarkStatus::Idle),
+                StreamEvent::EndOfInput
+            ]
+        );
+        assert_eq!(input.try_poll(&mut records).unwrap(), None);
+        // The network counts the two in-band elements as records.
+        assert_eq!(metrics.records_in(), 3002);
+    }
+
+    #[test]
+    fn waker_interrupts_a_blocked_poll_once_per_wake() {
+        let net = net();
+        let (_out, mut input, _) = pair(&net, 2, 1, ChannelSelector::Forward, false);
+        let waker = input.waker();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let mut records = Vec::new();
+            let first = input.poll(&mut records);
+            let _ = tx.send(());
+            (first.map_err(|e| e.to_string()), input)
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "poll returned early"
+        );
+        waker();
+        rx.recv_timeout(WAIT)
+            .expect("the waker must end a blocked poll");
+        let (first, mut input) = t.join().unwrap();
+        assert_eq!(first, Ok(InputEvent::MailboxWake));
+        // Two wakes before a poll coalesce into one.
+        waker();
+        waker();
+        let mut records = Vec::new();
+        assert_eq!(
+            input.try_poll(&mut records).unwrap(),
+            Some(InputEvent::MailboxWake)
+        );
+        assert_eq!(input.try_poll(&mut records).unwrap(), None);
+    }
+
+    #[test]
+    fn hash_edges_route_like_the_dataflow_selector() {
+        let net = net();
+        let hash = Partitioning::Hash {
+            key: FactoryRef::unit("k"),
+        };
+        let (mut out, mut input, _) = pair(&net, 3, 4, channel_selector(&hash, 128, 0), true);
+        let hashes: Vec<u64> = (0..500u64).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+        let mut batch: Vec<StreamRecord> = (0..500).map(StreamRecord::new).collect();
+        // Hash edges need one hash per record.
+        assert!(out.emit(&mut batch.clone(), &hashes[1..]).is_err());
+        out.emit(&mut batch, &hashes).unwrap();
+        out.emit_event(StreamEvent::EndOfInput).unwrap();
+        let mut reference = DataflowSelector::new(&hash, 4, 128, 0);
+        let (mut ended, mut seen) = (0, 0);
+        let mut records = Vec::new();
+        while ended < 4 {
+            match input.try_poll(&mut records).unwrap() {
+                Some(InputEvent::Records { channel }) => {
+                    for r in records.drain(..) {
+                        let i = r.value.as_i64().unwrap() as usize;
+                        assert_eq!(reference.select(hashes[i]), Selection::One(channel as u32));
+                        seen += 1;
+                    }
+                }
+                Some(InputEvent::Event {
+                    event: StreamEvent::EndOfInput,
+                    ..
+                }) => ended += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen, 500);
+    }
+
+    #[test]
+    fn barriers_in_band_end_and_dropped_producers_are_errors() {
+        let net = net();
+        // A checkpoint barrier: not supported by tasks yet.
+        let (out, mut input, _) = pair(&net, 4, 1, ChannelSelector::Forward, false);
+        out.partition()
+            .broadcast_event(Event::CancelCheckpointMarker { id: 3 });
+        let err = input.try_poll(&mut Vec::new()).unwrap_err();
+        assert!(matches!(err, DataflowError::Unsupported(_)), "{err}");
+
+        // End of input encoded in-band: only end-of-partition ends a channel.
+        let (mut out, mut input, _) = pair(&net, 5, 1, ChannelSelector::Forward, false);
+        let mut bytes = Vec::new();
+        codec::encode_element(&StreamElement::EndOfInput, &mut bytes);
+        out.writer.emit(&bytes).unwrap();
+        out.flush().unwrap();
+        let err = input.try_poll(&mut Vec::new()).unwrap_err();
+        assert!(matches!(err, DataflowError::Codec(_)), "{err}");
+
+        // A producer dropped before end of input releases its partition: queued data is
+        // discarded and the consumer's next read fails.
+        let (mut out, mut input, _) = pair(&net, 6, 1, ChannelSelector::Forward, false);
+        out.emit(&mut vec![StreamRecord::new(1)], &[]).unwrap();
+        out.flush().unwrap();
+        drop(out);
+        let err = input.try_poll(&mut Vec::new()).unwrap_err();
+        assert!(matches!(err, DataflowError::ChannelClosed(_)), "{err}");
+    }
+}
