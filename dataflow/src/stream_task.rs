@@ -23,7 +23,10 @@
 //!   channel has delivered `EndOfInput`, operators get `end_input` and outputs get
 //!   `EndOfInput`;
 //! * mails are checked after every batch (an atomic load); `Cancel` ends the loop;
-//! * outputs are flushed at least every `buffer_timeout` while busy;
+//! * outputs are flushed at least every `buffer_timeout` while busy (checked after every
+//!   batch and event, so a record waits at most the timeout plus one batch's
+//!   processing); this is the whole buffer-timeout mechanism, the outputs need no
+//!   flusher of their own (see [`network_io`](crate::network_io));
 //! * operators are always closed; the mailbox is closed so later sends fail.
 //!
 //! A failure after a cancel request (e.g. a channel closed because the consumer was
@@ -383,11 +386,6 @@ impl StreamTask {
                 InputEvent::Records { .. } => {
                     chain.push_input(&mut records)?;
                     records.clear();
-                    let now = Instant::now();
-                    if now.duration_since(last_flush) >= self.env.config.buffer_timeout {
-                        chain.flush()?;
-                        last_flush = now;
-                    }
                 }
                 InputEvent::Event { event, .. } => match event {
                     StreamEvent::Watermark(w) => {
@@ -413,6 +411,13 @@ impl StreamTask {
                     }
                 },
                 InputEvent::MailboxWake => {}
+            }
+            // Watermarks may emit records too (timers, windows): check after every
+            // element, not only after record batches.
+            let now = Instant::now();
+            if now.duration_since(last_flush) >= self.env.config.buffer_timeout {
+                chain.flush()?;
+                last_flush = now;
             }
         }
         chain.end_input()?;
