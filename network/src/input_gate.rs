@@ -160,7 +160,9 @@ impl RemoteInbox {
     fn poll(&self) -> Result<Option<(Payload, bool)>, NetworkError> {
         let mut st = self.state.lock();
         match st.items.pop_front() {
-            Some(p) => Ok(Some((p, !st.items.is_empty()))),
+            // A failure behind the last item counts as "more": fail() did not re-queue
+            // the channel if it was queued already, so this read must.
+            Some(p) => Ok(Some((p, !st.items.is_empty() || st.error.is_some()))),
             None => match &st.error {
                 Some(e) => Err(e.clone()),
                 None => Ok(None),
@@ -650,6 +652,26 @@ mod tests {
             0,
             "pools return to full"
         );
+    }
+
+    #[test]
+    fn remote_channel_failure_behind_queued_buffers_is_reported() {
+        let env = env(16);
+        let mut b = env
+            .input_gate_builder(Arc::new(TaskIoMetrics::default()))
+            .unwrap();
+        let inbox = b.add_remote(env.buffer_pool().create_pool(1, 1).unwrap());
+        let mut gate = b.build();
+        // The driver queues two buffers, then fails while the channel is still queued.
+        inbox.push(Payload::Data(Bytes::from_static(b"a")));
+        inbox.push(Payload::Data(Bytes::from_static(b"b")));
+        inbox.fail(NetworkError::credit("test"));
+        assert!(gate.try_next().unwrap().is_some());
+        assert!(gate.try_next().unwrap().is_some());
+        assert!(matches!(
+            gate.try_next(),
+            Err(NetworkError::CreditViolation { .. })
+        ));
     }
 
     #[test]

@@ -938,7 +938,11 @@ mod tests {
         let rt = runtime();
         let secret = ClusterSecret::generate();
         let (b, _) = node(&rt, &secret);
-        // A fake producer that ignores credit: three data buffers against two credits.
+        // A fake producer that ignores credit. The consumer may legitimately announce
+        // floating buffers (backlog + initial credit) while data arrives, so only more
+        // buffers than exclusive + all floating ones, none consumed, is a certain violation.
+        let never_credited =
+            config().exclusive_buffers_per_channel + config().floating_buffers_per_gate + 1;
         let server_cfg =
             security::quic_server_config(DATA_ALPN, Arc::new(transport_config(&config()))).unwrap();
         let fake = {
@@ -966,7 +970,7 @@ mod tests {
                     ..
                 }
             ));
-            for seq in 0..3 {
+            for seq in 0..never_credited {
                 let h = BufferHeader {
                     seq,
                     backlog: 0,
@@ -981,14 +985,17 @@ mod tests {
             conn
         });
         let mut gate = remote_gate(&b, fake_addr, PartitionId(40), 1);
+        // Held, not dropped: a consumed buffer would come back as fresh credit.
+        let mut held = Vec::new();
         let err = loop {
             match gate.next_timeout(Some(WAIT)) {
-                Ok(Some(_)) => continue,
+                Ok(Some(item)) => held.push(item),
                 Ok(None) => panic!("timed out"),
                 Err(e) => break e,
             }
         };
         assert!(matches!(err, NetworkError::CreditViolation { .. }), "{err}");
+        drop(held);
         drop(gate);
         let _conn = rt.block_on(server).unwrap();
         eventually("consumer pools to return", || {
