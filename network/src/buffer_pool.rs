@@ -526,6 +526,12 @@ impl Buffer {
         n
     }
 
+    /// Forgets the written bytes so the segment can be filled again (after they were
+    /// copied elsewhere, see the record writer's flush compaction).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
     /// The written bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.seg[..self.len]

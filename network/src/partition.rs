@@ -33,7 +33,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -102,6 +102,9 @@ pub struct Subpartition {
     index: u32,
     state: Mutex<SubState>,
     space: Condvar,
+    /// Copy of `data_backlog`, written under the lock and read without it by the writer's
+    /// flush, which only needs an estimate.
+    backlog_hint: AtomicU32,
 }
 
 impl Subpartition {
@@ -114,6 +117,7 @@ impl Subpartition {
             }
             if payload.is_data() {
                 st.data_backlog += 1;
+                self.backlog_hint.store(st.data_backlog, Ordering::Relaxed);
             }
             st.queue.push_back(payload);
             if st.queue.len() == 1 && !st.blocked {
@@ -133,6 +137,11 @@ impl Subpartition {
         self.state.lock().data_backlog
     }
 
+    /// Data buffers queued, read without the lock: may be momentarily stale.
+    pub(crate) fn backlog_hint(&self) -> u32 {
+        self.backlog_hint.load(Ordering::Relaxed)
+    }
+
     /// Parks the writer while `max` data buffers are queued; returns whether it waited.
     pub(crate) fn wait_for_capacity(&self, max: u32) -> bool {
         let mut st = self.state.lock();
@@ -149,6 +158,7 @@ impl Subpartition {
             let mut st = self.state.lock();
             st.released = true;
             st.data_backlog = 0;
+            self.backlog_hint.store(0, Ordering::Relaxed);
             st.listener = None;
             std::mem::take(&mut st.queue)
         };
@@ -191,6 +201,7 @@ impl ResultPartition {
                     index,
                     state: Mutex::new(SubState::default()),
                     space: Condvar::new(),
+                    backlog_hint: AtomicU32::new(0),
                 })
                 .collect(),
             pool,
@@ -364,7 +375,10 @@ impl SubpartitionView {
                 .pop_front()
                 .expect("front() was Some under the same lock");
             match &payload {
-                Payload::Data(_) => st.data_backlog -= 1,
+                Payload::Data(_) => {
+                    st.data_backlog -= 1;
+                    sub.backlog_hint.store(st.data_backlog, Ordering::Relaxed);
+                }
                 Payload::Event(e) if e.is_blocking() => st.blocked = true,
                 Payload::Event(_) => {}
             }

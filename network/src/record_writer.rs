@@ -11,6 +11,23 @@
 //!   record or by [`RecordWriter::flush_if_requested`] from an idle task;
 //! * [`BufferTimeout::Never`]: only full buffers (and explicit flushes, events, finish).
 //!
+//! # Flush compaction
+//!
+//! A flush would otherwise hand the consumer a whole segment for a few bytes: with 1000
+//! channels and a 1 ms timeout the pool fills with nearly empty buffers, and every
+//! remote credit (counted in buffers) carries a few bytes. Flink avoids this by letting the
+//! consumer read a buffer that is still being written; without `unsafe` a segment cannot be
+//! shared while written, so [`RecordWriter::flush_all`] compacts instead: the bytes of each
+//! current buffer filled at most to a quarter are copied, one after another, into a *pack*
+//! segment taken from the same pool; the writer keeps its own segment and fills it again.
+//! When the flush ends (or the pack is full) the pack is frozen once and every channel
+//! gets its slice, queued as that channel's data buffer. A record never moves between
+//! channels and every slice is queued before the channel is written again, so order is
+//! kept. Memory stays bounded because packs are ordinary pool segments (a pack returns to
+//! the pool when the last slice is consumed). Fuller buffers, channels whose queue is
+//! already at `max-buffers-per-channel`, and flushes that find the pool empty fall back
+//! to handing over the buffer itself, as before.
+//!
 //! When the partition's pool has no free buffer, or the target subpartition already
 //! queues `max-buffers-per-channel` buffers, the writer's thread waits: that is
 //! backpressure, and the waiting time is added to `backPressuredTimeMsPerSecond`.
@@ -43,6 +60,8 @@ pub struct RecordWriter {
     flusher: Option<OutputFlusher>,
     metrics: Arc<TaskIoMetrics>,
     scratch: Vec<u8>,
+    /// Slices of the pack being filled by a flush: `(channel, start, end)`.
+    pack_slices: Vec<(u32, u32, u32)>,
     pending_records: u64,
     pending_bytes: u64,
     finished: bool,
@@ -88,6 +107,28 @@ impl BufferSink for Sink<'_> {
     }
 }
 
+/// Flushed buffers filled to at most `segment / COMPACT_DIVISOR` bytes are compacted.
+///
+/// A quarter keeps the copy cheap (at most 8 KiB of a 32 KiB segment) and a pack at least
+/// three quarters full; fuller buffers are worth their segment as they are.
+const COMPACT_DIVISOR: usize = 4;
+
+/// Freezes a flush's pack and queues every channel's slice of it.
+fn queue_pack(
+    partition: &ResultPartition,
+    pack: Option<Buffer>,
+    slices: &mut Vec<(u32, u32, u32)>,
+) -> Result<(), NetworkError> {
+    let Some(pack) = pack else {
+        return Ok(());
+    };
+    let bytes = pack.freeze();
+    for (c, start, end) in slices.drain(..) {
+        partition.add_buffer(c, bytes.slice(start as usize..end as usize))?;
+    }
+    Ok(())
+}
+
 impl RecordWriter {
     /// Creates a writer. With [`BufferTimeout::Interval`] it starts an output flusher
     /// thread named after the partition; `flush_listener` is called on each of its ticks.
@@ -127,6 +168,7 @@ impl RecordWriter {
             flusher,
             metrics,
             scratch: Vec::new(),
+            pack_slices: Vec::new(),
             pending_records: 0,
             pending_bytes: 0,
             finished: false,
@@ -244,12 +286,40 @@ impl RecordWriter {
         Ok(())
     }
 
-    /// Queues every partly filled buffer and publishes metrics.
+    /// Queues every partly filled buffer (compacting small ones, see the module docs) and
+    /// publishes metrics.
     pub fn flush_all(&mut self) -> Result<(), NetworkError> {
         self.flush_requested.store(false, Ordering::Relaxed);
-        for c in 0..self.channels {
-            self.flush_channel(c)?;
+        let partition = &*self.partition;
+        let limit = partition.pool().segment_size() / COMPACT_DIVISOR;
+        let max_queued = partition.max_buffers_per_channel();
+        let slices = &mut self.pack_slices;
+        let mut pack: Option<Buffer> = None;
+        for (c, current) in (0u32..).zip(self.current.iter_mut()) {
+            let Some(buf) = current.as_mut().filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            let len = buf.len();
+            if len <= limit && partition.subpartition(c)?.backlog_hint() < max_queued {
+                if pack.as_ref().is_some_and(|p| p.remaining() < len) {
+                    queue_pack(partition, pack.take(), slices)?;
+                }
+                if pack.is_none() {
+                    pack = partition.pool().try_request()?;
+                }
+                if let Some(p) = pack.as_mut() {
+                    let start = p.len() as u32;
+                    p.append(buf.as_slice());
+                    buf.clear();
+                    slices.push((c, start, p.len() as u32));
+                    continue;
+                }
+            }
+            if let Some(b) = current.take() {
+                partition.add_buffer(c, b.freeze())?;
+            }
         }
+        queue_pack(partition, pack, slices)?;
         self.publish_metrics();
         Ok(())
     }
@@ -289,5 +359,222 @@ impl RecordWriter {
             self.flusher = None;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NetworkConfig;
+    use crate::environment::NetworkEnvironment;
+    use crate::input_gate::{InputGate, ReaderItem, RecordReader};
+    use crate::partition::PartitionId;
+    use proptest::prelude::*;
+    use std::time::Duration;
+
+    const SEGMENT: u64 = 4096;
+
+    fn env(segments: u64) -> NetworkEnvironment {
+        NetworkEnvironment::new(NetworkConfig {
+            memory: segments * SEGMENT,
+            segment_size: SEGMENT as u32,
+            ..NetworkConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn writer(p: &Arc<ResultPartition>) -> RecordWriter {
+        RecordWriter::new(
+            p.clone(),
+            ChannelSelector::Forward,
+            BufferTimeout::Never,
+            Arc::new(TaskIoMetrics::default()),
+            None,
+        )
+        .unwrap()
+    }
+
+    fn gate(env: &NetworkEnvironment, p: &Arc<ResultPartition>) -> InputGate {
+        let mut b = env
+            .input_gate_builder(Arc::new(TaskIoMetrics::default()))
+            .unwrap();
+        for i in 0..p.num_subpartitions() {
+            b.add_local(p, i).unwrap();
+        }
+        b.build()
+    }
+
+    /// Reads everything readable now, per channel, in arrival order.
+    fn read_all(r: &mut RecordReader, out: &mut [Vec<Vec<u8>>]) {
+        while let Some(item) = r.next_timeout(Duration::ZERO).unwrap() {
+            if let ReaderItem::Record { channel, record } = item {
+                out[channel as usize].push(record.to_vec());
+            }
+        }
+    }
+
+    #[test]
+    fn small_flushed_buffers_share_one_pack_and_writers_keep_their_segments() {
+        let env = env(64);
+        let p = env.create_partition(PartitionId(1), 8).unwrap();
+        let mut w = writer(&p);
+        for c in 0..8u32 {
+            w.emit_to(c, &c.to_le_bytes()).unwrap();
+        }
+        w.flush_all().unwrap();
+        // Eight current buffers stay with the writer; the eight flushes share one pack.
+        assert_eq!(p.pool().outstanding(), 9);
+        assert_eq!(p.total_backlog(), 8);
+        let mut r = RecordReader::new(gate(&env, &p));
+        let mut got = vec![Vec::new(); 8];
+        read_all(&mut r, &mut got);
+        for (c, records) in got.iter().enumerate() {
+            assert_eq!(records, &[(c as u32).to_le_bytes().to_vec()]);
+        }
+        // Every slice consumed: the pack went home, the writer's segments did not move.
+        assert_eq!(p.pool().outstanding(), 8);
+        // The kept segments are written again from the start.
+        w.emit_to(3, b"again").unwrap();
+        w.flush_all().unwrap();
+        read_all(&mut r, &mut got);
+        assert_eq!(got[3].last().unwrap(), b"again");
+    }
+
+    #[test]
+    fn full_enough_buffers_and_full_queues_are_handed_over_whole() {
+        let env = env(64);
+        let p = env.create_partition(PartitionId(2), 2).unwrap();
+        let mut w = writer(&p);
+        // Channel 0: more than a quarter of a segment, handed over as it is.
+        w.emit_to(0, &[1u8; SEGMENT as usize / 2]).unwrap();
+        w.flush_all().unwrap();
+        assert_eq!(p.pool().outstanding(), 1, "no pack for a half-full buffer");
+        // Channel 1: its queue at max-buffers-per-channel, so a flush may not add a pack
+        // slice behind it (which would pin other channels' bytes).
+        for _ in 0..p.max_buffers_per_channel() {
+            w.emit_to(1, b"x").unwrap();
+            w.flush_all().unwrap();
+        }
+        assert_eq!(
+            p.subpartition(1).unwrap().backlog(),
+            p.max_buffers_per_channel()
+        );
+        let before = p.pool().outstanding();
+        w.emit_to(1, b"y").unwrap();
+        w.flush_all().unwrap();
+        assert_eq!(
+            p.pool().outstanding(),
+            before,
+            "the buffer itself was queued"
+        );
+        assert!(w.current[1].is_none());
+    }
+
+    #[test]
+    fn memory_stays_bounded_with_many_channels_and_tiny_flushes() {
+        // 1000 channels, 8 flushes of one 8-byte record each, nothing consumed: without
+        // compaction this queues 8,000 nearly empty segments.
+        let channels = 1000u32;
+        let rounds = 8u64;
+        let env = env(4000);
+        let p = env.create_partition(PartitionId(3), channels).unwrap();
+        let mut w = writer(&p);
+        let mut r = RecordReader::new(gate(&env, &p));
+        for round in 0..rounds {
+            for c in 0..channels {
+                w.emit_to(c, &round.to_le_bytes()).unwrap();
+            }
+            w.flush_all().unwrap();
+        }
+        // current buffers + packs of 1000 × 12 bytes (three 4 KiB segments per flush).
+        let packs = rounds as usize * (channels as usize * 12).div_ceil(SEGMENT as usize);
+        assert!(
+            p.pool().outstanding() <= channels as usize + packs,
+            "{} segments in use",
+            p.pool().outstanding()
+        );
+        assert!(env.buffer_pool().peak_allocated_segments() <= channels as usize + packs + 2);
+        let mut got = vec![Vec::new(); channels as usize];
+        read_all(&mut r, &mut got);
+        for records in &got {
+            let want: Vec<Vec<u8>> = (0..rounds).map(|i| i.to_le_bytes().to_vec()).collect();
+            assert_eq!(records, &want);
+        }
+        w.finish().unwrap();
+        drop((r, w));
+        env.release_partition(PartitionId(3));
+        drop(p);
+        assert_eq!(env.buffer_pool().segments_in_use(), 0);
+    }
+
+    #[test]
+    fn flush_with_an_empty_pool_hands_buffers_over_instead_of_waiting() {
+        let env = env(16);
+        let p = env.create_partition(PartitionId(4), 2).unwrap();
+        let mut r = RecordReader::new(gate(&env, &p));
+        let mut w = writer(&p);
+        w.emit_to(0, b"a").unwrap();
+        w.emit_to(1, b"b").unwrap();
+        // Someone else holds every other segment: no pack is available.
+        let mut spare = Vec::new();
+        while let Some(b) = p.pool().try_request().unwrap() {
+            spare.push(b);
+        }
+        w.flush_all().unwrap();
+        assert_eq!(p.total_backlog(), 2);
+        assert!(w.current.iter().all(Option::is_none));
+        drop(spare);
+        let mut got = vec![Vec::new(); 2];
+        read_all(&mut r, &mut got);
+        assert_eq!(got, [vec![b"a".to_vec()], vec![b"b".to_vec()]]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, rng_seed: proptest::test_runner::RngSeed::Fixed(5), ..ProptestConfig::default() })]
+        /// Whatever the mix of record sizes (spanning buffers or not), flushes and partial
+        /// reads, each channel delivers exactly its records in order, and every segment
+        /// returns to the pool.
+        #[test]
+        fn compaction_keeps_order_and_bytes(
+            ops in proptest::collection::vec(
+                prop_oneof![
+                    4 => (0u32..5, 0usize..1500).prop_map(|(c, n)| (Some(c), n)),
+                    1 => Just((None, 0usize)),
+                    1 => Just((None, 1usize)),
+                ],
+                1..200,
+            ),
+        ) {
+            let env = env(512);
+            let p = env.create_partition(PartitionId(5), 5).unwrap();
+            let mut w = writer(&p);
+            let mut r = RecordReader::new(gate(&env, &p));
+            let mut sent = vec![Vec::new(); 5];
+            let mut got = vec![Vec::new(); 5];
+            for (i, op) in ops.into_iter().enumerate() {
+                // A single-threaded test must read before the writer would wait for space.
+                let max = p.max_buffers_per_channel();
+                if (0..5).any(|c| p.subpartition(c).unwrap().backlog() + 2 >= max) {
+                    read_all(&mut r, &mut got);
+                }
+                match op {
+                    (Some(c), n) => {
+                        let record: Vec<u8> = (0..n).map(|j| (i + j) as u8).collect();
+                        w.emit_to(c, &record).unwrap();
+                        sent[c as usize].push(record);
+                    }
+                    (None, 0) => w.flush_all().unwrap(),
+                    _ => read_all(&mut r, &mut got),
+                }
+            }
+            w.finish().unwrap();
+            read_all(&mut r, &mut got);
+            prop_assert!(r.gate_mut().is_finished());
+            prop_assert_eq!(got, sent);
+            drop((r, w));
+            env.release_partition(PartitionId(5));
+            drop(p);
+            prop_assert_eq!(env.buffer_pool().segments_in_use(), 0);
+        }
     }
 }
