@@ -327,11 +327,17 @@ fn main() -> Result<()> {
     );
     // Raw quinn over the same loopback, same transport configuration, same payload volume
     // (each record is 12 bytes on the wire: 4-byte length + 8-byte long).
-    let raw = raw_quinn(&rt, (records * 12).max(64 << 20), WRITERS)?;
-    println!(
-        "raw quinn baseline (4 streams, 32 KiB writes): {:.1} MB/s",
-        raw / 1e6
-    );
+    // Only the remote cases compare against it: skipped for `--mode local`.
+    let raw = if only_mode == Some(false) {
+        f64::NAN
+    } else {
+        let raw = raw_quinn(&rt, (records * 12).max(64 << 20), WRITERS)?;
+        println!(
+            "raw quinn baseline (4 streams, 32 KiB writes): {:.1} MB/s",
+            raw / 1e6
+        );
+        raw
+    };
     for (name, case) in &cases {
         if only_channels.is_some_and(|c| c != case.channels) {
             continue;
