@@ -62,7 +62,15 @@ fn wordcount_counts_words_of_a_file() {
     let output = dir.path().join("out.txt");
     std::fs::write(&input, "to be or not to be\nthat is the question\n").unwrap();
     let out = rill()
-        .args(["run", "--minicluster", "--taskmanagers", "2", "-p", "2", "wordcount"])
+        .args([
+            "run",
+            "--minicluster",
+            "--taskmanagers",
+            "2",
+            "-p",
+            "2",
+            "wordcount",
+        ])
         .arg("--input")
         .arg(&input)
         .arg("--output")
