@@ -28,6 +28,18 @@
 //! already at `max-buffers-per-channel`, and flushes that find the pool empty fall back
 //! to handing over the buffer itself, as before.
 //!
+//! # Timed flushes follow the consumer
+//!
+//! A flush requested by the output flusher skips a channel whose consumer has not yet
+//! taken the data queued before: that consumer is behind, so one more small buffer would
+//! not reach it sooner; the bytes stay in the writer's buffer until a later tick finds the
+//! queue empty, or the buffer fills. Queued buffers per channel thus follow what the
+//! consumer (or, for a remote channel, its credit) can take instead of one per tick —
+//! Flink gets the same effect from a flush that adds nothing to a subpartition that
+//! already has readable data. The cost is latency only while the consumer lags: at most
+//! one more timeout after it caught up. Explicit flushes ([`RecordWriter::flush_all`],
+//! events, [`RecordWriter::finish`]) never skip.
+//!
 //! When the partition's pool has no free buffer, or the target subpartition already
 //! queues `max-buffers-per-channel` buffers, the writer's thread waits: that is
 //! backpressure, and the waiting time is added to `backPressuredTimeMsPerSecond`.
@@ -272,7 +284,7 @@ impl RecordWriter {
     #[inline]
     fn after_record(&mut self) -> Result<(), NetworkError> {
         if self.flush_requested.load(Ordering::Relaxed) {
-            self.flush_all()?;
+            self.flush(true)?;
         } else if self.pending_records >= 4096 {
             self.publish_metrics();
         }
@@ -289,6 +301,12 @@ impl RecordWriter {
     /// Queues every partly filled buffer (compacting small ones, see the module docs) and
     /// publishes metrics.
     pub fn flush_all(&mut self) -> Result<(), NetworkError> {
+        self.flush(false)
+    }
+
+    /// Flushes; a timed flush (`skip_queued`) leaves channels alone whose consumer has
+    /// not taken the data queued before (see the module docs).
+    fn flush(&mut self, skip_queued: bool) -> Result<(), NetworkError> {
         self.flush_requested.store(false, Ordering::Relaxed);
         let partition = &*self.partition;
         let limit = partition.pool().segment_size() / COMPACT_DIVISOR;
@@ -299,8 +317,12 @@ impl RecordWriter {
             let Some(buf) = current.as_mut().filter(|b| !b.is_empty()) else {
                 continue;
             };
+            let queued = partition.subpartition(c)?.backlog_hint();
+            if queued > 0 && skip_queued {
+                continue;
+            }
             let len = buf.len();
-            if len <= limit && partition.subpartition(c)?.backlog_hint() < max_queued {
+            if len <= limit && queued < max_queued {
                 if pack.as_ref().is_some_and(|p| p.remaining() < len) {
                     queue_pack(partition, pack.take(), slices)?;
                 }
@@ -328,7 +350,7 @@ impl RecordWriter {
     /// its flush listener. Returns whether it flushed.
     pub fn flush_if_requested(&mut self) -> Result<bool, NetworkError> {
         if self.flush_requested.load(Ordering::Relaxed) {
-            self.flush_all()?;
+            self.flush(true)?;
             return Ok(true);
         }
         Ok(false)
@@ -527,6 +549,66 @@ mod tests {
         let mut got = vec![Vec::new(); 2];
         read_all(&mut r, &mut got);
         assert_eq!(got, [vec![b"a".to_vec()], vec![b"b".to_vec()]]);
+    }
+
+    #[test]
+    fn timed_flush_skips_channels_whose_consumer_is_behind_explicit_flush_does_not() {
+        let env = env(64);
+        let p = env.create_partition(PartitionId(6), 2).unwrap();
+        // A flusher that never fires on its own: the test raises its flag.
+        let mut w = RecordWriter::new(
+            p.clone(),
+            ChannelSelector::Forward,
+            BufferTimeout::Interval(Duration::from_secs(3600)),
+            Arc::new(TaskIoMetrics::default()),
+            None,
+        )
+        .unwrap();
+        // One reader per channel, so each consumer's progress is under the test's control.
+        let mut readers: Vec<RecordReader> = (0..2)
+            .map(|c| {
+                let mut b = env
+                    .input_gate_builder(Arc::new(TaskIoMetrics::default()))
+                    .unwrap();
+                b.add_local(&p, c).unwrap();
+                RecordReader::new(b.build())
+            })
+            .collect();
+        let mut got = vec![Vec::new(); 2];
+        let mut read = |c: usize, got: &mut Vec<Vec<Vec<u8>>>| {
+            while let Some(item) = readers[c].next_timeout(Duration::ZERO).unwrap() {
+                if let ReaderItem::Record { record, .. } = item {
+                    got[c].push(record.to_vec());
+                }
+            }
+        };
+        let timed_flush = |w: &mut RecordWriter| {
+            w.flush_requested.store(true, Ordering::Relaxed);
+            assert!(w.flush_if_requested().unwrap());
+        };
+        w.emit_to(0, b"a1").unwrap();
+        w.emit_to(1, b"b1").unwrap();
+        timed_flush(&mut w);
+        assert_eq!(p.total_backlog(), 2);
+        // Channel 1's consumer read "b1", channel 0's did not read "a1" yet.
+        read(1, &mut got);
+        w.emit_to(0, b"a2").unwrap();
+        w.emit_to(1, b"b2").unwrap();
+        timed_flush(&mut w);
+        assert_eq!(p.subpartition(0).unwrap().backlog(), 1, "a2 waits");
+        assert_eq!(p.subpartition(1).unwrap().backlog(), 1, "b2 flushed");
+        // Once the consumer caught up, the next tick delivers.
+        read(0, &mut got);
+        timed_flush(&mut w);
+        assert_eq!(p.subpartition(0).unwrap().backlog(), 1, "a2 flushed");
+        // An explicit flush never skips.
+        w.emit_to(0, b"a3").unwrap();
+        w.flush_all().unwrap();
+        assert_eq!(p.subpartition(0).unwrap().backlog(), 2);
+        read(0, &mut got);
+        read(1, &mut got);
+        assert_eq!(got[0], [b"a1".to_vec(), b"a2".to_vec(), b"a3".to_vec()]);
+        assert_eq!(got[1], [b"b1".to_vec(), b"b2".to_vec()]);
     }
 
     proptest! {
