@@ -96,7 +96,29 @@ impl RecordDeserializer {
 
     /// Advances to the next complete record; `Ok(false)` means the current buffer is used
     /// up (and was released) and the next one is needed.
+    #[inline]
     pub fn next_record(&mut self) -> Result<bool, NetworkError> {
+        // Fast path: nothing half-read, and the next record lies wholly in this buffer.
+        if self.len_have == 0 && self.spanning.is_none() && !matches!(self.record, Loc::Scratch) {
+            if let Some(buf) = self.current.as_ref() {
+                let data: &[u8] = buf;
+                if let Some(prefix) = data.get(self.pos..self.pos + LENGTH_PREFIX) {
+                    let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+                    let start = self.pos + LENGTH_PREFIX;
+                    let end = start + len as usize;
+                    if end <= data.len() && len as usize <= self.max_record_size {
+                        self.pos = end;
+                        self.record = Loc::InBuffer(start, end);
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        self.next_record_slow()
+    }
+
+    #[inline(never)]
+    fn next_record_slow(&mut self) -> Result<bool, NetworkError> {
         if matches!(self.record, Loc::Scratch) {
             self.scratch.clear();
         }
@@ -159,6 +181,7 @@ impl RecordDeserializer {
     }
 
     /// The record found by the last successful [`Self::next_record`].
+    #[inline]
     pub fn record(&self) -> &[u8] {
         match self.record {
             Loc::None => &[],

@@ -527,12 +527,14 @@ impl RecordReader {
     }
 
     /// Returns the next record or event, blocking; `None` once every channel ended.
+    #[inline]
     pub fn next_item(&mut self) -> Result<Option<ReaderItem<'_>>, NetworkError> {
         self.next_inner(None)
     }
 
     /// Like [`Self::next_item`], but returns `Ok(None)` after `timeout` without input (check
     /// [`InputGate::is_finished`] to tell the two apart).
+    #[inline]
     pub fn next_timeout(
         &mut self,
         timeout: Duration,
@@ -540,7 +542,28 @@ impl RecordReader {
         self.next_inner(Some(timeout))
     }
 
+    /// Fast path: the next record of the current buffer; otherwise the gate is asked.
+    #[inline(always)]
     fn next_inner(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ReaderItem<'_>>, NetworkError> {
+        if let Some(ch) = self.current {
+            let i = ch as usize;
+            if self.deserializers[i].next_record()? {
+                self.pending_records += 1;
+                return Ok(Some(ReaderItem::Record {
+                    channel: ch,
+                    record: self.deserializers[i].record(),
+                }));
+            }
+            self.current = None;
+        }
+        self.next_from_gate(timeout)
+    }
+
+    #[inline(never)]
+    fn next_from_gate(
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<ReaderItem<'_>>, NetworkError> {

@@ -209,13 +209,16 @@ impl RecordWriter {
         self.check_open()?;
         match self.selector.select(key_hash, self.channels) {
             Selection::One(c) => self.write_to(c, record)?,
-            Selection::All => {
-                for c in 0..self.channels {
-                    self.write_to(c, record)?;
-                }
-            }
+            Selection::All => self.write_to_all(record)?,
         }
         self.after_record()
+    }
+
+    fn write_to_all(&mut self, record: &[u8]) -> Result<(), NetworkError> {
+        for c in 0..self.channels {
+            self.write_to(c, record)?;
+        }
+        Ok(())
     }
 
     /// Emits a record to one specific channel, bypassing the selector.
@@ -244,9 +247,7 @@ impl RecordWriter {
     /// Emits a record to every channel, whatever the selector.
     pub fn broadcast_emit(&mut self, record: &[u8]) -> Result<(), NetworkError> {
         self.check_open()?;
-        for c in 0..self.channels {
-            self.write_to(c, record)?;
-        }
+        self.write_to_all(record)?;
         self.after_record()
     }
 
@@ -265,10 +266,25 @@ impl RecordWriter {
         result
     }
 
-    #[inline]
+    /// Fast path: the record fits the channel's current buffer with room to spare.
+    #[inline(always)]
     fn write_to(&mut self, channel: u32, record: &[u8]) -> Result<(), NetworkError> {
         self.pending_records += 1;
         self.pending_bytes += (record.len() + LENGTH_PREFIX) as u64;
+        if let Some(Some(buf)) = self.current.get_mut(channel as usize) {
+            // The length fits in u32: it is below the segment size.
+            if !self.flush_every_record
+                && buf.try_append_prefixed((record.len() as u32).to_le_bytes(), record)
+            {
+                return Ok(());
+            }
+        }
+        self.write_to_slow(channel, record)
+    }
+
+    /// Rotates buffers (possibly waiting: backpressure), spans records, flushes per record.
+    #[inline(never)]
+    fn write_to_slow(&mut self, channel: u32, record: &[u8]) -> Result<(), NetworkError> {
         let mut sink = Sink {
             partition: &self.partition,
             index: channel,
