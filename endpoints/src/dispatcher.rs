@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use rill_dataflow::{JobGraph, JobId, OperatorRegistry};
 use rill_runtime::{
@@ -39,12 +38,6 @@ pub struct Dispatcher {
     resource_manager: RpcAddress,
     jobs: BTreeMap<JobId, JobEntry>,
     order: Vec<JobId>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Dispatcher {

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use rill_runtime::heartbeat::{HeartbeatListener, HeartbeatTarget};
+use rill_runtime::config::HeartbeatConfig;
+use rill_runtime::heartbeat::{
+    HeartbeatListener, HeartbeatManager, HeartbeatRole, HeartbeatTarget,
+};
 use rill_runtime::{EndpointContext, EndpointHandle, ResourceId, RpcEndpoint, RpcError};
 
 type Send_<O> = Box<dyn Fn(ResourceId, O) -> Result<(), RpcError> + Send + Sync>;
@@ -115,4 +118,26 @@ impl<E: RpcEndpoint, I: Send + 'static, O> HeartbeatListener<I, O> for MailboxLi
     fn retrieve_payload(&self, target: &ResourceId) -> O {
         (self.payload)(target)
     }
+}
+
+/// Starts one side of a heartbeat relation whose events run on `ctx`'s endpoint:
+/// `on_lost` for a timed-out or unreachable `what`, `on_payload` for its payloads, and
+/// `payload` supplying ours.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_heartbeats<E: RpcEndpoint, I: Send + 'static, O: Send + 'static>(
+    ctx: &EndpointContext<'_, E>,
+    own_id: &ResourceId,
+    role: HeartbeatRole,
+    config: &HeartbeatConfig,
+    what: &'static str,
+    on_lost: OnLost<E>,
+    on_payload: OnPayload<E, I>,
+    payload: impl Fn(&ResourceId) -> O + Send + Sync + 'static,
+) -> HeartbeatManager<I, O> {
+    HeartbeatManager::start(
+        own_id.clone(),
+        role,
+        config,
+        MailboxListener::new(ctx.handle(), what, on_lost, on_payload, payload),
+    )
 }

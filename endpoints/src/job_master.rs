@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use rill_dataflow::partitioning::{input_sources, output_targets};
 use rill_dataflow::{JobGraph, JobId, Value, VertexId};
@@ -40,7 +40,7 @@ use rill_runtime::{
 
 use crate::config::{FailoverStrategy, RillConfig};
 use crate::gateways::{dispatcher, job_master, resource_manager, task_executor};
-use crate::heartbeats::{MailboxListener, TellTarget};
+use crate::heartbeats::{start_heartbeats, TellTarget};
 use crate::messages::*;
 use crate::restart::RestartStrategy;
 
@@ -111,12 +111,6 @@ pub struct JobMaster {
     /// Incremented whenever the wait for slots starts afresh.
     slot_epoch: u64,
     slot_timer_armed: bool,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl JobMaster {
@@ -856,29 +850,25 @@ impl RpcEndpoint for JobMaster {
 
     fn on_start(&mut self, ctx: &mut EndpointContext<'_, Self>) {
         let hb = self.s.config.heartbeat.clone();
-        self.heartbeat_tm = Some(HeartbeatManager::start(
-            self.resource_id.clone(),
+        self.heartbeat_tm = Some(start_heartbeats(
+            ctx,
+            &self.resource_id,
             HeartbeatRole::Sender,
             &hb,
-            MailboxListener::new(
-                ctx.handle(),
-                "TaskExecutor",
-                Self::task_executor_lost,
-                Self::on_heartbeat_payload,
-                |_| (),
-            ),
+            "TaskExecutor",
+            Self::task_executor_lost,
+            Self::on_heartbeat_payload,
+            |_| (),
         ));
-        self.heartbeat_rm = Some(HeartbeatManager::start(
-            self.resource_id.clone(),
+        self.heartbeat_rm = Some(start_heartbeats(
+            ctx,
+            &self.resource_id,
             HeartbeatRole::Receiver,
             &hb,
-            MailboxListener::new(
-                ctx.handle(),
-                "ResourceManager",
-                Self::resource_manager_lost,
-                |_, _, _, ()| {},
-                |_| (),
-            ),
+            "ResourceManager",
+            Self::resource_manager_lost,
+            |_, _, _, ()| {},
+            |_| (),
         ));
         let rpc = self.s.rpc.clone();
         let address = self.s.dispatcher.clone();

@@ -426,3 +426,10 @@ pub struct TaskManagerInfo {
     /// Slots not allocated to any job.
     pub slots_free: u32,
 }
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -23,7 +23,7 @@ use rill_runtime::{
 
 use crate::config::RillConfig;
 use crate::gateways::{job_master, resource_manager, task_executor};
-use crate::heartbeats::{MailboxListener, TellTarget};
+use crate::heartbeats::{start_heartbeats, TellTarget};
 use crate::messages::*;
 use crate::slot_manager::{JobRequirement, SlotManager};
 
@@ -218,29 +218,25 @@ impl RpcEndpoint for ResourceManager {
 
     fn on_start(&mut self, ctx: &mut EndpointContext<'_, Self>) {
         let hb = self.config.heartbeat.clone();
-        self.heartbeat_te = Some(HeartbeatManager::start(
-            self.resource_id.clone(),
+        self.heartbeat_te = Some(start_heartbeats(
+            ctx,
+            &self.resource_id,
             HeartbeatRole::Sender,
             &hb,
-            MailboxListener::new(
-                ctx.handle(),
-                "TaskExecutor",
-                Self::remove_task_executor,
-                Self::on_slot_report,
-                |_| (),
-            ),
+            "TaskExecutor",
+            Self::remove_task_executor,
+            Self::on_slot_report,
+            |_| (),
         ));
-        self.heartbeat_jm = Some(HeartbeatManager::start(
-            self.resource_id.clone(),
+        self.heartbeat_jm = Some(start_heartbeats(
+            ctx,
+            &self.resource_id,
             HeartbeatRole::Sender,
             &hb,
-            MailboxListener::new(
-                ctx.handle(),
-                "JobMaster",
-                Self::job_master_lost,
-                |_, _, _, ()| {},
-                |_| (),
-            ),
+            "JobMaster",
+            Self::job_master_lost,
+            |_, _, _, ()| {},
+            |_| (),
         ));
     }
 

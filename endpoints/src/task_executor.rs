@@ -45,7 +45,7 @@ use rill_runtime::{
 
 use crate::config::RillConfig;
 use crate::gateways::{job_master, resource_manager, task_executor};
-use crate::heartbeats::{MailboxListener, TellTarget};
+use crate::heartbeats::{start_heartbeats, TellTarget};
 use crate::messages::*;
 
 /// What a TaskExecutor is started with.
@@ -620,32 +620,28 @@ impl RpcEndpoint for TaskExecutor {
     type Protocol = task_executor::Protocol;
 
     fn on_start(&mut self, ctx: &mut EndpointContext<'_, Self>) {
-        let hb = &self.s.config.heartbeat;
+        let hb = self.s.config.heartbeat.clone();
         let report = self.slot_report.clone();
-        self.heartbeat_rm = Some(HeartbeatManager::start(
-            self.s.resource_id.clone(),
+        self.heartbeat_rm = Some(start_heartbeats(
+            ctx,
+            &self.s.resource_id,
             HeartbeatRole::Receiver,
-            hb,
-            MailboxListener::new(
-                ctx.handle(),
-                "ResourceManager",
-                Self::resource_manager_lost,
-                |_, _, _, ()| {},
-                move |_| report.lock().clone(),
-            ),
+            &hb,
+            "ResourceManager",
+            Self::resource_manager_lost,
+            |_, _, _, ()| {},
+            move |_| report.lock().clone(),
         ));
         let counters = self.counters.clone();
-        self.heartbeat_jm = Some(HeartbeatManager::start(
-            self.s.resource_id.clone(),
+        self.heartbeat_jm = Some(start_heartbeats(
+            ctx,
+            &self.s.resource_id,
             HeartbeatRole::Receiver,
-            hb,
-            MailboxListener::new(
-                ctx.handle(),
-                "JobMaster",
-                Self::job_master_lost,
-                |_, _, _, ()| {},
-                move |_| Self::heartbeat_payload(&counters),
-            ),
+            &hb,
+            "JobMaster",
+            Self::job_master_lost,
+            |_, _, _, ()| {},
+            move |_| Self::heartbeat_payload(&counters),
         ));
         tracing::info!(
             task_executor = %self.s.resource_id,
