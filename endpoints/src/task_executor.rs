@@ -89,6 +89,9 @@ struct RunningTask {
     handle: TaskHandle,
     /// The task's output partitions.
     partitions: Vec<PartitionId>,
+    /// Cancellation was requested: a failure while it takes effect (e.g. an upstream
+    /// partition released by the same cancellation) is reported as CANCELED.
+    cancel_requested: bool,
 }
 
 type TaskCounters = Arc<Mutex<BTreeMap<ExecutionAttemptId, Arc<TaskIoMetrics>>>>;
@@ -284,7 +287,12 @@ impl TaskExecutor {
         else {
             return;
         };
-        for task in self.tasks.values().filter(|t| t.allocation == allocation) {
+        for task in self
+            .tasks
+            .values_mut()
+            .filter(|t| t.allocation == allocation)
+        {
+            task.cancel_requested = true;
             task.handle.cancel();
         }
         for p in self.partitions.remove(&allocation).unwrap_or_default() {
@@ -530,6 +538,7 @@ impl TaskExecutor {
                 allocation: tdd.allocation,
                 handle,
                 partitions: io.partitions.clone(),
+                cancel_requested: false,
             },
         );
         let _ = gateway.update_task_execution_state(TaskExecutionStateUpdate {
@@ -550,6 +559,10 @@ impl TaskExecutor {
         let Some(task) = self.tasks.remove(&execution) else {
             return;
         };
+        let (state, error) = match state {
+            ExecutionState::Failed if task.cancel_requested => (ExecutionState::Canceled, None),
+            other => (other, error),
+        };
         let io = self
             .counters
             .lock()
@@ -568,7 +581,6 @@ impl TaskExecutor {
                 io,
             });
         }
-        let _ = task.handle;
     }
 
     fn forward_collect(&mut self, job: JobId, id: String, subtask: u32, values: Vec<Value>) {
@@ -745,7 +757,8 @@ impl task_executor::Handler for TaskExecutor {
         _ctx: &mut EndpointContext<'_, Self>,
         execution: ExecutionAttemptId,
     ) -> Reply<ClusterResult<()>> {
-        if let Some(t) = self.tasks.get(&execution) {
+        if let Some(t) = self.tasks.get_mut(&execution) {
+            t.cancel_requested = true;
             t.handle.cancel();
             // A canceled task's output is discarded; releasing it now also wakes the
             // task if it is blocked on backpressure (e.g. towards a consumer on a dead
