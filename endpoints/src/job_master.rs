@@ -531,7 +531,17 @@ impl JobMaster {
         cause: String,
     ) {
         match self.status {
-            JobStatus::Cancelling | JobStatus::Failing => {
+            JobStatus::Cancelling => {
+                self.check_completion(ctx);
+                return;
+            }
+            JobStatus::Failing => {
+                if self.failure.as_deref().is_some_and(is_knock_on) && !is_knock_on(&cause) {
+                    self.failure = Some(format!(
+                        "{cause} (no restart: {})",
+                        self.strategy.describe()
+                    ));
+                }
                 self.check_completion(ctx);
                 return;
             }
@@ -556,6 +566,9 @@ impl JobMaster {
             };
         if self.status == JobStatus::Restarting && affected.is_subset(&self.to_deploy) {
             tracing::debug!(job = %self.job_id(), %cause, "failure while already restarting");
+            if self.failure.as_deref().is_some_and(is_knock_on) && !is_knock_on(&cause) {
+                self.failure = Some(cause);
+            }
             self.check_completion(ctx);
             return;
         }
@@ -761,12 +774,14 @@ impl JobMaster {
                 let vertex = &self.job.vertices[v.0 as usize];
                 let mut states = BTreeMap::new();
                 let mut locations = Vec::new();
+                let mut attempts = Vec::new();
                 let (mut records_in, mut records_out) = (0, 0);
                 for k in 0..vertex.parallelism {
                     let e = self.executions.get(&(*v, k));
                     let state = e.map_or(ExecutionState::Created, |e| e.state);
                     *states.entry(state).or_insert(0) += 1;
                     locations.push(e.and_then(|e| e.task_executor.clone()));
+                    attempts.push(e.map_or(0, |e| e.attempt));
                     if let Some(e) = e {
                         records_in += e.counters.records_in;
                         records_out += e.counters.records_out;
@@ -780,6 +795,7 @@ impl JobMaster {
                     records_in,
                     records_out,
                     locations,
+                    attempts,
                 }
             })
             .collect();
@@ -816,6 +832,13 @@ impl JobMaster {
             }
         }
     }
+}
+
+/// Whether a failure cause is only the consequence of another failure (a task reading a
+/// partition that its failed or canceled producer released). The root cause, when it
+/// arrives, replaces such a cause as the job's reported failure.
+fn is_knock_on(cause: &str) -> bool {
+    cause.contains("was released")
 }
 
 /// The connected components of the job graph, as a region index per vertex.
@@ -1003,6 +1026,20 @@ impl job_master::Handler for JobMaster {
             }
             ExecutionState::Canceled if e.state != ExecutionState::Canceling => {
                 self.task_failed(ctx, update.execution, "canceled unexpectedly".into());
+            }
+            ExecutionState::Running if e.state == ExecutionState::Canceling => {
+                // The cancel overtook the deployment (it found no task): cancel again
+                // now that the task exists.
+                let tm = e
+                    .task_executor
+                    .as_ref()
+                    .and_then(|te| self.task_managers.get(te));
+                if let Some(tm) = tm {
+                    let (gw, id) = (tm.gateway.clone(), e.id);
+                    ctx.spawn(async move {
+                        let _ = gw.cancel_task(id).await;
+                    });
+                }
             }
             state => {
                 e.state = state;

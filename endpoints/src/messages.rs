@@ -386,6 +386,8 @@ pub struct VertexDetails {
     pub records_out: u64,
     /// Where each subtask runs (`None` while not deployed).
     pub locations: Vec<Option<ResourceId>>,
+    /// Each subtask's current attempt number (0 until it is restarted).
+    pub attempts: Vec<u32>,
 }
 
 /// `rill status`: a job and its vertices.

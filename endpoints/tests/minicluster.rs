@@ -221,3 +221,79 @@ async fn bad_submissions_get_clear_errors() {
     .await;
     f.stop().await;
 }
+
+/// Two disconnected pipelines: one fails on every attempt (its input file is missing),
+/// the other runs until the job ends.
+fn two_pipelines() -> JobGraph {
+    use rill_dataflow::builtins;
+    let env = rill_dataflow::StreamExecutionEnvironment::new();
+    env.set_parallelism(1);
+    env.add_source(builtins::file_lines("/nonexistent/rill-test-input"))
+        .name("Source: missing file")
+        .rebalance()
+        .sink(builtins::blackhole())
+        .name("Sink: a");
+    env.add_source(builtins::datagen(rill_dataflow::builtins::DatagenConfig {
+        rows: None,
+        rate: Some(1000.0),
+        ..Default::default()
+    }))
+    .name("Source: healthy")
+    .rebalance()
+    .sink(builtins::blackhole())
+    .name("Sink: b");
+    env.job_graph("two pipelines").unwrap()
+}
+
+async fn attempts_after_restarts(failover: &str) -> (Vec<u32>, Vec<u32>) {
+    let failover = failover.to_string();
+    let f = start(1, 2, false, move |c| {
+        c.restart_strategy.kind = rill_endpoints::config::RestartStrategyType::FixedDelay;
+        c.restart_strategy.fixed_delay.attempts = 2;
+        c.restart_strategy.fixed_delay.delay = Duration::from_millis(50);
+        c.jobmanager.execution.failover_strategy = if failover == "full" {
+            rill_endpoints::config::FailoverStrategy::Full
+        } else {
+            rill_endpoints::config::FailoverStrategy::Region
+        };
+    })
+    .await;
+    let id = f
+        .dispatcher
+        .submit_job(two_pipelines())
+        .await
+        .unwrap()
+        .unwrap();
+    f.wait_for(id, JobStatus::is_terminal).await;
+    let details = f.dispatcher.job_details(id).await.unwrap().unwrap();
+    assert_eq!(details.overview.status, JobStatus::Failed);
+    assert_eq!(details.restarts, 2);
+    // The root cause, not the knock-on failure of the sink whose producer went away.
+    let failure = details.failure.clone().unwrap();
+    assert!(failure.contains("rill-test-input"), "{failure}");
+    let of = |prefix: &str| -> Vec<u32> {
+        details
+            .vertices
+            .iter()
+            .filter(|v| v.name.contains(prefix))
+            .flat_map(|v| v.attempts.clone())
+            .collect()
+    };
+    let result = (of("missing file"), of("healthy"));
+    f.stop().await;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn region_failover_restarts_only_the_failed_pipeline() {
+    let (failing, healthy) = attempts_after_restarts("region").await;
+    assert_eq!(failing, [2], "the failing region ran three attempts");
+    assert_eq!(healthy, [0], "the healthy region was never restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_failover_restarts_every_task() {
+    let (failing, healthy) = attempts_after_restarts("full").await;
+    assert_eq!(failing, [2]);
+    assert_eq!(healthy, [2]);
+}
