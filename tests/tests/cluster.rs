@@ -141,6 +141,42 @@ fn start_unbounded(addr: SocketAddr, parallelism: u32) -> JobId {
     job_id_of(&stdout)
 }
 
+/// A JobManager (with `defines`) and two TaskManagers of `slots` slots each, running an
+/// unbounded keyed-sum with parallelism 2 submitted through `rill run --detached`.
+struct RunningJob {
+    _jm: Proc,
+    addr: SocketAddr,
+    tm1: Proc,
+    id1: String,
+    _tm2: Proc,
+    rt: tokio::runtime::Runtime,
+    client: AdminClient,
+    job: JobId,
+}
+
+fn running_unbounded_job(defines: &[&str], slots: u32) -> RunningJob {
+    let (jm, addr) = jobmanager(defines);
+    let (tm1, id1) = taskmanager(addr, slots, &[]);
+    let (tm2, _) = taskmanager(addr, slots, &[]);
+    let rt = runtime();
+    let client = rt.block_on(admin(addr));
+    rt.block_on(client.wait_for_slots(2 * slots, LONG)).unwrap();
+    let job = start_unbounded(addr, 2);
+    rt.block_on(eventually("job running", LONG, || async {
+        client.job_details(job).await.ok().filter(all_running)
+    }));
+    RunningJob {
+        _jm: jm,
+        addr,
+        tm1,
+        id1,
+        _tm2: tm2,
+        rt,
+        client,
+        job,
+    }
+}
+
 #[test]
 fn a_killed_taskmanager_is_replaced_and_the_job_runs_again_then_cancel_frees_the_slots() {
     let defines = [
@@ -148,16 +184,17 @@ fn a_killed_taskmanager_is_replaced_and_the_job_runs_again_then_cancel_frees_the
         "restart-strategy.fixed-delay.attempts=5",
         "restart-strategy.fixed-delay.delay=200ms",
     ];
-    let (_jm, addr) = jobmanager(&defines);
-    let (mut tm1, id1) = taskmanager(addr, 2, &[]);
-    let (_tm2, _) = taskmanager(addr, 2, &[]);
-    let rt = runtime();
-    let client = rt.block_on(admin(addr));
-    rt.block_on(client.wait_for_slots(4, LONG)).unwrap();
-    let job = start_unbounded(addr, 2);
-    rt.block_on(eventually("job running", LONG, || async {
-        client.job_details(job).await.ok().filter(all_running)
-    }));
+    let RunningJob {
+        addr,
+        mut tm1,
+        id1,
+        rt,
+        client,
+        job,
+        // Bound, not `..`: unbound fields would be dropped (the processes killed) here.
+        _jm: _keep_jm,
+        _tm2: _keep_tm2,
+    } = running_unbounded_job(&defines, 2);
     let details = rt.block_on(client.job_details(job)).unwrap();
     assert!(
         details
@@ -208,16 +245,17 @@ fn a_killed_taskmanager_is_replaced_and_the_job_runs_again_then_cancel_frees_the
 
 #[test]
 fn without_restarts_a_killed_taskmanager_fails_the_job_naming_it() {
-    let (_jm, addr) = jobmanager(&["restart-strategy.type=none"]);
-    let (mut tm1, id1) = taskmanager(addr, 1, &[]);
-    let (_tm2, _) = taskmanager(addr, 1, &[]);
-    let rt = runtime();
-    let client = rt.block_on(admin(addr));
-    rt.block_on(client.wait_for_slots(2, LONG)).unwrap();
-    let job = start_unbounded(addr, 2);
-    rt.block_on(eventually("job running", LONG, || async {
-        client.job_details(job).await.ok().filter(all_running)
-    }));
+    let RunningJob {
+        addr,
+        mut tm1,
+        id1,
+        rt,
+        client,
+        job,
+        // Bound, not `..`: unbound fields would be dropped (the processes killed) here.
+        _jm: _keep_jm,
+        _tm2: _keep_tm2,
+    } = running_unbounded_job(&["restart-strategy.type=none"], 1);
     tm1.kill();
     let result = rt.block_on(eventually("job failed", LONG, || async {
         client.job_result(job).await.ok()
