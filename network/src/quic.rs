@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::FutureExt;
 use parking_lot::Mutex;
 use quinn::{RecvStream, SendStream, VarInt};
 use rill_runtime::security::{self, ClusterSecret};
@@ -63,6 +64,8 @@ const CANCELLED_CODE: u32 = 0x11;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Buffers gathered into one QUIC write.
 const WRITE_BATCH: usize = 16;
+/// QUIC frames taken from a stream in one read once it is readable.
+const READ_BATCH: usize = 32;
 
 /// Transport parameters sized so that credit, not QUIC flow control, limits a channel.
 pub fn transport_config(config: &NetworkConfig) -> quinn::TransportConfig {
@@ -78,6 +81,11 @@ pub fn transport_config(config: &NetworkConfig) -> quinn::TransportConfig {
         .send_window(connection_window)
         .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_connection))
         .max_concurrent_uni_streams(VarInt::from_u32(0))
+        // Credit already bounds what each channel may have in flight, so round-robin
+        // between streams buys no fairness; it only splits every buffer into frames
+        // interleaved with other channels' frames, which costs the receiver a wake-up per
+        // frame (measured: ≈ 25 % more CPU per record at 100 channels).
+        .send_fairness(false)
         .keep_alive_interval(Some(Duration::from_secs(5)))
         .max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
     t
@@ -116,7 +124,7 @@ impl QuicTransport {
             .map_err(|e| NetworkError::config(format!("data-plane TLS: {e}")))?;
         let client = security::quic_client_config(DATA_ALPN, transport)
             .map_err(|e| NetworkError::config(format!("data-plane TLS: {e}")))?;
-        let mut endpoint = quinn::Endpoint::server(server, bind)
+        let mut endpoint = security::quic_endpoint(Some(server), bind)
             .map_err(|e| NetworkError::transport(bind, format!("cannot bind: {e}")))?;
         endpoint.set_default_client_config(client);
         let this = Arc::new(QuicTransport {
@@ -538,6 +546,7 @@ impl ConsumerStream {
         let mut decoder = ProducerDecoder::new(self.segment_size);
         let mut in_flight: Option<InFlight> = None;
         let mut out = Vec::new();
+        let mut chunks: [Bytes; READ_BATCH] = Default::default();
         loop {
             let control = self.inbox.take_control();
             if control.cancel {
@@ -569,9 +578,22 @@ impl ConsumerStream {
                     let Some(chunk) = chunk else {
                         return Err(NetworkError::transport(peer, "producer ended the stream before end of partition"));
                     };
-                    let mut bytes = chunk.bytes;
-                    while let Some(frame) = decoder.decode(&mut bytes)? {
-                        self.on_frame(frame, &mut in_flight)?;
+                    self.on_bytes(chunk.bytes, &mut decoder, &mut in_flight)?;
+                    // Take whatever else has arrived without another trip through the
+                    // select: a 32 KiB buffer arrives as a few dozen QUIC frames.
+                    while !self.credit.is_closed() && self.credit.poll_timeout().is_none() {
+                        let Some(more) = recv.read_chunks(&mut chunks).now_or_never() else {
+                            break;
+                        };
+                        let n = more.map_err(|e| NetworkError::transport(peer, e))?.ok_or_else(|| {
+                            NetworkError::transport(peer, "producer ended the stream before end of partition")
+                        })?;
+                        for bytes in &mut chunks[..n] {
+                            self.on_bytes(std::mem::take(bytes), &mut decoder, &mut in_flight)?;
+                        }
+                        if n < chunks.len() {
+                            break;
+                        }
                     }
                 }
                 b = self.inbox.exclusive_pool.request() => self.credit.add_exclusive(b?),
@@ -579,6 +601,18 @@ impl ConsumerStream {
                 _ = self.inbox.control_notify.notified() => {}
             }
         }
+    }
+
+    fn on_bytes(
+        &mut self,
+        mut bytes: Bytes,
+        decoder: &mut ProducerDecoder,
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<(), NetworkError> {
+        while let Some(frame) = decoder.decode(&mut bytes)? {
+            self.on_frame(frame, in_flight)?;
+        }
+        Ok(())
     }
 
     fn on_frame(

@@ -56,6 +56,13 @@ pub const AUTH_FAILED_CODE: u32 = 0x5241;
 /// Upper bound for the whole authentication exchange.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Kernel send and receive buffer asked for every QUIC endpoint's UDP socket. Linux
+/// defaults to about 208 KiB, which a burst of full congestion windows overflows on a fast
+/// path (loopback, LAN): every datagram dropped there costs a retransmission and a
+/// congestion-window cut. The kernel caps the request at `net.core.rmem_max` /
+/// `net.core.wmem_max`.
+pub const UDP_SOCKET_BUFFER: usize = 4 << 20;
+
 const MAGIC: &[u8; 8] = b"RILLAUTH";
 const AUTH_VERSION: u32 = 1;
 const EXPORT_LABEL: &[u8] = b"rill-auth-v1";
@@ -235,6 +242,23 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Binds a QUIC endpoint on `bind` (serving with `server` if given) whose UDP socket asks
+/// for [`UDP_SOCKET_BUFFER`] bytes of kernel buffer each way. Must be called inside a
+/// tokio runtime.
+pub fn quic_endpoint(
+    server: Option<quinn::ServerConfig>,
+    bind: std::net::SocketAddr,
+) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: a smaller buffer than asked only costs throughput.
+    let _ = sock.set_recv_buffer_size(UDP_SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_SOCKET_BUFFER);
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime (tokio) for the QUIC endpoint"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
 }
 
 /// Builds a QUIC server configuration with a fresh self-signed certificate.

@@ -181,9 +181,11 @@ impl RpcService {
         let server = quic_server_config(RPC_ALPN, transport.clone())?;
         let mut endpoint = {
             let _guard = runtime.enter();
-            quinn::Endpoint::server(server, config.bind).map_err(|source| ServiceError::Bind {
-                bind: config.bind,
-                source,
+            crate::security::quic_endpoint(Some(server), config.bind).map_err(|source| {
+                ServiceError::Bind {
+                    bind: config.bind,
+                    source,
+                }
             })?
         };
         endpoint.set_default_client_config(quic_client_config(RPC_ALPN, transport)?);

@@ -13,7 +13,13 @@
 //! as the network pools' peak allocation (bounded by the configured network memory) and
 //! the process's peak RSS.
 //!
-//! Usage: `cargo run --release -p rill-benches --bin network_throughput -- [--records N] [--channels 100|1000] [--mode local|remote]`
+//! Usage: `cargo run --release -p rill-benches --bin network_throughput -- [--records N] [--channels 100|1000] [--mode local|remote] [--rounds N] [--no-baseline]`
+//!
+//! Every case runs `--rounds` times (default 3) and prints the median, with the range of
+//! records/ms in brackets.
+//!
+//! Each case also prints the CPU time the whole process spent on it per record (user +
+//! system, all threads): steadier than wall rates on a shared machine.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +44,7 @@ struct Case {
 
 struct Outcome {
     records_per_ms: f64,
+    cpu_ns_per_record: f64,
     bytes_per_s: f64,
     peak_network_bytes: u64,
     configured_bytes: u64,
@@ -56,6 +63,27 @@ fn config(channels: u32, flush: Duration) -> NetworkConfig {
         buffer_timeout: BufferTimeout::from_duration(flush),
         ..base
     }
+}
+
+/// CPU time (user + system, all threads) this process has used so far, from
+/// `/proc/self/stat` (clock ticks of 10 ms).
+fn process_cpu() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1.to_owned();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -141,6 +169,7 @@ fn run_case(
     let gate = builder.build();
 
     let per_writer = records / u64::from(WRITERS);
+    let cpu_start = process_cpu();
     let start = Instant::now();
     let writers: Vec<_> = partitions
         .iter()
@@ -189,6 +218,7 @@ fn run_case(
         .join()
         .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     let elapsed = start.elapsed();
+    let cpu = process_cpu().saturating_sub(cpu_start);
     let expected = per_writer * u64::from(WRITERS);
     if n != expected
         || sum != u64::from(WRITERS) * (per_writer * (per_writer.saturating_sub(1)) / 2)
@@ -209,6 +239,7 @@ fn run_case(
     drop(partitions);
     Ok(Outcome {
         records_per_ms: n as f64 / (elapsed.as_secs_f64() * 1000.0),
+        cpu_ns_per_record: cpu.as_nanos() as f64 / n as f64,
         bytes_per_s: bytes as f64 / elapsed.as_secs_f64(),
         peak_network_bytes: peak_segments as u64 * u64::from(SEGMENT),
         configured_bytes: configured,
@@ -216,16 +247,17 @@ fn run_case(
 }
 
 /// Raw quinn over loopback: `streams` streams writing `total` bytes in 32 KiB chunks.
-fn raw_quinn(rt: &tokio::runtime::Runtime, total: u64, streams: u32) -> Result<f64> {
+/// Returns bytes/s and CPU nanoseconds per byte.
+fn raw_quinn(rt: &tokio::runtime::Runtime, total: u64, streams: u32) -> Result<(f64, f64)> {
     rt.block_on(async {
         let cfg = config(100, Duration::from_millis(100));
         let transport = Arc::new(rill_network::quic::transport_config(&cfg));
         let server_cfg =
             security::quic_server_config(rill_network::quic::DATA_ALPN, transport.clone())?;
         let client_cfg = security::quic_client_config(rill_network::quic::DATA_ALPN, transport)?;
-        let server = quinn::Endpoint::server(server_cfg, "127.0.0.1:0".parse()?)?;
+        let server = security::quic_endpoint(Some(server_cfg), "127.0.0.1:0".parse()?)?;
         let addr = server.local_addr()?;
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let mut client = security::quic_endpoint(None, "127.0.0.1:0".parse()?)?;
         client.set_default_client_config(client_cfg);
         let per_stream = total / u64::from(streams);
         let sink = tokio::spawn(async move {
@@ -250,6 +282,7 @@ fn raw_quinn(rt: &tokio::runtime::Runtime, total: u64, streams: u32) -> Result<f
         });
         let conn = client.connect(addr, security::SERVER_NAME)?.await?;
         let chunk = Bytes::from(vec![7u8; SEGMENT as usize]);
+        let cpu_start = process_cpu();
         let start = Instant::now();
         let mut writers = Vec::new();
         for _ in 0..streams {
@@ -271,7 +304,11 @@ fn raw_quinn(rt: &tokio::runtime::Runtime, total: u64, streams: u32) -> Result<f
         }
         let (n, _server_conn) = sink.await??;
         let elapsed = start.elapsed();
-        Ok(n as f64 / elapsed.as_secs_f64())
+        let cpu = process_cpu().saturating_sub(cpu_start);
+        Ok((
+            n as f64 / elapsed.as_secs_f64(),
+            cpu.as_nanos() as f64 / n as f64,
+        ))
     })
 }
 
@@ -279,6 +316,8 @@ fn main() -> Result<()> {
     let mut records: u64 = 5_000_000;
     let mut only_channels: Option<u32> = None;
     let mut only_mode: Option<bool> = None;
+    let mut baseline = true;
+    let mut rounds: usize = 3;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -297,8 +336,15 @@ fn main() -> Result<()> {
                     _ => bail!("--mode local|remote"),
                 })
             }
+            "--no-baseline" => baseline = false,
+            "--rounds" => {
+                rounds = args.next().context("--rounds needs a value")?.parse()?;
+                if rounds == 0 {
+                    bail!("--rounds must be at least 1");
+                }
+            }
             "--bench" => {}
-            other => bail!("unknown argument {other}; usage: network_throughput [--records N] [--channels 100|1000] [--mode local|remote]"),
+            other => bail!("unknown argument {other}; usage: network_throughput [--records N] [--channels 100|1000] [--mode local|remote] [--rounds N] [--no-baseline]"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -326,18 +372,10 @@ fn main() -> Result<()> {
         SEGMENT / 1024
     );
     // Raw quinn over the same loopback, same transport configuration, same payload volume
-    // (each record is 12 bytes on the wire: 4-byte length + 8-byte long).
-    // Only the remote cases compare against it: skipped for `--mode local`.
-    let raw = if only_mode == Some(false) {
-        f64::NAN
-    } else {
-        let raw = raw_quinn(&rt, (records * 12).max(64 << 20), WRITERS)?;
-        println!(
-            "raw quinn baseline (4 streams, 32 KiB writes): {:.1} MB/s",
-            raw / 1e6
-        );
-        raw
-    };
+    // (each record is 12 bytes on the wire: 4-byte length + 8-byte long). Only the remote
+    // cases compare against it, each measured round right after a raw round, so that both
+    // see the same machine; the ratio is of the medians.
+    let raw_bytes = (records * 12).max(64 << 20);
     for (name, case) in &cases {
         if only_channels.is_some_and(|c| c != case.channels) {
             continue;
@@ -346,24 +384,48 @@ fn main() -> Result<()> {
             if only_mode.is_some_and(|m| m != remote) {
                 continue;
             }
-            // One warm-up run at a tenth of the size, then the measured run.
+            // One warm-up run at a tenth of the size, then the measured rounds.
             let mut s = setup(case, remote, &rt)?;
             run_case(&mut s, case, (records / 10).max(10_000), &rt)?;
-            let o = run_case(&mut s, case, records, &rt)?;
+            let mut outcomes = Vec::new();
+            let mut raws = Vec::new();
+            for _ in 0..rounds {
+                if remote && baseline {
+                    raws.push(raw_quinn(&rt, raw_bytes, WRITERS)?);
+                }
+                outcomes.push(run_case(&mut s, case, records, &rt)?);
+            }
+            let rate = median(outcomes.iter().map(|o| o.records_per_ms));
+            let bytes = median(outcomes.iter().map(|o| o.bytes_per_s));
+            let cpu = median(outcomes.iter().map(|o| o.cpu_ns_per_record));
+            let (lo, hi) = outcomes.iter().fold((f64::MAX, 0f64), |(lo, hi), o| {
+                (lo.min(o.records_per_ms), hi.max(o.records_per_ms))
+            });
+            let peak = outcomes
+                .iter()
+                .map(|o| o.peak_network_bytes)
+                .max()
+                .unwrap_or(0);
+            let configured = outcomes[0].configured_bytes;
             let mode = if remote { "remote" } else { "local " };
             print!(
-                "{name:<28} {mode}: {:>9.0} records/ms, {:>7.1} MB/s",
-                o.records_per_ms,
-                o.bytes_per_s / 1e6
+                "{name:<28} {mode}: {rate:>9.0} records/ms ({lo:.0}–{hi:.0}), {:>7.1} MB/s, {cpu:>4.0} ns CPU/record",
+                bytes / 1e6,
             );
-            if remote {
-                print!(", {:>5.1}% of raw quinn", 100.0 * o.bytes_per_s / raw);
+            if !raws.is_empty() {
+                let raw = median(raws.iter().map(|r| r.0));
+                let raw_cpu = median(raws.iter().map(|r| r.1 * 12.0));
+                print!(
+                    "; raw quinn {:.1} MB/s, {raw_cpu:.0} ns CPU per 12 bytes → {:.1}% of raw quinn",
+                    raw / 1e6,
+                    100.0 * bytes / raw
+                );
             }
             println!(
-                ", peak network memory {:.1} of {:.1} MiB configured{}",
-                o.peak_network_bytes as f64 / 1048576.0,
-                o.configured_bytes as f64 / 1048576.0,
-                if o.peak_network_bytes <= o.configured_bytes {
+                "; peak network memory {:.1} of {:.1} MiB configured{}",
+                peak as f64 / 1048576.0,
+                configured as f64 / 1048576.0,
+                if peak <= configured {
                     ""
                 } else {
                     " (EXCEEDED)"
