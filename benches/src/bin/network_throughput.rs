@@ -384,9 +384,10 @@ fn main() -> Result<()> {
             if only_mode.is_some_and(|m| m != remote) {
                 continue;
             }
-            // One warm-up run at a tenth of the size, then the measured rounds.
+            // One full-size warm-up run (it also touches the pool segments the measured
+            // rounds reuse, as a long-running TaskManager does), then the measured rounds.
             let mut s = setup(case, remote, &rt)?;
-            run_case(&mut s, case, (records / 10).max(10_000), &rt)?;
+            run_case(&mut s, case, records, &rt)?;
             let mut outcomes = Vec::new();
             let mut raws = Vec::new();
             for _ in 0..rounds {
