@@ -10,11 +10,22 @@ use parking_lot::Mutex;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
+const MIN_PRUNE: usize = 64;
+
 /// A group of tasks that live and die with their owner.
 #[derive(Debug)]
 pub struct TaskSet {
     runtime: tokio::runtime::Handle,
-    handles: Mutex<Vec<AbortHandle>>,
+    handles: Mutex<Handles>,
+}
+
+#[derive(Debug, Default)]
+struct Handles {
+    live: Vec<AbortHandle>,
+    /// Finished tasks are pruned when `live` reaches this length, which then becomes
+    /// twice what survived: amortized O(1) per spawn, where pruning at every spawn cost
+    /// O(n) (a data plane with 4,000 channels spawns 8,000 tasks).
+    prune_at: usize,
 }
 
 impl TaskSet {
@@ -22,7 +33,10 @@ impl TaskSet {
     pub fn new(runtime: tokio::runtime::Handle) -> Self {
         TaskSet {
             runtime,
-            handles: Mutex::new(Vec::new()),
+            handles: Mutex::new(Handles {
+                live: Vec::new(),
+                prune_at: MIN_PRUNE,
+            }),
         }
     }
 
@@ -31,8 +45,11 @@ impl TaskSet {
         let span = tracing::debug_span!("task", name);
         let handle = self.runtime.spawn(future.instrument(span));
         let mut handles = self.handles.lock();
-        handles.retain(|h| !h.is_finished());
-        handles.push(handle.abort_handle());
+        if handles.live.len() >= handles.prune_at {
+            handles.live.retain(|h| !h.is_finished());
+            handles.prune_at = (2 * handles.live.len()).max(MIN_PRUNE);
+        }
+        handles.live.push(handle.abort_handle());
     }
 
     /// The runtime tasks are spawned on.
@@ -42,7 +59,7 @@ impl TaskSet {
 
     /// Aborts every task still running.
     pub fn shutdown(&self) {
-        for handle in self.handles.lock().drain(..) {
+        for handle in self.handles.lock().live.drain(..) {
             handle.abort();
         }
     }
@@ -51,5 +68,34 @@ impl TaskSet {
 impl Drop for TaskSet {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn finished_tasks_are_pruned_and_running_ones_aborted_on_shutdown() {
+        let set = TaskSet::new(tokio::runtime::Handle::current());
+        for _ in 0..1000 {
+            set.spawn("short", async {});
+            tokio::task::yield_now().await;
+        }
+        // Finished tasks do not pile up: pruning keeps the list within twice the survivors.
+        assert!(
+            set.handles.lock().live.len() <= MIN_PRUNE,
+            "{}",
+            set.handles.lock().live.len()
+        );
+
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        set.spawn("forever", async move {
+            let _tx = tx;
+            std::future::pending::<()>().await;
+        });
+        set.shutdown();
+        // The aborted task dropped its sender.
+        assert!(rx.await.is_err());
     }
 }
