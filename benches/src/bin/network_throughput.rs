@@ -380,6 +380,9 @@ fn main() -> Result<()> {
         if only_channels.is_some_and(|c| c != case.channels) {
             continue;
         }
+        // The local run's CPU per record: what serializing, handing over and deserializing
+        // cost without a network (used for the remote case's ceiling below).
+        let mut local_cpu: Option<f64> = None;
         for remote in [false, true] {
             if only_mode.is_some_and(|m| m != remote) {
                 continue;
@@ -421,6 +424,18 @@ fn main() -> Result<()> {
                     raw / 1e6,
                     100.0 * bytes / raw
                 );
+                // With every core busy, rates follow CPU per record: even a data plane
+                // adding nothing to quinn but the record work measured locally would reach
+                // only raw / (raw + local) of raw quinn's rate.
+                if let Some(local) = local_cpu {
+                    print!(
+                        " (CPU-bound ceiling raw/(raw+local) = {:.0}%)",
+                        100.0 * raw_cpu / (raw_cpu + local)
+                    );
+                }
+            }
+            if !remote {
+                local_cpu = Some(cpu);
             }
             println!(
                 "; peak network memory {:.1} of {:.1} MiB configured{}",
