@@ -2,7 +2,10 @@
 //!
 //! Four writer threads each own a result partition with `channels` subpartitions and emit
 //! 8-byte records round-robin; one receiver thread reads a single input gate holding all
-//! `4 × channels` channels and counts the records. Cases: "100 channels, 100 ms flush"
+//! `4 × channels` channels and counts the records. As in Flink's benchmark, the threads and
+//! channels live across rounds: set-up (partitions, gate, partition requests, a first
+//! record over every channel) is timed once and printed on its own, then a warm-up round
+//! and the measured rounds each send the records and flush. Cases: "100 channels, 100 ms flush"
 //! and "1000 channels, 1 ms flush", each with **local** channels (one process, buffers
 //! handed over without copying) and **remote** channels (two network environments in this
 //! process, talking over loopback QUIC: one connection, one stream per channel).
@@ -130,120 +133,229 @@ fn setup(case: &Case, remote: bool, rt: &tokio::runtime::Runtime) -> Result<Setu
     })
 }
 
-fn run_case(
-    s: &mut Setup,
-    case: &Case,
-    records: u64,
-    rt: &tokio::runtime::Runtime,
-) -> Result<Outcome> {
-    let _guard = rt.enter();
-    let cfg = s.cfg.clone();
-    let remote = s.receiver.is_some();
-    let sender = &s.sender;
-    let receiver = s.receiver.as_ref().unwrap_or(&s.sender);
-    let sender_addr = s.sender_addr;
-    let first = s.next_partition;
-    s.next_partition += u128::from(WRITERS);
-    let partitions: Vec<_> = (0..WRITERS)
-        .map(|w| sender.create_partition(PartitionId(first + u128::from(w)), case.channels))
-        .collect::<Result<_, _>>()?;
-    let in_metrics = Arc::new(TaskIoMetrics::default());
-    let mut builder = receiver.input_gate_builder(in_metrics.clone())?;
-    for w in 0..WRITERS {
-        for c in 0..case.channels {
-            match sender_addr {
-                Some(addr) => {
-                    receiver.add_remote_channel(
-                        &mut builder,
-                        addr,
-                        PartitionId(first + u128::from(w)),
-                        c,
-                    )?;
-                }
-                None => {
-                    builder.add_local(&partitions[w as usize], c)?;
+/// Bytes a record takes on the wire: 4-byte length prefix + 8-byte long.
+const RECORD_WIRE_BYTES: u64 = 12;
+
+enum Command {
+    /// Emit this many records (0, 1, 2, …), then flush.
+    Round(u64),
+    /// Emit one record to every channel, then flush.
+    Broadcast,
+}
+
+/// A writer thread and its command channel.
+type WriterThread = (
+    std::sync::mpsc::Sender<Command>,
+    std::thread::JoinHandle<Result<()>>,
+);
+
+/// The reader thread: records to expect per round in, (count, checksum) per round out.
+struct ReaderThread {
+    go: std::sync::mpsc::Sender<u64>,
+    done: std::sync::mpsc::Receiver<Result<(u64, u64)>>,
+    handle: std::thread::JoinHandle<Result<()>>,
+}
+
+/// Writers, reader and channels of one case, kept alive across rounds like Flink's
+/// benchmark keeps its writer threads and receiver: a round sends records over channels
+/// that are already connected, so set-up is measured once, on its own.
+struct Harness {
+    writers: Vec<WriterThread>,
+    reader: Option<ReaderThread>,
+    partitions: Vec<PartitionId>,
+    remote: bool,
+}
+
+impl Harness {
+    /// Creates partitions, the input gate and the threads; returns once a record has
+    /// crossed every channel, with the time that took (channel set-up).
+    fn start(s: &mut Setup, case: &Case, rt: &tokio::runtime::Runtime) -> Result<(Self, Duration)> {
+        let _guard = rt.enter();
+        let started = Instant::now();
+        let remote = s.receiver.is_some();
+        let sender = &s.sender;
+        let receiver = s.receiver.as_ref().unwrap_or(&s.sender);
+        let first = s.next_partition;
+        s.next_partition += u128::from(WRITERS);
+        let partitions: Vec<_> = (0..WRITERS)
+            .map(|w| sender.create_partition(PartitionId(first + u128::from(w)), case.channels))
+            .collect::<Result<_, _>>()?;
+        let mut builder = receiver.input_gate_builder(Arc::new(TaskIoMetrics::default()))?;
+        for (w, partition) in partitions.iter().enumerate() {
+            for c in 0..case.channels {
+                match s.sender_addr {
+                    Some(addr) => {
+                        receiver.add_remote_channel(&mut builder, addr, partition.id(), c)?;
+                    }
+                    None => {
+                        builder.add_local(&partitions[w], c)?;
+                    }
                 }
             }
         }
-    }
-    let gate = builder.build();
-
-    let per_writer = records / u64::from(WRITERS);
-    let cpu_start = process_cpu();
-    let start = Instant::now();
-    let writers: Vec<_> = partitions
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let p = p.clone();
-            let timeout = cfg.buffer_timeout;
+        let gate = builder.build();
+        let ids = partitions.iter().map(|p| p.id()).collect();
+        let timeout = s.cfg.buffer_timeout;
+        let writers = partitions
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (tx, rx) = std::sync::mpsc::channel::<Command>();
+                let handle = std::thread::Builder::new()
+                    .name(format!("writer-{i}"))
+                    .spawn(move || -> Result<()> {
+                        let mut w = RecordWriter::new(
+                            p,
+                            ChannelSelector::rebalance(i as u64),
+                            timeout,
+                            Arc::new(TaskIoMetrics::default()),
+                            None,
+                        )?;
+                        while let Ok(cmd) = rx.recv() {
+                            match cmd {
+                                Command::Round(n) => {
+                                    for v in 0..n {
+                                        w.emit(&v.to_le_bytes())?;
+                                    }
+                                }
+                                Command::Broadcast => w.broadcast_emit(&0u64.to_le_bytes())?,
+                            }
+                            w.flush_all()?;
+                        }
+                        w.finish()?;
+                        Ok(())
+                    })?;
+                Ok((tx, handle))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<u64>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let reader =
             std::thread::Builder::new()
-                .name(format!("writer-{i}"))
+                .name("receiver".into())
                 .spawn(move || -> Result<()> {
-                    let mut w = RecordWriter::new(
-                        p,
-                        ChannelSelector::rebalance(i as u64),
-                        timeout,
-                        Arc::new(TaskIoMetrics::default()),
-                        None,
-                    )?;
-                    for v in 0..per_writer {
-                        w.emit(&v.to_le_bytes())?;
+                    let mut r = RecordReader::new(gate);
+                    // Each round: count `expected` records and sum them.
+                    while let Ok(expected) = go_rx.recv() {
+                        let (mut n, mut sum) = (0u64, 0u64);
+                        while n < expected {
+                            match r.next_timeout(Duration::from_secs(60))? {
+                                Some(ReaderItem::Record { record, .. }) => {
+                                    n += 1;
+                                    sum = sum.wrapping_add(u64::from_le_bytes(record.try_into()?));
+                                }
+                                Some(ReaderItem::Event { .. }) => {}
+                                None => break,
+                            }
+                        }
+                        if done_tx.send(Ok((n, sum))).is_err() {
+                            return Ok(());
+                        }
                     }
-                    w.finish()?;
+                    // Then drain to the end of every partition.
+                    while r.next_timeout(Duration::from_secs(60))?.is_some() {}
+                    if !r.gate_mut().is_finished() {
+                        bail!("receiver timed out waiting for the end of the partitions");
+                    }
                     Ok(())
-                })
-        })
-        .collect::<Result<_, _>>()?;
-    let reader = std::thread::Builder::new().name("receiver".into()).spawn(
-        move || -> Result<(u64, u64)> {
-            let mut r = RecordReader::new(gate);
-            let (mut n, mut sum) = (0u64, 0u64);
-            while let Some(item) = r.next_timeout(Duration::from_secs(60))? {
-                if let ReaderItem::Record { record, .. } = item {
-                    n += 1;
-                    sum = sum.wrapping_add(u64::from_le_bytes(record.try_into()?));
-                }
-            }
-            if !r.gate_mut().is_finished() {
-                bail!("receiver timed out");
-            }
-            Ok((n, sum))
-        },
-    )?;
-    for w in writers {
-        w.join().map_err(|_| anyhow::anyhow!("writer panicked"))??;
-    }
-    let (n, sum) = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
-    let elapsed = start.elapsed();
-    let cpu = process_cpu().saturating_sub(cpu_start);
-    let expected = per_writer * u64::from(WRITERS);
-    if n != expected
-        || sum != u64::from(WRITERS) * (per_writer * (per_writer.saturating_sub(1)) / 2)
-    {
-        bail!("received {n} records (checksum {sum}), expected {expected}");
-    }
-    let bytes = in_metrics.snapshot(Duration::ZERO).bytes_in;
-    let peak_segments = sender.buffer_pool().peak_allocated_segments()
-        + if remote {
-            receiver.buffer_pool().peak_allocated_segments()
-        } else {
-            0
+                })?;
+        let mut h = Harness {
+            writers,
+            reader: Some(ReaderThread {
+                go: go_tx,
+                done: done_rx,
+                handle: reader,
+            }),
+            partitions: ids,
+            remote,
         };
-    let configured = cfg.memory * if remote { 2 } else { 1 };
-    for p in &partitions {
-        sender.release_partition(p.id());
+        let expected = u64::from(WRITERS * case.channels);
+        let (n, _) = h.exchange(expected, || Command::Broadcast)?;
+        if n != expected {
+            bail!("set-up: received {n} of {expected} records");
+        }
+        Ok((h, started.elapsed()))
     }
-    drop(partitions);
-    Ok(Outcome {
-        records_per_ms: n as f64 / (elapsed.as_secs_f64() * 1000.0),
-        cpu_ns_per_record: cpu.as_nanos() as f64 / n as f64,
-        bytes_per_s: bytes as f64 / elapsed.as_secs_f64(),
-        peak_network_bytes: peak_segments as u64 * u64::from(SEGMENT),
-        configured_bytes: configured,
-    })
+
+    /// Sends one command to every writer and waits for the reader to count `expected`.
+    fn exchange(&mut self, expected: u64, cmd: impl Fn() -> Command) -> Result<(u64, u64)> {
+        let reader = self.reader.as_ref().context("harness finished")?;
+        reader.go.send(expected).ok().context("receiver ended")?;
+        for (tx, _) in &self.writers {
+            tx.send(cmd()).ok().context("writer ended")?;
+        }
+        match reader.done.recv() {
+            Ok(r) => r,
+            Err(_) => {
+                // The reader failed: report its error (or a writer's).
+                self.finish()?;
+                bail!("receiver ended early")
+            }
+        }
+    }
+
+    /// One measured round of `records` records.
+    fn round(&mut self, s: &Setup, records: u64) -> Result<Outcome> {
+        let per_writer = records / u64::from(WRITERS);
+        let expected = per_writer * u64::from(WRITERS);
+        let cpu_start = process_cpu();
+        let start = Instant::now();
+        let (n, sum) = self.exchange(expected, || Command::Round(per_writer))?;
+        let elapsed = start.elapsed();
+        let cpu = process_cpu().saturating_sub(cpu_start);
+        if n != expected
+            || sum != u64::from(WRITERS) * (per_writer * (per_writer.saturating_sub(1)) / 2)
+        {
+            bail!("received {n} records (checksum {sum}), expected {expected}");
+        }
+        let receiver = s.receiver.as_ref().unwrap_or(&s.sender);
+        let peak_segments = s.sender.buffer_pool().peak_allocated_segments()
+            + if self.remote {
+                receiver.buffer_pool().peak_allocated_segments()
+            } else {
+                0
+            };
+        Ok(Outcome {
+            records_per_ms: n as f64 / (elapsed.as_secs_f64() * 1000.0),
+            cpu_ns_per_record: cpu.as_nanos() as f64 / n as f64,
+            bytes_per_s: (n * RECORD_WIRE_BYTES) as f64 / elapsed.as_secs_f64(),
+            peak_network_bytes: peak_segments as u64 * u64::from(SEGMENT),
+            configured_bytes: s.cfg.memory * if self.remote { 2 } else { 1 },
+        })
+    }
+
+    /// Ends the partitions, waits for every thread and releases the partitions.
+    fn finish(&mut self) -> Result<()> {
+        let mut result = Ok(());
+        // The reader first goes on to drain, so no writer blocks on a full channel while
+        // it ends its partition.
+        let reader = self.reader.take().map(|r| {
+            drop(r.go);
+            r.handle
+        });
+        for (tx, handle) in self.writers.drain(..) {
+            drop(tx);
+            let r = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("writer panicked"))?;
+            result = result.and(r);
+        }
+        if let Some(handle) = reader {
+            let r = handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("receiver panicked"))?;
+            result = result.and(r);
+        }
+        result
+    }
+
+    fn release(mut self, s: &Setup) -> Result<()> {
+        let r = self.finish();
+        for id in &self.partitions {
+            s.sender.release_partition(*id);
+        }
+        r
+    }
 }
 
 /// Raw quinn over loopback: `streams` streams writing `total` bytes in 32 KiB chunks.
@@ -387,18 +499,21 @@ fn main() -> Result<()> {
             if only_mode.is_some_and(|m| m != remote) {
                 continue;
             }
-            // One full-size warm-up run (it also touches the pool segments the measured
-            // rounds reuse, as a long-running TaskManager does), then the measured rounds.
+            // Set-up (timed on its own), one full-size warm-up round (it also touches the
+            // pool segments later rounds reuse, as a long-running TaskManager does), then
+            // the measured rounds.
             let mut s = setup(case, remote, &rt)?;
-            run_case(&mut s, case, records, &rt)?;
+            let (mut h, setup_time) = Harness::start(&mut s, case, &rt)?;
+            h.round(&s, records)?;
             let mut outcomes = Vec::new();
             let mut raws = Vec::new();
             for _ in 0..rounds {
                 if remote && baseline {
                     raws.push(raw_quinn(&rt, raw_bytes, WRITERS)?);
                 }
-                outcomes.push(run_case(&mut s, case, records, &rt)?);
+                outcomes.push(h.round(&s, records)?);
             }
+            h.release(&s)?;
             let rate = median(outcomes.iter().map(|o| o.records_per_ms));
             let bytes = median(outcomes.iter().map(|o| o.bytes_per_s));
             let cpu = median(outcomes.iter().map(|o| o.cpu_ns_per_record));
@@ -438,7 +553,9 @@ fn main() -> Result<()> {
                 local_cpu = Some(cpu);
             }
             println!(
-                "; peak network memory {:.1} of {:.1} MiB configured{}",
+                "; set-up of {} channels {:.0} ms; peak network memory {:.1} of {:.1} MiB configured{}",
+                WRITERS * case.channels,
+                setup_time.as_secs_f64() * 1000.0,
                 peak as f64 / 1048576.0,
                 configured as f64 / 1048576.0,
                 if peak <= configured {
