@@ -568,9 +568,6 @@ impl Buffer {
     }
 }
 
-/// Copies `src` into `dst` (same length). Sizes up to 32 bytes use two fixed-size,
-/// possibly overlapping, copies that compile to plain loads and stores instead of a
-/// `memcpy` call, which for an 8-byte record costs more than the copy.
 const CACHE_LINE: usize = 64;
 const PREFETCH_AHEAD: usize = 2 * CACHE_LINE;
 
@@ -591,6 +588,9 @@ fn prefetch_write(p: *const u8) {
     let _ = p;
 }
 
+/// Copies `src` into `dst` (same length). Sizes up to 32 bytes use two fixed-size,
+/// possibly overlapping, copies that compile to plain loads and stores instead of a
+/// `memcpy` call, which for an 8-byte record costs more than the copy.
 #[inline(always)]
 fn copy_small(dst: &mut [u8], src: &[u8]) {
     let n = src.len();

@@ -19,7 +19,7 @@ pub struct TaskSet {
     handles: Mutex<Handles>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Handles {
     live: Vec<AbortHandle>,
     /// Finished tasks are pruned when `live` reaches this length, which then becomes
