@@ -4,7 +4,7 @@
 //! 8-byte records round-robin; one receiver thread reads a single input gate holding all
 //! `4 × channels` channels and counts the records. As in Flink's benchmark, the threads and
 //! channels live across rounds: set-up (partitions, gate, partition requests, a first
-//! record over every channel) is timed once and printed on its own, then a warm-up round
+//! record over every channel) is timed once and printed on its own, then the warm-up rounds
 //! and the measured rounds each send the records and flush. Cases: "100 channels, 100 ms flush"
 //! and "1000 channels, 1 ms flush", each with **local** channels (one process, buffers
 //! handed over without copying) and **remote** channels (two network environments in this
@@ -16,9 +16,11 @@
 //! as the network pools' peak allocation (bounded by the configured network memory) and
 //! the process's peak RSS.
 //!
-//! Usage: `cargo run --release -p rill-benches --bin network_throughput -- [--records N] [--channels 100|1000] [--mode local|remote] [--rounds N] [--no-baseline]`
+//! Usage: `cargo run --release -p rill-benches --bin network_throughput -- [--records N] [--channels 100|1000] [--mode local|remote] [--warmup N] [--rounds N] [--no-baseline]`
 //!
-//! Every case runs `--rounds` times (default 3) and prints the median, with the range of
+//! Every case runs `--warmup` unmeasured rounds (default 3; they also let the network pools
+//! allocate the segments later rounds reuse, as in a long-running TaskManager) and
+//! `--rounds` measured ones (default 5), and prints the median, with the range of
 //! records/ms in brackets.
 //!
 //! Each case also prints the CPU time the whole process spent on it per record (user +
@@ -102,7 +104,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 /// The network environments of one case: set up once (like Flink's benchmark `@Setup`),
-/// then used by the warm-up and the measured run.
+/// then used by the warm-up and the measured rounds.
 struct Setup {
     cfg: NetworkConfig,
     sender: NetworkEnvironment,
@@ -429,7 +431,8 @@ fn main() -> Result<()> {
     let mut only_channels: Option<u32> = None;
     let mut only_mode: Option<bool> = None;
     let mut baseline = true;
-    let mut rounds: usize = 3;
+    let mut rounds: usize = 5;
+    let mut warmup: usize = 3;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -449,6 +452,7 @@ fn main() -> Result<()> {
                 })
             }
             "--no-baseline" => baseline = false,
+            "--warmup" => warmup = args.next().context("--warmup needs a value")?.parse()?,
             "--rounds" => {
                 rounds = args.next().context("--rounds needs a value")?.parse()?;
                 if rounds == 0 {
@@ -456,7 +460,7 @@ fn main() -> Result<()> {
                 }
             }
             "--bench" => {}
-            other => bail!("unknown argument {other}; usage: network_throughput [--records N] [--channels 100|1000] [--mode local|remote] [--rounds N] [--no-baseline]"),
+            other => bail!("unknown argument {other}; usage: network_throughput [--records N] [--channels 100|1000] [--mode local|remote] [--warmup N] [--rounds N] [--no-baseline]"),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -499,12 +503,12 @@ fn main() -> Result<()> {
             if only_mode.is_some_and(|m| m != remote) {
                 continue;
             }
-            // Set-up (timed on its own), one full-size warm-up round (it also touches the
-            // pool segments later rounds reuse, as a long-running TaskManager does), then
-            // the measured rounds.
+            // Set-up (timed on its own), the warm-up rounds, then the measured rounds.
             let mut s = setup(case, remote, &rt)?;
             let (mut h, setup_time) = Harness::start(&mut s, case, &rt)?;
-            h.round(&s, records)?;
+            for _ in 0..warmup {
+                h.round(&s, records)?;
+            }
             let mut outcomes = Vec::new();
             let mut raws = Vec::new();
             for _ in 0..rounds {
