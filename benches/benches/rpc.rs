@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, Context, Handler, Message};
 use rill_runtime::security::{
-    authenticate_client, authenticate_server, quic_client_config, quic_server_config,
-    ClusterSecret, RPC_ALPN, SERVER_NAME,
+    authenticate_client, authenticate_server, quic_client_config, quic_endpoint,
+    quic_server_config, ClusterSecret, RPC_ALPN, SERVER_NAME,
 };
 use rill_runtime::{EndpointContext, Reply, RpcEndpoint, RpcService, RpcServiceConfig};
 
@@ -226,7 +226,7 @@ async fn run(iterations: usize, quick: bool) {
 async fn raw_quinn_round_trip(secret: &ClusterSecret, iterations: usize) -> Latency {
     let transport = Arc::new(quinn::TransportConfig::default());
     let server_config = quic_server_config(RPC_ALPN, transport.clone()).unwrap();
-    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = quic_endpoint(Some(server_config), "127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = server.local_addr().unwrap();
     let server_secret = secret.clone();
     let echo = tokio::spawn(async move {
@@ -242,7 +242,7 @@ async fn raw_quinn_round_trip(secret: &ClusterSecret, iterations: usize) -> Late
         }
         drop(server);
     });
-    let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client = quic_endpoint(None, "127.0.0.1:0".parse().unwrap()).unwrap();
     client.set_default_client_config(quic_client_config(RPC_ALPN, transport).unwrap());
     let conn = client.connect(addr, SERVER_NAME).unwrap().await.unwrap();
     authenticate_client(&conn, secret).await.unwrap();

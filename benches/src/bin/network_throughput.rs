@@ -110,7 +110,6 @@ struct Setup {
     sender: NetworkEnvironment,
     receiver: Option<NetworkEnvironment>,
     sender_addr: Option<SocketAddr>,
-    next_partition: u128,
 }
 
 fn setup(case: &Case, remote: bool, rt: &tokio::runtime::Runtime) -> Result<Setup> {
@@ -131,7 +130,6 @@ fn setup(case: &Case, remote: bool, rt: &tokio::runtime::Runtime) -> Result<Setu
         sender,
         receiver,
         sender_addr,
-        next_partition: 1,
     })
 }
 
@@ -171,14 +169,14 @@ struct Harness {
 impl Harness {
     /// Creates partitions, the input gate and the threads; returns once a record has
     /// crossed every channel, with the time that took (channel set-up).
-    fn start(s: &mut Setup, case: &Case, rt: &tokio::runtime::Runtime) -> Result<(Self, Duration)> {
+    fn start(s: &Setup, case: &Case, rt: &tokio::runtime::Runtime) -> Result<(Self, Duration)> {
         let _guard = rt.enter();
         let started = Instant::now();
         let remote = s.receiver.is_some();
         let sender = &s.sender;
         let receiver = s.receiver.as_ref().unwrap_or(&s.sender);
-        let first = s.next_partition;
-        s.next_partition += u128::from(WRITERS);
+        // One harness per set-up: partitions 1..=WRITERS.
+        let first = 1;
         let partitions: Vec<_> = (0..WRITERS)
             .map(|w| sender.create_partition(PartitionId(first + u128::from(w)), case.channels))
             .collect::<Result<_, _>>()?;
@@ -504,8 +502,8 @@ fn main() -> Result<()> {
                 continue;
             }
             // Set-up (timed on its own), the warm-up rounds, then the measured rounds.
-            let mut s = setup(case, remote, &rt)?;
-            let (mut h, setup_time) = Harness::start(&mut s, case, &rt)?;
+            let s = setup(case, remote, &rt)?;
+            let (mut h, setup_time) = Harness::start(&s, case, &rt)?;
             for _ in 0..warmup {
                 h.round(&s, records)?;
             }
