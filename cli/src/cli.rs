@@ -63,6 +63,8 @@ pub enum Command {
     /// Start RPC endpoints in two services talking over authenticated QUIC, exercise
     /// asks, tells, fencing and death-watch, and print what happened with timings.
     Demo(crate::demo::DemoArgs),
+    /// Inspect or dump a checkpoint, savepoint or state file offline.
+    State(crate::state_tool::StateArgs),
 }
 
 /// Loads the configuration from defaults, the file, `RILL_*` and `-D` overrides.
@@ -112,6 +114,7 @@ pub fn main_with_registry(
         Command::Cancel(a) => crate::client::cancel(a, &config),
         Command::Taskmanagers(t) => crate::client::taskmanagers(t, &config),
         Command::Demo(a) => crate::demo::run(a, &config.runtime()),
+        Command::State(a) => crate::state_tool::run(a),
     };
     match result {
         Ok(()) => 0,

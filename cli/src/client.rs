@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::Args;
 use rill_dataflow::JobId;
-use rill_endpoints::messages::JobDetails;
+use rill_endpoints::messages::{FinalCheckpoint, JobDetails};
 use rill_endpoints::RillConfig;
 
 use crate::admin::{AdminClient, DEFAULT_JOBMANAGER};
@@ -97,6 +97,9 @@ pub fn print_details(d: &JobDetails) {
     println!("job:      {} ({})", d.overview.job, d.overview.name);
     println!("duration: {}", fmt_duration(d.overview.duration_ms));
     println!("restarts: {}", d.restarts);
+    if let Some(line) = final_checkpoint_line(&d) {
+        println!("{line}");
+    }
     if let Some(f) = &d.failure {
         println!("failure:  {f}");
     }
@@ -193,5 +196,20 @@ pub fn taskmanagers(target: &Target, config: &RillConfig) -> anyhow::Result<()> 
         }
         c.close().await;
         Ok(())
+    })
+}
+
+/// `final checkpoint: …` for a finished job that wrote (or failed to write) its final
+/// snapshot.
+pub(crate) fn final_checkpoint_line(d: &JobDetails) -> Option<String> {
+    Some(match d.final_checkpoint.as_ref()? {
+        FinalCheckpoint::Completed {
+            checkpoint_id,
+            path,
+        } => format!("final checkpoint {checkpoint_id}: {path} (`rill state inspect {path}`)"),
+        FinalCheckpoint::Failed {
+            checkpoint_id,
+            reason,
+        } => format!("final checkpoint {checkpoint_id} FAILED: {reason}"),
     })
 }

@@ -266,6 +266,11 @@ async fn attach(
         "job {id} FINISHED in {:.3} s",
         result.duration_ms as f64 / 1e3
     );
+    if let Ok(details) = client.job_details(id).await {
+        if let Some(line) = crate::client::final_checkpoint_line(&details) {
+            println!("{line}");
+        }
+    }
     if let Job::KeyedSum {
         rows: Some(rows),
         keys,

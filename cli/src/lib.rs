@@ -6,6 +6,7 @@
 //! * [`cluster`]: `rill jobmanager`, `rill taskmanager`, `rill minicluster`.
 //! * [`client`]: `rill list`, `rill status`, `rill cancel`, `rill taskmanagers`.
 //! * [`jobs`]: `rill run` and the built-in jobs.
+//! * [`state_tool`]: `rill state inspect` and `rill state dump`, the offline state tool.
 //! * [`demo`]: the RPC demo behind `rill demo`.
 
 pub mod admin;
@@ -14,3 +15,4 @@ pub mod client;
 pub mod cluster;
 pub mod demo;
 pub mod jobs;
+pub mod state_tool;

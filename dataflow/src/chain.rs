@@ -8,8 +8,14 @@
 //!
 //! Watermarks and end of input walk the tree the same way: an operator first handles
 //! them (possibly emitting records, which are delivered first), then its consumers
-//! receive them. Hash-partitioned outputs get per-record key hashes computed here, with
-//! the edge's key selector.
+//! receive them. Hash-partitioned outputs get each record's target channel computed
+//! here: the downstream subtask that owns the key's key group,
+//! [`operator_index_for_key`] over the target vertex's parallelism and max parallelism.
+//!
+//! State: [`OperatorChain::initialize_state`] hands every operator its part of a
+//! restored snapshot (matched by operator uid) before `open`;
+//! [`OperatorChain::snapshot`] takes every stateful operator's synchronous snapshot;
+//! checkpoint notifications go to every operator (see [`state`](crate::state)).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,10 +25,16 @@ use crate::element::{StreamEvent, StreamRecord};
 use crate::error::{DataflowError, Result};
 use crate::job_graph::{JobGraph, JobVertex};
 use crate::key::KeySelector;
+use crate::key_group::operator_index_for_key;
 use crate::operator::{Operator, OperatorContext, SourceOperator, SourceStatus};
 use crate::partitioning::Partitioning;
 use crate::registry::{OperatorKind, OperatorRegistry};
+use crate::state::{
+    operator_uid, OperatorStateSnapshot, SnapshotContext, StateContext, StateInitContext,
+    TaskRestore,
+};
 use crate::task_io::TaskOutput;
+use rill_state::SnapshotTarget;
 
 struct Node {
     /// `None` for a source head: its records enter through `push_source`.
@@ -41,8 +53,18 @@ type OperatorStep<'a> = dyn FnMut(&mut dyn Operator, &mut Vec<StreamRecord>) -> 
 
 struct Output {
     output: Box<dyn TaskOutput>,
-    key: Option<Arc<dyn KeySelector>>,
-    hashes: Vec<u64>,
+    /// Hash-partitioned edges only.
+    route: Option<KeyRoute>,
+    /// Target channel per record of the batch being emitted (hash edges).
+    channels: Vec<u32>,
+}
+
+/// How a hash edge picks the channel of a record: the key's owner among the target
+/// vertex's subtasks (output channel `k` of an all-to-all edge is target subtask `k`).
+struct KeyRoute {
+    key: Arc<dyn KeySelector>,
+    parallelism: u32,
+    max_parallelism: u32,
 }
 
 /// A running chain of one subtask.
@@ -54,7 +76,8 @@ pub(crate) struct OperatorChain {
 
 impl OperatorChain {
     /// Instantiates `vertex`'s operators for subtask `subtask_index`; `outputs[i]` is the
-    /// output for the vertex's `i`-th output edge.
+    /// output for the vertex's `i`-th output edge; `state` is what operators get for
+    /// their state.
     pub(crate) fn build(
         job: &JobGraph,
         vertex: &JobVertex,
@@ -62,6 +85,7 @@ impl OperatorChain {
         registry: &OperatorRegistry,
         collect: Option<Arc<dyn CollectSink>>,
         outputs: Vec<Box<dyn TaskOutput>>,
+        state: &StateContext,
     ) -> Result<Self> {
         let edges: Vec<_> = job.output_edges(vertex.id).map(|(_, e)| e).collect();
         if edges.len() != outputs.len() {
@@ -78,6 +102,7 @@ impl OperatorChain {
             let ctx = OperatorContext {
                 job_id: job.job_id,
                 operator_name: op.spec.name.clone(),
+                operator_uid: operator_uid(vertex, i),
                 subtask_index,
                 parallelism: vertex.parallelism,
                 max_parallelism: vertex.max_parallelism,
@@ -88,6 +113,7 @@ impl OperatorChain {
                     .map(|k| registry.key_selector(k))
                     .transpose()?,
                 collect: collect.clone(),
+                state: state.clone(),
             };
             let built = if i == 0 && op.spec.kind == OperatorKind::Source {
                 source = Some(registry.create_source(&op.spec, &ctx)?);
@@ -113,14 +139,23 @@ impl OperatorChain {
                 ))
             })?;
             node.outputs.push(i);
-            let key = match &edge.partitioning {
-                Partitioning::Hash { key } => Some(registry.key_selector(key)?),
+            let route = match &edge.partitioning {
+                Partitioning::Hash { key } => {
+                    let target = job.vertex(edge.target).ok_or_else(|| {
+                        DataflowError::InvalidGraph(format!("no vertex {}", edge.target))
+                    })?;
+                    Some(KeyRoute {
+                        key: registry.key_selector(key)?,
+                        parallelism: target.parallelism,
+                        max_parallelism: target.max_parallelism,
+                    })
+                }
                 _ => None,
             };
             outs.push(Output {
                 output,
-                key,
-                hashes: Vec::new(),
+                route,
+                channels: Vec::new(),
             });
         }
         Ok(Self {
@@ -133,6 +168,108 @@ impl OperatorChain {
     /// Whether the head is a source.
     pub(crate) fn is_source(&self) -> bool {
         self.source.is_some()
+    }
+
+    /// Calls `initialize_state` on every operator (head first), handing each the
+    /// operator of `restore` with its uid, if any.
+    pub(crate) fn initialize_state(&mut self, restore: Option<&TaskRestore>) -> Result<()> {
+        let init_for = |ctx: &OperatorContext| -> StateInitContext {
+            match restore.and_then(|r| {
+                r.operators
+                    .iter()
+                    .find(|o| o.uid == ctx.operator_uid)
+                    .map(|o| (r, o))
+            }) {
+                Some((r, o)) => StateInitContext::restoring(
+                    r.snapshot_dir.clone(),
+                    o.clone(),
+                    r.storage.clone(),
+                ),
+                None => StateInitContext::empty(),
+            }
+        };
+        if let (Some(s), Some(head)) = (&mut self.source, self.nodes.first()) {
+            s.initialize_state(&mut init_for(&head.ctx))?;
+        }
+        for node in &mut self.nodes {
+            if let Some(op) = &mut node.op {
+                op.initialize_state(&mut init_for(&node.ctx))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the synchronous snapshot of every operator, head first; returns the
+    /// stateful ones' asynchronous parts by operator uid.
+    pub(crate) fn snapshot(
+        &mut self,
+        checkpoint_id: u64,
+        target: &SnapshotTarget,
+    ) -> Result<Vec<(String, OperatorStateSnapshot)>> {
+        let ctx = SnapshotContext {
+            checkpoint_id,
+            target: target.clone(),
+        };
+        let mut out = Vec::new();
+        if let (Some(s), Some(head)) = (&mut self.source, self.nodes.first()) {
+            let snap = s.snapshot_state(&ctx)?;
+            if !snap.is_empty() {
+                out.push((head.ctx.operator_uid.clone(), snap));
+            }
+        }
+        for node in &mut self.nodes {
+            if let Some(op) = &mut node.op {
+                let snap = op.snapshot_state(&ctx)?;
+                if !snap.is_empty() {
+                    out.push((node.ctx.operator_uid.clone(), snap));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The context of the operator with this uid.
+    pub(crate) fn operator_context(&self, uid: &str) -> Option<&OperatorContext> {
+        self.nodes
+            .iter()
+            .map(|n| &n.ctx)
+            .find(|c| c.operator_uid == uid)
+    }
+
+    /// Tells every operator that checkpoint `checkpoint_id` completed; returns the first
+    /// error after notifying all.
+    pub(crate) fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.notify(
+            |op| op.notify_checkpoint_complete(checkpoint_id),
+            |s| s.notify_checkpoint_complete(checkpoint_id),
+        )
+    }
+
+    /// Tells every operator that checkpoint `checkpoint_id` was aborted.
+    pub(crate) fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.notify(
+            |op| op.notify_checkpoint_aborted(checkpoint_id),
+            |s| s.notify_checkpoint_aborted(checkpoint_id),
+        )
+    }
+
+    fn notify(
+        &mut self,
+        mut f: impl FnMut(&mut dyn Operator) -> Result<()>,
+        source: impl FnOnce(&mut dyn SourceOperator) -> Result<()>,
+    ) -> Result<()> {
+        let mut first = None;
+        if let Some(s) = &mut self.source {
+            first = source(s.as_mut()).err();
+        }
+        for node in &mut self.nodes {
+            if let Some(op) = &mut node.op {
+                if let Err(e) = f(op.as_mut()) {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// Opens operators, tail first so consumers are ready before producers.
@@ -238,13 +375,17 @@ impl OperatorChain {
             return self.push(child, records);
         }
         let o = &mut self.outputs[self.nodes[idx].outputs[k - chained]];
-        o.hashes.clear();
-        if let Some(key) = &o.key {
+        o.channels.clear();
+        if let Some(route) = &o.route {
             for r in records.iter() {
-                o.hashes.push(key.key_hash(&r.value)?);
+                o.channels.push(operator_index_for_key(
+                    route.key.key_hash(&r.value)?,
+                    route.parallelism,
+                    route.max_parallelism,
+                ));
             }
         }
-        o.output.emit(records, &o.hashes)?;
+        o.output.emit(records, &o.channels)?;
         records.clear();
         Ok(())
     }

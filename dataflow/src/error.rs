@@ -135,6 +135,10 @@ pub enum DataflowError {
         /// The name registered twice.
         name: String,
     },
+    /// Keyed or operator state failed: a backend, a snapshot, a restore or the state
+    /// configuration ([`rill_state::StateError`] says which, naming files and keys).
+    #[error("state: {0}")]
+    State(#[from] rill_state::StateError),
     /// A collect sink ran in a task environment without a collect hook.
     #[error("collect sink `{id}` has no collect hook in this task environment")]
     NoCollectHook {
@@ -150,6 +154,7 @@ impl DataflowError {
         match self {
             Self::Io { .. } | Self::ChannelClosed(_) => true,
             Self::Network { source, .. } => source.is_retryable(),
+            Self::State(e) => e.is_retryable(),
             _ => false,
         }
     }

@@ -5,22 +5,15 @@
 //! `KeyGroupRangeAssignment`. Each subtask thus owns a contiguous key-group range, which
 //! is what lets keyed state be redistributed on rescale.
 //!
-//! The functions are rill-network's ([`rill_network::key_group`]), re-exported, so the
-//! network's key-group channel selector, keyed operators and state can never disagree on
-//! the formula; [`operator_index_for_key`] composes the two steps.
+//! The formula is rill-state's ([`rill_state::key_group`]), re-exported: the dataflow
+//! computes a keyed record's target channel with [`operator_index_for_key`] (the data
+//! plane only routes by channel index), and the keyed state backends assign the same key
+//! to the same key group, so a key's records and its state always meet in one subtask.
 
-pub use rill_network::key_group::{
-    key_group_for_hash, murmur_fmix, operator_index_for_key_group, DEFAULT_MAX_PARALLELISM,
+pub use rill_state::key_group::{
+    key_group_for_hash, murmur_fmix, operator_index_for_key, operator_index_for_key_group,
+    KeyGroupRange, DEFAULT_MAX_PARALLELISM, UPPER_BOUND_MAX_PARALLELISM,
 };
-
-/// The subtask that owns a key with stable hash `key_hash`.
-pub fn operator_index_for_key(key_hash: u64, parallelism: u32, max_parallelism: u32) -> u32 {
-    operator_index_for_key_group(
-        key_group_for_hash(key_hash, max_parallelism),
-        parallelism,
-        max_parallelism,
-    )
-}
 
 #[cfg(test)]
 mod tests {
@@ -45,7 +38,7 @@ mod tests {
 
     #[test]
     fn formula_is_pinned() {
-        // Same values as rill_network::key_group; a change reroutes every key.
+        // Same values as rill_state::key_group; a change reroutes every key.
         assert_eq!(murmur_fmix(0), 0);
         assert_eq!(key_group_for_hash(1, 128), (murmur_fmix(1) % 128) as u32);
         assert_eq!(operator_index_for_key_group(127, 4, 128), 3);

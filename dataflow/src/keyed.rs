@@ -1,23 +1,38 @@
-//! Keyed operators with in-memory per-key state: `reduce` and keyed `process`.
+//! Keyed operators with per-key state in a keyed state backend: `reduce` and keyed
+//! `process`.
 //!
-//! State lives in a hash map from key to state inside the operator, on the task's heap
-//! (the state backends of DESIGN §6 replace this later; the operator API stays). The map
-//! uses FxHash: keys come from our own records, and HashDoS is not a concern for an
-//! engine that runs the user's own code anyway. A key is cloned only when it is first
-//! seen, since key selectors return borrowed keys where they can.
+//! Each operator subtask owns a [`KeyedStateBackend<Value>`] for the key groups of its
+//! subtask (heap or lsm, as `state.backend.type` says) with one value state in the
+//! default namespace `()`: the accumulator of `reduce` ([`REDUCE_STATE`]), the
+//! function's `State` of `process` ([`PROCESS_STATE`]). The per-record path is one
+//! [`value_modify`](KeyedStateBackend::value_modify) with the record's key passed
+//! explicitly: a single lookup, and the key is cloned only when the backend stores it
+//! for the first time (key selectors return borrowed keys where they can).
 //!
-//! At end of input, per-key callbacks run in key order, so bounded jobs produce
-//! deterministic output.
+//! State survives the operator instance: [`Operator::snapshot_state`] takes the
+//! backend's synchronous snapshot and hands back its asynchronous part, and
+//! [`Operator::initialize_state`] rebuilds the backend from a snapshot, at any
+//! parallelism (the backend reads the key groups it owns from every old subtask). See
+//! [`state`](crate::state) for the lifecycle.
+//!
+//! At end of input, per-key callbacks run in key order ([`KeyedStateBackend::keys`]),
+//! so bounded jobs produce deterministic output.
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
+use rill_state::{KeyedStateBackend, StateData, ValueState, ValueStateDescriptor};
 
 use crate::element::StreamRecord;
 use crate::error::{DataflowError, Result};
 use crate::key::KeySelector;
 use crate::operator::{Collector, Operator, OperatorContext};
+use crate::state::{OperatorStateSnapshot, SnapshotContext, StateInitContext};
 use crate::value::Value;
+
+/// Name of the value state holding `reduce`'s accumulator per key.
+pub const REDUCE_STATE: &str = "reduce";
+/// Name of the value state holding a keyed process function's state per key.
+pub const PROCESS_STATE: &str = "process";
 
 fn required_key(ctx: &OperatorContext) -> Result<Arc<dyn KeySelector>> {
     ctx.key_selector.clone().ok_or_else(|| {
@@ -28,26 +43,75 @@ fn required_key(ctx: &OperatorContext) -> Result<Arc<dyn KeySelector>> {
     })
 }
 
+/// The keyed backend of one operator subtask with its one value state.
+struct KeyedValueState<T> {
+    ctx: OperatorContext,
+    name: &'static str,
+    backend: KeyedStateBackend<Value>,
+    state: ValueState<(), T>,
+}
+
+impl<T: StateData> KeyedValueState<T> {
+    fn new(ctx: &OperatorContext, name: &'static str) -> Result<Self> {
+        let mut backend = ctx.create_keyed_backend::<Value>()?;
+        let state = backend.value_state(&ValueStateDescriptor::new(name))?;
+        Ok(Self {
+            ctx: ctx.clone(),
+            name,
+            backend,
+            state,
+        })
+    }
+
+    /// Replaces the backend with one restored from `init` (if it holds state).
+    fn initialize(&mut self, init: &StateInitContext) -> Result<()> {
+        if init.is_restored() {
+            let mut backend = init.keyed_backend::<Value>(&self.ctx)?;
+            self.state = backend.value_state(&ValueStateDescriptor::new(self.name))?;
+            self.backend = backend;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, ctx: &SnapshotContext) -> Result<OperatorStateSnapshot> {
+        Ok(OperatorStateSnapshot {
+            keyed: Some(self.backend.snapshot(ctx.target.clone())?),
+            operator: None,
+        })
+    }
+
+    /// Every key with state, in key order.
+    fn keys(&mut self) -> Result<Vec<Value>> {
+        Ok(self.backend.keys(self.state.id(), &())?)
+    }
+}
+
 /// Folds the values of each key with `f(accumulator, value)` and emits the updated
 /// accumulator after every record (Flink's `reduce`). The first value of a key becomes
 /// its accumulator.
 pub struct ReduceOperator<F> {
     f: F,
     key: Arc<dyn KeySelector>,
-    state: FxHashMap<Value, Value>,
+    state: KeyedValueState<Value>,
 }
 
 impl<F> ReduceOperator<F>
 where
     F: FnMut(&mut Value, Value) -> Result<()> + Send,
 {
-    /// A reduce operator over `f`, keyed by the context's key selector.
+    /// A reduce operator over `f`, keyed by the context's key selector, with an empty
+    /// keyed backend of the context's state configuration.
     pub fn new(f: F, ctx: &OperatorContext) -> Result<Self> {
         Ok(Self {
             f,
             key: required_key(ctx)?,
-            state: FxHashMap::default(),
+            state: KeyedValueState::new(ctx, REDUCE_STATE)?,
         })
+    }
+
+    /// The keyed state backend (tests, tools).
+    pub fn backend_mut(&mut self) -> &mut KeyedStateBackend<Value> {
+        &mut self.state.backend
     }
 }
 
@@ -55,23 +119,33 @@ impl<F> Operator for ReduceOperator<F>
 where
     F: FnMut(&mut Value, Value) -> Result<()> + Send,
 {
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<()> {
+        self.state.initialize(ctx)
+    }
+
     fn process_batch(
         &mut self,
         input: &mut Vec<StreamRecord>,
         out: &mut Vec<StreamRecord>,
     ) -> Result<()> {
+        let KeyedValueState { backend, state, .. } = &mut self.state;
+        let f = &mut self.f;
         for r in input.drain(..) {
+            // The value moves into the accumulator, so the key cannot borrow from it.
             let key = self.key.key(&r.value)?.into_owned();
-            let updated = match self.state.get_mut(&key) {
-                Some(acc) => {
-                    (self.f)(acc, r.value)?;
-                    acc.clone()
+            let value = r.value;
+            let updated = backend.value_modify(state, &key, &(), |acc| -> Result<Value> {
+                match acc {
+                    Some(acc) => {
+                        f(acc, value)?;
+                        Ok(acc.clone())
+                    }
+                    None => {
+                        *acc = Some(value.clone());
+                        Ok(value)
+                    }
                 }
-                None => {
-                    self.state.insert(key, r.value.clone());
-                    r.value
-                }
-            };
+            })??;
             out.push(StreamRecord {
                 value: updated,
                 timestamp: r.timestamp,
@@ -79,12 +153,29 @@ where
         }
         Ok(())
     }
+
+    fn snapshot_state(&mut self, ctx: &SnapshotContext) -> Result<OperatorStateSnapshot> {
+        self.state.snapshot(ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.state.backend.notify_checkpoint_complete(checkpoint_id);
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.state.backend.notify_checkpoint_aborted(checkpoint_id);
+        Ok(())
+    }
 }
 
 /// Per-key processing logic with typed per-key state (the keyed `process` of the API).
+///
+/// The state lives in the operator's keyed state backend, so it must be serializable
+/// ([`StateData`]): it is written to snapshots and read back on restore.
 pub trait KeyedProcessFunction: Send + 'static {
     /// The state kept for each key; starts as `Default`.
-    type State: Default + Send;
+    type State: StateData + Default;
 
     /// Processes one record of `key`.
     fn process(
@@ -106,57 +197,94 @@ pub trait KeyedProcessFunction: Send + 'static {
     }
 }
 
-/// Runs a [`KeyedProcessFunction`] with in-memory per-key state.
+/// Runs a [`KeyedProcessFunction`] with its per-key state in a keyed state backend.
 pub struct KeyedProcessOperator<P: KeyedProcessFunction> {
     f: P,
     key: Arc<dyn KeySelector>,
-    state: FxHashMap<Value, P::State>,
+    state: KeyedValueState<P::State>,
 }
 
 impl<P: KeyedProcessFunction> KeyedProcessOperator<P> {
-    /// A keyed process operator over `f`, keyed by the context's key selector.
+    /// A keyed process operator over `f`, keyed by the context's key selector, with an
+    /// empty keyed backend of the context's state configuration.
     pub fn new(f: P, ctx: &OperatorContext) -> Result<Self> {
         Ok(Self {
             f,
             key: required_key(ctx)?,
-            state: FxHashMap::default(),
+            state: KeyedValueState::new(ctx, PROCESS_STATE)?,
         })
     }
 
     /// Number of keys with state (for tests and metrics).
-    pub fn num_keys(&self) -> usize {
-        self.state.len()
+    pub fn num_keys(&mut self) -> Result<usize> {
+        Ok(self.state.keys()?.len())
+    }
+
+    /// The keyed state backend (tests, tools).
+    pub fn backend_mut(&mut self) -> &mut KeyedStateBackend<Value> {
+        &mut self.state.backend
     }
 }
 
 impl<P: KeyedProcessFunction> Operator for KeyedProcessOperator<P> {
+    fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<()> {
+        self.state.initialize(ctx)
+    }
+
     fn process_batch(
         &mut self,
         input: &mut Vec<StreamRecord>,
         out: &mut Vec<StreamRecord>,
     ) -> Result<()> {
+        let KeyedValueState { backend, state, .. } = &mut self.state;
+        let f = &mut self.f;
+        // The closure reports a function error through `failed` rather than its return
+        // value: nesting `Result`s of two large error types costs copies per record.
+        let mut failed = None;
         for r in input.drain(..) {
             let key = self.key.key(&r.value)?;
             let mut c = Collector::new(out, r.timestamp);
-            if let Some(s) = self.state.get_mut(key.as_ref()) {
-                self.f.process(&key, s, &r.value, &mut c)?;
-            } else {
-                let key = key.into_owned();
-                let mut s = P::State::default();
-                self.f.process(&key, &mut s, &r.value, &mut c)?;
-                self.state.insert(key, s);
+            backend.value_modify(state, &key, &(), |s| {
+                if let Err(e) = f.process(
+                    &key,
+                    s.get_or_insert_with(P::State::default),
+                    &r.value,
+                    &mut c,
+                ) {
+                    failed = Some(e);
+                }
+            })?;
+            if let Some(e) = failed.take() {
+                return Err(e);
             }
         }
         Ok(())
     }
 
     fn end_input(&mut self, out: &mut Vec<StreamRecord>) -> Result<()> {
-        let mut entries: Vec<_> = self.state.iter_mut().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (key, state) in entries {
-            self.f
-                .on_end_of_input(key, state, &mut Collector::new(out, None))?;
+        let keys = self.state.keys()?;
+        let KeyedValueState { backend, state, .. } = &mut self.state;
+        let f = &mut self.f;
+        for key in keys {
+            backend.value_modify(state, &key, &(), |s| match s {
+                Some(s) => f.on_end_of_input(&key, s, &mut Collector::new(out, None)),
+                None => Ok(()),
+            })??;
         }
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, ctx: &SnapshotContext) -> Result<OperatorStateSnapshot> {
+        self.state.snapshot(ctx)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.state.backend.notify_checkpoint_complete(checkpoint_id);
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, checkpoint_id: u64) -> Result<()> {
+        self.state.backend.notify_checkpoint_aborted(checkpoint_id);
         Ok(())
     }
 }
@@ -165,17 +293,19 @@ impl<P: KeyedProcessFunction> Operator for KeyedProcessOperator<P> {
 mod tests {
     use super::*;
     use crate::ids::JobId;
-    use crate::key::{FieldKey, I64ModKey};
+    use crate::key::{FieldKey, I64ModKey, ValueKey};
 
     fn ctx(key: Arc<dyn KeySelector>) -> OperatorContext {
         OperatorContext {
             job_id: JobId([0; 16]),
             operator_name: "t".into(),
+            operator_uid: "t".into(),
             subtask_index: 0,
             parallelism: 1,
             max_parallelism: 128,
             key_selector: Some(key),
             collect: None,
+            state: crate::state::StateContext::default(),
         }
     }
 
@@ -232,7 +362,7 @@ mod tests {
         let mut out = Vec::new();
         op.process_batch(&mut input, &mut out).unwrap();
         assert!(out.is_empty());
-        assert_eq!(op.num_keys(), 3);
+        assert_eq!(op.num_keys().unwrap(), 3);
         op.end_input(&mut out).unwrap();
         let got: Vec<String> = out.iter().map(|r| r.value.to_string()).collect();
         assert_eq!(got, ["(0,4)", "(1,3)", "(2,3)"]);
@@ -243,5 +373,198 @@ mod tests {
         let mut c = ctx(Arc::new(FieldKey { index: 0 }));
         c.key_selector = None;
         assert!(KeyedProcessOperator::new(Count, &c).is_err());
+    }
+
+    // ---- state survives operator instances (snapshot → restore, rescale) ----
+
+    use crate::key_group::operator_index_for_key;
+    use crate::state::{SnapshotContext, StateInitContext};
+    use rill_state::snapshot::{OperatorSnapshot, SnapshotKind};
+    use rill_state::storage::CheckpointLayout;
+    use rill_state::{CheckpointStorage, FsCheckpointStorage, SnapshotTarget};
+
+    const MOD: i64 = 10;
+
+    fn sub_ctx(subtask: u32, parallelism: u32) -> OperatorContext {
+        let mut c = ctx(Arc::new(I64ModKey { modulus: MOD }));
+        c.operator_uid = "count".into();
+        c.subtask_index = subtask;
+        c.parallelism = parallelism;
+        c
+    }
+
+    fn target(dir: &std::path::Path, id: u64) -> SnapshotTarget {
+        let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir));
+        CheckpointLayout::new(dir, "job").target(storage, id, SnapshotKind::Checkpoint)
+    }
+
+    /// Snapshots every instance (subtask `i` = `ops[i]`) into checkpoint `id`.
+    fn snapshot_all(
+        ops: &mut [KeyedProcessOperator<Count>],
+        dir: &std::path::Path,
+        id: u64,
+    ) -> (SnapshotTarget, OperatorSnapshot) {
+        let target = target(dir, id);
+        let ctx = SnapshotContext {
+            checkpoint_id: id,
+            target: target.clone(),
+        };
+        let subtasks = ops
+            .iter_mut()
+            .enumerate()
+            .map(|(i, op)| op.snapshot_state(&ctx).unwrap().run(i as u32).unwrap())
+            .collect();
+        let snapshot = OperatorSnapshot {
+            uid: "count".into(),
+            name: "t".into(),
+            parallelism: ops.len() as u32,
+            max_parallelism: 128,
+            subtasks,
+        };
+        (target, snapshot)
+    }
+
+    /// `parallelism` instances restored from `from` (or empty).
+    fn instances(
+        parallelism: u32,
+        from: Option<&(SnapshotTarget, OperatorSnapshot)>,
+    ) -> Vec<KeyedProcessOperator<Count>> {
+        (0..parallelism)
+            .map(|i| {
+                let c = sub_ctx(i, parallelism);
+                let mut op = KeyedProcessOperator::new(Count, &c).unwrap();
+                let mut init = match from {
+                    Some((t, snap)) => StateInitContext::restoring(
+                        t.exclusive_dir.clone(),
+                        snap.clone(),
+                        t.storage.clone(),
+                    ),
+                    None => StateInitContext::empty(),
+                };
+                op.initialize_state(&mut init).unwrap();
+                op
+            })
+            .collect()
+    }
+
+    /// Feeds `values` to the instance owning each key, as a hash edge would.
+    fn route(ops: &mut [KeyedProcessOperator<Count>], values: std::ops::Range<i64>) {
+        let p = ops.len() as u32;
+        for v in values {
+            let key = Value::I64(v.rem_euclid(MOD));
+            let owner = operator_index_for_key(key.stable_hash(), p, 128) as usize;
+            let mut out = Vec::new();
+            ops[owner]
+                .process_batch(&mut vec![StreamRecord::new(v)], &mut out)
+                .unwrap();
+        }
+    }
+
+    fn finish(ops: &mut [KeyedProcessOperator<Count>]) -> Vec<String> {
+        let mut got: Vec<String> = ops
+            .iter_mut()
+            .flat_map(|op| {
+                let mut out = Vec::new();
+                op.end_input(&mut out).unwrap();
+                out
+            })
+            .map(|r| r.value.to_string())
+            .collect();
+        got.sort();
+        got
+    }
+
+    fn expected(counts: i64) -> Vec<String> {
+        let mut e: Vec<String> = (0..MOD).map(|k| format!("({k},{counts})")).collect();
+        e.sort();
+        e
+    }
+
+    #[test]
+    fn counts_continue_after_snapshot_and_restore_into_a_new_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ops = instances(1, None);
+        route(&mut ops, 0..100);
+        let snap = snapshot_all(&mut ops, dir.path(), 1);
+        // Changes after the snapshot are not in it.
+        route(&mut ops, 0..1000);
+        let mut restored = instances(1, Some(&snap));
+        assert_eq!(restored[0].num_keys().unwrap(), MOD as usize);
+        route(&mut restored, 0..50);
+        assert_eq!(finish(&mut restored), expected(15));
+        // A never-snapshotted instance fed the same records agrees.
+        let mut reference = instances(1, None);
+        route(&mut reference, 0..100);
+        route(&mut reference, 0..50);
+        assert_eq!(finish(&mut reference), expected(15));
+    }
+
+    #[test]
+    fn rescale_two_to_three_keeps_every_key_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut two = instances(2, None);
+        route(&mut two, 0..200);
+        let snap = snapshot_all(&mut two, dir.path(), 1);
+        assert_eq!(snap.1.subtasks.len(), 2);
+        let mut three = instances(3, Some(&snap));
+        // Each new subtask holds only keys it owns, and together all keys.
+        let mut total = 0;
+        for (i, op) in three.iter_mut().enumerate() {
+            let keys = op.state.keys().unwrap();
+            for k in &keys {
+                assert_eq!(operator_index_for_key(k.stable_hash(), 3, 128), i as u32);
+            }
+            total += keys.len();
+        }
+        assert_eq!(total, MOD as usize);
+        route(&mut three, 0..100);
+        assert_eq!(finish(&mut three), expected(30));
+    }
+
+    #[test]
+    fn reduce_accumulators_survive_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let sum = |acc: &mut Value, v: Value| {
+            *acc = Value::I64(acc.as_i64().unwrap_or(0) + v.as_i64().unwrap_or(0));
+            Ok(())
+        };
+        let c = ctx(Arc::new(ValueKey));
+        let mut op = ReduceOperator::new(sum, &c).unwrap();
+        let mut out = Vec::new();
+        op.process_batch(
+            &mut vec![StreamRecord::new(3), StreamRecord::new(4)],
+            &mut out,
+        )
+        .unwrap();
+        let target = target(dir.path(), 7);
+        let handle = op
+            .snapshot_state(&SnapshotContext {
+                checkpoint_id: 7,
+                target: target.clone(),
+            })
+            .unwrap()
+            .run(0)
+            .unwrap();
+        let snapshot = OperatorSnapshot {
+            uid: "t".into(),
+            name: "t".into(),
+            parallelism: 1,
+            max_parallelism: 128,
+            subtasks: vec![handle],
+        };
+        let mut restored = ReduceOperator::new(sum, &c).unwrap();
+        restored
+            .initialize_state(&mut StateInitContext::restoring(
+                target.exclusive_dir.clone(),
+                snapshot,
+                target.storage.clone(),
+            ))
+            .unwrap();
+        let mut out = Vec::new();
+        restored
+            .process_batch(&mut vec![StreamRecord::new(3)], &mut out)
+            .unwrap();
+        // Key 3 (the whole value) had accumulator 3; key 4 is untouched.
+        assert_eq!(out[0].value, Value::I64(6));
     }
 }

@@ -21,8 +21,10 @@
 //!
 //! Records are a dynamic [`Value`] ([`value`]) with an optional timestamp; the data plane
 //! encodes them with [`codec`]. Keys go through a stable hash and key groups
-//! ([`key_group`]). Operators process batches ([`operator`]); keyed operators keep
-//! per-key state in memory for now ([`keyed`]).
+//! ([`key_group`], rill-state's formula). Operators process batches ([`operator`]);
+//! keyed operators keep per-key state in a rill-state keyed backend ([`keyed`]), created,
+//! restored and snapshotted through the hooks described in [`state`] and configured by
+//! [`StateConfig`] ([`state_config`]).
 //!
 //! # Running a vertex from an endpoint
 //!
@@ -70,6 +72,8 @@ pub mod partitioning;
 pub mod rate_limiter;
 pub mod registry;
 pub mod spec;
+pub mod state;
+pub mod state_config;
 pub mod stream_graph;
 pub mod stream_task;
 pub mod task_io;
@@ -93,6 +97,11 @@ pub use operator::{Collector, Operator, OperatorContext, SourceOperator, SourceS
 pub use partitioning::Partitioning;
 pub use registry::{OperatorKind, OperatorRegistry};
 pub use spec::{FactoryRef, OperatorSpec};
+pub use state::{
+    OperatorStateSnapshot, OperatorSubtaskSnapshot, SnapshotContext, StateContext,
+    StateInitContext, TaskRestore,
+};
+pub use state_config::StateConfig;
 pub use stream_task::{StreamTask, TaskConfig, TaskEnvironment, TaskHandle, TaskOutcome};
 pub use task_io::{InputEvent, TaskInput, TaskOutput};
 pub use value::Value;

@@ -185,15 +185,15 @@ impl LocalOutput {
 }
 
 impl TaskOutput for LocalOutput {
-    fn emit(&mut self, records: &mut Vec<StreamRecord>, key_hashes: &[u64]) -> Result<()> {
+    fn emit(&mut self, records: &mut Vec<StreamRecord>, channels: &[u32]) -> Result<()> {
         let n = self.targets.len();
         if n == 0 {
             records.clear();
             return Ok(());
         }
         for (i, r) in records.drain(..).enumerate() {
-            let hash = key_hashes.get(i).copied().unwrap_or(0);
-            match self.selector.select(hash) {
+            let channel = channels.get(i).copied().unwrap_or(0);
+            match self.selector.select(channel) {
                 // The selector was built for `n` channels, so `c < n`; `min` only guards
                 // against a mismatched selector.
                 Selection::One(c) => {

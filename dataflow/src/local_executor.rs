@@ -149,9 +149,6 @@ impl LocalExecutor {
                 };
                 let mut outputs: Vec<Box<dyn TaskOutput>> = Vec::new();
                 for (edge_idx, e) in job.output_edges(v.id) {
-                    let target = job.vertex(e.target).ok_or_else(|| {
-                        DataflowError::InvalidGraph(format!("no vertex {}", e.target))
-                    })?;
                     let mut targets = Vec::new();
                     for j in job.output_channels(edge_idx, i)? {
                         let channel = job.input_channel_index(edge_idx, i, j).ok_or_else(|| {
@@ -164,12 +161,7 @@ impl LocalExecutor {
                             channel,
                         ));
                     }
-                    let selector = ChannelSelector::new(
-                        &e.partitioning,
-                        targets.len() as u32,
-                        target.max_parallelism,
-                        i,
-                    );
+                    let selector = ChannelSelector::new(&e.partitioning, targets.len() as u32, i);
                     outputs.push(Box::new(LocalOutput::new(
                         targets,
                         selector,
@@ -264,7 +256,7 @@ impl LocalJobHandle {
         let mut canceled = false;
         for (idx, (name, h)) in self.tasks.into_iter().enumerate() {
             match h.join() {
-                TaskOutcome::Finished => {}
+                TaskOutcome::Finished(_) => {}
                 TaskOutcome::Canceled => canceled = true,
                 TaskOutcome::Failed(e) => {
                     tracing::warn!(task = %name, error = %e, "task failed");

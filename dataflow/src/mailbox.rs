@@ -28,6 +28,11 @@ pub enum Mail {
     /// Flush every output now (for an external output flusher, Flink's
     /// `OutputFlusher`, driving `execution.buffer-timeout` from outside the task).
     FlushOutputs,
+    /// Checkpoint `n` completed: operators get `notify_checkpoint_complete(n)` (their
+    /// backends rebase incremental snapshots on it).
+    CheckpointComplete(u64),
+    /// Checkpoint `n` was aborted: operators get `notify_checkpoint_aborted(n)`.
+    CheckpointAborted(u64),
 }
 
 /// Wakes a task blocked on its input (see [`TaskInput::waker`](crate::task_io::TaskInput::waker)).

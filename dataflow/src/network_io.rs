@@ -71,8 +71,10 @@
 //! Channel selection per edge ([`channel_selector`]): forward → `Forward`, rebalance and
 //! rescale → round-robin starting at the subtask index (as
 //! [`partitioning::ChannelSelector`](crate::partitioning::ChannelSelector)), hash →
-//! key groups of the *target* vertex's max parallelism (the formula of
-//! [`key_group`](crate::key_group), which is the network's), broadcast → every channel.
+//! [`ChannelSelector::Keyed`]: the operator chain computes each record's target channel
+//! with [`key_group::operator_index_for_key`](crate::key_group::operator_index_for_key)
+//! over the *target* vertex's parallelism and max parallelism (rill-state's formula) and
+//! passes it with the record, so the network never sees a key; broadcast → every channel.
 //!
 //! # Buffer timeout
 //!
@@ -236,18 +238,14 @@ pub fn input_channel_specs(
     Ok(specs)
 }
 
-/// The network channel selector for an edge with `partitioning` into a vertex with
-/// `target_max_parallelism`, for producer subtask `subtask`.
-pub fn channel_selector(
-    partitioning: &Partitioning,
-    target_max_parallelism: u32,
-    subtask: u32,
-) -> ChannelSelector {
+/// The network channel selector for an edge with `partitioning`, for producer subtask
+/// `subtask`. Hash edges route by the channel the chain computed per record.
+pub fn channel_selector(partitioning: &Partitioning, subtask: u32) -> ChannelSelector {
     match partitioning {
         Partitioning::Forward => ChannelSelector::Forward,
         Partitioning::Rebalance => ChannelSelector::rebalance(u64::from(subtask)),
         Partitioning::Rescale => ChannelSelector::rescale(u64::from(subtask)),
-        Partitioning::Hash { .. } => ChannelSelector::key_group(target_max_parallelism),
+        Partitioning::Hash { .. } => ChannelSelector::Keyed,
         Partitioning::Broadcast => ChannelSelector::Broadcast,
     }
 }
@@ -313,9 +311,6 @@ pub fn create_task_io(
     };
     let mut outs: Vec<Box<dyn TaskOutput>> = Vec::with_capacity(outputs.len());
     for ((edge, e), spec) in job.output_edges(vertex).zip(outputs) {
-        let target = job
-            .vertex(e.target)
-            .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {}", e.target)))?;
         let n = job.output_channels(edge, subtask)?.len() as u32;
         let partition = net.create_partition(spec.partition, n).map_err(|err| {
             DataflowError::network(
@@ -327,7 +322,7 @@ pub fn create_task_io(
             )
         })?;
         created.ids.push(spec.partition);
-        let selector = channel_selector(&e.partitioning, target.max_parallelism, subtask);
+        let selector = channel_selector(&e.partitioning, subtask);
         let writer = RecordWriter::new(
             partition,
             selector,
@@ -429,12 +424,12 @@ fn build_input(
 /// A [`TaskOutput`] writing one output edge into a result partition.
 ///
 /// Records are encoded with [`codec::encode_record`] into the writer's scratch buffer and
-/// emitted to the channel the writer's selector picks (with the task's key hash on
-/// hash-partitioned edges). Watermarks and statuses are broadcast in-band; end of input
+/// emitted to the channel the writer's selector picks (on hash-partitioned edges, the
+/// channel the task computed from the record's key). Watermarks and statuses are broadcast in-band; end of input
 /// finishes the writer. Dropped before end of input, it releases its partition.
 pub struct NetworkOutput {
     writer: RecordWriter,
-    needs_key_hash: bool,
+    keyed: bool,
     scratch: Vec<u8>,
     finished: bool,
 }
@@ -449,11 +444,12 @@ impl std::fmt::Debug for NetworkOutput {
 }
 
 impl NetworkOutput {
-    /// An output over `writer`; `hash_partitioned` says that the writer selects channels
-    /// by key group, so every emitted batch must come with one key hash per record.
+    /// An output over `writer`; `hash_partitioned` says that the writer routes by the
+    /// caller's channel ([`ChannelSelector::Keyed`]), so every emitted batch must come
+    /// with one target channel per record.
     pub fn new(writer: RecordWriter, hash_partitioned: bool) -> Self {
         Self {
-            needs_key_hash: hash_partitioned,
+            keyed: hash_partitioned,
             writer,
             scratch: Vec::new(),
             finished: false,
@@ -474,20 +470,20 @@ impl NetworkOutput {
 }
 
 impl TaskOutput for NetworkOutput {
-    fn emit(&mut self, records: &mut Vec<StreamRecord>, key_hashes: &[u64]) -> Result<()> {
-        if self.needs_key_hash || !key_hashes.is_empty() {
-            if key_hashes.len() != records.len() {
+    fn emit(&mut self, records: &mut Vec<StreamRecord>, channels: &[u32]) -> Result<()> {
+        if self.keyed || !channels.is_empty() {
+            if channels.len() != records.len() {
                 return Err(DataflowError::InvalidGraph(format!(
-                    "{} records but {} key hashes for partition {}",
+                    "{} records but {} target channels for partition {}",
                     records.len(),
-                    key_hashes.len(),
+                    channels.len(),
                     self.writer.partition().id()
                 )));
             }
-            for (r, hash) in records.iter().zip(key_hashes) {
+            for (r, channel) in records.iter().zip(channels) {
                 if let Err(e) = self
                     .writer
-                    .emit_with(*hash, |buf| codec::encode_record(r, buf))
+                    .emit_with(*channel, |buf| codec::encode_record(r, buf))
                 {
                     return Err(self.error(e));
                 }
@@ -794,7 +790,6 @@ impl TaskInput for NetworkInput {
 mod tests {
     use super::*;
     use crate::element::WatermarkStatus;
-    use crate::partitioning::{ChannelSelector as DataflowSelector, Selection};
     use crate::spec::FactoryRef;
     use crate::value::Value;
     use rill_network::NetworkConfig;
@@ -912,19 +907,24 @@ mod tests {
     }
 
     #[test]
-    fn hash_edges_route_like_the_dataflow_selector() {
+    fn hash_edges_deliver_each_key_to_its_key_group_owner() {
+        use crate::key_group::operator_index_for_key;
         let net = net();
         let hash = Partitioning::Hash {
             key: FactoryRef::unit("k"),
         };
-        let (mut out, mut input, _) = pair(&net, 3, 4, channel_selector(&hash, 128, 0), true);
+        let (mut out, mut input, _) = pair(&net, 3, 4, channel_selector(&hash, 0), true);
         let hashes: Vec<u64> = (0..500u64).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+        let channels: Vec<u32> = hashes
+            .iter()
+            .map(|h| operator_index_for_key(*h, 4, 128))
+            .collect();
         let mut batch: Vec<StreamRecord> = (0..500).map(StreamRecord::new).collect();
-        // Hash edges need one hash per record.
-        assert!(out.emit(&mut batch.clone(), &hashes[1..]).is_err());
-        out.emit(&mut batch, &hashes).unwrap();
+        // Hash edges need one channel per record, and only existing channels.
+        assert!(out.emit(&mut batch.clone(), &channels[1..]).is_err());
+        assert!(out.emit(&mut vec![StreamRecord::new(0)], &[4]).is_err());
+        out.emit(&mut batch, &channels).unwrap();
         out.emit_event(StreamEvent::EndOfInput).unwrap();
-        let mut reference = DataflowSelector::new(&hash, 4, 128, 0);
         let (mut ended, mut seen) = (0, 0);
         let mut records = Vec::new();
         while ended < 4 {
@@ -932,7 +932,7 @@ mod tests {
                 Some(InputEvent::Records { channel }) => {
                     for r in records.drain(..) {
                         let i = r.value.as_i64().unwrap() as usize;
-                        assert_eq!(reference.select(hashes[i]), Selection::One(channel as u32));
+                        assert_eq!(operator_index_for_key(hashes[i], 4, 128), channel as u32);
                         seen += 1;
                     }
                 }

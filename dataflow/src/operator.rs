@@ -6,10 +6,12 @@
 //! operator, not per record; generic function operators (`functions`, `keyed`) are
 //! monomorphized over the user's closure, so the per-record loop is static code.
 //!
-//! Lifecycle, per subtask: built by its factory → [`Operator::open`] → any number of
-//! `process_batch` / `process_watermark` calls → [`Operator::end_input`] once if the input
-//! ends (bounded jobs; not on cancellation) → [`Operator::close`]. All calls happen on
-//! the task's thread.
+//! Lifecycle, per subtask: built by its factory → [`Operator::initialize_state`]
+//! (restore) → [`Operator::open`] → any number of `process_batch` / `process_watermark`
+//! calls, with [`Operator::snapshot_state`] and the checkpoint notifications in between
+//! → [`Operator::end_input`] once if the input ends (bounded jobs; not on cancellation)
+//! → [`Operator::close`]. All calls happen on the task's thread. How state is created,
+//! restored and snapshotted is described in [`state`](crate::state).
 //!
 //! Sources implement [`SourceOperator`] instead: the task polls them for a batch, runs
 //! pending mails, and polls again, so cancellation is handled between batches.
@@ -22,6 +24,7 @@ use crate::element::StreamRecord;
 use crate::error::Result;
 use crate::ids::JobId;
 use crate::key::KeySelector;
+use crate::state::{OperatorStateSnapshot, SnapshotContext, StateContext, StateInitContext};
 use crate::value::Value;
 
 /// What an operator knows about where it runs.
@@ -31,6 +34,9 @@ pub struct OperatorContext {
     pub job_id: JobId,
     /// The operator's display name.
     pub operator_name: String,
+    /// The operator's stable id for state: its `uid`, or one derived from the job graph
+    /// ([`operator_uid`](crate::state::operator_uid)).
+    pub operator_uid: String,
     /// This subtask's index (`0..parallelism`).
     pub subtask_index: u32,
     /// The operator's parallelism.
@@ -41,6 +47,9 @@ pub struct OperatorContext {
     pub key_selector: Option<Arc<dyn KeySelector>>,
     /// Where collect sinks send their results, if the runtime provides it.
     pub collect: Option<Arc<dyn CollectSink>>,
+    /// State configuration and clock; see
+    /// [`create_keyed_backend`](OperatorContext::create_keyed_backend).
+    pub state: StateContext,
 }
 
 impl std::fmt::Debug for OperatorContext {
@@ -48,11 +57,13 @@ impl std::fmt::Debug for OperatorContext {
         f.debug_struct("OperatorContext")
             .field("job_id", &self.job_id)
             .field("operator_name", &self.operator_name)
+            .field("operator_uid", &self.operator_uid)
             .field("subtask_index", &self.subtask_index)
             .field("parallelism", &self.parallelism)
             .field("max_parallelism", &self.max_parallelism)
             .field("keyed", &self.key_selector.is_some())
             .field("collect", &self.collect.is_some())
+            .field("state", &self.state)
             .finish()
     }
 }
@@ -61,6 +72,28 @@ impl std::fmt::Debug for OperatorContext {
 pub trait Operator: Send {
     /// Prepares the operator (open files, connections). Runs on the task thread.
     fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// Creates or restores the operator's state; called once after construction and
+    /// before [`open`](Self::open). Restored state, if any, is in `ctx`.
+    fn initialize_state(&mut self, _ctx: &mut StateInitContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// The synchronous part of a snapshot, between two batches: returns the
+    /// asynchronous part, which the caller runs off the task thread.
+    fn snapshot_state(&mut self, _ctx: &SnapshotContext) -> Result<OperatorStateSnapshot> {
+        Ok(OperatorStateSnapshot::empty())
+    }
+
+    /// Checkpoint `checkpoint_id` completed (every task acknowledged it).
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint_id` was aborted.
+    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> Result<()> {
         Ok(())
     }
 
@@ -104,6 +137,28 @@ pub enum SourceStatus {
 pub trait SourceOperator: Send {
     /// Prepares the source. Runs on the task thread.
     fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// Creates or restores the operator's state; called once after construction and
+    /// before [`open`](Self::open). Restored state, if any, is in `ctx`.
+    fn initialize_state(&mut self, _ctx: &mut StateInitContext) -> Result<()> {
+        Ok(())
+    }
+
+    /// The synchronous part of a snapshot, between two batches: returns the
+    /// asynchronous part, which the caller runs off the task thread.
+    fn snapshot_state(&mut self, _ctx: &SnapshotContext) -> Result<OperatorStateSnapshot> {
+        Ok(OperatorStateSnapshot::empty())
+    }
+
+    /// Checkpoint `checkpoint_id` completed (every task acknowledged it).
+    fn notify_checkpoint_complete(&mut self, _checkpoint_id: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint_id` was aborted.
+    fn notify_checkpoint_aborted(&mut self, _checkpoint_id: u64) -> Result<()> {
         Ok(())
     }
 

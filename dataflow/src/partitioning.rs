@@ -12,13 +12,15 @@
 //! [`output_targets`] and [`input_sources`] compute those ranges; output channel `k` of
 //! an upstream subtask is the `k`-th subtask of its target range, and input channel `k`
 //! of a downstream subtask (within one edge) is the `k`-th subtask of its source range.
-//! [`ChannelSelector`] picks channels per record.
+//! [`ChannelSelector`] picks channels per record. On hash edges the channel is the key's
+//! owner among the downstream subtasks,
+//! [`operator_index_for_key`](crate::key_group::operator_index_for_key) over the
+//! downstream parallelism and max parallelism, which the operator chain computes.
 
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
-use crate::key_group;
 use crate::spec::FactoryRef;
 
 /// The partitioning of a job edge.
@@ -104,7 +106,6 @@ pub struct ChannelSelector {
     mode: Mode,
     num_channels: u32,
     next: u32,
-    max_parallelism: u32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -115,16 +116,10 @@ enum Mode {
 }
 
 impl ChannelSelector {
-    /// A selector over `num_channels` output channels (≥ 1). For hash partitioning,
-    /// `max_parallelism` is the *downstream* vertex's and `num_channels` its parallelism;
-    /// round-robin starts at `subtask_index` so parallel producers spread their first
-    /// records.
-    pub fn new(
-        partitioning: &Partitioning,
-        num_channels: u32,
-        max_parallelism: u32,
-        subtask_index: u32,
-    ) -> Self {
+    /// A selector over `num_channels` output channels (≥ 1; for hash partitioning the
+    /// downstream parallelism); round-robin starts at `subtask_index` so parallel
+    /// producers spread their first records.
+    pub fn new(partitioning: &Partitioning, num_channels: u32, subtask_index: u32) -> Self {
         let mode = match partitioning {
             Partitioning::Forward | Partitioning::Rebalance | Partitioning::Rescale => {
                 Mode::RoundRobin
@@ -137,18 +132,18 @@ impl ChannelSelector {
             mode,
             num_channels,
             next: subtask_index % num_channels,
-            max_parallelism,
         }
     }
 
-    /// Whether [`select`](Self::select) needs the record's key hash.
-    pub fn needs_key_hash(&self) -> bool {
+    /// Whether [`select`](Self::select) needs the record's target channel.
+    pub fn is_keyed(&self) -> bool {
         matches!(self.mode, Mode::Hash)
     }
 
-    /// The channel(s) for the next record; `key_hash` is only read for hash partitioning.
+    /// The channel(s) for the next record; `channel` (the record's target channel on a
+    /// hash edge) is only read for hash partitioning, and clamped to the channels.
     #[inline]
-    pub fn select(&mut self, key_hash: u64) -> Selection {
+    pub fn select(&mut self, channel: u32) -> Selection {
         match self.mode {
             Mode::RoundRobin => {
                 let c = self.next;
@@ -158,11 +153,10 @@ impl ChannelSelector {
                 }
                 Selection::One(c)
             }
-            Mode::Hash => Selection::One(key_group::operator_index_for_key(
-                key_hash,
-                self.num_channels,
-                self.max_parallelism,
-            )),
+            Mode::Hash => {
+                debug_assert!(channel < self.num_channels);
+                Selection::One(channel.min(self.num_channels - 1))
+            }
             Mode::Broadcast => Selection::All,
         }
     }
@@ -199,7 +193,7 @@ mod tests {
 
     #[test]
     fn round_robin_cycles_from_subtask_index() {
-        let mut s = ChannelSelector::new(&Partitioning::Rebalance, 3, 128, 1);
+        let mut s = ChannelSelector::new(&Partitioning::Rebalance, 3, 1);
         let picks: Vec<_> = (0..4).map(|_| s.select(0)).collect();
         use Selection::One;
         assert_eq!(picks, vec![One(1), One(2), One(0), One(1)]);

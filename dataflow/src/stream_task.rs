@@ -8,11 +8,13 @@
 //! 2. [`StreamTask::new`] checks that they fit the vertex; keep
 //!    [`StreamTask::mailbox`] to cancel it later;
 //! 3. [`StreamTask::spawn`] (or call [`StreamTask::run`] on a thread of your own);
-//!    the [`TaskOutcome`] says `Finished`, `Canceled` or `Failed(error)`.
+//!    the [`TaskOutcome`] says `Finished(final snapshots)`, `Canceled` or
+//!    `Failed(error)`.
 //!
 //! The loop, on the task thread:
 //!
-//! * operators are instantiated from the registry and opened (tail first);
+//! * operators are instantiated from the registry, get `initialize_state` (with their
+//!   part of [`TaskConfig::restore`], matched by uid) and are opened (tail first);
 //! * **source vertex**: poll the source for a batch, push it through the chain, run
 //!   mails, repeat; an idle source makes the task flush and wait on the mailbox (so a
 //!   cancel interrupts the wait); a finished source emits the final watermark
@@ -27,6 +29,12 @@
 //!   batch and event, so a record waits at most the timeout plus one batch's
 //!   processing); this is the whole buffer-timeout mechanism, the outputs need no
 //!   flusher of their own (see [`network_io`](crate::network_io));
+//! * **final snapshot**: when the input ended normally and the config has both
+//!   `state.checkpoints.dir` and [`TaskConfig::final_snapshot`], every stateful
+//!   operator is snapshotted after `end_input` into that target, the asynchronous parts
+//!   run on the task thread, and `Finished` carries one
+//!   [`OperatorSubtaskSnapshot`] per stateful operator (see [`state`](crate::state));
+//!   a failing snapshot fails the task;
 //! * operators are always closed; the mailbox is closed so later sends fail.
 //!
 //! A failure after a cancel request (e.g. a channel closed because the consumer was
@@ -45,14 +53,20 @@ use crate::job_graph::JobGraph;
 use crate::mailbox::{Mail, Mailbox, MailboxSender};
 use crate::operator::SourceStatus;
 use crate::registry::{OperatorKind, OperatorRegistry};
+use crate::state::{OperatorSubtaskSnapshot, StateContext, TaskRestore};
+use crate::state_config::StateConfig;
 use crate::task_io::{InputEvent, TaskInput, TaskOutput};
 use crate::watermark::WatermarkValve;
+use rill_state::{SnapshotTarget, SystemTtlClock, TtlClock};
 
 /// How a task ended.
 #[derive(Debug)]
 pub enum TaskOutcome {
-    /// All input processed (bounded job).
-    Finished,
+    /// All input processed (bounded job). With a final snapshot configured
+    /// ([`TaskConfig::final_snapshot`]), one entry per stateful operator of the chain
+    /// (otherwise empty), or why the snapshot could not be written: the task's output is
+    /// complete either way, so a failed final snapshot fails that snapshot, not the task.
+    Finished(std::result::Result<Vec<OperatorSubtaskSnapshot>, DataflowError>),
     /// Stopped by a `Cancel` mail.
     Canceled,
     /// Stopped by an error.
@@ -60,13 +74,24 @@ pub enum TaskOutcome {
 }
 
 /// Task settings.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TaskConfig {
     /// Longest time emitted records may sit in output buffers while the task is busy
     /// (Flink's `execution.buffer-timeout`).
     pub buffer_timeout: Duration,
     /// Initial capacity of record batches.
     pub batch_size: usize,
+    /// State backend and checkpoint settings (`state.*`), validated by
+    /// [`StreamTask::new`].
+    pub state: StateConfig,
+    /// Processing time for state TTL.
+    pub state_clock: Arc<dyn TtlClock>,
+    /// Where a bounded task snapshots its operators when its input ends (set by whoever
+    /// deploys the task, e.g. `chk-<n>` of the job's checkpoint layout); only used when
+    /// `state.checkpoints_dir` is set.
+    pub final_snapshot: Option<SnapshotTarget>,
+    /// The snapshot the task's operators restore from, if any.
+    pub restore: Option<TaskRestore>,
 }
 
 impl Default for TaskConfig {
@@ -74,7 +99,23 @@ impl Default for TaskConfig {
         Self {
             buffer_timeout: Duration::from_millis(100),
             batch_size: 1024,
+            state: StateConfig::default(),
+            state_clock: Arc::new(SystemTtlClock),
+            final_snapshot: None,
+            restore: None,
         }
+    }
+}
+
+impl std::fmt::Debug for TaskConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskConfig")
+            .field("buffer_timeout", &self.buffer_timeout)
+            .field("batch_size", &self.batch_size)
+            .field("state", &self.state)
+            .field("final_snapshot", &self.final_snapshot)
+            .field("restore", &self.restore)
+            .finish_non_exhaustive()
     }
 }
 
@@ -143,6 +184,12 @@ enum Control {
     Cancel,
 }
 
+/// How `invoke` ended without error.
+enum Ended {
+    Finished(std::result::Result<Vec<OperatorSubtaskSnapshot>, DataflowError>),
+    Canceled,
+}
+
 impl StreamTask {
     /// A task for subtask `subtask_index` of `vertex`. `input` must be `None` exactly for
     /// source vertices and have as many channels as the graph defines; `outputs[i]`
@@ -185,6 +232,7 @@ impl StreamTask {
                 )))
             }
         }
+        env.config.state.validate()?;
         let out_edges = job.output_edges(vertex).count();
         if outputs.len() != out_edges {
             return Err(DataflowError::InvalidGraph(format!(
@@ -264,8 +312,8 @@ impl StreamTask {
         let res = self.invoke();
         self.mailbox.close();
         let outcome = match res {
-            Ok(Control::Continue) => TaskOutcome::Finished,
-            Ok(Control::Cancel) => TaskOutcome::Canceled,
+            Ok(Ended::Finished(snapshots)) => TaskOutcome::Finished(snapshots),
+            Ok(Ended::Canceled) => TaskOutcome::Canceled,
             Err(_) if self.cancel_requested => TaskOutcome::Canceled,
             Err(e) => TaskOutcome::Failed(e),
         };
@@ -276,7 +324,7 @@ impl StreamTask {
         outcome
     }
 
-    fn invoke(&mut self) -> Result<Control> {
+    fn invoke(&mut self) -> Result<Ended> {
         let job = self.job.clone();
         let vertex = job
             .vertex(self.vertex)
@@ -288,18 +336,67 @@ impl StreamTask {
             &self.env.registry,
             self.env.collect.clone(),
             std::mem::take(&mut self.outputs),
+            &StateContext {
+                config: self.env.config.state.clone(),
+                clock: self.env.config.state_clock.clone(),
+            },
         )?;
-        let res = chain.open().and_then(|()| {
-            if chain.is_source() {
-                self.run_source(&mut chain)
-            } else {
-                self.run_input(&mut chain)
-            }
-        });
+        let res = chain
+            .initialize_state(self.env.config.restore.as_ref())
+            .and_then(|()| chain.open())
+            .and_then(|()| {
+                if chain.is_source() {
+                    self.run_source(&mut chain)
+                } else {
+                    self.run_input(&mut chain)
+                }
+            })
+            .and_then(|control| match control {
+                Control::Continue => Ok(Ended::Finished(self.final_snapshot(&mut chain))),
+                Control::Cancel => Ok(Ended::Canceled),
+            });
         let closed = chain.close();
-        let control = res?;
+        let ended = res?;
         closed?;
-        Ok(control)
+        Ok(ended)
+    }
+
+    /// After a normal end of input: snapshots every stateful operator into
+    /// [`TaskConfig::final_snapshot`] if a checkpoint directory is configured, running
+    /// the asynchronous parts right here (the task has nothing else left to do).
+    fn final_snapshot(&self, chain: &mut OperatorChain) -> Result<Vec<OperatorSubtaskSnapshot>> {
+        let config = &self.env.config;
+        let (Some(target), Some(_)) = (&config.final_snapshot, &config.state.checkpoints_dir)
+        else {
+            return Ok(Vec::new());
+        };
+        let parts = chain.snapshot(target.checkpoint_id, target)?;
+        let mut out = Vec::with_capacity(parts.len());
+        for (uid, snap) in parts {
+            let Some(ctx) = chain.operator_context(&uid) else {
+                return Err(DataflowError::InvalidGraph(format!(
+                    "snapshot of unknown operator `{uid}`"
+                )));
+            };
+            let (name, parallelism, max_parallelism) = (
+                ctx.operator_name.clone(),
+                ctx.parallelism,
+                ctx.max_parallelism,
+            );
+            out.push(OperatorSubtaskSnapshot {
+                uid,
+                name,
+                parallelism,
+                max_parallelism,
+                snapshot: snap.run(self.subtask_index)?,
+            });
+        }
+        tracing::debug!(
+            checkpoint_id = target.checkpoint_id,
+            operators = out.len(),
+            "final snapshot written"
+        );
+        Ok(out)
     }
 
     fn process_mails(&mut self, chain: &mut OperatorChain) -> Result<Control> {
@@ -310,6 +407,8 @@ impl StreamTask {
                     return Ok(Control::Cancel);
                 }
                 Mail::FlushOutputs => chain.flush()?,
+                Mail::CheckpointComplete(id) => chain.notify_checkpoint_complete(id)?,
+                Mail::CheckpointAborted(id) => chain.notify_checkpoint_aborted(id)?,
             }
         }
         Ok(Control::Continue)

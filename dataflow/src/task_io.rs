@@ -16,7 +16,8 @@
 //! **Output contract.** One `TaskOutput` per output edge of the vertex, in
 //! [`JobGraph::output_edges`](crate::job_graph::JobGraph::output_edges) order. It owns
 //! the edge's channel selection (see [`ChannelSelector`](crate::partitioning::ChannelSelector));
-//! for hash-partitioned edges the task supplies each record's key hash. Events are
+//! for hash-partitioned edges the task supplies each record's target channel (the
+//! downstream subtask owning the record's key group, computed by the operator chain). Events are
 //! broadcast to every channel after everything emitted before them. Implementations may
 //! buffer; `flush` makes everything emitted so far visible downstream, and the task
 //! calls it before blocking on input, when a source idles, every buffer timeout, and at
@@ -67,9 +68,11 @@ pub trait TaskInput: Send {
 
 /// One output edge of a task.
 pub trait TaskOutput: Send {
-    /// Emits and drains `records`. `key_hashes` holds each record's stable key hash for
-    /// hash-partitioned edges and is empty otherwise.
-    fn emit(&mut self, records: &mut Vec<StreamRecord>, key_hashes: &[u64]) -> Result<()>;
+    /// Emits and drains `records`. `channels` holds each record's target channel for
+    /// hash-partitioned edges (the downstream subtask that owns the record's key, see
+    /// [`key_group::operator_index_for_key`](crate::key_group::operator_index_for_key))
+    /// and is empty otherwise.
+    fn emit(&mut self, records: &mut Vec<StreamRecord>, channels: &[u32]) -> Result<()>;
 
     /// Broadcasts `event` to every channel, after all records emitted before it.
     fn emit_event(&mut self, event: StreamEvent) -> Result<()>;

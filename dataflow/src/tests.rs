@@ -372,7 +372,7 @@ fn task_combines_watermarks_and_finishes_at_end_of_input() {
         .unwrap();
     tx.send(ev(0, StreamEvent::EndOfInput)).unwrap();
     tx.send(ev(1, StreamEvent::EndOfInput)).unwrap();
-    assert!(matches!(task.run(), TaskOutcome::Finished));
+    assert!(matches!(task.run(), TaskOutcome::Finished(_)));
     assert_eq!(collect.take().get("out").map(Vec::len), Some(1));
 }
 
@@ -388,4 +388,82 @@ fn task_rejects_mismatched_wiring() {
     assert!(StreamTask::new(job.clone(), VertexId(0), 0, env.clone(), None, vec![]).is_err());
     // Subtask index out of range.
     assert!(StreamTask::new(job, VertexId(1), 2, env, None, vec![]).is_err());
+}
+
+/// A bounded keyed task with a final snapshot reports its operator's state in
+/// `Finished`, and a task restored from it continues the counts.
+#[test]
+fn bounded_task_final_snapshot_restores_into_a_new_task() {
+    use rill_state::snapshot::SnapshotKind;
+    use rill_state::storage::CheckpointLayout;
+    use rill_state::{CheckpointStorage, FsCheckpointStorage};
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
+    let layout = CheckpointLayout::new(dir.path(), "job");
+    let job = Arc::new(jobs::keyed_sum(Some(100), 5, None, 1).unwrap());
+    let run = |config: TaskConfig| {
+        let (tx, rx) = local_queue(16);
+        let collect = Arc::new(CollectBuffer::new());
+        let env = TaskEnvironment {
+            registry: Arc::new(OperatorRegistry::new()),
+            collect: Some(collect.clone()),
+            config,
+        };
+        let input = LocalInput::new(rx, tx.clone(), 1);
+        let task = StreamTask::new(
+            job.clone(),
+            VertexId(1),
+            0,
+            env,
+            Some(Box::new(input)),
+            vec![],
+        )
+        .unwrap();
+        tx.send(LocalMessage::Records {
+            channel: 0,
+            records: (0..100).map(StreamRecord::new).collect(),
+        })
+        .unwrap();
+        tx.send(LocalMessage::Event {
+            channel: 0,
+            event: StreamEvent::EndOfInput,
+        })
+        .unwrap();
+        let TaskOutcome::Finished(Ok(snapshots)) = task.run() else {
+            panic!("task did not finish")
+        };
+        let mut rows: Vec<String> = collect
+            .take()
+            .remove(jobs::KEYED_SUM_COLLECT_ID)
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        rows.sort();
+        (snapshots, rows)
+    };
+    let mut config = TaskConfig::default();
+    config.state.checkpoints_dir = Some(format!("file://{}", dir.path().display()));
+    config.final_snapshot = Some(layout.target(storage.clone(), 1, SnapshotKind::Savepoint));
+    let (snapshots, rows) = run(config.clone());
+    assert_eq!(rows[0], "(0,20,950)");
+    // Only the keyed operator has state; source-less sink and the rest are skipped.
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    assert_eq!(snapshots[0].uid, "keyed-sum-agg");
+    assert!(snapshots[0].snapshot.keyed.is_some());
+    // The type travels as data (the deployer ships it to whoever writes `_metadata`).
+    let bytes = rmp_serde::to_vec_named(&snapshots).unwrap();
+    let snapshots: Vec<OperatorSubtaskSnapshot> = rmp_serde::from_slice(&bytes).unwrap();
+
+    config.final_snapshot = None;
+    config.restore = Some(TaskRestore {
+        snapshot_dir: layout.checkpoint_dir(1),
+        storage,
+        operators: state::group_by_operator(snapshots),
+    });
+    let (after, rows) = run(config);
+    assert!(after.is_empty());
+    assert_eq!(rows[0], "(0,40,1900)");
+    assert_eq!(rows.len(), 5);
 }

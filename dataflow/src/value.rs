@@ -107,6 +107,10 @@ impl Value {
     /// this function does not matter for spread.
     #[inline]
     pub fn stable_hash(&self) -> u64 {
+        // The common key type, without the out-of-line walk over the value.
+        if let Value::I64(v) = self {
+            return Self::stable_hash_i64(*v);
+        }
         let mut h = StableHasher::default();
         h.write_value(self);
         h.finish()
@@ -119,6 +123,14 @@ impl Value {
         h.add(2);
         h.add(v as u64);
         h.finish()
+    }
+}
+
+impl rill_state::StateKey for Value {
+    /// [`Value::stable_hash`]: the same hash that routes the record to its subtask.
+    #[inline]
+    fn stable_hash(&self) -> u64 {
+        Value::stable_hash(self)
     }
 }
 
@@ -178,6 +190,8 @@ impl StableHasher {
 }
 
 impl PartialEq for Value {
+    /// Scalars compare inline (state lookups compare keys on every record); strings,
+    /// bytes and tuples out of line, since tuples recurse.
     #[inline]
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
@@ -185,6 +199,15 @@ impl PartialEq for Value {
             (Value::Bool(a), Value::Bool(b)) => a == b,
             (Value::I64(a), Value::I64(b)) => a == b,
             (Value::F64(a), Value::F64(b)) => a.to_bits() == b.to_bits(),
+            _ => self.eq_composite(other),
+        }
+    }
+}
+
+impl Value {
+    #[inline(never)]
+    fn eq_composite(&self, other: &Self) -> bool {
+        match (self, other) {
             (Value::Str(a), Value::Str(b)) => a == b,
             (Value::Bytes(a), Value::Bytes(b)) => a == b,
             (Value::Tuple(a), Value::Tuple(b)) => a == b,

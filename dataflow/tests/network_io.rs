@@ -166,7 +166,7 @@ fn run(
         .map(|t| t.spawn(|_| {}).unwrap())
         .collect();
     for outcome in join_all(handles) {
-        assert!(matches!(outcome, TaskOutcome::Finished), "{outcome:?}");
+        assert!(matches!(outcome, TaskOutcome::Finished(_)), "{outcome:?}");
     }
     // Every task ended, so every consumer is done: release (DESIGN: at job end).
     for (node, ids) in nodes.iter().zip(partitions) {

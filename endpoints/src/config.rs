@@ -13,19 +13,28 @@
 //! | `restart-strategy.fixed-delay.{attempts,delay}` | 1, 1 s | |
 //! | `restart-strategy.failure-rate.{max-failures-per-interval,failure-rate-interval,delay}` | 1, 1 min, 1 s | |
 //! | `restart-strategy.exponential-delay.{initial-backoff,max-backoff,backoff-multiplier,reset-backoff-threshold,jitter-factor,attempts-before-reset-backoff}` | 1 s, 1 min, 1.5, 1 h, 0.1, unlimited | |
+//! | `state.backend.type` | `heap` | keyed state backend: `heap` (alias `hashmap`) or `lsm` (alias `rocksdb`) |
+//! | `state.backend.lsm.localdir` | OS temp dir | lsm working directories (alias `state.backend.rocksdb.localdir`) |
+//! | `state.backend.lsm.cache-entries` | 65536 | decoded entries an lsm backend caches per subtask |
+//! | `state.checkpoints.dir` | none | checkpoint storage, `file:///abs/path`; bounded jobs write a final snapshot there |
+//! | `state.checkpoints.num-retained` | 1 | completed checkpoints kept |
+//! | `execution.checkpointing.incremental` | true for lsm | incremental lsm checkpoints |
 //!
 //! plus the runtime's `rpc.*`, `heartbeat.*`, `cluster.*` and `security.*`
 //! ([`rill_runtime::config`]). Flink's default slot-request timeout is 5 minutes; rill
 //! fails faster because a user watching `rill run` wants to know soon that the cluster is
 //! too small.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use rill_dataflow::StateConfig;
 use rill_network::NetworkConfig;
 use rill_runtime::config::{
     duration, ClusterConfig, ConfigError, HeartbeatConfig, RpcConfig, RuntimeConfig,
     SecurityConfig, Validate,
 };
+use rill_state::BackendKind;
 use serde::{Deserialize, Serialize};
 
 /// Everything a rill cluster process reads (see the module docs).
@@ -48,6 +57,10 @@ pub struct RillConfig {
     pub jobmanager: JobManagerConfig,
     /// `restart-strategy.*`.
     pub restart_strategy: RestartStrategyConfig,
+    /// `state.*`.
+    pub state: StateSection,
+    /// `execution.*`.
+    pub execution: ExecutionSection,
 }
 
 impl RillConfig {
@@ -60,6 +73,24 @@ impl RillConfig {
             security: self.security.clone(),
         }
     }
+
+    /// The state settings tasks get, from `state.*` and `execution.checkpointing.*`.
+    pub fn state(&self) -> StateConfig {
+        StateConfig {
+            backend: self.state.backend.kind,
+            incremental: self.execution.checkpointing.incremental,
+            checkpoints_dir: self.state.checkpoints.dir.clone(),
+            num_retained: self.state.checkpoints.num_retained,
+            local_dir: self
+                .state
+                .backend
+                .lsm
+                .localdir
+                .clone()
+                .or_else(|| self.state.backend.rocksdb.localdir.clone()),
+            lsm_cache_entries: self.state.backend.lsm.cache_entries,
+        }
+    }
 }
 
 impl Validate for RillConfig {
@@ -67,7 +98,119 @@ impl Validate for RillConfig {
         self.runtime().validate()?;
         self.taskmanager.validate()?;
         self.slot.validate()?;
-        self.restart_strategy.validate()
+        self.restart_strategy.validate()?;
+        self.state().validate().map_err(|e| match e {
+            rill_dataflow::DataflowError::State(rill_state::StateError::Config { key, reason }) => {
+                ConfigError::validation(&key, reason)
+            }
+            other => ConfigError::validation("state", other.to_string()),
+        })
+    }
+}
+
+/// `state.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StateSection {
+    /// `state.backend.*`.
+    pub backend: StateBackendSection,
+    /// `state.checkpoints.*`.
+    pub checkpoints: CheckpointsSection,
+}
+
+/// `state.backend.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StateBackendSection {
+    /// `state.backend.type`: `heap` (alias `hashmap`, the default) or `lsm` (alias
+    /// `rocksdb`).
+    #[serde(rename = "type", with = "backend_kind")]
+    pub kind: BackendKind,
+    /// `state.backend.lsm.*`.
+    pub lsm: LsmSection,
+    /// `state.backend.rocksdb.*`: Flink's spelling of the lsm backend's keys.
+    pub rocksdb: RocksDbAliasSection,
+}
+
+/// `state.backend.lsm.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LsmSection {
+    /// `state.backend.lsm.localdir`: working directories (the OS temp dir if unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localdir: Option<PathBuf>,
+    /// `state.backend.lsm.cache-entries`: decoded entries cached per subtask.
+    pub cache_entries: usize,
+}
+
+impl Default for LsmSection {
+    fn default() -> Self {
+        LsmSection {
+            localdir: None,
+            cache_entries: rill_dataflow::state_config::DEFAULT_LSM_CACHE_ENTRIES,
+        }
+    }
+}
+
+/// `state.backend.rocksdb.*` (Flink's key names, accepted as aliases).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RocksDbAliasSection {
+    /// `state.backend.rocksdb.localdir`: same as `state.backend.lsm.localdir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub localdir: Option<PathBuf>,
+}
+
+/// `state.checkpoints.*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CheckpointsSection {
+    /// `state.checkpoints.dir`: checkpoint storage URL (`file:///abs/path`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// `state.checkpoints.num-retained`: completed checkpoints kept (1).
+    pub num_retained: u32,
+}
+
+impl Default for CheckpointsSection {
+    fn default() -> Self {
+        CheckpointsSection {
+            dir: None,
+            num_retained: 1,
+        }
+    }
+}
+
+/// `execution.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExecutionSection {
+    /// `execution.checkpointing.*`.
+    pub checkpointing: CheckpointingSection,
+}
+
+/// `execution.checkpointing.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CheckpointingSection {
+    /// `execution.checkpointing.incremental`: unset means the backend's default (true
+    /// for lsm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<bool>,
+}
+
+/// `state.backend.type` by name, accepting Flink's aliases.
+mod backend_kind {
+    use rill_state::BackendKind;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(kind: &BackendKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.name())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BackendKind, D::Error> {
+        let name = String::deserialize(d)?;
+        BackendKind::parse(&name).map_err(serde::de::Error::custom)
     }
 }
 

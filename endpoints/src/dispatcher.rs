@@ -194,6 +194,7 @@ impl dispatcher::Handler for Dispatcher {
             restarts: 0,
             failure: None,
             vertices: Vec::new(),
+            final_checkpoint: None,
         };
         match e.gateway.clone() {
             None => Reply::ready(Ok(fallback)),

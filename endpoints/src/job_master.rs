@@ -39,6 +39,7 @@ use rill_runtime::{
 };
 
 use crate::config::{FailoverStrategy, RillConfig};
+use crate::final_snapshot::{self, FINAL_CHECKPOINT_ID};
 use crate::gateways::{dispatcher, job_master, resource_manager, task_executor};
 use crate::heartbeats::{start_heartbeats, TellTarget};
 use crate::messages::*;
@@ -104,6 +105,10 @@ pub struct JobMaster {
     heartbeat_tm: Option<HeartbeatManager<TaskExecutorToJobManagerHeartbeat, ()>>,
     heartbeat_rm: Option<HeartbeatManager<(), ()>>,
     collected: BTreeMap<String, Vec<Value>>,
+    /// Final-snapshot reports of finished subtasks (see [`crate::final_snapshot`]).
+    final_snapshots: BTreeMap<(VertexId, u32), FinalSnapshotReport>,
+    /// The final snapshot, once the job finished with `state.checkpoints.dir` set.
+    final_checkpoint: Option<FinalCheckpoint>,
     /// Vertices waiting to be (re)deployed.
     to_deploy: BTreeSet<VertexId>,
     /// A restart delay is running.
@@ -161,6 +166,8 @@ impl JobMaster {
             heartbeat_tm: None,
             heartbeat_rm: None,
             collected: BTreeMap::new(),
+            final_snapshots: BTreeMap::new(),
+            final_checkpoint: None,
             delay_pending: false,
             slot_epoch: 0,
             slot_timer_armed: false,
@@ -497,6 +504,14 @@ impl JobMaster {
                 allocation: e.allocation.ok_or("no slot")?,
                 output_partitions: e.partitions.clone(),
                 inputs,
+                state_backend: self.s.config.state.backend.kind,
+                incremental: self.s.config.execution.checkpointing.incremental,
+                final_snapshot: self.s.config.state.checkpoints.dir.clone().map(|dir| {
+                    FinalSnapshotSpec {
+                        checkpoints_dir: dir,
+                        checkpoint_id: FINAL_CHECKPOINT_ID,
+                    }
+                }),
             },
         ))
     }
@@ -671,10 +686,35 @@ impl JobMaster {
                         .values()
                         .all(|e| e.state == ExecutionState::Finished) =>
             {
+                self.complete_final_snapshot();
                 self.finalize(ctx, JobStatus::Finished)
             }
             _ => {}
         }
+    }
+
+    /// Writes the final snapshot's `_metadata` when every task has finished (a failure
+    /// is recorded in the job details, the job still finishes).
+    fn complete_final_snapshot(&mut self) {
+        let Some(dir) = self.s.config.state.checkpoints.dir.clone() else {
+            return;
+        };
+        let outcome = final_snapshot::complete(
+            &self.job,
+            &dir,
+            FINAL_CHECKPOINT_ID,
+            now_ms() as i64,
+            self.final_snapshots.values(),
+        );
+        match &outcome {
+            FinalCheckpoint::Completed { path, .. } => {
+                tracing::info!(job_id = %self.job_id(), %path, "final snapshot completed")
+            }
+            FinalCheckpoint::Failed { reason, .. } => {
+                tracing::warn!(job_id = %self.job_id(), %reason, "final snapshot failed")
+            }
+        }
+        self.final_checkpoint = Some(outcome);
     }
 
     fn total_subtasks(&self) -> u64 {
@@ -804,6 +844,7 @@ impl JobMaster {
             restarts: self.restarts,
             failure: self.failure.clone(),
             vertices,
+            final_checkpoint: self.final_checkpoint.clone(),
         }
     }
 
@@ -1018,6 +1059,11 @@ impl job_master::Handler for JobMaster {
         }
         if update.io != TaskIoCounters::default() {
             e.counters = update.io;
+        }
+        if update.state == ExecutionState::Finished {
+            if let Some(report) = update.final_snapshot {
+                self.final_snapshots.insert(key, report);
+            }
         }
         match update.state {
             ExecutionState::Failed => {

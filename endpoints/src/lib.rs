@@ -16,6 +16,7 @@
 pub mod cluster;
 pub mod config;
 pub mod dispatcher;
+pub mod final_snapshot;
 pub mod gateways;
 mod heartbeats;
 pub mod job_master;

@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
+use rill_dataflow::state::OperatorSubtaskSnapshot;
 use rill_dataflow::{JobId, Value, VertexId};
 use rill_network::PartitionId;
 use rill_runtime::{ResourceId, RpcAddress};
+use rill_state::BackendKind;
 use serde::{Deserialize, Serialize};
 
 /// Errors the cluster answers with; typed so admin tools can react to each.
@@ -212,6 +214,51 @@ pub struct TaskDeploymentDescriptor {
     pub output_partitions: Vec<PartitionId>,
     /// The input channels in input-channel order.
     pub inputs: Vec<InputChannelDescriptor>,
+    /// The job's keyed state backend (from the JobManager's `state.backend.type`, so
+    /// every subtask of a job uses the same one) and incremental setting.
+    pub state_backend: BackendKind,
+    /// `execution.checkpointing.incremental` as configured at the JobManager.
+    pub incremental: Option<bool>,
+    /// Where to write a final snapshot when the task's input ends, if the JobManager has
+    /// `state.checkpoints.dir`.
+    pub final_snapshot: Option<FinalSnapshotSpec>,
+}
+
+/// Where a bounded task writes its final snapshot (see [`FinalSnapshotReport`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalSnapshotSpec {
+    /// `state.checkpoints.dir` (a `file://` URL).
+    pub checkpoints_dir: String,
+    /// The checkpoint id the final snapshot gets (`chk-<id>`).
+    pub checkpoint_id: u64,
+}
+
+/// What a finished task wrote as its final snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FinalSnapshotReport {
+    /// One entry per stateful operator of the task's chain (possibly none).
+    Written(Vec<OperatorSubtaskSnapshot>),
+    /// The snapshot could not be written; the task still finished.
+    Failed(String),
+}
+
+/// A completed (or failed) final snapshot of a finished job, as job details show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinalCheckpoint {
+    /// `_metadata` was written: the checkpoint directory.
+    Completed {
+        /// Checkpoint id.
+        checkpoint_id: u64,
+        /// The `chk-<id>` directory holding `_metadata`.
+        path: String,
+    },
+    /// The snapshot failed; the job's results are unaffected.
+    Failed {
+        /// Checkpoint id.
+        checkpoint_id: u64,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A subtask attempt's state (DESIGN §3).
@@ -326,7 +373,7 @@ impl fmt::Display for JobStatus {
 }
 
 /// A task's state change, reported by its TaskExecutor to the JobMaster.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskExecutionStateUpdate {
     /// The attempt.
     pub execution: ExecutionAttemptId,
@@ -336,6 +383,8 @@ pub struct TaskExecutionStateUpdate {
     pub error: Option<String>,
     /// The task's counters at the time of the update.
     pub io: TaskIoCounters,
+    /// For `Finished` with a final snapshot configured: what the task wrote.
+    pub final_snapshot: Option<FinalSnapshotReport>,
 }
 
 /// Records and bytes a task moved, reported in TaskExecutor → JobMaster heartbeats.
@@ -401,6 +450,8 @@ pub struct JobDetails {
     pub failure: Option<String>,
     /// Vertices in topological order.
     pub vertices: Vec<VertexDetails>,
+    /// The final snapshot of a finished job, when `state.checkpoints.dir` is set.
+    pub final_checkpoint: Option<FinalCheckpoint>,
 }
 
 /// A job's final result (Flink's `JobResult`).

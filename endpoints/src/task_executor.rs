@@ -32,8 +32,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use rill_dataflow::network_io::{create_task_io, ChannelLocation, InputChannelSpec, OutputSpec};
 use rill_dataflow::{
-    CollectSink, JobGraph, JobId, OperatorRegistry, StreamTask, TaskConfig, TaskEnvironment,
-    TaskHandle, TaskOutcome, Value,
+    CollectSink, JobGraph, JobId, OperatorRegistry, StateConfig, StreamTask, TaskConfig,
+    TaskEnvironment, TaskHandle, TaskOutcome, Value,
 };
 use rill_network::{NetworkEnvironment, PartitionId, TaskIoMetrics};
 use rill_runtime::heartbeat::{HeartbeatManager, HeartbeatRole};
@@ -42,6 +42,8 @@ use rill_runtime::{
     EndpointContext, EndpointHandle, FencingToken, Reply, ResourceId, RpcAddress, RpcEndpoint,
     RpcService,
 };
+use rill_state::storage::{CheckpointLayout, FsCheckpointStorage};
+use rill_state::{SnapshotKind, SnapshotTarget};
 
 use crate::config::RillConfig;
 use crate::gateways::{job_master, resource_manager, task_executor};
@@ -473,6 +475,19 @@ impl TaskExecutor {
                 rill_network::BufferTimeout::EveryRecord => std::time::Duration::ZERO,
                 rill_network::BufferTimeout::Never => std::time::Duration::from_secs(3600),
             },
+            state: StateConfig {
+                backend: tdd.state_backend,
+                incremental: tdd.incremental,
+                checkpoints_dir: tdd
+                    .final_snapshot
+                    .as_ref()
+                    .map(|f| f.checkpoints_dir.clone()),
+                ..self.s.config.state()
+            },
+            final_snapshot: match &tdd.final_snapshot {
+                None => None,
+                Some(spec) => Some(final_snapshot_target(tdd.job, spec)?),
+            },
             ..TaskConfig::default()
         };
         let io = create_task_io(
@@ -512,14 +527,22 @@ impl TaskExecutor {
             }
         };
         let execution = tdd.execution;
+        let wants_snapshot = tdd.final_snapshot.is_some();
         let handle = ctx.handle();
         let spawned = task.spawn(move |outcome| {
-            let (state, error) = match outcome {
-                TaskOutcome::Finished => (ExecutionState::Finished, None),
-                TaskOutcome::Canceled => (ExecutionState::Canceled, None),
-                TaskOutcome::Failed(e) => (ExecutionState::Failed, Some(e.to_string())),
+            let (state, error, snapshot) = match outcome {
+                TaskOutcome::Finished(parts) => (
+                    ExecutionState::Finished,
+                    None,
+                    wants_snapshot.then(|| match parts {
+                        Ok(parts) => FinalSnapshotReport::Written(parts.clone()),
+                        Err(e) => FinalSnapshotReport::Failed(e.to_string()),
+                    }),
+                ),
+                TaskOutcome::Canceled => (ExecutionState::Canceled, None, None),
+                TaskOutcome::Failed(e) => (ExecutionState::Failed, Some(e.to_string()), None),
             };
-            handle.run_async(move |te, _| te.task_exited(execution, state, error));
+            handle.run_async(move |te, _| te.task_exited(execution, state, error, snapshot));
         });
         let handle = match spawned {
             Ok(h) => h,
@@ -546,6 +569,7 @@ impl TaskExecutor {
             state: ExecutionState::Running,
             error: None,
             io: TaskIoCounters::default(),
+            final_snapshot: None,
         });
         Ok(())
     }
@@ -555,6 +579,7 @@ impl TaskExecutor {
         execution: ExecutionAttemptId,
         state: ExecutionState,
         error: Option<String>,
+        final_snapshot: Option<FinalSnapshotReport>,
     ) {
         let Some(task) = self.tasks.remove(&execution) else {
             return;
@@ -579,6 +604,7 @@ impl TaskExecutor {
                 state,
                 error,
                 io,
+                final_snapshot,
             });
         }
     }
@@ -816,4 +842,20 @@ impl task_executor::Handler for TaskExecutor {
             hb.request_heartbeat(from, ());
         }
     }
+}
+
+/// The target of a task's final snapshot: `chk-<id>` of the job under the configured
+/// checkpoint directory.
+fn final_snapshot_target(
+    job: JobId,
+    spec: &FinalSnapshotSpec,
+) -> Result<SnapshotTarget, ClusterError> {
+    let storage = FsCheckpointStorage::from_url(&spec.checkpoints_dir)
+        .map_err(|e| ClusterError::Rejected(format!("cannot deploy the task: {e}")))?;
+    let layout = CheckpointLayout::new(storage.root().to_path_buf(), job.to_string());
+    Ok(layout.target(
+        Arc::new(storage),
+        spec.checkpoint_id,
+        SnapshotKind::Checkpoint,
+    ))
 }

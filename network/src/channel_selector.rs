@@ -1,8 +1,10 @@
 //! Channel selectors: which subpartition(s) a record goes to.
 //!
 //! An enum rather than a trait object so the per-record `match` inlines into the writer's
-//! hot loop. The network knows nothing of keys: callers pass a key hash for
-//! [`ChannelSelector::KeyGroup`] and `0` otherwise.
+//! hot loop. The network knows nothing of keys: for [`ChannelSelector::Keyed`] the caller
+//! (dataflow, which owns the key-group formula through rill-state) computes the target
+//! channel itself and passes it as the *channel hint*; other selectors ignore the hint
+//! (pass `0`).
 //!
 //! * `Forward`: always channel 0 — a forward edge connects one producer subtask to one
 //!   consumer subtask.
@@ -11,11 +13,11 @@
 //! * `Rescale`: round-robin as well; the difference from rebalance lies in the wiring
 //!   (pointwise: a producer's partition only has the channels of its local consumer
 //!   subset), which the job graph decides, not the writer.
-//! * `KeyGroup`: DESIGN.md §6 — `key_group = murmur_fmix(hash) % max_parallelism`,
-//!   channel = `key_group * channels / max_parallelism`.
+//! * `Keyed`: the channel the caller chose (DESIGN.md §6: the data plane only routes by
+//!   channel index; keys and key groups are rill-state's business). A hint outside
+//!   `0..channels` is the caller's bug: the [`RecordWriter`](crate::RecordWriter)
+//!   rejects it with [`NetworkError::SubpartitionOutOfRange`](crate::NetworkError).
 //! * `Broadcast`: every channel.
-
-use crate::key_group::{key_group_for_hash, operator_index_for_key_group};
 
 /// Chooses the target subpartition of each record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,11 +34,8 @@ pub enum ChannelSelector {
         /// Next channel to use.
         next: u32,
     },
-    /// By key group of the record's key hash.
-    KeyGroup {
-        /// Maximum parallelism (number of key groups).
-        max_parallelism: u32,
-    },
+    /// To the channel the caller passes with each record (keyed edges).
+    Keyed,
     /// Every channel.
     Broadcast,
 }
@@ -65,22 +64,17 @@ impl ChannelSelector {
         }
     }
 
-    /// Key-group hash partitioning with the given maximum parallelism (must be positive).
-    pub fn key_group(max_parallelism: u32) -> Self {
-        ChannelSelector::KeyGroup {
-            max_parallelism: max_parallelism.max(1),
-        }
-    }
-
     /// Whether every record goes to every channel.
     pub fn is_broadcast(&self) -> bool {
         matches!(self, ChannelSelector::Broadcast)
     }
 
-    /// Selects the channel(s) for a record among `channels` (positive); `key_hash` is only
-    /// read by [`ChannelSelector::KeyGroup`].
+    /// Selects the channel(s) for a record among `channels` (positive). `channel_hint` is
+    /// the target channel of a record on a keyed edge and is only read by
+    /// [`ChannelSelector::Keyed`], which returns it unchanged (the caller guarantees
+    /// `channel_hint < channels`; the record writer checks).
     #[inline]
-    pub fn select(&mut self, key_hash: u64, channels: u32) -> Selection {
+    pub fn select(&mut self, channel_hint: u32, channels: u32) -> Selection {
         match self {
             ChannelSelector::Forward => Selection::One(0),
             ChannelSelector::Rebalance { next } | ChannelSelector::Rescale { next } => {
@@ -92,13 +86,8 @@ impl ChannelSelector {
                 *next = if c + 1 == channels { 0 } else { c + 1 };
                 Selection::One(c)
             }
-            ChannelSelector::KeyGroup { max_parallelism } => {
-                let kg = key_group_for_hash(key_hash, *max_parallelism);
-                // With more channels than key groups the extra channels stay empty, as in
-                // Flink, where parallelism may not exceed max parallelism.
-                let channels = channels.min(*max_parallelism);
-                Selection::One(operator_index_for_key_group(kg, channels, *max_parallelism))
-            }
+            // The record writer rejects a hint outside `0..channels`.
+            ChannelSelector::Keyed => Selection::One(channel_hint),
             ChannelSelector::Broadcast => Selection::All,
         }
     }
@@ -116,12 +105,10 @@ mod tests {
     }
 
     #[test]
-    fn key_group_is_stable_and_in_range() {
-        let mut s = ChannelSelector::key_group(128);
-        for h in 0..1000u64 {
-            let a = s.select(h, 7);
-            assert_eq!(a, s.select(h, 7));
-            assert!(matches!(a, Selection::One(c) if c < 7));
+    fn keyed_returns_the_hint() {
+        let mut s = ChannelSelector::Keyed;
+        for c in 0..7u32 {
+            assert_eq!(s.select(c, 7), Selection::One(c));
         }
         assert_eq!(ChannelSelector::Forward.select(9, 4), Selection::One(0));
         assert_eq!(ChannelSelector::Broadcast.select(9, 4), Selection::All);

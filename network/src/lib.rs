@@ -8,7 +8,8 @@
 //!
 //! * [`buffer_pool`]: bounded network memory, local pools, recycled buffers;
 //! * [`serializer`], [`deserializer`]: length-prefixed records spanning buffers;
-//! * [`channel_selector`], [`key_group`]: where a record goes;
+//! * [`channel_selector`]: where a record goes (by channel index; keys and key groups
+//!   are rill-state's, DESIGN §6);
 //! * [`partition`], [`record_writer`], [`flusher`]: the producer side;
 //! * [`input_gate`], [`event`]: the consumer side and in-band events;
 //! * [`protocol`], [`credit`]: the wire format and the sans-IO credit state machines;
@@ -27,7 +28,6 @@ pub mod error;
 pub mod event;
 pub mod flusher;
 pub mod input_gate;
-pub mod key_group;
 pub mod metrics;
 pub mod partition;
 pub mod protocol;

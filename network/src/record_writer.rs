@@ -197,18 +197,29 @@ impl RecordWriter {
         self.flusher.is_some()
     }
 
-    /// Emits a record to the channel(s) chosen by the selector (key hash 0).
+    /// Emits a record to the channel(s) chosen by the selector (channel hint 0).
     #[inline]
     pub fn emit(&mut self, record: &[u8]) -> Result<(), NetworkError> {
         self.emit_keyed(record, 0)
     }
 
-    /// Emits a record whose key hashes to `key_hash` (used by the key-group selector).
+    /// Emits a record with a channel hint: on a keyed edge
+    /// ([`ChannelSelector::Keyed`](crate::ChannelSelector::Keyed)) `channel` is the target
+    /// channel the caller computed from the record's key; other selectors ignore it.
+    /// A channel outside the partition is [`NetworkError::SubpartitionOutOfRange`].
     #[inline]
-    pub fn emit_keyed(&mut self, record: &[u8], key_hash: u64) -> Result<(), NetworkError> {
+    pub fn emit_keyed(&mut self, record: &[u8], channel: u32) -> Result<(), NetworkError> {
         self.check_open()?;
-        match self.selector.select(key_hash, self.channels) {
-            Selection::One(c) => self.write_to(c, record)?,
+        match self.selector.select(channel, self.channels) {
+            Selection::One(c) => {
+                if c >= self.channels {
+                    return Err(NetworkError::SubpartitionOutOfRange {
+                        index: c,
+                        count: self.channels,
+                    });
+                }
+                self.write_to(c, record)?
+            }
             Selection::All => self.write_to_all(record)?,
         }
         self.after_record()
@@ -253,15 +264,16 @@ impl RecordWriter {
 
     /// Serializes a record with `serialize` into a reused scratch buffer, then emits it:
     /// no allocation per record once the scratch buffer has grown.
+    /// `channel` is the channel hint of [`emit_keyed`](Self::emit_keyed).
     pub fn emit_with(
         &mut self,
-        key_hash: u64,
+        channel: u32,
         serialize: impl FnOnce(&mut Vec<u8>),
     ) -> Result<(), NetworkError> {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         serialize(&mut scratch);
-        let result = self.emit_keyed(&scratch, key_hash);
+        let result = self.emit_keyed(&scratch, channel);
         self.scratch = scratch;
         result
     }

@@ -36,7 +36,15 @@ pub fn murmur_fmix(mut h: u64) -> u64 {
 #[inline]
 pub fn key_group_for_hash(key_hash: u64, max_parallelism: u32) -> u32 {
     debug_assert!(max_parallelism > 0);
-    (murmur_fmix(key_hash) % u64::from(max_parallelism.max(1))) as u32
+    let (h, m) = (murmur_fmix(key_hash), u64::from(max_parallelism.max(1)));
+    // The same value as `h % m`. Max parallelism is usually a power of two (128 by
+    // default), and a 64-bit division costs more than the rest of the per-record path
+    // of a keyed state access.
+    (if m.is_power_of_two() {
+        h & (m - 1)
+    } else {
+        h % m
+    }) as u32
 }
 
 /// Returns the operator (subtask) index, in `0..parallelism`, that owns a key group.
@@ -45,7 +53,16 @@ pub fn key_group_for_hash(key_hash: u64, max_parallelism: u32) -> u32 {
 #[inline]
 pub fn operator_index_for_key_group(key_group: u32, parallelism: u32, max_parallelism: u32) -> u32 {
     debug_assert!(key_group < max_parallelism && parallelism <= max_parallelism);
-    (u64::from(key_group) * u64::from(parallelism) / u64::from(max_parallelism.max(1))) as u32
+    let (x, m) = (
+        u64::from(key_group) * u64::from(parallelism),
+        u64::from(max_parallelism.max(1)),
+    );
+    // `x / m`, without a division for power-of-two max parallelism (see above).
+    (if m.is_power_of_two() {
+        x >> m.trailing_zeros()
+    } else {
+        x / m
+    }) as u32
 }
 
 /// The subtask that owns a key with stable hash `key_hash`.
@@ -144,6 +161,22 @@ mod tests {
         assert_eq!(operator_index_for_key_group(127, 4, 128), 3);
         assert_eq!(operator_index_for_key_group(31, 4, 128), 0);
         assert_eq!(operator_index_for_key_group(32, 4, 128), 1);
+    }
+
+    #[test]
+    fn power_of_two_fast_path_matches_the_formula() {
+        for m in [1u32, 2, 128, 4096, 1 << 15] {
+            for h in (0..2000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+                let kg = key_group_for_hash(h, m);
+                assert_eq!(u64::from(kg), murmur_fmix(h) % u64::from(m));
+                for p in [1u32, m.min(3), m.min(7), m] {
+                    assert_eq!(
+                        u64::from(operator_index_for_key_group(kg, p, m)),
+                        u64::from(kg) * u64::from(p) / u64::from(m)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -203,9 +203,12 @@ pub trait KeyedStore<K: StateKey> {
     fn snapshot(&mut self, target: SnapshotTarget) -> Result<AsyncSnapshot>;
 
     /// Loads the key groups of this backend's range from `handles` (before registering).
+    /// The handles' file paths are relative to `snapshot_dir`, the directory that holds
+    /// the snapshot's `_metadata` ([`StateFileRef::resolve`](crate::snapshot::StateFileRef::resolve)).
     fn restore(
         &mut self,
         handles: &[KeyedStateHandle],
+        snapshot_dir: &std::path::Path,
         storage: &dyn CheckpointStorage,
     ) -> Result<()>;
 
@@ -287,6 +290,19 @@ macro_rules! copy_handle {
 copy_handle!(ValueState<N, T>);
 copy_handle!(ListState<N, T>);
 copy_handle!(MapState<N, UK, UV>);
+
+impl<N, T> ReducingState<N, T> {
+    /// The state's index in its backend.
+    pub fn id(&self) -> StateId {
+        self.id
+    }
+}
+impl<N, IN, ACC, OUT> AggregatingState<N, IN, ACC, OUT> {
+    /// The state's index in its backend.
+    pub fn id(&self) -> StateId {
+        self.id
+    }
+}
 
 impl<N, T> Clone for ReducingState<N, T> {
     fn clone(&self) -> Self {
@@ -519,9 +535,12 @@ impl<K: StateKey> KeyedStateBackend<K> {
         ns: &N,
         f: impl FnOnce(&mut Option<S>) -> R,
     ) -> Result<R> {
-        let cur = self.current.as_ref().ok_or(StateError::NoCurrentKey {
-            name: format!("#{}", id.0),
-        })?;
+        let cur = self
+            .current
+            .as_ref()
+            .ok_or_else(|| StateError::NoCurrentKey {
+                name: format!("#{}", id.0),
+            })?;
         let (kg, key) = (cur.key_group, &cur.key);
         match &mut self.backend {
             Backend::Heap(b) => b.modify::<N, S, R>(id, kg, key, ns, f),
@@ -534,9 +553,12 @@ impl<K: StateKey> KeyedStateBackend<K> {
         id: StateId,
         ns: &N,
     ) -> Result<Option<S>> {
-        let cur = self.current.as_ref().ok_or(StateError::NoCurrentKey {
-            name: format!("#{}", id.0),
-        })?;
+        let cur = self
+            .current
+            .as_ref()
+            .ok_or_else(|| StateError::NoCurrentKey {
+                name: format!("#{}", id.0),
+            })?;
         let (kg, key) = (cur.key_group, &cur.key);
         match &mut self.backend {
             Backend::Heap(b) => b.get::<N, S>(id, kg, key, ns),
@@ -769,13 +791,15 @@ impl<K: StateKey> KeyedStateBackend<K> {
         dispatch!(self, b => b.snapshot(target))
     }
 
-    /// Restores this backend's key groups from `handles` (any number: rescaling).
+    /// Restores this backend's key groups from `handles` (any number: rescaling), whose
+    /// file paths are relative to `snapshot_dir` (the directory holding `_metadata`).
     pub fn restore(
         &mut self,
         handles: &[KeyedStateHandle],
+        snapshot_dir: &std::path::Path,
         storage: &dyn CheckpointStorage,
     ) -> Result<()> {
-        dispatch!(self, b => b.restore(handles, storage))
+        dispatch!(self, b => b.restore(handles, snapshot_dir, storage))
     }
 
     /// Forwards checkpoint completion to the backend.

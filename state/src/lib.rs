@@ -20,10 +20,14 @@
 
 pub mod descriptor;
 pub mod error;
+pub mod format;
 pub mod heap;
 pub mod key_group;
 pub mod keyed;
 pub mod lsm;
+pub mod operator_state;
+pub mod restore;
+pub mod shared;
 pub mod snapshot;
 pub mod storage;
 
@@ -38,5 +42,7 @@ pub use keyed::{
     KeyedStore, ListState, MapState, Namespace, ReducingState, StateData, StateId, StateKey,
     SystemTtlClock, TtlClock, ValueState,
 };
+pub use operator_state::{BroadcastState, OperatorListState, OperatorStateBackend};
+pub use restore::RestoredOperatorState;
 pub use snapshot::{CheckpointMetadata, KeyedStateHandle, SnapshotKind, SnapshotTarget};
-pub use storage::CheckpointStorage;
+pub use storage::{CheckpointLayout, CheckpointStorage, FsCheckpointStorage};

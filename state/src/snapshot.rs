@@ -43,7 +43,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::descriptor::StateMeta;
-use crate::error::Result;
 use crate::key_group::KeyGroupRange;
 use crate::keyed::BackendKind;
 use crate::storage::CheckpointStorage;

@@ -118,11 +118,13 @@ mod tests {
         OperatorContext {
             job_id: JobId([0; 16]),
             operator_name: "datagen".into(),
+            operator_uid: "datagen".into(),
             subtask_index: i,
             parallelism: p,
             max_parallelism: 128,
             key_selector: None,
             collect: None,
+            state: crate::state::StateContext::default(),
         }
     }
 

@@ -173,11 +173,13 @@ mod tests {
             let ctx = OperatorContext {
                 job_id: JobId([0; 16]),
                 operator_name: "f".into(),
+                operator_uid: "f".into(),
                 subtask_index: i,
                 parallelism: p,
                 max_parallelism: 128,
                 key_selector: None,
                 collect: None,
+                state: crate::state::StateContext::default(),
             };
             let mut s = FileLinesSource::new(
                 FileLinesConfig {
@@ -219,11 +221,13 @@ mod tests {
         let ctx = OperatorContext {
             job_id: JobId([0; 16]),
             operator_name: "f".into(),
+            operator_uid: "f".into(),
             subtask_index: 0,
             parallelism: 1,
             max_parallelism: 128,
             key_selector: None,
             collect: None,
+            state: crate::state::StateContext::default(),
         };
         let r = FileLinesSource::new(
             FileLinesConfig {
