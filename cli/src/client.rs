@@ -97,7 +97,7 @@ pub fn print_details(d: &JobDetails) {
     println!("job:      {} ({})", d.overview.job, d.overview.name);
     println!("duration: {}", fmt_duration(d.overview.duration_ms));
     println!("restarts: {}", d.restarts);
-    if let Some(line) = final_checkpoint_line(&d) {
+    if let Some(line) = final_checkpoint_line(d) {
         println!("{line}");
     }
     if let Some(f) = &d.failure {

@@ -351,9 +351,9 @@ impl StreamTask {
                     self.run_input(&mut chain)
                 }
             })
-            .and_then(|control| match control {
-                Control::Continue => Ok(Ended::Finished(self.final_snapshot(&mut chain))),
-                Control::Cancel => Ok(Ended::Canceled),
+            .map(|control| match control {
+                Control::Continue => Ended::Finished(self.final_snapshot(&mut chain)),
+                Control::Cancel => Ended::Canceled,
             });
         let closed = chain.close();
         let ended = res?;

@@ -257,10 +257,13 @@ pub struct ListState<N, T> {
     id: StateId,
     _t: PhantomData<fn() -> (N, T)>,
 }
+/// The types a map state handle stands for.
+type MapTypes<N, UK, UV> = fn() -> (N, UK, UV);
+
 /// Handle of a keyed map state.
 pub struct MapState<N, UK, UV> {
     id: StateId,
-    _t: PhantomData<fn() -> (N, UK, UV)>,
+    _t: PhantomData<MapTypes<N, UK, UV>>,
 }
 /// Handle of a keyed reducing state.
 pub struct ReducingState<N, T> {
@@ -339,8 +342,8 @@ fn meta<K, N, V>(name: &str, kind: StateKind, ttl: Option<TtlConfig>, user_key: 
 pub enum Backend<K: StateKey> {
     /// In-memory.
     Heap(HeapKeyedStateBackend<K>),
-    /// Embedded LSM store.
-    Lsm(LsmKeyedStateBackend<K>),
+    /// Embedded LSM store (boxed: it is much larger than the heap backend's handle).
+    Lsm(Box<LsmKeyedStateBackend<K>>),
 }
 
 macro_rules! dispatch {
@@ -374,7 +377,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         let max_parallelism = params.max_parallelism;
         let backend = match kind {
             BackendKind::Heap => Backend::Heap(HeapKeyedStateBackend::new(params)),
-            BackendKind::Lsm => Backend::Lsm(LsmKeyedStateBackend::new(params)?),
+            BackendKind::Lsm => Backend::Lsm(Box::new(LsmKeyedStateBackend::new(params)?)),
         };
         Ok(Self {
             backend,

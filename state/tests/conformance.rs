@@ -420,7 +420,7 @@ fn reregistering_and_wrong_types(kind: BackendKind) {
     let kg = Key(1).key_group();
     let r = match b.backend_mut() {
         Backend::Heap(h) => wrong_stored_type(h, id, kg),
-        Backend::Lsm(l) => wrong_stored_type(l, id, kg),
+        Backend::Lsm(l) => wrong_stored_type(l.as_mut(), id, kg),
     };
     assert!(
         matches!(r, Err(StateError::IncompatibleState { .. })),

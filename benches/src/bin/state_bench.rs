@@ -20,7 +20,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use rill_dataflow::Value;
+use rill::admin::AdminClient;
+use rill_dataflow::builtins::{self, DatagenConfig};
+use rill_dataflow::key::KeySelector;
+use rill_dataflow::operator::{Operator, OperatorContext};
+use rill_dataflow::registry::OperatorKind;
+use rill_dataflow::spec::FactoryRef;
+use rill_dataflow::{jobs, key, OperatorRegistry, StreamExecutionEnvironment, StreamRecord, Value};
+use rill_endpoints::{MiniCluster, MiniClusterOptions, RillConfig};
+use rill_runtime::security::ClusterSecret;
 use rill_state::format::KeyedFileWriter;
 use rill_state::key_group::KeyGroupRange;
 use rill_state::storage::{CheckpointLayout, FsCheckpointStorage};
@@ -274,6 +282,239 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn keyed_sum(_args: &Args) -> Result<()> {
+// ---------------------------------------------------------------------------------------
+// keyed-sum on a MiniCluster
+
+/// Factory name of the baseline operator: keyed-sum's count + sum with the state in a
+/// private `FxHashMap`, as every keyed operator kept it before issue #9.
+const PRIVATE_MAP: &str = "bench.count_sum_private_map";
+
+/// The pre-#9 `KeyedProcessOperator` specialised to count + sum: one hash lookup per
+/// record, the key cloned only when first seen, rows emitted in key order at end of input.
+struct PrivateMapCountSum {
+    key: Arc<dyn KeySelector>,
+    state: FxHashMap<Value, (i64, i64)>,
+}
+
+impl Operator for PrivateMapCountSum {
+    fn process_batch(
+        &mut self,
+        input: &mut Vec<StreamRecord>,
+        _out: &mut Vec<StreamRecord>,
+    ) -> rill_dataflow::Result<()> {
+        for r in input.drain(..) {
+            let key = self.key.key(&r.value)?;
+            let Value::I64(x) = r.value else {
+                return Err(rill_dataflow::DataflowError::TypeMismatch {
+                    operator: PRIVATE_MAP.into(),
+                    expected: "i64",
+                    actual: r.value.type_name(),
+                });
+            };
+            if let Some(s) = self.state.get_mut(key.as_ref()) {
+                s.0 += 1;
+                s.1 = s.1.wrapping_add(x);
+            } else {
+                self.state.insert(key.into_owned(), (1, x));
+            }
+        }
+        Ok(())
+    }
+
+    fn end_input(&mut self, out: &mut Vec<StreamRecord>) -> rill_dataflow::Result<()> {
+        let mut rows: Vec<_> = self.state.iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (k, (c, s)) in rows {
+            out.push(StreamRecord::new(Value::Tuple(vec![
+                k.clone(),
+                Value::I64(*c),
+                Value::I64(*s),
+            ])));
+        }
+        Ok(())
+    }
+}
+
+fn registry() -> Result<Arc<OperatorRegistry>> {
+    let mut r = OperatorRegistry::new();
+    r.register_operator(
+        PRIVATE_MAP,
+        OperatorKind::Process,
+        |(): (), ctx: &OperatorContext| {
+            Ok(PrivateMapCountSum {
+                key: ctx.key_selector.clone().ok_or_else(|| {
+                    rill_dataflow::DataflowError::InvalidGraph("count+sum needs key_by".into())
+                })?,
+                state: FxHashMap::default(),
+            })
+        },
+    )?;
+    Ok(Arc::new(r))
+}
+
+/// keyed-sum's graph with its aggregate replaced by the private-map baseline.
+fn private_map_job(rows: u64, keys: u64, parallelism: u32) -> Result<rill_dataflow::JobGraph> {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    env.add_source(builtins::datagen(DatagenConfig {
+        rows: Some(rows),
+        ..DatagenConfig::default()
+    }))
+    .name("Source: datagen")
+    .key_by(key::by_i64_mod(keys as i64))
+    .process(FactoryRef::unit(PRIVATE_MAP))
+    .name("count+sum")
+    .uid("keyed-sum-agg")
+    .sink(builtins::collect(jobs::KEYED_SUM_COLLECT_ID))
+    .name("Sink: collect");
+    Ok(env.job_graph("keyed-sum (private map)")?)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    PrivateMap,
+    Backend(BackendKind),
+}
+
+impl Variant {
+    fn name(self) -> String {
+        match self {
+            Variant::PrivateMap => "private map (pre-#9)".into(),
+            Variant::Backend(k) => format!("{} backend", k.name()),
+        }
+    }
+}
+
+/// One keyed-sum run; returns events/s over the job's duration and per CPU-second.
+async fn keyed_sum_once(
+    registry: &Arc<OperatorRegistry>,
+    variant: Variant,
+    parallelism: u32,
+    rows: u64,
+    keys: u64,
+) -> Result<(f64, f64)> {
+    let mut config = RillConfig::default();
+    config.taskmanager.number_of_task_slots = parallelism;
+    let local = tempfile::tempdir()?;
+    if let Variant::Backend(kind) = variant {
+        config.state.backend.kind = kind;
+        config.state.backend.lsm.localdir = Some(local.path().to_path_buf());
+    }
+    let cluster = MiniCluster::start(
+        &config,
+        &MiniClusterOptions::default(),
+        &ClusterSecret::generate(),
+        registry.clone(),
+    )?;
+    let client = AdminClient::with_service(
+        cluster.jobmanager().rpc().clone(),
+        cluster.jobmanager().address(),
+    )
+    .await?;
+    let outcome = async {
+        client
+            .wait_for_slots(parallelism, Duration::from_secs(30))
+            .await?;
+        let job = match variant {
+            Variant::PrivateMap => private_map_job(rows, keys, parallelism)?,
+            Variant::Backend(_) => jobs::keyed_sum(Some(rows), keys, None, parallelism)?,
+        };
+        let cpu0 = process_cpu();
+        let id = client.submit(job).await?;
+        let result = client
+            .wait_for_result(id, Duration::from_secs(600), |_| {})
+            .await?;
+        let cpu = process_cpu().saturating_sub(cpu0).as_secs_f64().max(1e-3);
+        if result.status != rill_endpoints::JobStatus::Finished {
+            bail!(
+                "{} p={parallelism}: {} {:?}",
+                variant.name(),
+                result.status,
+                result.failure
+            );
+        }
+        let values = result
+            .collected
+            .get(jobs::KEYED_SUM_COLLECT_ID)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        let checksum = jobs::keyed_sum_checksum(values)?;
+        if checksum != jobs::expected_keyed_sum_checksum(rows, keys) {
+            bail!("{} p={parallelism}: wrong checksum", variant.name());
+        }
+        let job_s = result.duration_ms.max(1) as f64 / 1e3;
+        Ok((rows as f64 / job_s, rows as f64 / cpu))
+    }
+    .await;
+    client.close().await;
+    cluster.shutdown().await;
+    outcome
+}
+
+/// User + system CPU time of this process so far.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 (1-based) of /proc/pid/stat, i.e. 11 and 12 here.
+    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0)
+}
+
+fn keyed_sum(args: &Args) -> Result<()> {
+    let (rows, keys) = (args.rows, 1000);
+    println!(
+        "== keyed-sum on a MiniCluster: {rows} rows, {keys} keys, collect sink; variants alternated, median of {} rounds",
+        args.rounds
+    );
+    let registry = registry()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let variants = [
+        Variant::PrivateMap,
+        Variant::Backend(BackendKind::Heap),
+        Variant::Backend(BackendKind::Lsm),
+    ];
+    for p in [1u32, 2] {
+        let mut rates: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
+        for _ in 0..args.rounds {
+            for (i, v) in variants.iter().enumerate() {
+                rates[i].push(rt.block_on(keyed_sum_once(&registry, *v, p, rows, keys))?);
+            }
+        }
+        let med: Vec<(f64, f64)> = rates
+            .iter()
+            .map(|r| {
+                (
+                    median(r.iter().map(|x| x.0).collect()),
+                    median(r.iter().map(|x| x.1).collect()),
+                )
+            })
+            .collect();
+        let base = med[0].0;
+        let heap = med[1].0;
+        for (v, (rate, per_cpu)) in variants.iter().zip(&med) {
+            let range = |i: usize| {
+                let xs: Vec<f64> = rates[i].iter().map(|x| x.0 / 1e6).collect();
+                format!(
+                    "{:.1}–{:.1}",
+                    xs.iter().cloned().fold(f64::INFINITY, f64::min),
+                    xs.iter().cloned().fold(0.0, f64::max)
+                )
+            };
+            let i = variants.iter().position(|x| x == v).unwrap_or(0);
+            println!(
+                "  p={p} {:<22} {:>6.2} M ev/s (job; {} ), {:.2} M ev/s per CPU-second; {:.0} % of private map, {:.0} % of heap",
+                v.name(),
+                rate / 1e6,
+                range(i),
+                per_cpu / 1e6,
+                100.0 * rate / base,
+                100.0 * rate / heap
+            );
+        }
+    }
     Ok(())
 }

@@ -6,10 +6,12 @@
 //! Each backend opens one fjall keyspace in a fresh subdirectory of
 //! [`KeyedBackendParams::local_dir`] (`lsm-<uid>-<subtask>-<nonce>`), removed when the
 //! backend is dropped: local state is a cache of the last checkpoint plus what happened
-//! since, never the source of truth, so the journal is not fsynced. Every state
+//! since, never the source of truth, so the journal is not fsynced. Dropping the backend
+//! waits for fjall's background threads to stop (up to ~250 ms: its monitor thread
+//! polls at that interval). Every state
 //! (registered or restored) gets its own partition `s<index>`, so a state is one key
 //! space and per-state scans need no state prefix. Keys and values are laid out as in
-//! [`codec`]: `[key group u16 BE][len(key) u32 BE][key][namespace]` →
+//! `codec`: `[key group u16 BE][len(key) u32 BE][key][namespace]` →
 //! `[timestamp i64 BE][value]`, all MessagePack (`rmp_serde::to_vec_named`), so a key group
 //! is one contiguous range and a (key group, key) prefix scan works.
 //!
@@ -18,7 +20,7 @@
 //! Decoding MessagePack and going through the LSM on every record would cost a few
 //! microseconds; a keyed aggregation touches a small hot set of keys again and again. So
 //! the backend keeps up to [`KeyedBackendParams::lsm_cache_entries`] *decoded* entries in
-//! typed hash maps ([`cache`]), looked up by borrowed key and namespace without encoding
+//! typed hash maps (`cache`), looked up by borrowed key and namespace without encoding
 //! or cloning. A hit is a hash lookup plus the closure: memory speed. A miss encodes the
 //! key once, reads fjall, decodes the value and caches it (absent entries are cached as
 //! negative entries too). Modified entries are *dirty* and reach fjall only when evicted
@@ -51,7 +53,7 @@
 //!
 //! The synchronous part writes back every dirty entry, takes an fjall read snapshot
 //! (MVCC: a sequence number, no copy) of every partition and — for an incremental
-//! checkpoint — plans the file with [`checkpoint::ChainTracker`]. Writes happen only on
+//! checkpoint — plans the file with `checkpoint::ChainTracker`. Writes happen only on
 //! the task thread through `&mut self`, so the partitions' snapshots, taken one after the
 //! other, are one consistent view. The asynchronous part writes one file:
 //!
