@@ -72,7 +72,7 @@ use serde::de::DeserializeOwned;
 use crate::descriptor::{StateMeta, TtlUpdateType};
 use crate::error::{Result, StateError};
 use crate::format::{encode, KeyedFileWriter, StateFileReader};
-use crate::key_group::{key_group_for_hash, KeyGroupRange};
+use crate::key_group::{key_group_for_hash, table_hash, KeyGroupRange};
 use crate::keyed::{
     AsyncSnapshot, BackendKind, KeyedBackendParams, KeyedStore, Namespace, StateData, StateId,
     StateKey, TtlClock,
@@ -259,10 +259,12 @@ impl<K: StateKey> KeyedStore<K> for HeapKeyedStateBackend<K> {
         &mut self,
         id: StateId,
         key_group: u32,
+        key_hash: u64,
         key: &K,
         namespace: &N,
     ) -> Result<Option<S>> {
-        self.typed::<N, S>(id)?.get(key_group, key, namespace)
+        self.typed::<N, S>(id)?
+            .get(key_group, key_hash, key, namespace)
     }
 
     #[inline]
@@ -270,17 +272,20 @@ impl<K: StateKey> KeyedStore<K> for HeapKeyedStateBackend<K> {
         &mut self,
         id: StateId,
         key_group: u32,
+        key_hash: u64,
         key: &K,
         namespace: &N,
         f: impl FnOnce(&mut Option<S>) -> R,
     ) -> Result<R> {
-        self.typed::<N, S>(id)?.modify(key_group, key, namespace, f)
+        self.typed::<N, S>(id)?
+            .modify(key_group, key_hash, key, namespace, f)
     }
 
     fn remove<N: Namespace>(
         &mut self,
         id: StateId,
         key_group: u32,
+        key_hash: u64,
         key: &K,
         namespace: &N,
     ) -> Result<()> {
@@ -289,7 +294,7 @@ impl<K: StateKey> KeyedStore<K> for HeapKeyedStateBackend<K> {
             .get_mut(id.0 as usize)
             .ok_or_else(|| unknown_state(id))?;
         table
-            .remove_erased(key_group, key, namespace)
+            .remove_erased(key_group, key_hash, key, namespace)
             .unwrap_or_else(|| Err(wrong_namespace::<N>(meta)))
     }
 
@@ -576,12 +581,20 @@ fn is_expired(ttl: Option<Ttl>, timestamp: i64, now: i64) -> bool {
     ttl.is_some_and(|t| t.expired(timestamp, now))
 }
 
+/// The table hash of an entry whose key has table hash `key_hash`
+/// ([`table_hash`] of its stable hash, computed once per access together with the key
+/// group): the namespace is folded in, and `()` (user state) leaves it unchanged.
 #[inline]
-fn hash_of<K: Hash, N: Hash>(key: &K, namespace: &N) -> u64 {
+fn entry_hash<N: Hash>(key_hash: u64, namespace: &N) -> u64 {
     let mut h = FxHasher::default();
-    key.hash(&mut h);
     namespace.hash(&mut h);
-    h.finish()
+    key_hash ^ h.finish()
+}
+
+/// [`entry_hash`] of an entry from its own key (rehashing, inserting restored entries).
+#[inline]
+fn hash_of<K: StateKey, N: Hash>(key: &K, namespace: &N) -> u64 {
+    entry_hash(table_hash(key.stable_hash()), namespace)
 }
 
 /// The group of `key_group` in `groups` (which cover `range`).
@@ -627,8 +640,8 @@ impl<K: StateKey, N: Namespace, S: StateData> HeapTable<K, N, S> {
     }
 
     #[inline]
-    fn get(&mut self, key_group: u32, key: &K, namespace: &N) -> Result<Option<S>> {
-        let hash = hash_of(key, namespace);
+    fn get(&mut self, key_group: u32, key_hash: u64, key: &K, namespace: &N) -> Result<Option<S>> {
+        let hash = entry_hash(key_hash, namespace);
         let eq = |e: &Entry<K, N, S>| e.key == *key && e.namespace == *namespace;
         let group = group_of(&mut self.groups, self.range, key_group)?;
         let Some(ttl) = self.ttl else {
@@ -665,6 +678,7 @@ impl<K: StateKey, N: Namespace, S: StateData> HeapTable<K, N, S> {
     fn modify<R>(
         &mut self,
         key_group: u32,
+        key_hash: u64,
         key: &K,
         namespace: &N,
         f: impl FnOnce(&mut Option<S>) -> R,
@@ -674,7 +688,7 @@ impl<K: StateKey, N: Namespace, S: StateData> HeapTable<K, N, S> {
             Some(_) => self.clock.now_ms(),
             None => 0,
         };
-        let hash = hash_of(key, namespace);
+        let hash = entry_hash(key_hash, namespace);
         let table = self.group(key_group)?.table_mut();
         match table.find_entry(hash, |e| e.key == *key && e.namespace == *namespace) {
             Ok(mut occupied) => {
@@ -710,8 +724,8 @@ impl<K: StateKey, N: Namespace, S: StateData> HeapTable<K, N, S> {
         }
     }
 
-    fn remove(&mut self, key_group: u32, key: &K, namespace: &N) -> Result<()> {
-        let hash = hash_of(key, namespace);
+    fn remove(&mut self, key_group: u32, key_hash: u64, key: &K, namespace: &N) -> Result<()> {
+        let hash = entry_hash(key_hash, namespace);
         let eq = |e: &Entry<K, N, S>| e.key == *key && e.namespace == *namespace;
         let group = self.group(key_group)?;
         // Look first so that removing an absent entry does not take a shared group back.
@@ -802,8 +816,13 @@ trait ErasedTable<K>: Send {
     fn as_any(&self) -> &dyn Any;
     fn as_any_mut(&mut self) -> &mut dyn Any;
     /// Removes (key, namespace); `None` if `namespace` is not the table's `N`.
-    fn remove_erased(&mut self, key_group: u32, key: &K, namespace: &dyn Any)
-        -> Option<Result<()>>;
+    fn remove_erased(
+        &mut self,
+        key_group: u32,
+        key_hash: u64,
+        key: &K,
+        namespace: &dyn Any,
+    ) -> Option<Result<()>>;
     /// A `Box<Vec<(K, N)>>` of the live entries, sorted.
     fn keys_erased(&self, now: i64) -> Box<dyn Any>;
     /// Live entries per key group.
@@ -830,11 +849,12 @@ impl<K: StateKey, N: Namespace, S: StateData> ErasedTable<K> for HeapTable<K, N,
     fn remove_erased(
         &mut self,
         key_group: u32,
+        key_hash: u64,
         key: &K,
         namespace: &dyn Any,
     ) -> Option<Result<()>> {
         let namespace = namespace.downcast_ref::<N>()?;
-        Some(self.remove(key_group, key, namespace))
+        Some(self.remove(key_group, key_hash, key, namespace))
     }
 
     fn keys_erased(&self, now: i64) -> Box<dyn Any> {
@@ -1189,8 +1209,12 @@ mod tests {
         key_group_for_hash(k, 16)
     }
 
+    fn th(k: u64) -> u64 {
+        table_hash(K(k).stable_hash())
+    }
+
     fn put(b: &mut HeapKeyedStateBackend<K>, id: StateId, k: u64, v: i64) {
-        b.modify::<(), i64, ()>(id, kg(k), &K(k), &(), |x| *x = Some(v))
+        b.modify::<(), i64, ()>(id, kg(k), th(k), &K(k), &(), |x| *x = Some(v))
             .unwrap();
     }
 
@@ -1232,8 +1256,9 @@ mod tests {
         put(&mut b, id, 0, 2);
         assert_eq!(shared_groups(&mut b, id), 15);
         // Reads and removals of absent entries leave groups shared.
-        b.get::<(), i64>(id, kg(1), &K(1), &()).unwrap();
-        b.remove::<()>(id, kg(1000), &K(1000), &()).unwrap();
+        b.get::<(), i64>(id, kg(1), th(1), &K(1), &()).unwrap();
+        b.remove::<()>(id, kg(1000), th(1000), &K(1000), &())
+            .unwrap();
         assert_eq!(shared_groups(&mut b, id), 15);
         let handle = pending.run().unwrap();
         assert_eq!(handle.files[0].path, "op_1-0-1-keyed.heap");
@@ -1289,11 +1314,16 @@ mod tests {
         // The restored entry kept its write time: it expires at 5 + 10.
         clock.0.store(14, Ordering::SeqCst);
         assert_eq!(
-            r.get::<(), i64>(t, kg(1000), &K(1000), &()).unwrap(),
+            r.get::<(), i64>(t, kg(1000), th(1000), &K(1000), &())
+                .unwrap(),
             Some(1)
         );
         clock.0.store(15, Ordering::SeqCst);
-        assert_eq!(r.get::<(), i64>(t, kg(1000), &K(1000), &()).unwrap(), None);
+        assert_eq!(
+            r.get::<(), i64>(t, kg(1000), th(1000), &K(1000), &())
+                .unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -1317,7 +1347,10 @@ mod tests {
         );
         // The raw entries are still there for a correct registration.
         let id = r.register::<(), i64>(meta("v", None)).unwrap();
-        assert_eq!(r.get::<(), i64>(id, kg(3), &K(3), &()).unwrap(), Some(-1));
+        assert_eq!(
+            r.get::<(), i64>(id, kg(3), th(3), &K(3), &()).unwrap(),
+            Some(-1)
+        );
     }
 
     #[test]
@@ -1346,7 +1379,7 @@ mod tests {
         );
         // Out-of-range access is an error, not a panic.
         assert!(matches!(
-            half.get::<(), i64>(id, 0, &K(0), &()),
+            half.get::<(), i64>(id, 0, th(0), &K(0), &()),
             Err(StateError::KeyGroupOutOfRange { .. })
         ));
     }

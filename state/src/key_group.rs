@@ -65,6 +65,15 @@ pub fn operator_index_for_key_group(key_group: u32, parallelism: u32, max_parall
     }) as u32
 }
 
+/// The hash a backend's hash tables use for a key with stable hash `key_hash`: the
+/// same murmur-mixed value the key group comes from, rotated so that the bits that chose
+/// the key group (the low ones) do not also pick the bucket inside that key group's table.
+/// Computing it once serves both the key group and the table lookup.
+#[inline]
+pub fn table_hash(key_hash: u64) -> u64 {
+    murmur_fmix(key_hash).rotate_left(32)
+}
+
 /// The subtask that owns a key with stable hash `key_hash`.
 #[inline]
 pub fn operator_index_for_key(key_hash: u64, parallelism: u32, max_parallelism: u32) -> u32 {

@@ -50,7 +50,7 @@ use crate::descriptor::{
 };
 use crate::error::{Result, StateError};
 use crate::heap::HeapKeyedStateBackend;
-use crate::key_group::{key_group_for_hash, KeyGroupRange};
+use crate::key_group::{key_group_for_hash, table_hash, KeyGroupRange};
 use crate::lsm::LsmKeyedStateBackend;
 use crate::snapshot::{KeyedStateHandle, SnapshotTarget};
 use crate::storage::CheckpointStorage;
@@ -154,7 +154,8 @@ pub struct KeyedBackendParams {
 /// top of these by [`KeyedStateBackend`]; see the module docs.
 ///
 /// `key_group` is always the key group of `key` and inside the backend's range (the
-/// caller checks). TTL is the backend's business: `get`/`modify` never see an expired
+/// caller checks); `key_hash` is [`table_hash`](crate::key_group::table_hash) of the key's
+/// stable hash, computed once with the key group, for backends' hash tables. TTL is the backend's business: `get`/`modify` never see an expired
 /// entry, and `modify` stamps the entry with the current time when it leaves a value.
 pub trait KeyedStore<K: StateKey> {
     /// Registers a state (or finds it by name). Fails if the name exists with another
@@ -166,6 +167,7 @@ pub trait KeyedStore<K: StateKey> {
         &mut self,
         id: StateId,
         key_group: u32,
+        key_hash: u64,
         key: &K,
         namespace: &N,
     ) -> Result<Option<S>>;
@@ -176,6 +178,7 @@ pub trait KeyedStore<K: StateKey> {
         &mut self,
         id: StateId,
         key_group: u32,
+        key_hash: u64,
         key: &K,
         namespace: &N,
         f: impl FnOnce(&mut Option<S>) -> R,
@@ -186,6 +189,7 @@ pub trait KeyedStore<K: StateKey> {
         &mut self,
         id: StateId,
         key_group: u32,
+        key_hash: u64,
         key: &K,
         namespace: &N,
     ) -> Result<()>;
@@ -359,6 +363,7 @@ macro_rules! dispatch {
 struct CurrentKey<K> {
     key: K,
     key_group: u32,
+    hash: u64,
 }
 
 /// A keyed state backend (heap or lsm) plus its current key: what a keyed operator
@@ -403,9 +408,16 @@ impl<K: StateKey> KeyedStateBackend<K> {
     /// The key group of `key`, checked against this backend's range.
     #[inline]
     pub fn key_group_of(&self, key: &K) -> Result<u32> {
-        let kg = key_group_for_hash(key.stable_hash(), self.max_parallelism);
+        self.locate(key).map(|(kg, _)| kg)
+    }
+
+    /// The key group of `key` (checked against this backend's range) and its table hash.
+    #[inline]
+    fn locate(&self, key: &K) -> Result<(u32, u64)> {
+        let stable = key.stable_hash();
+        let kg = key_group_for_hash(stable, self.max_parallelism);
         if self.range.contains(kg) {
-            Ok(kg)
+            Ok((kg, table_hash(stable)))
         } else {
             Err(StateError::KeyGroupOutOfRange {
                 key_group: kg,
@@ -416,8 +428,12 @@ impl<K: StateKey> KeyedStateBackend<K> {
 
     /// Sets the key that the typed accessors act on.
     pub fn set_current_key(&mut self, key: K) -> Result<()> {
-        let key_group = self.key_group_of(&key)?;
-        self.current = Some(CurrentKey { key, key_group });
+        let (key_group, hash) = self.locate(&key)?;
+        self.current = Some(CurrentKey {
+            key,
+            key_group,
+            hash,
+        });
         Ok(())
     }
 
@@ -426,10 +442,10 @@ impl<K: StateKey> KeyedStateBackend<K> {
         self.current.as_ref().map(|c| &c.key)
     }
 
-    fn current(&self, name: &StateId) -> Result<(u32, &K)> {
+    fn current(&self, name: &StateId) -> Result<(u32, u64, &K)> {
         self.current
             .as_ref()
-            .map(|c| (c.key_group, &c.key))
+            .map(|c| (c.key_group, c.hash, &c.key))
             .ok_or_else(|| StateError::NoCurrentKey {
                 name: format!("#{}", name.0),
             })
@@ -514,8 +530,8 @@ impl<K: StateKey> KeyedStateBackend<K> {
         key: &K,
         ns: &N,
     ) -> Result<Option<T>> {
-        let kg = self.key_group_of(key)?;
-        dispatch!(self, b => b.get::<N, T>(state.id, kg, key, ns))
+        let (kg, hash) = self.locate(key)?;
+        dispatch!(self, b => b.get::<N, T>(state.id, kg, hash, key, ns))
     }
 
     /// Read-modify-write of `state` for (`key`, `ns`) in one lookup: `f` sees the
@@ -528,8 +544,8 @@ impl<K: StateKey> KeyedStateBackend<K> {
         ns: &N,
         f: impl FnOnce(&mut Option<T>) -> R,
     ) -> Result<R> {
-        let kg = self.key_group_of(key)?;
-        dispatch!(self, b => b.modify::<N, T, R>(state.id, kg, key, ns, f))
+        let (kg, hash) = self.locate(key)?;
+        dispatch!(self, b => b.modify::<N, T, R>(state.id, kg, hash, key, ns, f))
     }
 
     fn modify_current<N: Namespace, S: StateData, R>(
@@ -546,8 +562,8 @@ impl<K: StateKey> KeyedStateBackend<K> {
             })?;
         let (kg, key) = (cur.key_group, &cur.key);
         match &mut self.backend {
-            Backend::Heap(b) => b.modify::<N, S, R>(id, kg, key, ns, f),
-            Backend::Lsm(b) => b.modify::<N, S, R>(id, kg, key, ns, f),
+            Backend::Heap(b) => b.modify::<N, S, R>(id, kg, cur.hash, key, ns, f),
+            Backend::Lsm(b) => b.modify::<N, S, R>(id, kg, cur.hash, key, ns, f),
         }
     }
 
@@ -564,8 +580,8 @@ impl<K: StateKey> KeyedStateBackend<K> {
             })?;
         let (kg, key) = (cur.key_group, &cur.key);
         match &mut self.backend {
-            Backend::Heap(b) => b.get::<N, S>(id, kg, key, ns),
-            Backend::Lsm(b) => b.get::<N, S>(id, kg, key, ns),
+            Backend::Heap(b) => b.get::<N, S>(id, kg, cur.hash, key, ns),
+            Backend::Lsm(b) => b.get::<N, S>(id, kg, cur.hash, key, ns),
         }
     }
 
@@ -594,8 +610,8 @@ impl<K: StateKey> KeyedStateBackend<K> {
     pub fn clear<N: Namespace>(&mut self, id: StateId, ns: &N) -> Result<()> {
         // The stored type is irrelevant for removal; the backend checks it by id.
         let cur = self.current(&id)?;
-        let (kg, key) = (cur.0, cur.1.clone());
-        dispatch!(self, b => b.remove::<N>(id, kg, &key, ns))
+        let (kg, hash, key) = (cur.0, cur.1, cur.2.clone());
+        dispatch!(self, b => b.remove::<N>(id, kg, hash, &key, ns))
     }
 
     /// List state: the elements for the current key (empty if none).

@@ -424,10 +424,7 @@ impl<T: StateData> OperatorListState<T> {
 }
 
 impl<K: StateData + Ord, V: StateData> BroadcastState<K, V> {
-    fn map<'b>(
-        &self,
-        backend: &'b OperatorStateBackend,
-    ) -> Result<(&'b str, &'b EncodedMap)> {
+    fn map<'b>(&self, backend: &'b OperatorStateBackend) -> Result<(&'b str, &'b EncodedMap)> {
         let s = backend.state(self.id)?;
         match &s.elements {
             Elements::Map(m) => Ok((&s.meta.name, m)),

@@ -442,7 +442,13 @@ fn wrong_stored_type(
     id: rill_state::StateId,
     kg: u32,
 ) -> rill_state::Result<Option<String>> {
-    store.get::<(), String>(id, kg, &Key(1), &())
+    store.get::<(), String>(
+        id,
+        kg,
+        rill_state::key_group::table_hash(rill_state::StateKey::stable_hash(&Key(1))),
+        &Key(1),
+        &(),
+    )
 }
 
 // ---- TTL ----

@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use rill::admin::AdminClient;
 use rill_dataflow::builtins::{self, DatagenConfig};
 use rill_dataflow::key::KeySelector;
-use rill_dataflow::operator::{Operator, OperatorContext};
+use rill_dataflow::operator::{Collector, Operator, OperatorContext};
 use rill_dataflow::registry::OperatorKind;
 use rill_dataflow::spec::FactoryRef;
 use rill_dataflow::{jobs, key, OperatorRegistry, StreamExecutionEnvironment, StreamRecord, Value};
@@ -106,7 +106,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn ops(args: &Args) -> Result<()> {
     let n = args.keys;
     let keys = shuffled_keys(n, 7);
-    let ops_per_round = 2 * n as usize;
+    let ops_per_round = (2 * n as usize).max(20_000_000);
     println!("== ValueState get+update, {n} keys, {ops_per_round} ops per round, 1 thread (median of {} rounds)", args.rounds);
     let mut base = Vec::new();
     for _ in 0..args.rounds {
@@ -294,28 +294,55 @@ const PRIVATE_MAP: &str = "bench.count_sum_private_map";
 struct PrivateMapCountSum {
     key: Arc<dyn KeySelector>,
     state: FxHashMap<Value, (i64, i64)>,
+    emit_updates: bool,
+}
+
+/// CountSum's per-record function as it was before #9.
+#[inline]
+fn count_sum(
+    s: &mut (i64, i64),
+    v: &Value,
+    key: &Value,
+    emit_updates: bool,
+    out: &mut Collector<'_>,
+) -> rill_dataflow::Result<()> {
+    let Value::I64(x) = v else {
+        return Err(rill_dataflow::DataflowError::TypeMismatch {
+            operator: PRIVATE_MAP.into(),
+            expected: "i64",
+            actual: v.type_name(),
+        });
+    };
+    s.0 += 1;
+    s.1 = s.1.wrapping_add(*x);
+    if emit_updates {
+        out.collect(Value::Tuple(vec![
+            key.clone(),
+            Value::I64(s.0),
+            Value::I64(s.1),
+        ]));
+    }
+    Ok(())
 }
 
 impl Operator for PrivateMapCountSum {
     fn process_batch(
         &mut self,
         input: &mut Vec<StreamRecord>,
-        _out: &mut Vec<StreamRecord>,
+        out: &mut Vec<StreamRecord>,
     ) -> rill_dataflow::Result<()> {
+        // The pre-#9 KeyedProcessOperator loop with CountSum's `process` inlined: one
+        // lookup, the key cloned only when first seen, a collector per record.
         for r in input.drain(..) {
             let key = self.key.key(&r.value)?;
-            let Value::I64(x) = r.value else {
-                return Err(rill_dataflow::DataflowError::TypeMismatch {
-                    operator: PRIVATE_MAP.into(),
-                    expected: "i64",
-                    actual: r.value.type_name(),
-                });
-            };
+            let mut c = Collector::new(out, r.timestamp);
             if let Some(s) = self.state.get_mut(key.as_ref()) {
-                s.0 += 1;
-                s.1 = s.1.wrapping_add(x);
+                count_sum(s, &r.value, &key, self.emit_updates, &mut c)?;
             } else {
-                self.state.insert(key.into_owned(), (1, x));
+                let key = key.into_owned();
+                let mut s = (0, 0);
+                count_sum(&mut s, &r.value, &key, self.emit_updates, &mut c)?;
+                self.state.insert(key, s);
             }
         }
         Ok(())
@@ -346,6 +373,7 @@ fn registry() -> Result<Arc<OperatorRegistry>> {
                     rill_dataflow::DataflowError::InvalidGraph("count+sum needs key_by".into())
                 })?,
                 state: FxHashMap::default(),
+                emit_updates: false,
             })
         },
     )?;

@@ -686,6 +686,7 @@ impl<K: StateKey> KeyedStore<K> for LsmKeyedStateBackend<K> {
         &mut self,
         id: StateId,
         key_group: u32,
+        _key_hash: u64,
         key: &K,
         namespace: &N,
     ) -> Result<Option<S>> {
@@ -696,6 +697,7 @@ impl<K: StateKey> KeyedStore<K> for LsmKeyedStateBackend<K> {
         &mut self,
         id: StateId,
         key_group: u32,
+        _key_hash: u64,
         key: &K,
         namespace: &N,
         f: impl FnOnce(&mut Option<S>) -> R,
@@ -707,6 +709,7 @@ impl<K: StateKey> KeyedStore<K> for LsmKeyedStateBackend<K> {
         &mut self,
         id: StateId,
         key_group: u32,
+        _key_hash: u64,
         key: &K,
         namespace: &N,
     ) -> Result<()> {
