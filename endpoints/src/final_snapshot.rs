@@ -21,7 +21,7 @@ use rill_dataflow::state::group_by_operator;
 use rill_dataflow::JobGraph;
 use rill_state::format::write_metadata;
 use rill_state::snapshot::FORMAT_VERSION;
-use rill_state::storage::{CheckpointLayout, FsCheckpointStorage};
+use rill_state::storage::{clean_incomplete, CheckpointLayout, FsCheckpointStorage};
 use rill_state::{CheckpointMetadata, SnapshotKind};
 
 use crate::messages::{FinalCheckpoint, FinalSnapshotReport};
@@ -43,13 +43,6 @@ pub fn complete<'a>(
         checkpoint_id,
         reason,
     };
-    let mut parts = Vec::new();
-    for report in reports {
-        match report {
-            FinalSnapshotReport::Written(p) => parts.extend(p.iter().cloned()),
-            FinalSnapshotReport::Failed(reason) => return failed(reason.clone()),
-        }
-    }
     let storage = match FsCheckpointStorage::from_url(checkpoints_dir) {
         Ok(s) => s,
         Err(e) => return failed(e.to_string()),
@@ -57,20 +50,104 @@ pub fn complete<'a>(
     let job_id = job.job_id.to_string();
     let layout = CheckpointLayout::new(storage.root().to_path_buf(), job_id.clone());
     let dir: PathBuf = layout.checkpoint_dir(checkpoint_id);
-    let meta = CheckpointMetadata {
-        format_version: FORMAT_VERSION,
-        job_id,
-        job_name: job.name.clone(),
-        checkpoint_id,
-        timestamp_ms,
-        kind: SnapshotKind::Checkpoint,
-        operators: group_by_operator(parts),
-    };
-    match write_metadata(&storage, &dir, &meta) {
+    let written = (|| {
+        let mut parts = Vec::new();
+        for report in reports {
+            match report {
+                FinalSnapshotReport::Written(p) => parts.extend(p.iter().cloned()),
+                FinalSnapshotReport::Failed(reason) => return Err(reason.clone()),
+            }
+        }
+        let meta = CheckpointMetadata {
+            format_version: FORMAT_VERSION,
+            job_id,
+            job_name: job.name.clone(),
+            checkpoint_id,
+            timestamp_ms,
+            kind: SnapshotKind::Checkpoint,
+            operators: group_by_operator(parts),
+        };
+        write_metadata(&storage, &dir, &meta).map_err(|e| e.to_string())
+    })();
+    match written {
         Ok(_) => FinalCheckpoint::Completed {
             checkpoint_id,
             path: dir.display().to_string(),
         },
-        Err(e) => failed(e.to_string()),
+        Err(reason) => {
+            // Whatever the tasks wrote is garbage without `_metadata`.
+            if let Err(e) = clean_incomplete(&storage, &layout, &[]) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove an incomplete final snapshot");
+            }
+            failed(reason)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rill_dataflow::state::OperatorSubtaskSnapshot;
+    use rill_dataflow::{jobs, JobId};
+    use rill_state::format::read_metadata;
+    use rill_state::snapshot::SubtaskSnapshot;
+
+    fn job() -> JobGraph {
+        let mut job = jobs::keyed_sum(Some(10), 2, None, 2).unwrap();
+        job.job_id = JobId([7; 16]);
+        job
+    }
+
+    fn part(subtask: u32) -> FinalSnapshotReport {
+        FinalSnapshotReport::Written(vec![OperatorSubtaskSnapshot {
+            uid: "keyed-sum-agg".into(),
+            name: "count+sum".into(),
+            parallelism: 2,
+            max_parallelism: 128,
+            snapshot: SubtaskSnapshot {
+                subtask_index: subtask,
+                keyed: None,
+                operator: None,
+            },
+        }])
+    }
+
+    #[test]
+    fn reports_of_all_subtasks_become_one_metadata_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let reports = [part(1), part(0)];
+        let FinalCheckpoint::Completed { path, .. } = complete(&job(), &url, 1, 5, &reports) else {
+            panic!("not completed")
+        };
+        let storage = FsCheckpointStorage::new(dir.path());
+        let (_, meta) = read_metadata(&storage, std::path::Path::new(&path)).unwrap();
+        assert_eq!(meta.checkpoint_id, 1);
+        assert_eq!(meta.job_name, "keyed-sum");
+        assert_eq!(meta.operators.len(), 1);
+        let subtasks: Vec<u32> = meta.operators[0]
+            .subtasks
+            .iter()
+            .map(|s| s.subtask_index)
+            .collect();
+        assert_eq!(subtasks, [0, 1]);
+    }
+
+    #[test]
+    fn a_failed_task_snapshot_fails_the_checkpoint_and_removes_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let chk = dir.path().join(job().job_id.to_string()).join("chk-1");
+        std::fs::create_dir_all(&chk).unwrap();
+        std::fs::write(chk.join("keyed-sum-agg-0-1-keyed.heap"), b"partial").unwrap();
+        let reports = [part(0), FinalSnapshotReport::Failed("disk full".into())];
+        assert_eq!(
+            complete(&job(), &url, 1, 5, &reports),
+            FinalCheckpoint::Failed {
+                checkpoint_id: 1,
+                reason: "disk full".into()
+            }
+        );
+        assert!(!chk.exists(), "incomplete checkpoint left behind");
     }
 }
