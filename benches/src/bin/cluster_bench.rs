@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use rill::admin::AdminClient;
+use rill_benches::process_cpu;
 use rill_dataflow::{jobs, JobId, OperatorRegistry, Value};
 use rill_endpoints::messages::{ExecutionState, JobDetails};
 use rill_endpoints::{JobStatus, MiniCluster, MiniClusterOptions, RillConfig};
@@ -606,21 +607,6 @@ async fn rss(rill: &Path, logs: &Path) -> Result<Vec<Row>> {
 
 // ---------------------------------------------------------------------------------------
 // 3. Keyed-sum throughput on a MiniCluster
-
-/// CPU time this process has used so far.
-fn process_cpu() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime are the 14th
-            // and 15th fields overall, i.e. the 12th and 13th after it.
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS_PER_S)
-}
 
 /// What is wrong with a keyed-sum result: rows, distinct keys, keys reported more than
 /// once, and the total count against the rows the source emitted.

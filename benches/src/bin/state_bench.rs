@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rill::admin::AdminClient;
+use rill_benches::process_cpu;
 use rill_dataflow::builtins::{self, DatagenConfig};
 use rill_dataflow::key::KeySelector;
 use rill_dataflow::operator::{Collector, Operator, OperatorContext};
@@ -477,17 +478,6 @@ async fn keyed_sum_once(
     client.close().await;
     cluster.shutdown().await;
     outcome
-}
-
-/// User + system CPU time of this process so far.
-fn process_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may contain spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 (1-based) of /proc/pid/stat, i.e. 11 and 12 here.
-    Duration::from_secs_f64((ticks(11) + ticks(12)) as f64 / 100.0)
 }
 
 fn keyed_sum(args: &Args) -> Result<()> {
