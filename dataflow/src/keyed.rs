@@ -129,12 +129,13 @@ where
         out: &mut Vec<StreamRecord>,
     ) -> Result<()> {
         let KeyedValueState { backend, state, .. } = &mut self.state;
+        let mut access = backend.value_access(state)?;
         let f = &mut self.f;
         for r in input.drain(..) {
             // The value moves into the accumulator, so the key cannot borrow from it.
             let key = self.key.key(&r.value)?.into_owned();
             let value = r.value;
-            let updated = backend.value_modify(state, &key, &(), |acc| -> Result<Value> {
+            let updated = access.modify(&key, &(), |acc| -> Result<Value> {
                 match acc {
                     Some(acc) => {
                         f(acc, value)?;
@@ -237,6 +238,7 @@ impl<P: KeyedProcessFunction> Operator for KeyedProcessOperator<P> {
         out: &mut Vec<StreamRecord>,
     ) -> Result<()> {
         let KeyedValueState { backend, state, .. } = &mut self.state;
+        let mut access = backend.value_access(state)?;
         let f = &mut self.f;
         // The closure reports a function error through `failed` rather than its return
         // value: nesting `Result`s of two large error types costs copies per record.
@@ -244,7 +246,7 @@ impl<P: KeyedProcessFunction> Operator for KeyedProcessOperator<P> {
         for r in input.drain(..) {
             let key = self.key.key(&r.value)?;
             let mut c = Collector::new(out, r.timestamp);
-            backend.value_modify(state, &key, &(), |s| {
+            access.modify(&key, &(), |s| {
                 if let Err(e) = f.process(
                     &key,
                     s.get_or_insert_with(P::State::default),

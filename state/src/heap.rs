@@ -143,7 +143,7 @@ impl<K: StateKey> HeapKeyedStateBackend<K> {
 
     /// The typed table of state `id`.
     #[inline]
-    fn typed<N: Namespace, S: StateData>(
+    pub(crate) fn typed<N: Namespace, S: StateData>(
         &mut self,
         id: StateId,
     ) -> Result<&mut HeapTable<K, N, S>> {
@@ -613,7 +613,7 @@ fn group_of<T>(
 }
 
 /// A state's entries, per key group of the backend's range.
-struct HeapTable<K, N, S> {
+pub(crate) struct HeapTable<K, N, S> {
     name: String,
     ttl: Option<Ttl>,
     clock: Arc<dyn TtlClock>,
@@ -675,7 +675,7 @@ impl<K: StateKey, N: Namespace, S: StateData> HeapTable<K, N, S> {
     }
 
     #[inline]
-    fn modify<R>(
+    pub(crate) fn modify<R>(
         &mut self,
         key_group: u32,
         key_hash: u64,

@@ -359,6 +359,45 @@ macro_rules! dispatch {
     };
 }
 
+/// The key group of `key` (checked against `range`) and its table hash.
+#[inline]
+fn locate<K: StateKey>(key: &K, max_parallelism: u32, range: KeyGroupRange) -> Result<(u32, u64)> {
+    let stable = key.stable_hash();
+    let kg = key_group_for_hash(stable, max_parallelism);
+    if range.contains(kg) {
+        Ok((kg, table_hash(stable)))
+    } else {
+        Err(StateError::KeyGroupOutOfRange {
+            key_group: kg,
+            range,
+        })
+    }
+}
+
+/// Explicit-key access to one value state, from [`KeyedStateBackend::value_access`].
+pub struct ValueAccess<'a, K: StateKey, N: Namespace, T: StateData> {
+    inner: Access<'a, K, N, T>,
+    range: KeyGroupRange,
+    max_parallelism: u32,
+}
+
+enum Access<'a, K: StateKey, N: Namespace, T: StateData> {
+    Heap(&'a mut crate::heap::HeapTable<K, N, T>),
+    Lsm(&'a mut LsmKeyedStateBackend<K>, StateId),
+}
+
+impl<K: StateKey, N: Namespace, T: StateData> ValueAccess<'_, K, N, T> {
+    /// [`KeyedStateBackend::value_modify`] through the resolved state.
+    #[inline]
+    pub fn modify<R>(&mut self, key: &K, ns: &N, f: impl FnOnce(&mut Option<T>) -> R) -> Result<R> {
+        let (kg, hash) = locate(key, self.max_parallelism, self.range)?;
+        match &mut self.inner {
+            Access::Heap(t) => t.modify(kg, hash, key, ns, f),
+            Access::Lsm(b, id) => b.modify::<N, T, R>(*id, kg, hash, key, ns, f),
+        }
+    }
+}
+
 /// The current key of a backend, with its key group.
 struct CurrentKey<K> {
     key: K,
@@ -414,16 +453,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     /// The key group of `key` (checked against this backend's range) and its table hash.
     #[inline]
     fn locate(&self, key: &K) -> Result<(u32, u64)> {
-        let stable = key.stable_hash();
-        let kg = key_group_for_hash(stable, self.max_parallelism);
-        if self.range.contains(kg) {
-            Ok((kg, table_hash(stable)))
-        } else {
-            Err(StateError::KeyGroupOutOfRange {
-                key_group: kg,
-                range: self.range,
-            })
-        }
+        locate(key, self.max_parallelism, self.range)
     }
 
     /// Sets the key that the typed accessors act on.
@@ -546,6 +576,27 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<R> {
         let (kg, hash) = self.locate(key)?;
         dispatch!(self, b => b.modify::<N, T, R>(state.id, kg, hash, key, ns, f))
+    }
+
+    /// Value state: one handle for many explicit-key accesses, e.g. a batch of records.
+    ///
+    /// It resolves the state's typed table once, so each [`ValueAccess::modify`] is a
+    /// key-group lookup and a hash-table probe. Fails like [`value_modify`]
+    /// (Self::value_modify) if the state's types do not match.
+    #[inline]
+    pub fn value_access<N: Namespace, T: StateData>(
+        &mut self,
+        state: &ValueState<N, T>,
+    ) -> Result<ValueAccess<'_, K, N, T>> {
+        let inner = match &mut self.backend {
+            Backend::Heap(b) => Access::Heap(b.typed::<N, T>(state.id)?),
+            Backend::Lsm(b) => Access::Lsm(b, state.id),
+        };
+        Ok(ValueAccess {
+            inner,
+            range: self.range,
+            max_parallelism: self.max_parallelism,
+        })
     }
 
     fn modify_current<N: Namespace, S: StateData, R>(

@@ -40,7 +40,7 @@ pub use key_group::KeyGroupRange;
 pub use keyed::{
     AggregatingState, AsyncSnapshot, Backend, BackendKind, KeyedBackendParams, KeyedStateBackend,
     KeyedStore, ListState, MapState, Namespace, ReducingState, StateData, StateId, StateKey,
-    SystemTtlClock, TtlClock, ValueState,
+    SystemTtlClock, TtlClock, ValueAccess, ValueState,
 };
 pub use operator_state::{BroadcastState, OperatorListState, OperatorStateBackend};
 pub use restore::RestoredOperatorState;
