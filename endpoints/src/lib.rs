@@ -13,6 +13,7 @@
 //! JobMaster. JobMasters and the ResourceManager also death-watch TaskExecutors, so a
 //! killed TaskManager is noticed after `heartbeat.rpc-failure-threshold` missed pings.
 
+pub mod checkpoint_coordinator;
 pub mod cluster;
 pub mod config;
 pub mod dispatcher;
