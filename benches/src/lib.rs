@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub mod fuzz;
+
 /// Linux's `USER_HZ`: the unit of utime/stime in `/proc/*/stat`.
 const CLOCK_TICKS_PER_S: f64 = 100.0;
 

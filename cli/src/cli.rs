@@ -119,10 +119,28 @@ pub fn main_with_registry(
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("rill: {e:#}");
+            eprintln!("rill: {}", error_message(&e));
             exit_code(&e)
         }
     }
+}
+
+/// `e` and its causes, each said once. Errors that embed their source in their own
+/// message (`handshake with … failed: <source>`) and also return it as `source()` would
+/// otherwise print every cause once per level of the chain.
+fn error_message(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if message.contains(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 fn exit_code(e: &anyhow::Error) -> i32 {
@@ -144,4 +162,43 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the cluster secret does not match: refused")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("handshake with rill://h:1 failed: {source}")]
+    struct Middle {
+        source: Inner,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot reach the JobManager at h:1: {source}")]
+    struct Outer {
+        source: Middle,
+    }
+
+    #[test]
+    fn error_message_says_each_cause_once() {
+        let e = anyhow::Error::new(Outer {
+            source: Middle { source: Inner },
+        });
+        assert_eq!(
+            error_message(&e),
+            "cannot reach the JobManager at h:1: handshake with rill://h:1 failed: \
+             the cluster secret does not match: refused"
+        );
+        // Context that does not repeat its cause keeps the cause.
+        let e = anyhow::Error::new(Inner).context("cannot list jobs");
+        assert_eq!(
+            error_message(&e),
+            "cannot list jobs: the cluster secret does not match: refused"
+        );
+    }
 }

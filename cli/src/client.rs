@@ -1,7 +1,6 @@
 //! The client verbs: `rill list`, `rill status`, `rill cancel`, `rill taskmanagers`.
 //! Each is one [`AdminClient`] call (a typed Dispatcher gateway call).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -9,6 +8,7 @@ use clap::Args;
 use rill_dataflow::JobId;
 use rill_endpoints::messages::{FinalCheckpoint, JobDetails};
 use rill_endpoints::RillConfig;
+use rill_runtime::address::HostPort;
 
 use crate::admin::{AdminClient, DEFAULT_JOBMANAGER};
 use crate::cluster::{runtime, secret_for};
@@ -16,9 +16,9 @@ use crate::cluster::{runtime, secret_for};
 /// Where the JobManager is.
 #[derive(Debug, Args)]
 pub struct Target {
-    /// The JobManager's RPC address.
+    /// The JobManager's RPC address, `ip:port` or `host:port`.
     #[arg(long, default_value = DEFAULT_JOBMANAGER)]
-    pub jobmanager: SocketAddr,
+    pub jobmanager: HostPort,
 }
 
 /// Arguments of `rill status` and `rill cancel`.
@@ -49,8 +49,8 @@ pub fn parse_job_id(s: &str) -> anyhow::Result<JobId> {
 }
 
 async fn client(target: &Target, config: &RillConfig) -> anyhow::Result<AdminClient> {
-    let secret = secret_for(config, target.jobmanager)?;
-    Ok(AdminClient::connect_with(target.jobmanager, &secret, &config.rpc).await?)
+    let secret = secret_for(config, target.jobmanager.clone())?;
+    Ok(AdminClient::connect_with(target.jobmanager.clone(), &secret, &config.rpc).await?)
 }
 
 fn fmt_duration(ms: u64) -> String {
@@ -187,7 +187,7 @@ pub fn taskmanagers(target: &Target, config: &RillConfig) -> anyhow::Result<()> 
                 println!(
                     "{:<32}  {:<22}  {:<22}  {}/{}",
                     t.location.resource_id.to_string(),
-                    t.location.rpc_address.socket.to_string(),
+                    t.location.rpc_address.host.to_string(),
                     t.location.data_address.to_string(),
                     t.slots_free,
                     t.slots_total

@@ -7,7 +7,10 @@
 //!   a mini-cluster — and say so.
 //!
 //! Attached runs print the job id, then a progress line every second (status, running
-//! tasks, records in/out), then the outcome. `--detached` returns after submission.
+//! tasks, records in/out), each failure as soon as it is seen — its root cause and what
+//! followed (`job …: task 'Source: lines' (2/4) failed: …; restarting in 1.0 s (restart
+//! 1)`) — then the outcome; a job that FAILS ends the run with exit code 1 and its cause.
+//! `--detached` returns after submission.
 //! Ctrl-C cancels a mini-cluster job; on a remote cluster it only detaches.
 //!
 //! Exit codes: 0 the job finished (or was submitted, detached), 1 it failed or was
@@ -20,8 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use rill_dataflow::{jobs, JobGraph, OperatorRegistry};
-use rill_endpoints::messages::{ExecutionState, JobDetails, JobStatus};
+use rill_endpoints::messages::{ExecutionState, JobDetails, JobFailure, JobStatus};
 use rill_endpoints::{MiniCluster, MiniClusterOptions, RillConfig};
+use rill_runtime::address::HostPort;
 use rill_runtime::config::RpcConfig;
 
 use crate::admin::AdminClient;
@@ -30,9 +34,9 @@ use crate::cluster::{runtime, secret_for, shutdown_signal};
 /// Arguments of `rill run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The JobManager to submit to.
+    /// The JobManager to submit to, `ip:port` or `host:port`.
     #[arg(long, global = true)]
-    pub jobmanager: Option<SocketAddr>,
+    pub jobmanager: Option<HostPort>,
     /// Run on a fresh mini-cluster in this process.
     #[arg(long, global = true, conflicts_with = "jobmanager")]
     pub minicluster: bool,
@@ -117,6 +121,30 @@ fn progress_line(started: Instant, d: &JobDetails) -> String {
     )
 }
 
+/// The lines for failures of `d` not printed yet (numbers above `*printed`), advancing
+/// `*printed`.
+fn new_failure_lines(id: &rill_dataflow::JobId, d: &JobDetails, printed: &mut u32) -> Vec<String> {
+    let fresh: Vec<&JobFailure> = d.failures.iter().filter(|f| f.number > *printed).collect();
+    let mut lines = Vec::new();
+    if let Some(first) = fresh.first() {
+        let missed = first.number - *printed - 1;
+        if missed > 0 {
+            lines.push(format!("job {id}: {missed} earlier failure(s) not shown"));
+        }
+    }
+    for f in fresh {
+        lines.push(format!("job {id}: {}; {}", f.cause, f.outcome));
+        *printed = f.number;
+    }
+    lines
+}
+
+/// What a failed submission of job `name` says before the cluster's answer (which says
+/// "job rejected: …" itself when the cluster refused the graph).
+fn submit_context(name: &str) -> String {
+    format!("cannot run job `{name}`")
+}
+
 /// Runs the job and prints its outcome.
 pub fn run(
     args: &RunArgs,
@@ -151,10 +179,10 @@ async fn run_async(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut cluster: Option<MiniCluster> = None;
-    let client = match args.jobmanager {
+    let client = match &args.jobmanager {
         Some(addr) => {
-            let secret = secret_for(config, addr)?;
-            AdminClient::connect_with(addr, &secret, &config.rpc).await?
+            let secret = secret_for(config, addr.clone())?;
+            AdminClient::connect_with(addr.clone(), &secret, &config.rpc).await?
         }
         None => {
             let default: SocketAddr = crate::admin::DEFAULT_JOBMANAGER.parse().expect("valid");
@@ -226,7 +254,10 @@ async fn attach(
     started: Instant,
 ) -> anyhow::Result<()> {
     let name = job.name.clone();
-    let id = client.submit(job).await.context("job rejected")?;
+    let id = client
+        .submit(job)
+        .await
+        .with_context(|| submit_context(&name))?;
     println!("Job has been submitted with JobID {id}");
     if args.detached {
         if own_cluster {
@@ -235,7 +266,11 @@ async fn attach(
             return Ok(());
         }
     }
+    let mut printed = 0;
     let wait = client.wait_for_result(id, Duration::from_secs(1), |d| {
+        for line in new_failure_lines(&id, d, &mut printed) {
+            eprintln!("{line}");
+        }
         eprintln!("{}", progress_line(started, d));
     });
     let result = tokio::select! {
@@ -295,4 +330,87 @@ async fn attach(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rill_endpoints::messages::{FailureOutcome, JobOverview};
+
+    fn details(failures: Vec<JobFailure>) -> JobDetails {
+        JobDetails {
+            overview: JobOverview {
+                job: rill_dataflow::JobId([1; 16]),
+                name: "j".into(),
+                status: JobStatus::Restarting,
+                start_time_ms: 0,
+                duration_ms: 0,
+            },
+            restarts: 0,
+            failure: None,
+            vertices: Vec::new(),
+            final_checkpoint: None,
+            failures,
+        }
+    }
+
+    fn failure(number: u32, outcome: FailureOutcome) -> JobFailure {
+        JobFailure {
+            number,
+            timestamp_ms: 0,
+            cause: format!("task 'Source: s' (2/4) failed: cause {number}"),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn a_rejected_submission_says_job_rejected_once() {
+        use rill_endpoints::ClusterError;
+        let e = anyhow::Error::from(crate::admin::AdminError::Cluster(ClusterError::InvalidJob(
+            "unknown operator `acme.x`".into(),
+        )))
+        .context(submit_context("wordcount"));
+        assert_eq!(
+            format!("{e:#}"),
+            "cannot run job `wordcount`: job rejected: unknown operator `acme.x`"
+        );
+    }
+
+    #[test]
+    fn each_failure_is_printed_once_with_its_outcome() {
+        let id = rill_dataflow::JobId([1; 16]);
+        let mut printed = 0;
+        let first = failure(
+            1,
+            FailureOutcome::Restarting {
+                restart: 1,
+                delay_ms: 1000,
+            },
+        );
+        let d = details(vec![first.clone()]);
+        assert_eq!(
+            new_failure_lines(&id, &d, &mut printed),
+            [format!(
+                "job {id}: task 'Source: s' (2/4) failed: cause 1; restarting in 1.0 s (restart 1)"
+            )]
+        );
+        assert!(new_failure_lines(&id, &d, &mut printed).is_empty());
+        let last = failure(
+            4,
+            FailureOutcome::NoRestart {
+                strategy: "restart-strategy fixed-delay".into(),
+            },
+        );
+        let d = details(vec![first, last]);
+        assert_eq!(
+            new_failure_lines(&id, &d, &mut printed),
+            [
+                format!("job {id}: 2 earlier failure(s) not shown"),
+                format!(
+                    "job {id}: task 'Source: s' (2/4) failed: cause 4; not restarting: restart-strategy fixed-delay"
+                )
+            ]
+        );
+        assert_eq!(printed, 4);
+    }
 }

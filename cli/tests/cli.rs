@@ -113,3 +113,21 @@ fn bad_usage_and_bad_config_exit_with_2() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("heartbeat.interval"), "{stderr}");
 }
+
+#[test]
+fn a_malformed_job_id_is_a_usage_error_that_names_it() {
+    for (verb, id) in [("status", "not-a-job-id"), ("cancel", "xyz")] {
+        // Port 9 (discard): the id is checked before any connection is tried.
+        let out = rill()
+            .args([verb, id, "--jobmanager", "127.0.0.1:9"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{verb}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("rill: invalid job id \"{id}\": expected 32 hex digits"),
+            "{verb}"
+        );
+    }
+}

@@ -6,8 +6,6 @@ use std::str::FromStr;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::DataflowError;
-
 /// A job's id: 16 random bytes shown as 32 lowercase hex digits, like Flink's `JobID`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct JobId(pub [u8; 16]);
@@ -41,12 +39,22 @@ impl fmt::Debug for JobId {
     }
 }
 
+/// A string that is not a [`JobId`]: says what was given and what a job id looks like.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid job id {input:?}: expected 32 hex digits")]
+pub struct ParseJobIdError {
+    /// The text that was given (at most 64 characters of it).
+    pub input: String,
+}
+
 impl FromStr for JobId {
-    type Err = DataflowError;
+    type Err = ParseJobIdError;
 
     /// Parses 32 hex digits (either case).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || DataflowError::InvalidGraph(format!("`{s}` is not a job id (32 hex digits)"));
+        let bad = || ParseJobIdError {
+            input: s.chars().take(64).collect(),
+        };
         if s.len() != 32 || !s.is_ascii() {
             return Err(bad());
         }
@@ -79,7 +87,11 @@ mod tests {
         let s = id.to_string();
         assert_eq!(s.len(), 32);
         assert_eq!(s.parse::<JobId>().unwrap(), id);
-        assert!("xyz".parse::<JobId>().is_err());
+        let e = "xyz".parse::<JobId>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"invalid job id "xyz": expected 32 hex digits"#
+        );
         assert!("zz".repeat(16).parse::<JobId>().is_err());
         assert_ne!(JobId::generate(), JobId::generate());
     }

@@ -32,6 +32,9 @@ use crate::spec::OperatorSpec;
 /// Largest accepted max parallelism (Flink's `UPPER_BOUND_MAX_PARALLELISM`, 2^15).
 pub const UPPER_BOUND_MAX_PARALLELISM: u32 = 1 << 15;
 
+/// Deepest msgpack nesting [`JobGraph::from_bytes`] accepts.
+pub const MAX_DECODE_DEPTH: usize = 64;
+
 /// A job: vertices and the edges between them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobGraph {
@@ -166,20 +169,33 @@ impl JobGraph {
 
     /// Deserializes from [`to_bytes`](Self::to_bytes) output (peer input: errors, never
     /// panics). Call [`validate`](Self::validate) before using the result.
+    ///
+    /// Nesting is limited to [`MAX_DECODE_DEPTH`] containers: a graph needs about ten,
+    /// and rmp-serde's own limit (1024) lets a peer's skipped unknown field recurse deep
+    /// enough to overflow a 2 MiB thread stack in a debug build.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        rmp_serde::from_slice(bytes)
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        de.set_max_depth(MAX_DECODE_DEPTH);
+        Self::deserialize(&mut de)
             .map_err(|e| DataflowError::InvalidGraph(format!("cannot decode job graph: {e}")))
     }
 
     /// Vertex ids in an order where every edge goes forward; a [`DataflowError::Cycle`]
     /// if there is none.
+    ///
+    /// An edge naming a missing vertex is a [`DataflowError::InvalidGraph`] (the graph may
+    /// come straight from [`from_bytes`](Self::from_bytes), before any validation).
     pub fn topological_order(&self) -> Result<Vec<VertexId>> {
         let n = self.vertices.len();
         let mut indegree = vec![0usize; n];
-        for e in &self.edges {
-            if let Some(d) = indegree.get_mut(e.target.0 as usize) {
-                *d += 1;
+        for (i, e) in self.edges.iter().enumerate() {
+            if e.source.0 as usize >= n || e.target.0 as usize >= n {
+                return Err(DataflowError::InvalidGraph(format!(
+                    "edge {i} ({} -> {}) names a missing vertex ({n} vertices)",
+                    e.source, e.target
+                )));
             }
+            indegree[e.target.0 as usize] += 1;
         }
         let mut ready: Vec<usize> = (0..n).filter(|i| indegree[*i] == 0).rev().collect();
         let mut order = Vec::with_capacity(n);
@@ -318,5 +334,41 @@ impl JobGraph {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_edge_naming_a_missing_vertex_is_an_error_before_validation() {
+        let env = crate::StreamExecutionEnvironment::new();
+        env.add_source(crate::builtins::collection(vec![crate::Value::I64(1)]))
+            .rebalance()
+            .sink(crate::builtins::blackhole());
+        let mut job = env.job_graph("dangling").unwrap();
+        job.edges[0].target = VertexId(9);
+        let back = JobGraph::from_bytes(&job.to_bytes().unwrap()).unwrap();
+        assert!(matches!(
+            back.topological_order(),
+            Err(DataflowError::InvalidGraph(m)) if m.contains("v9")
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_on_a_small_stack() {
+        // A map whose one (unknown) key holds 5000 nested arrays: skipping it recurses.
+        let mut bytes = vec![0x81, 0xa7];
+        bytes.extend_from_slice(b"unknown");
+        bytes.extend(std::iter::repeat_n(0x91, 5_000));
+        bytes.push(0xc0);
+        let refused = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || JobGraph::from_bytes(&bytes).is_err())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(refused);
     }
 }

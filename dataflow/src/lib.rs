@@ -84,7 +84,7 @@ pub use collect::{CollectBuffer, CollectSink};
 pub use element::{StreamElement, StreamEvent, StreamRecord, WatermarkStatus};
 pub use environment::{DataStream, KeyedStream, StreamExecutionEnvironment};
 pub use error::{DataflowError, Result};
-pub use ids::{JobId, VertexId};
+pub use ids::{JobId, ParseJobIdError, VertexId};
 pub use job_graph::{ChainedOperator, JobEdge, JobGraph, JobVertex};
 pub use keyed::KeyedProcessFunction;
 pub use local_executor::{JobOutcome, JobResult, LocalExecutor, LocalExecutorConfig};

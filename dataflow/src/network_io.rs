@@ -59,7 +59,7 @@
 //! Every record and in-band element is one network record encoded with [`codec`]:
 //! records go to the channel the edge's selector picks, watermarks and watermark
 //! statuses ([`StreamEvent::Watermark`], [`StreamEvent::WatermarkStatus`]) are
-//! broadcast as encoded elements ([`RecordWriter::broadcast_emit`]), so they stay in
+//! broadcast as encoded elements ([`RecordWriter::broadcast_control`]), so they stay in
 //! order with the records. [`StreamEvent::EndOfInput`] is *not* encoded: it is
 //! [`RecordWriter::finish`], i.e. [`Event::EndOfPartition`] on every channel, and the
 //! reader turns `EndOfPartition` back into `EndOfInput`. An encoded end-of-input element
@@ -103,9 +103,15 @@
 //! # Metrics
 //!
 //! One [`TaskIoMetrics`] per task is shared by its writers and its gate, so it holds the
-//! network's counts: bytes in/out, backpressured and idle time, and records in/out as
-//! the network sees them — every network record, i.e. including in-band watermark and
-//! status elements, and a broadcast record once per channel.
+//! network's counts: bytes in/out (everything, in-band elements included), backpressured
+//! and idle time, and records in/out as Flink counts them — data records only. In-band
+//! watermark and status elements are not records: the writer sends them with
+//! [`RecordWriter::broadcast_control`], which leaves records out alone, and the reader
+//! takes them back out of records in ([`RecordReader::uncount_last_record`]) once it has
+//! decoded one. (Counting them made every vertex over-count by the watermarks each
+//! upstream subtask broadcast — its final watermark alone adds parallelism² records.)
+//! A record a broadcast edge sends to every channel counts once out, and once in at
+//! each consumer.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -509,7 +515,7 @@ impl TaskOutput for NetworkOutput {
             StreamEvent::Watermark(_) | StreamEvent::WatermarkStatus(_) => {
                 self.scratch.clear();
                 codec::encode_element(&StreamElement::from(event), &mut self.scratch);
-                self.writer.broadcast_emit(&self.scratch)
+                self.writer.broadcast_control(&self.scratch)
             }
         };
         res.map_err(|e| self.error(e))
@@ -651,7 +657,12 @@ impl NetworkInput {
                         "record on input channel {channel} of {n}"
                     )));
                 }
-                match codec::decode_element(record)? {
+                let element = codec::decode_element(record)?;
+                if !matches!(element, StreamElement::Record(_)) {
+                    // Not data: see the module docs (metrics).
+                    self.reader.uncount_last_record();
+                }
+                match element {
                     StreamElement::Record(r) => {
                         records.push(r);
                         Read::Record(channel)
@@ -870,8 +881,8 @@ mod tests {
             ]
         );
         assert_eq!(input.try_poll(&mut records).unwrap(), None);
-        // The network counts the two in-band elements as records.
-        assert_eq!(metrics.records_in(), 3002);
+        // Data records only: the watermark and the status are not counted.
+        assert_eq!(metrics.records_in(), 3000);
     }
 
     #[test]

@@ -14,15 +14,23 @@
 //! [`Value::stable_hash`] is a hash that is identical in every process and on every
 //! platform; it feeds key-group assignment (see `key_group`). `std`'s `RandomState`
 //! could not be used there: two processes would route one key to different subtasks.
+//!
+//! Deserializing (serde, as RPC messages such as `collect` carry values) refuses tuples
+//! nested deeper than [`MAX_DEPTH`](crate::codec::MAX_DEPTH), as the data-plane codec
+//! does: the derived decoder recurses once per level, and a peer could otherwise send a
+//! nesting that exhausts the decoding thread's stack and aborts the process.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::codec::MAX_DEPTH;
 
 /// A record's payload.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub enum Value {
     /// No value.
     #[default]
@@ -123,6 +131,63 @@ impl Value {
         h.add(2);
         h.add(v as u64);
         h.finish()
+    }
+}
+
+/// The derived decoder of [`Value`], whose recursion goes back through the guarded
+/// `Value::deserialize`. Same name and variants: the same wire format.
+#[derive(Deserialize)]
+#[serde(rename = "Value")]
+enum ValueRepr {
+    Null,
+    Bool(bool),
+    I64(i64),
+    F64(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<Value>),
+}
+
+thread_local! {
+    /// `Value`s being deserialized on this thread, outermost included.
+    static DECODE_DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One level of `Value` nesting being deserialized; leaving it (also by error) pops it.
+struct DepthGuard;
+
+impl DepthGuard {
+    fn enter() -> Option<DepthGuard> {
+        DECODE_DEPTH.with(|d| {
+            // MAX_DEPTH nested tuples plus the innermost value, as the codec accepts.
+            (d.get() <= MAX_DEPTH).then(|| {
+                d.set(d.get() + 1);
+                DepthGuard
+            })
+        })
+    }
+}
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        DECODE_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let _level = DepthGuard::enter().ok_or_else(|| {
+            serde::de::Error::custom(format!("values nested deeper than {MAX_DEPTH} tuples"))
+        })?;
+        Ok(match ValueRepr::deserialize(deserializer)? {
+            ValueRepr::Null => Value::Null,
+            ValueRepr::Bool(b) => Value::Bool(b),
+            ValueRepr::I64(i) => Value::I64(i),
+            ValueRepr::F64(f) => Value::F64(f),
+            ValueRepr::Str(s) => Value::Str(s),
+            ValueRepr::Bytes(b) => Value::Bytes(b),
+            ValueRepr::Tuple(t) => Value::Tuple(t),
+        })
     }
 }
 
@@ -357,5 +422,38 @@ mod tests {
     fn display_matches_flink_tuples() {
         let v = Value::Tuple(vec!["word".into(), 3.into()]);
         assert_eq!(v.to_string(), "(word,3)");
+    }
+
+    fn nested(tuples: usize) -> Value {
+        (0..tuples).fold(Value::I64(7), |v, _| Value::Tuple(vec![v, Value::Null]))
+    }
+
+    #[test]
+    fn serde_accepts_the_codec_depth_and_refuses_deeper() {
+        let ok = nested(MAX_DEPTH);
+        let mut wire = Vec::new();
+        crate::codec::encode_value(&ok, &mut wire);
+        for bytes in [
+            rmp_serde::to_vec(&ok).unwrap(),
+            rmp_serde::to_vec_named(&ok).unwrap(),
+        ] {
+            assert_eq!(rmp_serde::from_slice::<Value>(&bytes).unwrap(), ok);
+        }
+        let deep = rmp_serde::to_vec(&nested(MAX_DEPTH + 1)).unwrap();
+        let err = rmp_serde::from_slice::<Value>(&deep).unwrap_err();
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+        // The failed decode left no depth behind.
+        let again = rmp_serde::to_vec(&ok).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Value>(&again).unwrap(), ok);
+        let all = Value::Tuple(vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::I64(-3),
+            Value::F64(f64::NAN),
+            Value::Str("s".into()),
+            Value::Bytes(vec![1, 2]),
+        ]);
+        let bytes = rmp_serde::to_vec(&all).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Value>(&bytes).unwrap(), all);
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use rill_dataflow::OperatorRegistry;
 use rill_network::NetworkEnvironment;
+use rill_runtime::address::HostPort;
 use rill_runtime::security::ClusterSecret;
 use rill_runtime::{EndpointHandle, ResourceId, RpcAddress, RpcService, RpcServiceConfig};
 
@@ -55,6 +56,8 @@ fn rpc_service(
         rpc: config.rpc.clone(),
         heartbeat: config.heartbeat.clone(),
         secret: secret.clone(),
+        auth: config.security.auth.clone(),
+        report_refused_credentials: true,
         force_remote,
     })
     .map_err(|source| StartError::Rpc { bind, source })
@@ -142,8 +145,8 @@ pub struct TaskManagerOptions {
     pub rpc_bind: SocketAddr,
     /// Data-plane bind address.
     pub data_bind: SocketAddr,
-    /// The JobManager's RPC socket.
-    pub jobmanager: SocketAddr,
+    /// The JobManager's RPC address; a host name is resolved on every (re)connect.
+    pub jobmanager: HostPort,
     /// Route even in-process calls and partitions through QUIC.
     pub force_remote: bool,
     /// The resource id; generated when `None`.
@@ -177,7 +180,7 @@ impl TaskManagerProcess {
             })?,
         );
         let data_address = network
-            .start_transport(options.data_bind, secret.clone())
+            .start_transport_with(options.data_bind, secret.clone(), &config.security.auth)
             .map_err(|source| StartError::Network {
                 bind: options.data_bind,
                 source,
@@ -287,7 +290,7 @@ impl MiniCluster {
                     TaskManagerOptions {
                         rpc_bind: SocketAddr::new(host, 0),
                         data_bind: SocketAddr::new(host, 0),
-                        jobmanager: jobmanager.address(),
+                        jobmanager: jobmanager.address().into(),
                         force_remote: options.force_remote,
                         resource_id: Some(ResourceId::new(format!("taskmanager-{i}"))),
                     },

@@ -9,16 +9,35 @@
 //! | `taskmanager.network.*` | see `rill_network::NetworkConfig` | data-plane memory, buffers, buffer timeout |
 //! | `slot.request.timeout` | 30 s | how long a JobMaster waits for the slots its job needs |
 //! | `jobmanager.execution.failover-strategy` | `region` | `region` or `full` restarts |
-//! | `restart-strategy.type` | `exponential-delay` | `none`, `fixed-delay`, `failure-rate`, `exponential-delay` |
+//! | `restart-strategy.type` | unset: see below | `none` (aliases `off`, `disable`), `fixed-delay`, `failure-rate`, `exponential-delay` (Flink's spellings without the dash too) |
 //! | `restart-strategy.fixed-delay.{attempts,delay}` | 1, 1 s | |
 //! | `restart-strategy.failure-rate.{max-failures-per-interval,failure-rate-interval,delay}` | 1, 1 min, 1 s | |
 //! | `restart-strategy.exponential-delay.{initial-backoff,max-backoff,backoff-multiplier,reset-backoff-threshold,jitter-factor,attempts-before-reset-backoff}` | 1 s, 1 min, 1.5, 1 h, 0.1, unlimited | |
+//! | `execution.checkpointing.interval` | unset | enables periodic checkpoints (issue #10); here it only selects the default restart strategy |
+//! | `collect.max-bytes` | 8 MiB | collect-sink results a job may accumulate in its JobMaster; past it the job fails |
 //! | `state.backend.type` | `heap` | keyed state backend: `heap` (alias `hashmap`) or `lsm` (alias `rocksdb`) |
 //! | `state.backend.lsm.localdir` | OS temp dir | lsm working directories (alias `state.backend.rocksdb.localdir`) |
 //! | `state.backend.lsm.cache-entries` | 65536 | decoded entries an lsm backend caches per subtask |
 //! | `state.checkpoints.dir` | none | checkpoint storage, `file:///abs/path`; bounded jobs write a final snapshot there |
 //! | `state.checkpoints.num-retained` | 1 | completed checkpoints kept |
 //! | `execution.checkpointing.incremental` | true for lsm | incremental lsm checkpoints |
+//!
+//! # Restart strategy selection
+//!
+//! As in Flink: a configured `restart-strategy.type` is used as it is. Unset, the job
+//! gets `exponential-delay` when checkpointing is on (`execution.checkpointing.interval`
+//! set: a restarted job resumes from its last checkpoint, so retrying is worth it) and
+//! `none` when it is off — a job that fails without checkpoints would start from
+//! scratch, and a failure that repeats (a missing input file, an unwritable output)
+//! would restart forever. [`RillConfig::restart_strategy_type`] makes that choice.
+//!
+//! # Collect results
+//!
+//! Collect sinks send their values to the JobMaster, which keeps them until the job ends
+//! and hands them to the Dispatcher in the job's result; an admin tool fetches that
+//! result in one RPC answer. `collect.max-bytes` bounds what a job may collect, measured
+//! as the values' RPC encoding, and must stay below `rpc.max-frame-size` so the result
+//! fits one answer; a job that collects more fails with a cause naming the limit.
 //!
 //! plus the runtime's `rpc.*`, `heartbeat.*`, `cluster.*` and `security.*`
 //! ([`rill_runtime::config`]). Flink's default slot-request timeout is 5 minutes; rill
@@ -61,6 +80,8 @@ pub struct RillConfig {
     pub state: StateSection,
     /// `execution.*`.
     pub execution: ExecutionSection,
+    /// `collect.*`.
+    pub collect: CollectConfig,
 }
 
 impl RillConfig {
@@ -93,12 +114,28 @@ impl RillConfig {
     }
 }
 
+impl RillConfig {
+    /// Whether periodic checkpoints are configured (`execution.checkpointing.interval`).
+    pub fn checkpointing_enabled(&self) -> bool {
+        self.execution.checkpointing.interval.is_some()
+    }
+
+    /// The restart strategy jobs get (see the module docs): the configured one, else
+    /// `exponential-delay` with checkpointing and `none` without.
+    pub fn restart_strategy_type(&self) -> RestartStrategyType {
+        self.restart_strategy
+            .effective_kind(self.checkpointing_enabled())
+    }
+}
+
 impl Validate for RillConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.runtime().validate()?;
         self.taskmanager.validate()?;
         self.slot.validate()?;
         self.restart_strategy.validate()?;
+        self.execution.checkpointing.validate()?;
+        self.collect.validate(self.rpc.max_frame_size)?;
         self.state().validate().map_err(|e| match e {
             rill_dataflow::DataflowError::State(rill_state::StateError::Config { key, reason }) => {
                 ConfigError::validation(&key, reason)
@@ -197,6 +234,86 @@ pub struct CheckpointingSection {
     /// for lsm).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incremental: Option<bool>,
+    /// `execution.checkpointing.interval`: enables periodic checkpoints (issue #10)
+    /// this often; unset means checkpointing is off. It also selects the default
+    /// restart strategy (see the module docs).
+    #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration")]
+    pub interval: Option<Duration>,
+}
+
+impl Validate for CheckpointingSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval.is_some_and(|i| i.is_zero()) {
+            return Err(ConfigError::validation(
+                "execution.checkpointing.interval",
+                "must be positive (leave it unset to disable checkpointing)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The default `collect.max-bytes`: 8 MiB, below the default `rpc.max-frame-size`
+/// (10 MiB) so that a job's result fits one RPC answer.
+pub const DEFAULT_COLLECT_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// `collect.*`: collect-sink results held by the JobMaster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CollectConfig {
+    /// `collect.max-bytes`: the most a job may collect, as the values' RPC encoding
+    /// (8 MiB); a job that collects more fails.
+    #[serde(with = "rill_runtime::config::bytes")]
+    pub max_bytes: usize,
+}
+
+impl Default for CollectConfig {
+    fn default() -> Self {
+        CollectConfig {
+            max_bytes: DEFAULT_COLLECT_MAX_BYTES,
+        }
+    }
+}
+
+impl CollectConfig {
+    fn validate(&self, max_frame_size: usize) -> Result<(), ConfigError> {
+        if self.max_bytes >= max_frame_size {
+            return Err(ConfigError::validation(
+                "collect.max-bytes",
+                format!(
+                    "must be smaller than rpc.max-frame-size ({max_frame_size} bytes), is {}: \
+                     a job's collected results travel in one RPC answer",
+                    self.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Serde for an optional [`Duration`] in the runtime's duration syntax.
+mod optional_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => rill_runtime::config::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "rill_runtime::config::duration")] Duration);
+        Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(d)| d))
+    }
 }
 
 /// `state.backend.type` by name, accepting Flink's aliases.
@@ -314,9 +431,10 @@ pub enum FailoverStrategy {
     Full,
 }
 
-/// `restart-strategy.type`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// `restart-strategy.type`, by Flink's names (case-insensitive): `none`/`off`/`disable`,
+/// `fixed-delay`/`fixeddelay`, `failure-rate`/`failurerate`,
+/// `exponential-delay`/`exponentialdelay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartStrategyType {
     /// Never restart: the first failure fails the job.
     None,
@@ -326,23 +444,80 @@ pub enum RestartStrategyType {
     /// `failure-rate-interval`.
     FailureRate,
     /// Restart with a delay growing from `initial-backoff` to `max-backoff`.
-    #[default]
     ExponentialDelay,
+}
+
+impl RestartStrategyType {
+    /// The canonical name, as `restart-strategy.type` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartStrategyType::None => "none",
+            RestartStrategyType::FixedDelay => "fixed-delay",
+            RestartStrategyType::FailureRate => "failure-rate",
+            RestartStrategyType::ExponentialDelay => "exponential-delay",
+        }
+    }
+
+    /// Parses a name or one of Flink's aliases.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "none" | "off" | "disable" => Ok(RestartStrategyType::None),
+            "fixed-delay" | "fixeddelay" => Ok(RestartStrategyType::FixedDelay),
+            "failure-rate" | "failurerate" => Ok(RestartStrategyType::FailureRate),
+            "exponential-delay" | "exponentialdelay" => Ok(RestartStrategyType::ExponentialDelay),
+            _ => Err(format!(
+                "unknown restart strategy {name:?}: expected none (off, disable), fixed-delay, \
+                 failure-rate or exponential-delay"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RestartStrategyType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for RestartStrategyType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for RestartStrategyType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        RestartStrategyType::parse(&name).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `restart-strategy.*`, with Flink's parameter names.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RestartStrategyConfig {
-    /// `restart-strategy.type`.
-    #[serde(rename = "type")]
-    pub kind: RestartStrategyType,
+    /// `restart-strategy.type`; unset means "by checkpointing" (see the module docs and
+    /// [`RestartStrategyConfig::effective_kind`]).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<RestartStrategyType>,
     /// `restart-strategy.fixed-delay.*`.
     pub fixed_delay: FixedDelayConfig,
     /// `restart-strategy.failure-rate.*`.
     pub failure_rate: FailureRateConfig,
     /// `restart-strategy.exponential-delay.*`.
     pub exponential_delay: ExponentialDelayConfig,
+}
+
+impl RestartStrategyConfig {
+    /// The strategy in force: the configured type, else `exponential-delay` when
+    /// `checkpointing` is on and `none` when it is off (Flink's rule).
+    pub fn effective_kind(&self, checkpointing: bool) -> RestartStrategyType {
+        match self.kind {
+            Some(kind) => kind,
+            None if checkpointing => RestartStrategyType::ExponentialDelay,
+            None => RestartStrategyType::None,
+        }
+    }
 }
 
 impl Validate for RestartStrategyConfig {
@@ -478,7 +653,10 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(c.taskmanager.number_of_task_slots, 4);
-        assert_eq!(c.restart_strategy.kind, RestartStrategyType::FixedDelay);
+        assert_eq!(
+            c.restart_strategy.kind,
+            Some(RestartStrategyType::FixedDelay)
+        );
         assert_eq!(c.restart_strategy.fixed_delay.attempts, 3);
         assert_eq!(
             c.restart_strategy.fixed_delay.delay,
@@ -501,5 +679,93 @@ mod tests {
             Some("restart-strategy.exponential-delay.backoff-multiplier")
         );
         assert!(with(&["restart-strategy.type=sometimes"]).is_err());
+        let e = with(&["execution.checkpointing.interval=0s"]).unwrap_err();
+        assert_eq!(e.key(), Some("execution.checkpointing.interval"));
+        let e = with(&["collect.max-bytes=10mb"]).unwrap_err();
+        assert_eq!(e.key(), Some("collect.max-bytes"));
+    }
+
+    #[test]
+    fn without_checkpointing_jobs_do_not_restart_unless_a_strategy_is_configured() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.restart_strategy.kind, None);
+        assert!(!c.checkpointing_enabled());
+        assert_eq!(c.restart_strategy_type(), RestartStrategyType::None);
+        for (name, kind) in [
+            ("fixed-delay", RestartStrategyType::FixedDelay),
+            ("failure-rate", RestartStrategyType::FailureRate),
+            ("exponential-delay", RestartStrategyType::ExponentialDelay),
+        ] {
+            let c = with(&[&format!("restart-strategy.type={name}")]).unwrap();
+            assert_eq!(c.restart_strategy_type(), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn with_checkpointing_the_default_is_exponential_delay() {
+        let c = with(&["execution.checkpointing.interval=10s"]).unwrap();
+        assert_eq!(
+            c.execution.checkpointing.interval,
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            c.restart_strategy_type(),
+            RestartStrategyType::ExponentialDelay
+        );
+        // A configured strategy wins, `none` included.
+        let c = with(&[
+            "execution.checkpointing.interval=10s",
+            "restart-strategy.type=none",
+        ])
+        .unwrap();
+        assert_eq!(c.restart_strategy_type(), RestartStrategyType::None);
+    }
+
+    #[test]
+    fn flink_spellings_of_the_strategy_type_parse() {
+        for (name, kind) in [
+            ("none", RestartStrategyType::None),
+            ("off", RestartStrategyType::None),
+            ("disable", RestartStrategyType::None),
+            ("fixeddelay", RestartStrategyType::FixedDelay),
+            ("Fixed-Delay", RestartStrategyType::FixedDelay),
+            ("failurerate", RestartStrategyType::FailureRate),
+            ("exponentialdelay", RestartStrategyType::ExponentialDelay),
+        ] {
+            let c = with(&[&format!("restart-strategy.type={name}")]).unwrap();
+            assert_eq!(c.restart_strategy.kind, Some(kind), "{name}");
+        }
+    }
+
+    #[test]
+    fn flink_defaults_of_each_strategy() {
+        let r = RestartStrategyConfig::default();
+        assert_eq!(r.fixed_delay.attempts, 1);
+        assert_eq!(r.fixed_delay.delay, Duration::from_secs(1));
+        assert_eq!(r.failure_rate.max_failures_per_interval, 1);
+        assert_eq!(
+            r.failure_rate.failure_rate_interval,
+            Duration::from_secs(60)
+        );
+        assert_eq!(r.failure_rate.delay, Duration::from_secs(1));
+        let e = &r.exponential_delay;
+        assert_eq!(e.initial_backoff, Duration::from_secs(1));
+        assert_eq!(e.max_backoff, Duration::from_secs(60));
+        assert_eq!(e.backoff_multiplier, 1.5);
+        assert_eq!(e.reset_backoff_threshold, Duration::from_secs(3600));
+        assert_eq!(e.jitter_factor, 0.1);
+        assert_eq!(e.attempts_before_reset_backoff, None);
+    }
+
+    #[test]
+    fn collect_max_bytes_parses_sizes() {
+        assert_eq!(
+            with(&[]).unwrap().collect.max_bytes,
+            DEFAULT_COLLECT_MAX_BYTES
+        );
+        assert_eq!(
+            with(&["collect.max-bytes=64kb"]).unwrap().collect.max_bytes,
+            64 * 1024
+        );
     }
 }

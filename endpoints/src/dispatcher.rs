@@ -195,6 +195,7 @@ impl dispatcher::Handler for Dispatcher {
             failure: None,
             vertices: Vec::new(),
             final_checkpoint: None,
+            failures: Vec::new(),
         };
         match e.gateway.clone() {
             None => Reply::ready(Ok(fallback)),

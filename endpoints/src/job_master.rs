@@ -24,8 +24,28 @@
 //! that were lost. Job status moves `CREATED → RUNNING → (RESTARTING → RUNNING)* →
 //! FINISHED | FAILING → FAILED | CANCELLING → CANCELED`; every change is reported to the
 //! Dispatcher.
+//!
+//! Every failure is also kept in a short history ([`JobDetails::failures`]) with what
+//! followed it — a restart after a delay, or the job failing — so that a client following
+//! the job (`rill run`) can say why each restart happened as it happens.
+//!
+//! # Collect results
+//!
+//! Values of collect sinks are kept until the job ends and then handed to the Dispatcher
+//! with the job's result. They are bounded by `collect.max-bytes`, measured as their RPC
+//! encoding ([`rill_dataflow::collect::encoded_size`]): the batch that passes the limit
+//! fails the job (without restart: collecting the same output again would pass it again),
+//! and what was collected is dropped.
+//!
+//! # Ids from peers
+//!
+//! Execution attempt ids, allocation ids and resource ids arrive from TaskExecutors, and
+//! vertex ids inside the submitted graph: every one is looked up with a checked lookup,
+//! never by indexing. An id that names nothing (typically an attempt superseded by a
+//! restart) is logged with the id and ignored; an inconsistency the JobMaster itself
+//! should have prevented fails the job with the ids in the cause, never the process.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,6 +125,12 @@ pub struct JobMaster {
     heartbeat_tm: Option<HeartbeatManager<TaskExecutorToJobManagerHeartbeat, ()>>,
     heartbeat_rm: Option<HeartbeatManager<(), ()>>,
     collected: BTreeMap<String, Vec<Value>>,
+    /// Encoded bytes of `collected` (see the module docs).
+    collected_bytes: usize,
+    /// The last failures, oldest first, at most [`MAX_FAILURE_HISTORY`].
+    failures: VecDeque<JobFailure>,
+    /// Failures handled so far (numbers the history entries).
+    failure_count: u32,
     /// Final-snapshot reports of finished subtasks (see [`crate::final_snapshot`]).
     final_snapshots: BTreeMap<(VertexId, u32), FinalSnapshotReport>,
     /// The final snapshot, once the job finished with `state.checkpoints.dir` set.
@@ -125,6 +151,31 @@ impl JobMaster {
         job: JobGraph,
         job_master_id: u128,
     ) -> Result<Self, ClusterError> {
+        // The Dispatcher validated the graph; the ids are still checked here, since the
+        // graph came over the wire and everything below looks vertices up by them.
+        for (i, e) in job.edges.iter().enumerate() {
+            for end in [e.source, e.target] {
+                if job.vertex(end).is_none() {
+                    return Err(ClusterError::InvalidJob(format!(
+                        "edge {i} ({} -> {}) names vertex {end}, but the job has {} vertices",
+                        e.source,
+                        e.target,
+                        job.vertices.len()
+                    )));
+                }
+            }
+        }
+        if let Some((i, v)) = job
+            .vertices
+            .iter()
+            .enumerate()
+            .find(|(i, v)| v.id.0 as usize != *i)
+        {
+            return Err(ClusterError::InvalidJob(format!(
+                "vertex `{}` has id {} at index {i}",
+                v.name, v.id
+            )));
+        }
         let order = job
             .topological_order()
             .map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
@@ -138,8 +189,11 @@ impl JobMaster {
         }
         let required_slots = groups.values().sum();
         let region_of = regions(&job);
-        let strategy =
-            RestartStrategy::new(&services.config.restart_strategy, job_master_id as u64);
+        let strategy = RestartStrategy::new(
+            &services.config.restart_strategy,
+            services.config.checkpointing_enabled(),
+            job_master_id as u64,
+        );
         let resource_id = ResourceId::new(format!("jobmaster-{}", job.job_id));
         Ok(JobMaster {
             s: services,
@@ -166,6 +220,9 @@ impl JobMaster {
             heartbeat_tm: None,
             heartbeat_rm: None,
             collected: BTreeMap::new(),
+            collected_bytes: 0,
+            failures: VecDeque::new(),
+            failure_count: 0,
             final_snapshots: BTreeMap::new(),
             final_checkpoint: None,
             delay_pending: false,
@@ -262,7 +319,11 @@ impl JobMaster {
             return;
         }
         tracing::warn!(job = %self.job_id(), %reason, "lost the ResourceManager; registering again");
-        self.resource_manager = None;
+        if let Some(gateway) = self.resource_manager.take() {
+            // Dial afresh: a ResourceManager restarted at the same address cannot answer
+            // on the lost process's connection (a no-op for an in-process one).
+            gateway.close_connection(&reason);
+        }
         self.connect_resource_manager(ctx);
     }
 
@@ -275,8 +336,7 @@ impl JobMaster {
             .filter_map(|s| s.assigned.clone())
             .collect();
         let mut needed = BTreeSet::new();
-        for v in &self.to_deploy {
-            let vertex = &self.job.vertices[v.0 as usize];
+        for vertex in self.to_deploy.iter().filter_map(|v| self.job.vertex(*v)) {
             for k in 0..vertex.parallelism {
                 let key = (vertex.slot_sharing_group.clone(), k);
                 if !assigned.contains(&key) {
@@ -380,39 +440,70 @@ impl JobMaster {
             .iter()
             .filter_map(|(a, s)| s.assigned.clone().map(|k| (k, *a)))
             .collect();
-        // New attempts first, so consumers can name their producers' partitions.
+        // Every subtask's slot first: `try_schedule` assigned them, but a missing one must
+        // fail the job, not the process.
+        let mut placement = Vec::new();
         for v in &vertices {
-            let vertex = &self.job.vertices[v.0 as usize];
-            let outputs = self.job.output_edges(*v).count();
+            let Some(vertex) = self.job.vertex(*v) else {
+                return self.fail_job(ctx, format!("cannot deploy: the job has no vertex {v}"));
+            };
             for k in 0..vertex.parallelism {
-                let allocation = slot_of[&(vertex.slot_sharing_group.clone(), k)];
-                let te = self.pool[&allocation].task_executor.clone();
-                let attempt = self.executions.get(&(*v, k)).map_or(0, |e| e.attempt + 1);
-                if let Some(old) = self.executions.get(&(*v, k)) {
-                    self.by_id.remove(&old.id);
-                }
-                let e = Execution {
-                    id: ExecutionAttemptId::generate(),
-                    attempt,
-                    state: ExecutionState::Deploying,
-                    allocation: Some(allocation),
-                    task_executor: Some(te),
-                    partitions: (0..outputs).map(|_| PartitionId(rand::random())).collect(),
-                    counters: TaskIoCounters::default(),
+                let group = &vertex.slot_sharing_group;
+                let slot = slot_of
+                    .get(&(group.clone(), k))
+                    .and_then(|a| self.pool.get(a).map(|s| (*a, s.task_executor.clone())));
+                let Some(slot) = slot else {
+                    tracing::error!(job = %self.job_id(), vertex = %v, subtask = k, group, "no slot assigned to a subtask being deployed");
+                    return self.fail_job(
+                        ctx,
+                        format!(
+                            "cannot deploy {} ({}/{}): no slot of sharing group `{group}` index {k} in the pool",
+                            vertex.name,
+                            k + 1,
+                            vertex.parallelism
+                        ),
+                    );
                 };
-                self.by_id.insert(e.id, (*v, k));
-                self.executions.insert((*v, k), e);
+                placement.push(((*v, k), slot));
             }
+        }
+        // New attempts first, so consumers can name their producers' partitions.
+        for ((v, k), (allocation, te)) in placement {
+            let outputs = self.job.output_edges(v).count();
+            let old = self.executions.get(&(v, k));
+            let attempt = old.map_or(0, |e| e.attempt + 1);
+            if let Some(old) = old {
+                self.by_id.remove(&old.id);
+            }
+            let e = Execution {
+                id: ExecutionAttemptId::generate(),
+                attempt,
+                state: ExecutionState::Deploying,
+                allocation: Some(allocation),
+                task_executor: Some(te),
+                partitions: (0..outputs).map(|_| PartitionId(rand::random())).collect(),
+                counters: TaskIoCounters::default(),
+            };
+            self.by_id.insert(e.id, (v, k));
+            self.executions.insert((v, k), e);
         }
         let mut deployments = Vec::new();
         for v in &vertices {
-            let vertex = &self.job.vertices[v.0 as usize];
-            for k in 0..vertex.parallelism {
+            let parallelism = self.job.vertex(*v).map_or(0, |vertex| vertex.parallelism);
+            for k in 0..parallelism {
                 match self.descriptor(*v, k) {
                     Ok((gw, tdd)) => deployments.push((gw, tdd)),
                     Err(e) => {
-                        let id = self.executions[&(*v, k)].id;
-                        self.task_failed(ctx, id, format!("cannot deploy: {e}"));
+                        match self.executions.get(&(*v, k)) {
+                            Some(execution) => {
+                                let id = execution.id;
+                                self.task_failed(ctx, id, format!("cannot deploy: {e}"));
+                            }
+                            None => self.fail_job(
+                                ctx,
+                                format!("cannot deploy subtask {k} of vertex {v}: {e}"),
+                            ),
+                        }
                         return;
                     }
                 }
@@ -445,20 +536,31 @@ impl JobMaster {
         v: VertexId,
         k: u32,
     ) -> Result<(task_executor::Gateway, TaskDeploymentDescriptor), String> {
-        let e = &self.executions[&(v, k)];
+        let e = self
+            .executions
+            .get(&(v, k))
+            .ok_or_else(|| format!("subtask {k} of vertex {v} has no execution"))?;
         let te = e.task_executor.clone().ok_or("no TaskExecutor")?;
         let tm = self
             .task_managers
             .get(&te)
             .ok_or_else(|| format!("TaskExecutor {te} is not registered"))?;
-        let down = self.job.vertices[v.0 as usize].parallelism;
+        let down = self
+            .job
+            .vertex(v)
+            .ok_or_else(|| format!("no vertex {v}"))?
+            .parallelism;
         let n = self
             .job
             .num_input_channels(v, k)
             .map_err(|e| e.to_string())? as usize;
         let mut inputs: Vec<Option<InputChannelDescriptor>> = vec![None; n];
         for (edge_index, edge) in self.job.input_edges(v) {
-            let up = self.job.vertices[edge.source.0 as usize].parallelism;
+            let up = self
+                .job
+                .vertex(edge.source)
+                .ok_or_else(|| format!("no vertex {}", edge.source))?
+                .parallelism;
             let pointwise = edge.partitioning.is_pointwise();
             let output_position = self
                 .job
@@ -466,7 +568,12 @@ impl JobMaster {
                 .position(|(i, _)| i == edge_index)
                 .ok_or("edge not among its source's outputs")?;
             for u in input_sources(pointwise, k, up, down) {
-                let producer = &self.executions[&(edge.source, u)];
+                let producer = self.executions.get(&(edge.source, u)).ok_or_else(|| {
+                    format!(
+                        "producer subtask {u} of vertex {} has no execution",
+                        edge.source
+                    )
+                })?;
                 let producer_te = producer
                     .task_executor
                     .clone()
@@ -480,8 +587,17 @@ impl JobMaster {
                     .input_channel_index(edge_index, u, k)
                     .ok_or("no input channel")? as usize;
                 let subpartition = k - output_targets(pointwise, u, up, down).start;
-                inputs[channel] = Some(InputChannelDescriptor {
-                    partition: producer.partitions[output_position],
+                let partition = *producer.partitions.get(output_position).ok_or_else(|| {
+                    format!(
+                        "producer {} has no partition for output {output_position}",
+                        producer.id
+                    )
+                })?;
+                let slot = inputs
+                    .get_mut(channel)
+                    .ok_or_else(|| format!("input channel {channel} of {n} does not exist"))?;
+                *slot = Some(InputChannelDescriptor {
+                    partition,
                     subpartition,
                     producer: producer_te,
                     producer_data_address: producer_tm.location.data_address,
@@ -522,21 +638,33 @@ impl JobMaster {
         execution: ExecutionAttemptId,
         cause: String,
     ) {
-        let Some(key) = self.by_id.get(&execution).copied() else {
+        let Some((key, e)) = self.execution_mut(execution) else {
+            tracing::debug!(job = %self.job_id(), %execution, %cause, "failure of an unknown or superseded execution attempt ignored");
             return;
         };
-        let e = self.executions.get_mut(&key).expect("indexed");
         if e.state.is_terminal() {
             return;
         }
         e.state = ExecutionState::Failed;
-        let name = &self.job.vertices[key.0 .0 as usize].name;
+        let (name, parallelism) = self
+            .job
+            .vertex(key.0)
+            .map_or(("?", 0), |v| (v.name.as_str(), v.parallelism));
         let cause = format!(
-            "{name} ({}/{}) failed: {cause}",
-            key.1 + 1,
-            self.job.vertices[key.0 .0 as usize].parallelism
+            "task '{name}' ({}/{parallelism}) failed: {cause}",
+            key.1 + 1
         );
         self.handle_failure(ctx, vec![key.0], cause);
+    }
+
+    /// The current execution of attempt `execution`, with its `(vertex, subtask)`; `None`
+    /// for an id this JobMaster does not know (or no longer: a superseded attempt).
+    fn execution_mut(
+        &mut self,
+        execution: ExecutionAttemptId,
+    ) -> Option<((VertexId, u32), &mut Execution)> {
+        let key = *self.by_id.get(&execution)?;
+        self.executions.get_mut(&key).map(|e| (key, e))
     }
 
     fn handle_failure(
@@ -552,8 +680,9 @@ impl JobMaster {
             }
             JobStatus::Failing => {
                 if self.failure.as_deref().is_some_and(is_knock_on) && !is_knock_on(&cause) {
+                    self.replace_knock_on_cause(&cause);
                     self.failure = Some(format!(
-                        "{cause} (no restart: {})",
+                        "{cause}; not restarted: {}",
                         self.strategy.describe()
                     ));
                 }
@@ -582,6 +711,7 @@ impl JobMaster {
         if self.status == JobStatus::Restarting && affected.is_subset(&self.to_deploy) {
             tracing::debug!(job = %self.job_id(), %cause, "failure while already restarting");
             if self.failure.as_deref().is_some_and(is_knock_on) && !is_knock_on(&cause) {
+                self.replace_knock_on_cause(&cause);
                 self.failure = Some(cause);
             }
             self.check_completion(ctx);
@@ -590,10 +720,23 @@ impl JobMaster {
         tracing::warn!(job = %self.job_id(), %cause, "job failure");
         match self.strategy.on_failure(Instant::now()) {
             None => {
-                let cause = format!("{cause} (no restart: {})", self.strategy.describe());
-                self.fail_job(ctx, cause);
+                let strategy = self.strategy.describe();
+                self.record_failure(
+                    cause.clone(),
+                    FailureOutcome::NoRestart {
+                        strategy: strategy.clone(),
+                    },
+                );
+                self.start_failing(ctx, format!("{cause}; not restarted: {strategy}"));
             }
             Some(delay) => {
+                self.record_failure(
+                    cause.clone(),
+                    FailureOutcome::Restarting {
+                        restart: self.restarts + 1,
+                        delay_ms: delay.as_millis() as u64,
+                    },
+                );
                 self.failure = Some(cause);
                 self.restarts += 1;
                 self.set_status(JobStatus::Restarting);
@@ -609,7 +752,36 @@ impl JobMaster {
         }
     }
 
+    /// Adds a failure to the history, dropping the oldest beyond [`MAX_FAILURE_HISTORY`].
+    fn record_failure(&mut self, cause: String, outcome: FailureOutcome) {
+        self.failure_count += 1;
+        if self.failures.len() == MAX_FAILURE_HISTORY {
+            self.failures.pop_front();
+        }
+        self.failures.push_back(JobFailure {
+            number: self.failure_count,
+            timestamp_ms: now_ms(),
+            cause,
+            outcome,
+        });
+    }
+
+    /// The root cause arrived after its knock-on failure was recorded: the history says
+    /// the root cause.
+    fn replace_knock_on_cause(&mut self, cause: &str) {
+        if let Some(last) = self.failures.back_mut().filter(|f| is_knock_on(&f.cause)) {
+            last.cause = cause.to_owned();
+        }
+    }
+
+    /// Fails the job without asking the restart strategy (the cluster cannot run it).
     fn fail_job(&mut self, ctx: &mut EndpointContext<'_, Self>, cause: String) {
+        self.record_failure(cause.clone(), FailureOutcome::JobFailed);
+        self.start_failing(ctx, cause);
+    }
+
+    /// Moves to FAILING with `cause` as the job's failure and cancels every task.
+    fn start_failing(&mut self, ctx: &mut EndpointContext<'_, Self>, cause: String) {
         tracing::warn!(job = %self.job_id(), %cause, "job failing");
         self.failure = Some(cause);
         self.to_deploy.clear();
@@ -786,7 +958,7 @@ impl JobMaster {
         self.pool.retain(|_, s| s.task_executor != te);
         let cause = format!(
             "TaskExecutor {te} ({}) lost: {reason}",
-            tm.location.rpc_address.socket
+            tm.location.rpc_address.host
         );
         let mut failed = Vec::new();
         for ((v, _), e) in self.executions.iter_mut() {
@@ -810,8 +982,8 @@ impl JobMaster {
         let vertices = self
             .order
             .iter()
-            .map(|v| {
-                let vertex = &self.job.vertices[v.0 as usize];
+            .filter_map(|v| Some((v, self.job.vertex(*v)?)))
+            .map(|(v, vertex)| {
                 let mut states = BTreeMap::new();
                 let mut locations = Vec::new();
                 let mut attempts = Vec::new();
@@ -845,6 +1017,7 @@ impl JobMaster {
             failure: self.failure.clone(),
             vertices,
             final_checkpoint: self.final_checkpoint.clone(),
+            failures: self.failures.iter().cloned().collect(),
         }
     }
 
@@ -866,9 +1039,10 @@ impl JobMaster {
         payload: TaskExecutorToJobManagerHeartbeat,
     ) {
         for (id, counters) in payload.tasks {
-            if let Some(key) = self.by_id.get(&id) {
-                if let Some(e) = self.executions.get_mut(key) {
-                    e.counters = counters;
+            match self.execution_mut(id) {
+                Some((_, e)) => e.counters = counters,
+                None => {
+                    tracing::debug!(job = %self.job_id(), execution = %id, "counters of an unknown execution attempt ignored")
                 }
             }
         }
@@ -879,7 +1053,10 @@ impl JobMaster {
 /// partition that its failed or canceled producer released). The root cause, when it
 /// arrives, replaces such a cause as the job's reported failure.
 fn is_knock_on(cause: &str) -> bool {
+    // A consumer deployed after its producer failed finds the partition released, or
+    // already unregistered.
     cause.contains("was released")
+        || (cause.contains("result partition") && cause.contains("not found"))
 }
 
 /// The connected components of the job graph, as a region index per vertex.
@@ -894,14 +1071,18 @@ fn regions(job: &JobGraph) -> BTreeMap<VertexId, usize> {
         x
     }
     for e in &job.edges {
-        let (a, b) = (
-            find(&mut parent, e.source.0 as usize),
-            find(&mut parent, e.target.0 as usize),
-        );
+        let (a, b) = (e.source.0 as usize, e.target.0 as usize);
+        // `JobMaster::new` rejects edges naming missing vertices; skip them regardless.
+        if a >= n || b >= n {
+            continue;
+        }
+        let (a, b) = (find(&mut parent, a), find(&mut parent, b));
         parent[a] = b;
     }
-    (0..n)
-        .map(|i| (job.vertices[i].id, find(&mut parent, i)))
+    job.vertices
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.id, find(&mut parent, i)))
         .collect()
 }
 
@@ -1050,10 +1231,15 @@ impl job_master::Handler for JobMaster {
         ctx: &mut EndpointContext<'_, Self>,
         update: TaskExecutionStateUpdate,
     ) {
-        let Some(key) = self.by_id.get(&update.execution).copied() else {
+        // Field by field, not through `execution_mut`: `e` stays borrowed below while
+        // other fields are used.
+        let found = self.by_id.get(&update.execution).copied();
+        let Some((key, e)) = found.and_then(|key| Some((key, self.executions.get_mut(&key)?)))
+        else {
+            // Normal for an attempt a restart superseded; anything else is a confused peer.
+            tracing::debug!(job = %self.job.job_id, execution = %update.execution, state = ?update.state, "state update of an unknown or superseded execution attempt ignored");
             return;
         };
-        let e = self.executions.get_mut(&key).expect("indexed");
         if e.state.is_terminal() {
             return;
         }
@@ -1098,11 +1284,34 @@ impl job_master::Handler for JobMaster {
 
     fn collect(
         &mut self,
-        _ctx: &mut EndpointContext<'_, Self>,
+        ctx: &mut EndpointContext<'_, Self>,
         id: String,
-        _subtask: u32,
+        subtask: u32,
         values: Vec<Value>,
     ) {
+        if self.status.is_terminal()
+            || matches!(self.status, JobStatus::Failing | JobStatus::Cancelling)
+        {
+            return;
+        }
+        let max = self.s.config.collect.max_bytes;
+        let total = self
+            .collected_bytes
+            .saturating_add(rill_dataflow::collect::encoded_size(&values));
+        if total > max {
+            self.collected.clear();
+            self.collected_bytes = 0;
+            return self.fail_job(
+                ctx,
+                format!(
+                    "collect results exceeded collect.max-bytes = {max} bytes: collect sink \
+                     `{id}` (subtask {}) brought them to {total} bytes; raise collect.max-bytes \
+                     (below rpc.max-frame-size) or write the results to a file sink",
+                    subtask + 1
+                ),
+            );
+        }
+        self.collected_bytes = total;
         self.collected.entry(id).or_default().extend(values);
     }
 
@@ -1166,6 +1375,124 @@ impl job_master::Handler for JobMaster {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rill_dataflow::job_graph::JobEdge;
+    use rill_dataflow::partitioning::Partitioning;
+    use rill_runtime::security::ClusterSecret;
+    use rill_runtime::RpcServiceConfig;
+
+    fn two_vertex_job() -> JobGraph {
+        let env = rill_dataflow::StreamExecutionEnvironment::new();
+        env.set_parallelism(2);
+        env.add_source(rill_dataflow::builtins::collection(vec![Value::I64(1)]))
+            .rebalance()
+            .sink(rill_dataflow::builtins::blackhole());
+        env.job_graph("ids").unwrap()
+    }
+
+    fn services() -> JobMasterServices {
+        let rpc = RpcService::start(RpcServiceConfig::local(ClusterSecret::generate())).unwrap();
+        // Nobody serves these: the JobMaster keeps trying to register in the background.
+        let resource_manager = rpc.address_of("no-resourcemanager");
+        let dispatcher = rpc.address_of("no-dispatcher");
+        JobMasterServices {
+            rpc,
+            config: RillConfig::default(),
+            resource_manager,
+            dispatcher,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_edge_naming_a_missing_vertex_is_a_typed_error() {
+        let mut job = two_vertex_job();
+        job.edges.push(JobEdge {
+            source: VertexId(0),
+            source_operator: 0,
+            target: VertexId(7),
+            partitioning: Partitioning::Rebalance,
+        });
+        match JobMaster::new(services(), job, 1) {
+            Err(ClusterError::InvalidJob(m)) => assert!(m.contains("vertex v7"), "{m}"),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a dangling edge was accepted"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_execution_ids_from_peers_are_ignored() {
+        let s = services();
+        let rpc = s.rpc.clone();
+        let jm = JobMaster::new(s, two_vertex_job(), 1).unwrap();
+        let handle = rpc.start_endpoint("jobmaster-ids", jm).unwrap();
+        handle.start();
+        let unknown = ExecutionAttemptId::generate();
+        let status = handle
+            .call(move |jm, ctx| {
+                use job_master::Handler;
+                for state in [
+                    ExecutionState::Running,
+                    ExecutionState::Failed,
+                    ExecutionState::Canceled,
+                    ExecutionState::Finished,
+                ] {
+                    jm.update_task_execution_state(
+                        ctx,
+                        TaskExecutionStateUpdate {
+                            execution: unknown,
+                            state,
+                            error: Some("from a confused peer".into()),
+                            io: TaskIoCounters {
+                                records_in: 1,
+                                records_out: 1,
+                            },
+                            final_snapshot: None,
+                        },
+                    );
+                }
+                jm.task_failed(ctx, unknown, "from a confused peer".into());
+                jm.on_heartbeat_payload(
+                    ctx,
+                    ResourceId::new("nobody"),
+                    TaskExecutorToJobManagerHeartbeat {
+                        tasks: vec![(unknown, TaskIoCounters::default())],
+                    },
+                );
+                jm.disconnect_task_manager(ctx, ResourceId::new("nobody"), "bye".into());
+                jm.status
+            })
+            .await;
+        assert_eq!(status, Ok(JobStatus::Created));
+        assert_eq!(handle.state(), rill_runtime::Lifecycle::Started);
+        handle.stop();
+        handle.terminated().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_failure_history_keeps_the_last_failures_with_root_causes() {
+        let mut jm = JobMaster::new(services(), two_vertex_job(), 1).unwrap();
+        for i in 1..=20 {
+            jm.record_failure(
+                format!("cause {i}"),
+                FailureOutcome::Restarting {
+                    restart: i,
+                    delay_ms: 1000,
+                },
+            );
+        }
+        let numbers: Vec<u32> = jm.details().failures.iter().map(|f| f.number).collect();
+        assert_eq!(numbers, (5..=20).collect::<Vec<_>>());
+        // A knock-on cause recorded first is replaced by the root cause; others stay.
+        jm.record_failure(
+            "task 'count' (1/2) failed: result partition 7 was released".into(),
+            FailureOutcome::JobFailed,
+        );
+        jm.replace_knock_on_cause("task 'Source' (1/2) failed: no such file");
+        jm.replace_knock_on_cause("task 'Sink' (1/1) failed: later");
+        let last = jm.details().failures.last().cloned().unwrap();
+        assert_eq!(last.number, 21);
+        assert_eq!(last.cause, "task 'Source' (1/2) failed: no such file");
+        assert_eq!(last.outcome, FailureOutcome::JobFailed);
+    }
 
     #[test]
     fn regions_are_connected_components() {

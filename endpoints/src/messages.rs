@@ -452,6 +452,64 @@ pub struct JobDetails {
     pub vertices: Vec<VertexDetails>,
     /// The final snapshot of a finished job, when `state.checkpoints.dir` is set.
     pub final_checkpoint: Option<FinalCheckpoint>,
+    /// The job's most recent failures, oldest first, at most [`MAX_FAILURE_HISTORY`]
+    /// (Flink's exception history): `rill run` prints each one as it appears.
+    #[serde(default)]
+    pub failures: Vec<JobFailure>,
+}
+
+/// How many failures [`JobDetails::failures`] keeps.
+pub const MAX_FAILURE_HISTORY: usize = 16;
+
+/// One failure of a job and what the JobMaster did about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFailure {
+    /// 1 for the job's first failure, 2 for the next, …; counts every failure handled,
+    /// also those that no longer fit the history, so a client polling the history can
+    /// tell which entries are new.
+    pub number: u32,
+    /// When it happened, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The root cause: which task (name, subtask/parallelism) failed and why, or which
+    /// TaskExecutor was lost.
+    pub cause: String,
+    /// What followed.
+    pub outcome: FailureOutcome,
+}
+
+/// What the JobMaster did after a [`JobFailure`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureOutcome {
+    /// The job restarts after `delay_ms`; this is its `restart`-th restart (1-based).
+    Restarting {
+        /// The restart's number.
+        restart: u32,
+        /// The delay before redeploying, in milliseconds.
+        delay_ms: u64,
+    },
+    /// The restart strategy allows no more restarts: the job fails.
+    NoRestart {
+        /// The strategy, as `restart-strategy …` with its parameters.
+        strategy: String,
+    },
+    /// The job fails without asking the restart strategy (the cluster cannot run it:
+    /// too few slots, collect results over `collect.max-bytes`, …).
+    JobFailed,
+}
+
+impl fmt::Display for FailureOutcome {
+    /// `restarting in 1.0 s (restart 1)`, `not restarting: <strategy>`, `job failed`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureOutcome::Restarting { restart, delay_ms } => write!(
+                f,
+                "restarting in {:.1} s (restart {restart})",
+                *delay_ms as f64 / 1000.0
+            ),
+            FailureOutcome::NoRestart { strategy } => write!(f, "not restarting: {strategy}"),
+            FailureOutcome::JobFailed => f.write_str("job failed"),
+        }
+    }
 }
 
 /// A job's final result (Flink's `JobResult`).

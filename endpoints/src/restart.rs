@@ -3,6 +3,10 @@
 //!
 //! After each failure the JobMaster calls [`RestartStrategy::on_failure`] with the current
 //! time; the answer is either the delay before restarting or `None` (fail the job).
+//!
+//! Which strategy a job gets is decided once, at [`RestartStrategy::new`], by Flink's rule
+//! ([`RestartStrategyConfig::effective_kind`]): the configured `restart-strategy.type`,
+//! else `exponential-delay` with checkpointing and `none` without.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -13,6 +17,8 @@ use crate::config::{RestartStrategyConfig, RestartStrategyType};
 #[derive(Debug, Clone)]
 pub struct RestartStrategy {
     config: RestartStrategyConfig,
+    /// The strategy in force.
+    kind: RestartStrategyType,
     /// Restarts granted (fixed-delay, exponential-delay).
     restarts: u32,
     /// Failure times within the current window (failure-rate).
@@ -25,9 +31,11 @@ pub struct RestartStrategy {
 }
 
 impl RestartStrategy {
-    /// A fresh strategy; `seed` drives exponential-delay's jitter.
-    pub fn new(config: &RestartStrategyConfig, seed: u64) -> Self {
+    /// A fresh strategy for a job with (`checkpointing`) or without periodic checkpoints;
+    /// `seed` drives exponential-delay's jitter.
+    pub fn new(config: &RestartStrategyConfig, checkpointing: bool, seed: u64) -> Self {
         RestartStrategy {
+            kind: config.effective_kind(checkpointing),
             config: config.clone(),
             restarts: 0,
             failures: VecDeque::new(),
@@ -37,10 +45,20 @@ impl RestartStrategy {
         }
     }
 
+    /// The strategy in force.
+    pub fn kind(&self) -> RestartStrategyType {
+        self.kind
+    }
+
     /// Short description for logs and failure messages.
     pub fn describe(&self) -> String {
         let c = &self.config;
-        match c.kind {
+        match self.kind {
+            RestartStrategyType::None if c.kind.is_none() => {
+                "restart-strategy none, the default without checkpointing \
+                 (set restart-strategy.type to restart failed jobs)"
+                    .into()
+            }
             RestartStrategyType::None => "restart-strategy none".into(),
             RestartStrategyType::FixedDelay => format!(
                 "restart-strategy fixed-delay (attempts={}, delay={:?})",
@@ -61,7 +79,7 @@ impl RestartStrategy {
     /// the job must fail.
     pub fn on_failure(&mut self, now: Instant) -> Option<Duration> {
         let c = &self.config;
-        match c.kind {
+        match self.kind {
             RestartStrategyType::None => None,
             RestartStrategyType::FixedDelay => {
                 if self.restarts >= c.fixed_delay.attempts {
@@ -129,15 +147,43 @@ mod tests {
 
     fn config(kind: RestartStrategyType) -> RestartStrategyConfig {
         RestartStrategyConfig {
-            kind,
+            kind: Some(kind),
             ..RestartStrategyConfig::default()
         }
     }
 
     #[test]
     fn none_never_restarts() {
-        let mut s = RestartStrategy::new(&config(RestartStrategyType::None), 1);
+        let mut s = RestartStrategy::new(&config(RestartStrategyType::None), true, 1);
         assert_eq!(s.on_failure(Instant::now()), None);
+    }
+
+    #[test]
+    fn unconfigured_strategy_follows_checkpointing() {
+        let unset = RestartStrategyConfig::default();
+        let mut off = RestartStrategy::new(&unset, false, 1);
+        assert_eq!(off.kind(), RestartStrategyType::None);
+        assert_eq!(off.on_failure(Instant::now()), None);
+        assert!(
+            off.describe().contains("default without checkpointing"),
+            "{}",
+            off.describe()
+        );
+        let mut on = RestartStrategy::new(&unset, true, 1);
+        assert_eq!(on.kind(), RestartStrategyType::ExponentialDelay);
+        assert!(on.on_failure(Instant::now()).is_some());
+        // A configured strategy applies whether or not checkpointing is on.
+        let fixed = config(RestartStrategyType::FixedDelay);
+        for checkpointing in [false, true] {
+            let mut s = RestartStrategy::new(&fixed, checkpointing, 1);
+            assert_eq!(s.kind(), RestartStrategyType::FixedDelay);
+            assert_eq!(s.on_failure(Instant::now()), Some(Duration::from_secs(1)));
+            assert_eq!(
+                s.on_failure(Instant::now()),
+                None,
+                "Flink's default: 1 attempt"
+            );
+        }
     }
 
     #[test]
@@ -145,7 +191,7 @@ mod tests {
         let mut c = config(RestartStrategyType::FixedDelay);
         c.fixed_delay.attempts = 2;
         c.fixed_delay.delay = Duration::from_millis(300);
-        let mut s = RestartStrategy::new(&c, 1);
+        let mut s = RestartStrategy::new(&c, false, 1);
         let now = Instant::now();
         assert_eq!(s.on_failure(now), Some(Duration::from_millis(300)));
         assert_eq!(s.on_failure(now), Some(Duration::from_millis(300)));
@@ -157,7 +203,7 @@ mod tests {
         let mut c = config(RestartStrategyType::FailureRate);
         c.failure_rate.max_failures_per_interval = 2;
         c.failure_rate.failure_rate_interval = Duration::from_secs(10);
-        let mut s = RestartStrategy::new(&c, 1);
+        let mut s = RestartStrategy::new(&c, false, 1);
         let t0 = Instant::now();
         assert!(s.on_failure(t0).is_some());
         assert!(s.on_failure(t0 + Duration::from_secs(1)).is_some());
@@ -175,7 +221,7 @@ mod tests {
         c.exponential_delay.max_backoff = Duration::from_secs(3);
         c.exponential_delay.backoff_multiplier = 2.0;
         c.exponential_delay.reset_backoff_threshold = Duration::from_secs(60);
-        let mut s = RestartStrategy::new(&c, 1);
+        let mut s = RestartStrategy::new(&c, false, 1);
         let t0 = Instant::now();
         let d: Vec<_> = (0..4)
             .map(|i| s.on_failure(t0 + Duration::from_secs(i)))
@@ -194,7 +240,7 @@ mod tests {
     fn exponential_delay_jitter_stays_within_the_factor_and_attempts_are_bounded() {
         let mut c = config(RestartStrategyType::ExponentialDelay);
         c.exponential_delay.attempts_before_reset_backoff = Some(3);
-        let mut s = RestartStrategy::new(&c, 42);
+        let mut s = RestartStrategy::new(&c, false, 42);
         let now = Instant::now();
         let first = s.on_failure(now).unwrap();
         assert!(first >= Duration::from_millis(900) && first <= Duration::from_millis(1100));

@@ -263,7 +263,7 @@ mod tests {
     fn requirement(slots: u32) -> JobRequirement {
         JobRequirement {
             slots,
-            job_master: RpcAddress::new(([127, 0, 0, 1], 1).into(), "jm"),
+            job_master: RpcAddress::new(std::net::SocketAddr::from(([127, 0, 0, 1], 1)), "jm"),
             job_master_id: 7,
         }
     }

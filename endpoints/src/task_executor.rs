@@ -19,8 +19,10 @@
 //!
 //! # Failures
 //!
-//! Losing the ResourceManager (heartbeat) starts registration again; slots stay as they
-//! are and the next slot report tells the new ResourceManager. Losing a JobMaster fails
+//! Losing the ResourceManager (heartbeat) closes the connection to its process and
+//! starts registration again at once, so a JobManager restarted at the same address is
+//! found as soon as it answers; slots stay as they are and the next slot report tells
+//! the new ResourceManager. Losing a JobMaster fails
 //! that job's tasks and frees its slots at once. Flink keeps them allocated for a while
 //! so a recovering JobMaster can take them back; rill's JobMasters do not survive their
 //! JobManager yet, so there is nothing to wait for.
@@ -231,7 +233,12 @@ impl TaskExecutor {
             return;
         }
         tracing::warn!(%reason, "lost the ResourceManager; registering again");
-        self.resource_manager = None;
+        if let Some((gateway, _)) = self.resource_manager.take() {
+            // Registering again must dial afresh: a restarted JobManager at the same
+            // address cannot answer on the lost process's connection, which would look
+            // open until its idle timeout.
+            gateway.close_connection(&reason);
+        }
         self.register_at_resource_manager(ctx);
     }
 

@@ -94,6 +94,15 @@ async fn run_keyed_sum(f: &Fixture, job: JobGraph, rows: u64, keys: u64) {
     assert_eq!(status, JobStatus::Finished, "failure: {:?}", result.failure);
     let checksum = jobs::keyed_sum_checksum(&result.collected[jobs::KEYED_SUM_COLLECT_ID]).unwrap();
     assert_eq!(checksum, jobs::expected_keyed_sum_checksum(rows, keys));
+    // Exact counters: `rows` records out of the sources and into the aggregate (whose
+    // collect sink is chained, so nothing leaves it over the network).
+    let details = f.dispatcher.job_details(id).await.unwrap().unwrap();
+    let counts: Vec<(u64, u64)> = details
+        .vertices
+        .iter()
+        .map(|v| (v.records_in, v.records_out))
+        .collect();
+    assert_eq!(counts, [(0, rows), (rows, 0)], "{details:?}");
     let list = f.dispatcher.list_jobs().await.unwrap();
     assert!(list
         .iter()
@@ -248,7 +257,7 @@ fn two_pipelines() -> JobGraph {
 async fn attempts_after_restarts(failover: &str) -> (Vec<u32>, Vec<u32>) {
     let failover = failover.to_string();
     let f = start(1, 2, false, move |c| {
-        c.restart_strategy.kind = rill_endpoints::config::RestartStrategyType::FixedDelay;
+        c.restart_strategy.kind = Some(rill_endpoints::config::RestartStrategyType::FixedDelay);
         c.restart_strategy.fixed_delay.attempts = 2;
         c.restart_strategy.fixed_delay.delay = Duration::from_millis(50);
         c.jobmanager.execution.failover_strategy = if failover == "full" {

@@ -20,6 +20,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
+use rill_runtime::config::AuthConfig;
 use rill_runtime::security::ClusterSecret;
 
 use crate::buffer_pool::NetworkBufferPool;
@@ -75,15 +76,33 @@ impl NetworkEnvironment {
     }
 
     /// Binds the QUIC endpoint (call once, inside a tokio runtime) and returns its address.
+    /// Peers get the default `security.auth.*` limits before they authenticate.
     pub fn start_transport(
         &self,
         bind: SocketAddr,
         secret: ClusterSecret,
     ) -> Result<SocketAddr, NetworkError> {
+        self.start_transport_with(bind, secret, &AuthConfig::default())
+    }
+
+    /// Like [`start_transport`](Self::start_transport), with the pre-authentication
+    /// limits `auth` (`security.auth.*`).
+    pub fn start_transport_with(
+        &self,
+        bind: SocketAddr,
+        secret: ClusterSecret,
+        auth: &AuthConfig,
+    ) -> Result<SocketAddr, NetworkError> {
         if let Some(t) = self.transport.get() {
             return t.local_addr();
         }
-        let t = QuicTransport::bind(bind, secret, self.config.clone(), self.partitions.clone())?;
+        let t = QuicTransport::bind(
+            bind,
+            secret,
+            auth,
+            self.config.clone(),
+            self.partitions.clone(),
+        )?;
         let addr = t.local_addr()?;
         self.transport
             .set(t)

@@ -526,6 +526,16 @@ impl RecordReader {
         }
     }
 
+    /// Says that the record returned last was an in-band control element (a watermark
+    /// or watermark status framed as a record), not data: it leaves records in (its bytes
+    /// still count). Call it at most once per returned record.
+    pub fn uncount_last_record(&mut self) {
+        // The last record was added to `pending_records`, which is published only when
+        // the reader goes back to its gate, i.e. not before the next read: it is still
+        // there to take back.
+        self.pending_records = self.pending_records.saturating_sub(1);
+    }
+
     /// Returns the next record or event, blocking; `None` once every channel ended.
     #[inline]
     pub fn next_item(&mut self) -> Result<Option<ReaderItem<'_>>, NetworkError> {

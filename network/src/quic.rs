@@ -6,10 +6,12 @@
 //!   here and as client for remote channels consumed here; ALPN `rill-data/1`, TLS and
 //!   cluster authentication from [`rill_runtime::security`] (shared with the RPC plane).
 //! * **One connection per TaskExecutor pair** (per direction), cached by peer address and
-//!   authenticated before it is used: the server runs
-//!   [`authenticate_server`](rill_runtime::security::authenticate_server) before it
-//!   accepts any channel stream, so an unauthenticated peer is refused (and logged by the
-//!   security module) before any partition request is read.
+//!   authenticated before it is used: every incoming connection goes through an
+//!   [`admission::Gate`] (pending-authentication limits of `security.auth.*`, small
+//!   transport limits until the peer has authenticated), and the server accepts no
+//!   channel stream before the peer has proved membership, so an unauthenticated peer is
+//!   refused (and reported, rate-limited) before any partition request is read. A server
+//!   that refuses our credentials is reported at WARN, rate-limited.
 //! * **One bidirectional stream per input channel**: the consumer opens it and writes its
 //!   messages, the producer answers on the same stream. A channel without credit simply
 //!   has nothing in flight; its stream stalls, the others do not.
@@ -36,6 +38,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use parking_lot::Mutex;
 use quinn::{RecvStream, SendStream, VarInt};
+use rill_runtime::config::AuthConfig;
+use rill_runtime::security::admission::{self, ConnectionLimits, CredentialWarnings, Gate};
 use rill_runtime::security::{self, ClusterSecret};
 use rill_runtime::tasks::TaskSet;
 use tokio::sync::{Notify, OnceCell};
@@ -67,20 +71,36 @@ const WRITE_BATCH: usize = 16;
 /// QUIC frames taken from a stream in one read once it is readable.
 const READ_BATCH: usize = 32;
 
-/// Transport parameters sized so that credit, not QUIC flow control, limits a channel.
-pub fn transport_config(config: &NetworkConfig) -> quinn::TransportConfig {
+/// What an authenticated peer may open and send towards us: a stream per channel, and
+/// the connection window of [`transport_config`].
+fn authenticated_limits(config: &NetworkConfig) -> ConnectionLimits {
+    ConnectionLimits {
+        bidi_streams: VarInt::from_u32(config.max_streams_per_connection),
+        uni_streams: VarInt::from_u32(0),
+        receive_window: VarInt::from_u64(connection_window(config)).unwrap_or(VarInt::MAX),
+    }
+}
+
+fn stream_window(config: &NetworkConfig) -> u64 {
     let frame = u64::from(config.segment_size) + BUFFER_HEADER_LEN as u64;
     let per_channel =
         u64::from(config.exclusive_buffers_per_channel + config.floating_buffers_per_gate);
     // Events need no credit: leave room for a few hundred of them on top.
-    let stream_window = per_channel * frame + 256 * (BUFFER_HEADER_LEN + MAX_EVENT_SIZE) as u64;
-    let connection_window = config.memory + config.memory / 8 + stream_window;
+    per_channel * frame + 256 * (BUFFER_HEADER_LEN + MAX_EVENT_SIZE) as u64
+}
+
+fn connection_window(config: &NetworkConfig) -> u64 {
+    config.memory + config.memory / 8 + stream_window(config)
+}
+
+/// Transport parameters sized so that credit, not QUIC flow control, limits a channel.
+pub fn transport_config(config: &NetworkConfig) -> quinn::TransportConfig {
+    let connection_window = connection_window(config);
     let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window(VarInt::from_u64(stream_window).unwrap_or(VarInt::MAX))
-        .receive_window(VarInt::from_u64(connection_window).unwrap_or(VarInt::MAX))
-        .send_window(connection_window)
-        .max_concurrent_bidi_streams(VarInt::from_u32(config.max_streams_per_connection))
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+    t.stream_receive_window(VarInt::from_u64(stream_window(config)).unwrap_or(VarInt::MAX))
+        .send_window(connection_window);
+    authenticated_limits(config).set_initial(&mut t);
+    t
         // Credit already bounds what each channel may have in flight, so round-robin
         // between streams buys no fairness; it only splits every buffer into frames
         // interleaved with other channels' frames, which costs the receiver a wake-up per
@@ -96,6 +116,8 @@ pub fn transport_config(config: &NetworkConfig) -> quinn::TransportConfig {
 pub struct QuicTransport {
     endpoint: quinn::Endpoint,
     secret: ClusterSecret,
+    gate: Arc<Gate>,
+    refusals: CredentialWarnings,
     config: NetworkConfig,
     partitions: PartitionManager,
     connections: Mutex<HashMap<SocketAddr, Arc<OnceCell<quinn::Connection>>>>,
@@ -111,25 +133,32 @@ impl std::fmt::Debug for QuicTransport {
 }
 
 impl QuicTransport {
-    /// Binds the endpoint on `bind` and starts accepting connections. Must be called
-    /// inside a tokio runtime, whose handle runs all data-plane tasks.
+    /// Binds the endpoint on `bind` and starts accepting connections, granting peers
+    /// `auth` until they authenticate. Must be called inside a tokio runtime, whose handle
+    /// runs all data-plane tasks.
     pub fn bind(
         bind: SocketAddr,
         secret: ClusterSecret,
+        auth: &AuthConfig,
         config: NetworkConfig,
         partitions: PartitionManager,
     ) -> Result<Arc<Self>, NetworkError> {
-        let transport = Arc::new(transport_config(&config));
-        let server = security::quic_server_config(DATA_ALPN, transport.clone())
+        let mut server_transport = transport_config(&config);
+        ConnectionLimits::PRE_AUTH.set_initial(&mut server_transport);
+        let mut server = security::quic_server_config(DATA_ALPN, Arc::new(server_transport))
             .map_err(|e| NetworkError::config(format!("data-plane TLS: {e}")))?;
-        let client = security::quic_client_config(DATA_ALPN, transport)
+        Gate::limit_server_config(auth, &mut server);
+        let client = security::quic_client_config(DATA_ALPN, Arc::new(transport_config(&config)))
             .map_err(|e| NetworkError::config(format!("data-plane TLS: {e}")))?;
         let mut endpoint = security::quic_endpoint(Some(server), bind)
             .map_err(|e| NetworkError::transport(bind, format!("cannot bind: {e}")))?;
         endpoint.set_default_client_config(client);
+        let gate = Gate::new("data", secret.clone(), auth, authenticated_limits(&config));
         let this = Arc::new(QuicTransport {
             endpoint,
             secret,
+            gate,
+            refusals: CredentialWarnings::new("data"),
             config,
             partitions,
             connections: Mutex::new(HashMap::new()),
@@ -140,9 +169,13 @@ impl QuicTransport {
         this.tasks.spawn("data-plane-accept", async move {
             while let Some(incoming) = endpoint.accept().await {
                 let Some(t) = weak.upgrade() else { break };
+                // Decided here, before anything is allocated for the peer.
+                let Some(admitted) = t.gate.admit(incoming) else {
+                    continue;
+                };
                 let t2 = t.clone();
                 t.tasks.spawn("data-plane-connection", async move {
-                    t2.serve_connection(incoming).await;
+                    t2.serve_connection(admitted).await;
                 });
             }
         });
@@ -167,22 +200,12 @@ impl QuicTransport {
         self.tasks.shutdown();
     }
 
-    async fn serve_connection(self: Arc<Self>, incoming: quinn::Incoming) {
-        let peer = incoming.remote_address();
-        let conn = match incoming.await {
-            Ok(c) => c,
-            Err(e) => {
-                debug!(%peer, error = %e, "data-plane handshake failed");
-                return;
-            }
-        };
-        // The security module logs and closes on failure; nothing is served before this.
-        if security::authenticate_server(&conn, &self.secret)
-            .await
-            .is_err()
-        {
+    async fn serve_connection(self: Arc<Self>, admitted: admission::Admitted) {
+        // The gate reports and closes on failure; nothing is served before this.
+        let Some(conn) = admitted.authenticate().await else {
             return;
-        }
+        };
+        let peer = conn.remote_address();
         debug!(%peer, "data-plane connection authenticated");
         loop {
             match conn.accept_bi().await {
@@ -256,12 +279,13 @@ impl QuicTransport {
                     let conn = connecting
                         .await
                         .map_err(|e| NetworkError::transport(peer, e))?;
-                    security::authenticate_client(&conn, &self.secret)
-                        .await
-                        .map_err(|e| NetworkError::Authentication {
+                    if let Err(e) = security::authenticate_client(&conn, &self.secret).await {
+                        self.refusals.report(peer, &e);
+                        return Err(NetworkError::Authentication {
                             peer,
                             reason: e.to_string().into(),
-                        })?;
+                        });
+                    }
                     Ok::<_, NetworkError>(conn)
                 })
                 .await;
@@ -1035,6 +1059,68 @@ mod tests {
         eventually("consumer pools to return", || {
             b.buffer_pool().segments_in_use() == 0
         });
+    }
+
+    #[test]
+    fn unauthenticated_connections_are_capped_per_address_and_cut_after_the_timeout() {
+        let rt = runtime();
+        let secret = ClusterSecret::generate();
+        let (a, a_addr) = {
+            let _guard = rt.enter();
+            let env = NetworkEnvironment::new(config()).unwrap();
+            let auth = AuthConfig {
+                timeout: Duration::from_millis(500),
+                max_pending_per_address: 4,
+                ..AuthConfig::default()
+            };
+            let addr = env
+                .start_transport_with("127.0.0.1:0".parse().unwrap(), secret.clone(), &auth)
+                .unwrap();
+            (env, addr)
+        };
+        let (established, refused) = rt.block_on(async {
+            let client = security::quic_client_config(
+                DATA_ALPN,
+                Arc::new(quinn::TransportConfig::default()),
+            )
+            .unwrap();
+            let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            ep.set_default_client_config(client);
+            let mut established = Vec::new();
+            let mut refused = 0;
+            for _ in 0..10 {
+                match ep.connect(a_addr, security::SERVER_NAME).unwrap().await {
+                    Ok(conn) => established.push(conn),
+                    Err(_) => refused += 1,
+                }
+            }
+            (established, refused)
+        });
+        assert_eq!((established.len(), refused), (4, 6));
+        // None of them authenticates: the server closes each after the timeout.
+        rt.block_on(async {
+            for conn in &established {
+                let reason = tokio::time::timeout(WAIT, conn.closed()).await.unwrap();
+                assert!(
+                    matches!(&reason, quinn::ConnectionError::ApplicationClosed(c)
+                        if c.error_code == security::AUTH_FAILED_CODE.into()),
+                    "{reason:?}"
+                );
+            }
+        });
+        // Members still get partitions served.
+        let (b, _) = node(&rt, &secret);
+        let p = a.create_partition(PartitionId(60), 1).unwrap();
+        let (writer, _) = spawn_writer(p.clone(), 100, 8);
+        let mut r = RecordReader::new(remote_gate(&b, a_addr, PartitionId(60), 1));
+        let mut records = 0;
+        while let Some(item) = r.next_timeout(WAIT).unwrap() {
+            if let ReaderItem::Record { .. } = item {
+                records += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(records, 100);
     }
 
     #[test]

@@ -45,7 +45,10 @@
 //! backpressure, and the waiting time is added to `backPressuredTimeMsPerSecond`.
 //!
 //! A writer belongs to one task thread (`&mut self` everywhere). Metrics are published
-//! once per finished buffer and on flush, not per record.
+//! once per finished buffer and on flush, not per record. Records out count what the
+//! task emitted: a broadcast record once (Flink's `numRecordsOut`), in-band control
+//! elements ([`RecordWriter::broadcast_control`]) and events not at all; bytes out count
+//! everything written.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -222,6 +225,7 @@ impl RecordWriter {
             }
             Selection::All => self.write_to_all(record)?,
         }
+        self.pending_records += 1;
         self.after_record()
     }
 
@@ -242,6 +246,7 @@ impl RecordWriter {
         }
         self.check_open()?;
         self.write_to(channel, record)?;
+        self.pending_records += 1;
         self.after_record()
     }
 
@@ -255,10 +260,21 @@ impl RecordWriter {
         Ok(())
     }
 
-    /// Emits a record to every channel, whatever the selector.
+    /// Emits a record to every channel, whatever the selector. It counts as one record
+    /// out, as in Flink's `numRecordsOut`.
     pub fn broadcast_emit(&mut self, record: &[u8]) -> Result<(), NetworkError> {
         self.check_open()?;
         self.write_to_all(record)?;
+        self.pending_records += 1;
+        self.after_record()
+    }
+
+    /// Emits an in-band control element (a watermark, a watermark status: framed like a
+    /// record so it stays in order with the records) to every channel. Its bytes count
+    /// as bytes out; it is not a record, so records out do not change.
+    pub fn broadcast_control(&mut self, element: &[u8]) -> Result<(), NetworkError> {
+        self.check_open()?;
+        self.write_to_all(element)?;
         self.after_record()
     }
 
@@ -281,7 +297,6 @@ impl RecordWriter {
     /// Fast path: the record fits the channel's current buffer with room to spare.
     #[inline(always)]
     fn write_to(&mut self, channel: u32, record: &[u8]) -> Result<(), NetworkError> {
-        self.pending_records += 1;
         self.pending_bytes += (record.len() + LENGTH_PREFIX) as u64;
         if let Some(Some(buf)) = self.current.get_mut(channel as usize) {
             // The length fits in u32: it is below the segment size.
@@ -385,7 +400,7 @@ impl RecordWriter {
     }
 
     fn publish_metrics(&mut self) {
-        if self.pending_records > 0 {
+        if self.pending_records > 0 || self.pending_bytes > 0 {
             self.metrics
                 .add_out(self.pending_records, self.pending_bytes);
             self.pending_records = 0;
@@ -686,5 +701,48 @@ mod tests {
             drop(p);
             prop_assert_eq!(env.buffer_pool().segments_in_use(), 0);
         }
+    }
+
+    #[test]
+    fn records_out_count_emitted_records_not_channels_or_control_elements() {
+        let env = env(64);
+        let p = env.create_partition(PartitionId(7), 4).unwrap();
+        let metrics = Arc::new(TaskIoMetrics::default());
+        let mut w = RecordWriter::new(
+            p.clone(),
+            ChannelSelector::rebalance(0),
+            BufferTimeout::Never,
+            metrics.clone(),
+            None,
+        )
+        .unwrap();
+        let mut r = RecordReader::new(gate(&env, &p));
+        for i in 0..10u32 {
+            w.emit(&i.to_le_bytes()).unwrap();
+        }
+        w.broadcast_emit(b"broadcast").unwrap();
+        w.emit_to(2, b"to two").unwrap();
+        w.broadcast_control(b"watermark").unwrap();
+        w.finish().unwrap();
+        assert_eq!(metrics.records_out(), 12);
+        let bytes_out = metrics.snapshot(Duration::ZERO).bytes_out;
+        let prefixed = |n: usize| (n + LENGTH_PREFIX) as u64;
+        assert_eq!(
+            bytes_out,
+            10 * prefixed(4) + 4 * prefixed(9) + prefixed(6) + 4 * prefixed(9)
+        );
+        // The reader counts what it was told is data: control elements are taken back.
+        let mut data = 0;
+        while let Some(item) = r.next_timeout(Duration::from_secs(10)).unwrap() {
+            if let ReaderItem::Record { record, .. } = item {
+                if record == b"watermark" {
+                    r.uncount_last_record();
+                } else {
+                    data += 1;
+                }
+            }
+        }
+        assert_eq!(data, 15);
+        assert_eq!(r.gate_mut().metrics().records_in(), 15);
     }
 }

@@ -208,6 +208,12 @@ pub struct RegistrationConfig {
     /// `cluster.registration.refused-registration-delay`: pause after a refusal (30 s).
     #[serde(with = "duration")]
     pub refused_registration_delay: Duration,
+    /// `cluster.registration.max-unreachable-delay`: cap of the pause after an attempt
+    /// that could not reach the leader at all (1 s). The pause starts at
+    /// `initial-timeout` and doubles, so a leader that comes back is found within about
+    /// this long (no Flink equivalent: Flink waits `error-delay`).
+    #[serde(with = "duration")]
+    pub max_unreachable_delay: Duration,
 }
 
 impl Default for RegistrationConfig {
@@ -217,6 +223,7 @@ impl Default for RegistrationConfig {
             max_timeout: Duration::from_secs(30),
             error_delay: Duration::from_secs(10),
             refused_registration_delay: Duration::from_secs(30),
+            max_unreachable_delay: Duration::from_secs(1),
         }
     }
 }
@@ -229,6 +236,10 @@ impl Validate for RegistrationConfig {
         require_positive(
             "cluster.registration.refused-registration-delay",
             self.refused_registration_delay,
+        )?;
+        require_positive(
+            "cluster.registration.max-unreachable-delay",
+            self.max_unreachable_delay,
         )?;
         if self.initial_timeout > self.max_timeout {
             return Err(ConfigError::validation(
@@ -279,6 +290,10 @@ pub struct RpcConfig {
     /// `rpc.keep-alive-interval`: QUIC keep-alive pings on idle connections (1 s).
     #[serde(with = "duration")]
     pub keep_alive_interval: Duration,
+    /// `rpc.max-pending-tells`: tells one gateway session may queue for a peer that has
+    /// not taken them yet (10,000); a tell beyond that fails with
+    /// [`RpcError::QueueFull`](crate::RpcError::QueueFull) instead of growing the queue.
+    pub max_pending_tells: usize,
 }
 
 impl Default for RpcConfig {
@@ -289,6 +304,7 @@ impl Default for RpcConfig {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Duration::from_secs(1),
+            max_pending_tells: 10_000,
         }
     }
 }
@@ -308,6 +324,12 @@ impl Validate for RpcConfig {
         require_positive("rpc.connect-timeout", self.connect_timeout)?;
         require_positive("rpc.idle-timeout", self.idle_timeout)?;
         require_positive("rpc.keep-alive-interval", self.keep_alive_interval)?;
+        if self.max_pending_tells == 0 {
+            return Err(ConfigError::validation(
+                "rpc.max-pending-tells",
+                "must be at least 1",
+            ));
+        }
         if self.keep_alive_interval >= self.idle_timeout {
             return Err(ConfigError::validation(
                 "rpc.keep-alive-interval",
@@ -334,6 +356,8 @@ pub struct SecurityConfig {
     /// `security.auto-generate`: generate development credentials when none are
     /// configured (true).
     pub auto_generate: bool,
+    /// `security.auth.*`: limits on connections that have not authenticated yet.
+    pub auth: AuthConfig,
 }
 
 impl Default for SecurityConfig {
@@ -342,7 +366,57 @@ impl Default for SecurityConfig {
             cluster_secret: None,
             cluster_secret_file: None,
             auto_generate: true,
+            auth: AuthConfig::default(),
         }
+    }
+}
+
+/// `security.auth.*`: what a QUIC server (the RPC service, the data plane) grants a peer
+/// before it has proved cluster membership (see [`crate::security::admission`]).
+///
+/// The limits hold per QUIC endpoint: a JobManager has one, a TaskManager two (RPC and
+/// data plane).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    /// `security.auth.timeout`: time a new connection has for the QUIC handshake and the
+    /// authentication exchange together before it is closed (5 s).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// `security.auth.max-pending-connections`: connections that have not authenticated
+    /// yet, at most, at once (256). More are refused; above half of it, a peer must first
+    /// prove it owns its source address (a QUIC retry) before it is let in.
+    pub max_pending_connections: usize,
+    /// `security.auth.max-pending-per-address`: the same per source IP address (32).
+    pub max_pending_per_address: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            timeout: Duration::from_secs(5),
+            max_pending_connections: 256,
+            max_pending_per_address: 32,
+        }
+    }
+}
+
+impl Validate for AuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        require_positive("security.auth.timeout", self.timeout)?;
+        if self.max_pending_connections == 0 {
+            return Err(ConfigError::validation(
+                "security.auth.max-pending-connections",
+                "must be at least 1",
+            ));
+        }
+        if self.max_pending_per_address == 0 {
+            return Err(ConfigError::validation(
+                "security.auth.max-pending-per-address",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -355,6 +429,7 @@ impl fmt::Debug for SecurityConfig {
             )
             .field("cluster_secret_file", &self.cluster_secret_file)
             .field("auto_generate", &self.auto_generate)
+            .field("auth", &self.auth)
             .finish()
     }
 }
@@ -370,7 +445,7 @@ impl Validate for SecurityConfig {
                 "security.cluster-secret",
                 "must not be empty",
             )),
-            _ => Ok(()),
+            _ => self.auth.validate(),
         }
     }
 }
@@ -815,6 +890,37 @@ mod tests {
         );
         assert_eq!(config.rpc.max_frame_size, 10 * 1024 * 1024);
         assert!(config.security.auto_generate);
+        assert_eq!(config.security.auth.timeout, Duration::from_secs(5));
+        assert_eq!(config.security.auth.max_pending_connections, 256);
+        assert_eq!(config.security.auth.max_pending_per_address, 32);
+    }
+
+    #[test]
+    fn auth_limits_load_and_validate() {
+        let config: RuntimeConfig = load(&ConfigSources {
+            env: env(&[("RILL_SECURITY__AUTH__MAX_PENDING_CONNECTIONS", "64")]),
+            overrides: vec![
+                "security.auth.timeout=2s".into(),
+                "security.auth.max-pending-per-address=8".into(),
+            ],
+            ..ConfigSources::isolated()
+        })
+        .expect("auth limits load");
+        assert_eq!(config.security.auth.timeout, Duration::from_secs(2));
+        assert_eq!(config.security.auth.max_pending_connections, 64);
+        assert_eq!(config.security.auth.max_pending_per_address, 8);
+        for (key, value) in [
+            ("security.auth.timeout", "0s"),
+            ("security.auth.max-pending-connections", "0"),
+            ("security.auth.max-pending-per-address", "0"),
+        ] {
+            let err = load::<RuntimeConfig>(&ConfigSources {
+                overrides: vec![format!("{key}={value}")],
+                ..ConfigSources::isolated()
+            })
+            .expect_err(key);
+            assert_eq!(err.key(), Some(key), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //!   (a SIGKILLed process answers nothing);
 //! * its **connection is lost** (the peer closed it, or QUIC gave up on it).
 //!
+//! When the heartbeats time out, the watcher also closes its connection to the peer's
+//! process, so the next connect there dials afresh (a process restarted at the same
+//! address cannot answer on the dead process's connection).
+//!
 //! The liveness bookkeeping is [`HeartbeatManagerCore`] — the same pure state machine
 //! every heartbeat relation uses — driven by one task per watch on `tokio::time`, so
 //! paused time drives it in tests. Dropping the [`Watch`] (or [`Watch::unwatch`]) stops
@@ -185,7 +189,7 @@ async fn watch_remote(
     address: &RpcAddress,
     heartbeat: &HeartbeatConfig,
 ) -> TerminationReason {
-    let system_address = RpcAddress::new(address.socket, SYSTEM_ENDPOINT);
+    let system_address = RpcAddress::new(address.host.clone(), SYSTEM_ENDPOINT);
     let gateway = match service.connect::<system::Gateway>(&system_address).await {
         // A ping unanswered within one interval counts as a failed heartbeat RPC, so a
         // killed peer is declared unreachable after `rpc-failure-threshold` intervals,
@@ -206,10 +210,14 @@ async fn watch_remote(
             pings.push(async move { gw.ping(name).await });
         }
         if let Some(event) = core.poll_timeouts(now()).into_iter().next() {
-            return match event {
+            let reason = match event {
                 HeartbeatEvent::Timeout(_) => TerminationReason::HeartbeatTimeout,
                 HeartbeatEvent::TargetUnreachable(_) => TerminationReason::Unreachable,
             };
+            // The peer is declared dead: its connection would look open until the idle
+            // timeout, and whoever restarts at the address could not answer on it.
+            gateway.close_connection("the peer stopped answering death-watch pings");
+            return reason;
         }
         let Some(deadline) = core.next_deadline() else {
             return TerminationReason::HeartbeatTimeout;

@@ -23,8 +23,21 @@
 //!   asynchronous reply was still pending, fail with [`RpcError::EndpointTerminated`]
 //!   (they may have been processed). [`EndpointHandle::terminated`] resolves.
 //!
-//! A handler that panics fails its own call with [`RpcError::Remote`]; the endpoint lives
-//! on (its state is whatever the handler left, as with any early return).
+//! # Panics
+//!
+//! Every piece of endpoint code runs inside a panic guard, so a panic can never kill the
+//! actor silently (which would leave an endpoint that is gone but still `Started`, whose
+//! death-watch pings would keep answering "alive"):
+//!
+//! * A **handler** that panics fails its own call with [`RpcError::Remote`]; the endpoint
+//!   lives on (its state is whatever the handler left, as with any early return).
+//! * A **mail** — a [`EndpointHandle::run_async`] / [`EndpointContext::run_later`] closure,
+//!   or a future given to [`EndpointContext::spawn`] — is contained the same way: the panic
+//!   is logged at ERROR with the endpoint's name and the endpoint lives on. A closure sent
+//!   with [`EndpointHandle::call`] also fails that call with [`RpcError::Remote`].
+//! * A panic in **`on_start`** terminates the endpoint: it never became usable, so it runs
+//!   `on_stop` (guarded too) and stops; its death-watchers get `Terminated`. A panic in
+//!   `on_stop` is logged and the endpoint terminates all the same.
 
 use std::fmt;
 use std::future::Future;
@@ -171,13 +184,21 @@ impl<E: RpcEndpoint> EndpointContext<'_, E> {
         delay: Duration,
         f: impl FnOnce(&mut E, &mut EndpointContext<'_, E>) + 'static,
     ) {
-        self.ctx
-            .run_later(delay, move |actor, ctx| actor.run(ctx, f));
+        self.ctx.run_later(delay, move |actor, ctx| {
+            actor.run_guarded(ctx, "run_later", f);
+        });
     }
 
-    /// Runs a future on the endpoint's thread; it is dropped when the endpoint stops.
+    /// Runs a future on the endpoint's thread; it is dropped when the endpoint stops. A
+    /// panic in it is logged and ends only that future (see the module docs).
     pub fn spawn(&mut self, future: impl Future<Output = ()> + 'static) {
-        self.ctx.spawn(actix::fut::wrap_future(future));
+        let name = self.name.clone();
+        let guarded = AssertUnwindSafe(future).catch_unwind().map(move |r| {
+            if let Err(panic) = r {
+                log_mail_panic(&name, "spawned future", &panic);
+            }
+        });
+        self.ctx.spawn(actix::fut::wrap_future(guarded));
     }
 
     /// Stops this endpoint after the current handler returns.
@@ -212,6 +233,29 @@ impl<E: RpcEndpoint> EndpointActor<E> {
             state: &self.state_tx,
         };
         f(&mut self.endpoint, &mut ectx)
+    }
+
+    /// Runs `f` like [`Self::run`], containing a panic: it is logged and `false` returned.
+    fn run_guarded(
+        &mut self,
+        ctx: &mut Context<Self>,
+        what: &'static str,
+        f: impl FnOnce(&mut E, &mut EndpointContext<'_, E>),
+    ) -> bool {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.run(ctx, f))) {
+            Ok(()) => true,
+            Err(panic) => {
+                log_mail_panic(&self.name, what, &panic);
+                false
+            }
+        }
+    }
+
+    /// Terminating → `on_stop` → Terminated (once the actor has stopped).
+    fn shut_down(&mut self, ctx: &mut Context<Self>) {
+        self.set_state(Lifecycle::Terminating);
+        self.run_guarded(ctx, "on_stop", |e, ectx| e.on_stop(ectx));
+        ctx.stop();
     }
 
     fn set_state(&mut self, state: Lifecycle) {
@@ -314,6 +358,13 @@ impl<E: RpcEndpoint> Handler<Call<E::Protocol>> for EndpointActor<E> {
     }
 }
 
+/// Reports a contained panic of endpoint code that has no caller to fail. ERROR, not
+/// WARN: a panic is a broken invariant, and this line is the only trace of it.
+fn log_mail_panic(endpoint: &str, what: &'static str, panic: &Box<dyn std::any::Any + Send>) {
+    let message = panic_message(panic);
+    tracing::error!(endpoint, what, %message, "endpoint code panicked; panic contained");
+}
+
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_string()
@@ -336,7 +387,9 @@ impl<E: RpcEndpoint> Handler<RunAsync<E>> for EndpointActor<E> {
     fn handle(&mut self, mail: RunAsync<E>, ctx: &mut Self::Context) {
         match self.state {
             Lifecycle::Stopped => self.deferred.push(mail.0),
-            Lifecycle::Started | Lifecycle::Terminating => self.run(ctx, mail.0),
+            Lifecycle::Started | Lifecycle::Terminating => {
+                self.run_guarded(ctx, "run_async", mail.0);
+            }
             Lifecycle::Terminated => {}
         }
     }
@@ -359,16 +412,17 @@ impl<E: RpcEndpoint> Handler<Control> for EndpointActor<E> {
             (Control::Start, Lifecycle::Stopped) => {
                 self.set_state(Lifecycle::Started);
                 tracing::debug!(endpoint = %self.name, "endpoint started");
-                self.run(ctx, |e, ectx| e.on_start(ectx));
+                if !self.run_guarded(ctx, "on_start", |e, ectx| e.on_start(ectx)) {
+                    // Half started is not usable: stop, so that watchers learn of it.
+                    self.deferred.clear();
+                    self.shut_down(ctx);
+                    return;
+                }
                 for mail in std::mem::take(&mut self.deferred) {
-                    self.run(ctx, mail);
+                    self.run_guarded(ctx, "run_async", mail);
                 }
             }
-            (Control::Stop, Lifecycle::Stopped | Lifecycle::Started) => {
-                self.set_state(Lifecycle::Terminating);
-                self.run(ctx, |e, ectx| e.on_stop(ectx));
-                ctx.stop();
-            }
+            (Control::Stop, Lifecycle::Stopped | Lifecycle::Started) => self.shut_down(ctx),
             // Starting twice, or stopping while already stopping, changes nothing.
             _ => {}
         }
@@ -450,20 +504,30 @@ impl<E: RpcEndpoint> EndpointHandle<E> {
         self.run_async(move |_, ctx| ctx.run_later(delay, f));
     }
 
-    /// Runs `f` on the endpoint's thread and returns its result.
+    /// Runs `f` on the endpoint's thread and returns its result; a panic in `f` fails
+    /// the call with [`RpcError::Remote`] (method `call`) and the endpoint lives on.
     pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut E, &mut EndpointContext<'_, E>) -> R + Send + 'static,
     ) -> Pin<Box<dyn Future<Output = Result<R, RpcError>> + Send>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.run_async(move |e, ctx| {
-            let _ = tx.send(f(e, ctx));
+            let result = std::panic::catch_unwind(AssertUnwindSafe(|| f(e, ctx)));
+            let _ = tx.send(result.map_err(|panic| {
+                let message = panic_message(&panic);
+                tracing::warn!(endpoint = %ctx.name(), %message, "call closure panicked");
+                RpcError::Remote {
+                    endpoint: ctx.name().to_string(),
+                    method: "call".to_string(),
+                    message: format!("closure panicked: {message}"),
+                }
+            }));
         });
         let name = self.name.clone();
         Box::pin(async move {
             rx.await.map_err(|_| RpcError::EndpointTerminated {
                 endpoint: name.to_string(),
-            })
+            })?
         })
     }
 

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::address::ResolveError;
+
 /// Why a handshake with a remote [`RpcService`](crate::service::RpcService) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum HandshakeError {
@@ -37,6 +39,14 @@ pub enum HandshakeError {
     #[error("authentication failed: {reason}")]
     Authentication {
         /// What went wrong.
+        reason: String,
+    },
+    /// The two sides hold different cluster secrets: the peer refused our proof of
+    /// membership, or its own proof was made with another secret. Retrying cannot help
+    /// until one side's `security.cluster-secret` changes.
+    #[error("the cluster secret does not match: {reason}")]
+    SecretMismatch {
+        /// Which side found out.
         reason: String,
     },
     /// The peer answered the handshake with something that is not a handshake.
@@ -138,6 +148,21 @@ pub enum RpcError {
     /// The local RPC service is shut down.
     #[error("the RPC service is shut down")]
     ServiceStopped,
+    /// The peer's host name did not resolve; nothing was sent. Retrying may help.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The session's outbound queue already holds `rpc.max-pending-tells` tells the peer
+    /// has not taken (it is slow or unreachable); this one was not queued. Retrying after
+    /// a while may help.
+    #[error(
+        "{address} is not keeping up: {capacity} tells are already queued (rpc.max-pending-tells)"
+    )]
+    QueueFull {
+        /// Address of the endpoint.
+        address: String,
+        /// The configured bound.
+        capacity: usize,
+    },
 }
 
 impl RpcError {
@@ -159,7 +184,9 @@ impl RpcError {
             | RpcError::Fencing { .. }
             | RpcError::Handshake { .. }
             | RpcError::FrameTooLarge { .. }
-            | RpcError::ServiceStopped => false,
+            | RpcError::ServiceStopped
+            | RpcError::Resolve(_)
+            | RpcError::QueueFull { .. } => false,
         }
     }
 
@@ -171,6 +198,8 @@ impl RpcError {
                 | RpcError::Unreachable { .. }
                 | RpcError::ConnectionLost { .. }
                 | RpcError::EndpointNotStarted { .. }
+                | RpcError::Resolve(_)
+                | RpcError::QueueFull { .. }
         )
     }
 }

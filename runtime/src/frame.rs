@@ -5,13 +5,33 @@
 //! maximum is a protocol error for the whole stream (the peer is not speaking our protocol,
 //! or is hostile): the decoder reports it and the caller drops that stream. Senders check
 //! sizes before writing ([`encode_frame`]) so an oversize message fails only its own call.
+//!
+//! A frame's payload is rmp-serde; [`decode_payload`] decodes it with nesting bounded by
+//! [`MAX_PAYLOAD_DEPTH`], so that no payload can recurse the decoder off its stack.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
 
 /// Default `rpc.max-frame-size`: 10 MiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 10 * 1024 * 1024;
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
+/// Most the decoder reserves ahead of received bytes for a frame's announced length.
+const RESERVE_AHEAD: usize = 64 * 1024;
+
+/// Deepest msgpack nesting [`decode_payload`] accepts. rmp-serde's default (1024) lets a
+/// skipped unknown field or a deep value recurse past a 2 MiB stack in a debug build (a
+/// stack overflow aborts the process); real messages nest a few levels, a
+/// tower of values nested as deep as the data-plane codec allows (64 tuples) about 130.
+pub const MAX_PAYLOAD_DEPTH: usize = 256;
+
+/// Decodes one frame's rmp-serde payload, refusing nesting deeper than
+/// [`MAX_PAYLOAD_DEPTH`].
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(payload);
+    de.set_max_depth(MAX_PAYLOAD_DEPTH);
+    T::deserialize(&mut de)
+}
 
 /// A framing violation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +102,11 @@ impl FrameDecoder {
             });
         }
         if self.buf.len() < HEADER_LEN + len {
-            self.buf.reserve(HEADER_LEN + len - self.buf.len());
+            // Room for the rest of the frame, but never more than `RESERVE_AHEAD` beyond
+            // what arrived: four bytes claiming 10 MiB must not allocate 10 MiB. Longer
+            // frames grow the buffer as their bytes come in.
+            let missing = HEADER_LEN + len - self.buf.len();
+            self.buf.reserve(missing.min(RESERVE_AHEAD));
             return Ok(None);
         }
         self.buf.advance(HEADER_LEN);
@@ -141,6 +165,49 @@ mod tests {
             dec.next_frame(),
             Err(FrameError::TooLarge { size: 11, max: 10 })
         );
+    }
+
+    #[test]
+    fn a_header_alone_does_not_reserve_the_announced_length() {
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+        dec.push(&(DEFAULT_MAX_FRAME_SIZE as u32).to_be_bytes());
+        assert_eq!(dec.next_frame(), Ok(None));
+        assert!(
+            dec.buf.capacity() <= HEADER_LEN + RESERVE_AHEAD,
+            "{}",
+            dec.buf.capacity()
+        );
+        // The frame still arrives whole once its bytes do.
+        let body = vec![3u8; DEFAULT_MAX_FRAME_SIZE];
+        for chunk in body.chunks(1 << 16) {
+            dec.push(chunk);
+        }
+        assert_eq!(
+            dec.next_frame().unwrap().map(|f| f.len()),
+            Some(DEFAULT_MAX_FRAME_SIZE)
+        );
+        dec.finish().unwrap();
+    }
+
+    #[test]
+    fn payload_nesting_is_bounded_on_a_small_stack() {
+        // A map whose one key holds 5000 nested arrays: skipping it recurses per level.
+        let mut payload = vec![0x81, 0xa1, b'x'];
+        payload.extend(std::iter::repeat_n(0x91, 5_000));
+        payload.push(0xc0);
+        let refused = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                #[derive(Debug, serde::Deserialize)]
+                struct Empty {}
+                decode_payload::<Empty>(&payload).is_err()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(refused);
+        let nested: Vec<Vec<u32>> = decode_payload(&[0x91, 0x91, 0x07]).unwrap();
+        assert_eq!(nested, vec![vec![7]]);
     }
 
     #[test]

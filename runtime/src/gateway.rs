@@ -148,6 +148,19 @@ impl<P: Protocol> RawGateway<P> {
         matches!(self.target, Target::Local(_))
     }
 
+    /// Closes the QUIC connection this gateway's calls travel on (shared with every other
+    /// gateway to the same peer process), so that the next
+    /// [`connect`](crate::RpcService::connect) dials afresh. Call it when the peer was
+    /// declared lost (heartbeat timeout, `Terminated`): a killed process's connection
+    /// looks open until its idle timeout, and a new process at the same address cannot
+    /// answer on it. Calls in flight fail with [`RpcError::ConnectionLost`]. Does nothing
+    /// for a local gateway.
+    pub fn close_connection(&self, reason: &str) {
+        if let Target::Remote(session) = &self.target {
+            session.close_connection(reason);
+        }
+    }
+
     /// The ask timeout of this gateway value.
     pub fn timeout(&self) -> Duration {
         self.timeout
@@ -338,6 +351,12 @@ macro_rules! gateway {
                 /// Whether calls stay in this process.
                 pub fn is_local(&self) -> bool {
                     self.0.is_local()
+                }
+
+                /// Closes the connection to the peer process, for a peer declared lost
+                /// (see `RawGateway::close_connection`).
+                pub fn close_connection(&self, reason: &str) {
+                    self.0.close_connection(reason)
                 }
 
                 /// A copy whose asks time out after `timeout`.

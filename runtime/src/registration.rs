@@ -5,14 +5,24 @@
 //! attempt gets a timeout, and what happens next depends on how the attempt ended
 //! (`cluster.registration.*`, see [`RegistrationConfig`]):
 //!
-//! | outcome  | next attempt starts              | its timeout                         |
-//! |----------|----------------------------------|-------------------------------------|
-//! | success  | never: the loop ends             | —                                   |
-//! | timeout  | at once                          | doubled, capped at `max-timeout`    |
-//! | error    | after `error-delay`              | back to `initial-timeout`           |
-//! | refused  | after `refused-registration-delay` | back to `initial-timeout`         |
+//! | outcome     | next attempt starts                  | its timeout                      |
+//! |-------------|--------------------------------------|----------------------------------|
+//! | success     | never: the loop ends                 | —                                |
+//! | timeout     | at once                              | doubled, capped at `max-timeout` |
+//! | unreachable | after a pause (below)                | back to `initial-timeout`        |
+//! | error       | after `error-delay`                  | back to `initial-timeout`        |
+//! | refused     | after `refused-registration-delay`   | back to `initial-timeout`        |
 //!
 //! With the defaults the timeouts run 100 ms, 200 ms, 400 ms, … 25.6 s, 30 s, 30 s, …
+//!
+//! *Unreachable* means the leader could not be reached at all: the connection could not
+//! be dialled or its host name did not resolve ([`RpcError::Unreachable`],
+//! [`RpcError::Resolve`]), so nothing was sent. That is what a restarting leader looks
+//! like, and waiting `error-delay` (Flink's reaction) would make a TaskManager rejoin up
+//! to 10 s after the leader is back. Instead the pause starts at `initial-timeout` and
+//! doubles with each consecutive unreachable attempt up to `max-unreachable-delay` (1 s);
+//! any other outcome resets it. A dial to a silent address fails only after
+//! `rpc.connect-timeout`, so these attempts cost one dial every few seconds.
 //!
 //! [`RegistrationBackoff`] is that table as a state machine with time passed in.
 //! [`RetryingRegistration::run`] drives it on `tokio::time` (so paused time drives it in
@@ -47,6 +57,8 @@ pub enum RegistrationAttempt<S, R> {
 pub enum AttemptFailure {
     /// No answer within the attempt's timeout.
     Timeout,
+    /// The leader could not be reached; nothing was sent.
+    Unreachable,
     /// The attempt failed.
     Error,
     /// The leader declined.
@@ -69,6 +81,8 @@ pub struct NextAttempt {
 pub struct RegistrationBackoff {
     config: RegistrationConfig,
     timeout: Duration,
+    /// The pause after the next unreachable attempt.
+    unreachable_delay: Duration,
     attempts: u32,
 }
 
@@ -79,6 +93,7 @@ impl RegistrationBackoff {
         RegistrationBackoff {
             config: config.clone(),
             timeout: config.initial_timeout,
+            unreachable_delay: config.initial_timeout.min(config.max_unreachable_delay),
             attempts: 0,
         }
     }
@@ -96,10 +111,25 @@ impl RegistrationBackoff {
     /// Records that the last attempt failed at `now`; returns when and how to try again.
     pub fn on_failure(&mut self, failure: AttemptFailure, now: Instant) -> NextAttempt {
         self.attempts = self.attempts.saturating_add(1);
+        let first_unreachable_delay = self
+            .config
+            .initial_timeout
+            .min(self.config.max_unreachable_delay);
+        if failure != AttemptFailure::Unreachable {
+            self.unreachable_delay = first_unreachable_delay;
+        }
         let delay = match failure {
             AttemptFailure::Timeout => {
                 self.timeout = self.timeout.saturating_mul(2).min(self.config.max_timeout);
                 Duration::ZERO
+            }
+            AttemptFailure::Unreachable => {
+                self.timeout = self.config.initial_timeout;
+                let delay = self.unreachable_delay;
+                self.unreachable_delay = delay
+                    .saturating_mul(2)
+                    .min(self.config.max_unreachable_delay);
+                delay
             }
             AttemptFailure::Error => {
                 self.timeout = self.config.initial_timeout;
@@ -164,6 +194,9 @@ impl RetryingRegistration {
                     AttemptFailure::Timeout,
                     format!("no answer within {timeout:?}"),
                 ),
+                RegistrationAttempt::Error(
+                    error @ (RpcError::Unreachable { .. } | RpcError::Resolve(_)),
+                ) => (AttemptFailure::Unreachable, error.to_string()),
                 RegistrationAttempt::Error(error) => (AttemptFailure::Error, error.to_string()),
                 RegistrationAttempt::Refused(reason) => {
                     (AttemptFailure::Refused, format!("{reason:?}"))
@@ -273,12 +306,70 @@ mod tests {
         assert_eq!(*log.lock(), expected);
     }
 
+    #[test]
+    fn unreachable_leaders_are_retried_after_a_short_doubling_pause() {
+        let config = RegistrationConfig::default();
+        let now = Instant::now();
+        let mut backoff = RegistrationBackoff::new(&config);
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            let next = backoff.on_failure(AttemptFailure::Unreachable, now);
+            assert_eq!(next.timeout, 100 * MS);
+            pauses.push(next.delay);
+        }
+        let expected: Vec<Duration> = [100, 200, 400, 800, 1000, 1000]
+            .into_iter()
+            .map(|ms| ms * MS)
+            .collect();
+        assert_eq!(pauses, expected);
+        // A timed-out attempt (the dial was dropped) restarts the pause from the bottom.
+        assert_eq!(
+            backoff.on_failure(AttemptFailure::Timeout, now).timeout,
+            200 * MS
+        );
+        let next = backoff.on_failure(AttemptFailure::Unreachable, now);
+        assert_eq!((next.delay, next.timeout), (100 * MS, 100 * MS));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_cannot_be_reached_is_retried_without_the_error_delay() {
+        let unreachable = || {
+            RegistrationAttempt::Error(RpcError::Unreachable {
+                address: "rill://rm".into(),
+                reason: "connect timed out".into(),
+            })
+        };
+        let unresolvable =
+            RegistrationAttempt::Error(RpcError::Resolve(crate::address::ResolveError {
+                host: "jobmanager".into(),
+                reason: "no such host".into(),
+            }));
+        let (attempt, log) = scripted(vec![
+            unreachable(),
+            unresolvable,
+            unreachable(),
+            RegistrationAttempt::Success("registered"),
+        ]);
+        let registration = RetryingRegistration::new("rm", &RegistrationConfig::default());
+        assert_eq!(registration.run(attempt).await, "registered");
+        assert_eq!(
+            *log.lock(),
+            vec![
+                (Duration::ZERO, 100 * MS),
+                (100 * MS, 100 * MS),
+                (300 * MS, 100 * MS),
+                (700 * MS, 100 * MS),
+            ]
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn errors_and_refusals_wait_then_restart_from_the_initial_timeout() {
         let (attempt, log) = scripted(vec![
-            RegistrationAttempt::Error(RpcError::Unreachable {
-                address: "rill://rm".into(),
-                reason: "connection refused".into(),
+            RegistrationAttempt::Error(RpcError::Remote {
+                endpoint: "rm".into(),
+                method: "register".into(),
+                message: "boom".into(),
             }),
             RegistrationAttempt::Timeout,
             RegistrationAttempt::Refused("unknown job"),

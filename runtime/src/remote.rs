@@ -15,11 +15,21 @@
 //! two maxima before writing, so an oversize call fails alone with
 //! [`RpcError::FrameTooLarge`] and the session keeps serving. A frame that does not decode
 //! means the peer is broken or hostile: the server logs it and closes the connection.
+//!
+//! # Bounded tells
+//!
+//! A client session queues outgoing frames for one writer task, which writes them as fast
+//! as QUIC flow control lets it. Asks are bounded by their callers awaiting them; tells
+//! return at once, so a peer that is slow, stopped or gone would let them pile up without
+//! end. At most `rpc.max-pending-tells` tells wait in a session's queue (counted from
+//! when the tell is queued until the writer takes it); the next one fails with
+//! [`RpcError::QueueFull`] and is not sent. The caller decides: drop it (heartbeats),
+//! retry later, or treat the peer as lost.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -40,8 +50,9 @@ use crate::frame::{FrameDecoder, FrameError, HEADER_LEN};
 use crate::gateway::Protocol;
 use crate::tasks::TaskSet;
 
-/// Version of the RPC wire protocol; peers must agree exactly.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+/// Version of the RPC wire protocol; peers must agree exactly. 2: addresses in messages
+/// carry a [`HostPort`](crate::address::HostPort) (an IP socket or a host name).
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// Opens a session.
 #[derive(Debug, Serialize, Deserialize)]
@@ -105,8 +116,10 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     Ok(buf)
 }
 
+/// Decodes a message with the nesting limit of [`crate::frame::decode_payload`]: a peer's
+/// deeply nested message is a codec error, not a stack overflow.
 pub(crate) fn decode<T: DeserializeOwned>(frame: &[u8], what: &str) -> Result<T, RpcError> {
-    rmp_serde::from_slice(frame).map_err(|e| RpcError::Codec {
+    crate::frame::decode_payload(frame).map_err(|e| RpcError::Codec {
         what: what.to_string(),
         reason: e.to_string(),
     })
@@ -161,17 +174,17 @@ impl FrameReader {
 }
 
 /// Writes queued frames, coalescing whatever is queued into one write.
-pub(crate) async fn write_frames(
+pub(crate) async fn write_frames<F: Into<BytesMut>>(
     mut send: quinn::SendStream,
-    mut rx: mpsc::UnboundedReceiver<BytesMut>,
+    mut rx: mpsc::UnboundedReceiver<F>,
 ) {
     const BATCH: usize = 256 * 1024;
     let mut batch = BytesMut::new();
     while let Some(first) = rx.recv().await {
-        batch.unsplit(first);
+        batch.unsplit(first.into());
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(more) => batch.unsplit(more),
+                Ok(more) => batch.unsplit(more.into()),
                 Err(_) => break,
             }
         }
@@ -184,6 +197,59 @@ pub(crate) async fn write_frames(
     let _ = send.finish();
 }
 
+/// Counts the tells queued in one session against `rpc.max-pending-tells`.
+#[derive(Debug)]
+pub(crate) struct TellBudget {
+    queued: AtomicUsize,
+    capacity: usize,
+}
+
+impl TellBudget {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(TellBudget {
+            queued: AtomicUsize::new(0),
+            capacity,
+        })
+    }
+
+    /// Takes one place in the queue; `None` when all `capacity` places are taken.
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<TellPermit> {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .ok()?;
+        Some(TellPermit(self.clone()))
+    }
+}
+
+/// One queued tell; gives its place back when dropped (taken by the writer, or dropped
+/// with the queue).
+#[derive(Debug)]
+pub(crate) struct TellPermit(Arc<TellBudget>);
+
+impl Drop for TellPermit {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A frame in a client session's queue; a tell carries its permit.
+pub(crate) struct Outbound {
+    frame: BytesMut,
+    _permit: Option<TellPermit>,
+}
+
+impl From<Outbound> for BytesMut {
+    fn from(outbound: Outbound) -> BytesMut {
+        outbound.frame
+    }
+}
+
+/// QUIC application close code for a connection given up on: its peer was declared lost
+/// (heartbeat timeout, death-watch) or stopped answering handshakes.
+pub(crate) const PEER_LOST_CODE: u32 = 0x524c;
+
 type ReplySender<P> = oneshot::Sender<Result<<P as Protocol>::Response, RpcError>>;
 
 struct SessionState<P: Protocol> {
@@ -194,7 +260,8 @@ struct SessionState<P: Protocol> {
 
 struct Shared<P: Protocol> {
     address: RpcAddress,
-    writer: mpsc::UnboundedSender<BytesMut>,
+    writer: mpsc::UnboundedSender<Outbound>,
+    tells: Arc<TellBudget>,
     state: Mutex<SessionState<P>>,
     next_id: AtomicU64,
     max_frame: usize,
@@ -221,16 +288,20 @@ impl<P: Protocol> Shared<P> {
 /// The client side of a session: what a remote gateway sends through.
 pub(crate) struct ClientSession<P: Protocol> {
     shared: Arc<Shared<P>>,
+    /// The (shared) connection the session runs on.
+    conn: quinn::Connection,
     _tasks: TaskSet,
 }
 
 impl<P: Protocol> ClientSession<P> {
-    /// Performs the handshake on a fresh stream and starts the session's reader and writer.
+    /// Performs the handshake on a fresh stream and starts the session's reader and writer;
+    /// at most `max_pending_tells` tells wait in its queue.
     pub(crate) async fn open(
         conn: &quinn::Connection,
         address: RpcAddress,
         our_max: usize,
         handshake_timeout: Duration,
+        max_pending_tells: usize,
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, RpcError> {
         let unreachable = |reason: String| RpcError::Unreachable {
@@ -274,6 +345,7 @@ impl<P: Protocol> ClientSession<P> {
         let shared = Arc::new(Shared {
             address,
             writer,
+            tells: TellBudget::new(max_pending_tells),
             state: Mutex::new(SessionState {
                 pending: HashMap::new(),
                 closed: None,
@@ -290,8 +362,17 @@ impl<P: Protocol> ClientSession<P> {
         tasks.spawn("rpc-session-reader", read_responses(reader, shared.clone()));
         Ok(ClientSession {
             shared,
+            conn: conn.clone(),
             _tasks: tasks,
         })
+    }
+
+    /// Closes the QUIC connection under this session, and with it every session to the
+    /// same peer socket; the next connect dials a new one. For a peer declared lost: a
+    /// killed process's connection would otherwise look open until its idle timeout.
+    pub(crate) fn close_connection(&self, reason: &str) {
+        tracing::debug!(address = %self.shared.address, %reason, "closing the connection");
+        self.conn.close(PEER_LOST_CODE.into(), reason.as_bytes());
     }
 
     fn encode_request(
@@ -326,7 +407,11 @@ impl<P: Protocol> ClientSession<P> {
             }
             state.pending.insert(id, tx);
         }
-        if self.shared.writer.send(frame).is_err() {
+        let outbound = Outbound {
+            frame,
+            _permit: None,
+        };
+        if self.shared.writer.send(outbound).is_err() {
             self.shared.state.lock().pending.remove(&id);
             return Err(self.unreachable("the session writer stopped"));
         }
@@ -337,7 +422,8 @@ impl<P: Protocol> ClientSession<P> {
         })
     }
 
-    /// Sends a tell.
+    /// Queues a tell; fails with [`RpcError::QueueFull`] when `max_pending_tells` are
+    /// already waiting (see the module docs).
     pub(crate) fn tell(
         &self,
         request: &P::Request,
@@ -347,9 +433,21 @@ impl<P: Protocol> ClientSession<P> {
         if let Some(reason) = &self.shared.state.lock().closed {
             return Err(self.unreachable(reason));
         }
+        let permit = self
+            .shared
+            .tells
+            .try_acquire()
+            .ok_or_else(|| RpcError::QueueFull {
+                address: self.shared.address.to_string(),
+                capacity: self.shared.tells.capacity,
+            })?;
+        let outbound = Outbound {
+            frame,
+            _permit: Some(permit),
+        };
         self.shared
             .writer
-            .send(frame)
+            .send(outbound)
             .map_err(|_| self.unreachable("the session writer stopped"))
     }
 
@@ -484,4 +582,115 @@ pub(crate) async fn serve_session<P: Protocol>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::security::{
+        quic_client_config, quic_endpoint, quic_server_config, RPC_ALPN, SERVER_NAME,
+    };
+
+    crate::gateway! {
+        /// Takes tells and answers nothing.
+        pub mod sink("sink") {
+            /// Hands over some bytes.
+            fn put(data: Vec<u8>);
+        }
+    }
+
+    #[test]
+    fn the_tell_budget_admits_capacity_tells_until_one_is_taken() {
+        let budget = TellBudget::new(3);
+        let mut permits: Vec<_> = (0..3).map(|_| budget.try_acquire().unwrap()).collect();
+        assert!(
+            budget.try_acquire().is_none(),
+            "the 4th tell must not be queued"
+        );
+        permits.pop();
+        let again = budget.try_acquire();
+        assert!(again.is_some());
+        assert!(budget.try_acquire().is_none());
+    }
+
+    /// A QUIC peer that accepts one session's handshake and then never reads from it.
+    async fn never_reading_peer() -> (quinn::Endpoint, SocketAddr, oneshot::Sender<()>) {
+        let transport = Arc::new(quinn::TransportConfig::default());
+        let server = quic_server_config(RPC_ALPN, transport).unwrap();
+        let endpoint = quic_endpoint(Some(server), SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = endpoint.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let ep = endpoint.clone();
+        tokio::spawn(async move {
+            let conn = ep.accept().await.unwrap().await.unwrap();
+            let (mut send, recv) = conn.accept_bi().await.unwrap();
+            let mut reader = FrameReader::new(recv, 1 << 20);
+            let hello: Hello = decode(&reader.next().await.unwrap().unwrap(), "hello").unwrap();
+            assert_eq!(hello.gateway, "sink");
+            let reply = HelloReply::Accepted { max_frame: 1 << 20 };
+            send.write_all(&encode(&reply, 1 << 20, "reply").unwrap())
+                .await
+                .unwrap();
+            // Holds the stream open, unread, until the test ends.
+            let _ = stopped.await;
+            drop((reader, send, conn));
+        });
+        (endpoint, addr, stop)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tells_to_a_peer_that_never_reads_stop_at_the_bound_with_a_typed_error() {
+        const CAP: usize = 64;
+        let (_server, addr, stop) = never_reading_peer().await;
+        let mut client = quic_endpoint(None, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        client.set_default_client_config(
+            quic_client_config(RPC_ALPN, Arc::new(quinn::TransportConfig::default())).unwrap(),
+        );
+        let conn = client.connect(addr, SERVER_NAME).unwrap().await.unwrap();
+        let session = ClientSession::<sink::Protocol>::open(
+            &conn,
+            RpcAddress::new(addr, "sink"),
+            1 << 20,
+            Duration::from_secs(5),
+            CAP,
+            tokio::runtime::Handle::current(),
+        )
+        .await
+        .unwrap();
+
+        // 16 KiB tells: QUIC flow control stops the writer after a few MiB at most, then
+        // the queue fills. Without a bound every one of these would be queued.
+        let request = sink::Request::put {
+            data: vec![7; 16 * 1024],
+        };
+        let mut queued = 0usize;
+        let error = loop {
+            match session.tell(&request, None) {
+                Ok(()) => queued += 1,
+                Err(e) => break e,
+            }
+            assert!(queued < 5_000, "80 MB of tells queued without an error");
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(
+            error,
+            RpcError::QueueFull {
+                address: format!("rill://{addr}/sink"),
+                capacity: CAP,
+            }
+        );
+        assert!(!error.may_have_been_delivered() && error.is_retryable());
+        assert!(
+            queued >= CAP,
+            "only {queued} tells before the queue was full"
+        );
+        // The writer is stuck, so the queue stays full: the next tell fails at once too.
+        assert!(matches!(
+            session.tell(&request, None),
+            Err(RpcError::QueueFull { .. })
+        ));
+        let _ = stop.send(());
+    }
 }

@@ -19,6 +19,14 @@
 //! Nothing else is accepted on a connection before step 3 succeeds: the server side calls
 //! [`authenticate_server`] before it accepts any other stream, the client side calls
 //! [`authenticate_client`] before it opens one. The secret itself never crosses the wire.
+//! When the secrets differ, both sides get [`HandshakeError::SecretMismatch`].
+//!
+//! # Before authentication
+//!
+//! A server grants an unauthenticated peer little, and for a bounded time: the
+//! [`admission`] module caps connections pending authentication (in total and per source
+//! address), validates source addresses under load, keeps pending connections' transport
+//! limits small, and reports refusals at WARN, rate-limited, on both sides.
 //!
 //! # Where the secret comes from
 //!
@@ -47,14 +55,18 @@ use tokio::io::AsyncReadExt;
 
 use crate::error::HandshakeError;
 
+pub mod admission;
+
 /// Server name used in every QUIC connect; certificates are self-signed for it.
 pub const SERVER_NAME: &str = "rill";
 /// ALPN of the RPC plane.
 pub const RPC_ALPN: &[u8] = b"rill-rpc/1";
 /// QUIC application close code sent to a peer that failed authentication.
 pub const AUTH_FAILED_CODE: u32 = 0x5241;
-/// Upper bound for the whole authentication exchange.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound for the whole authentication exchange in [`authenticate_client`] and
+/// [`authenticate_server`]: the default of `security.auth.timeout`, which servers that
+/// use an [`admission::Gate`] apply instead.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Kernel send and receive buffer asked for every QUIC endpoint's UDP socket. Linux
 /// defaults to about 208 KiB, which a burst of full congestion windows overflows on a fast
@@ -382,20 +394,22 @@ pub async fn authenticate_client(
             .await
             .map_err(|e| auth_error(format!("cannot send credentials: {e}")))?;
         let _ = send.finish();
-        let status = recv
-            .read_u8()
-            .await
-            .map_err(|_| auth_error("the server refused our credentials"))?;
+        let status = match recv.read_u8().await {
+            Ok(status) => status,
+            Err(e) => return Err(closed_during_authentication(conn, e)),
+        };
         if status != STATUS_OK {
-            return Err(auth_error("the server refused our credentials"));
+            return Err(mismatch("the peer refused our credentials"));
         }
         let mut tag = [0u8; MAC_LEN];
         recv.read_exact(&mut tag)
             .await
             .map_err(|e| auth_error(format!("truncated server proof: {e}")))?;
         if !secret.verify(b"server", &material, &tag) {
-            conn.close(AUTH_FAILED_CODE.into(), b"server failed authentication");
-            return Err(auth_error("the server does not hold the cluster secret"));
+            conn.close(AUTH_FAILED_CODE.into(), admission::MISMATCH_REASON);
+            return Err(mismatch(
+                "the peer's proof of membership was made with another secret",
+            ));
         }
         Ok(())
     };
@@ -405,56 +419,97 @@ pub async fn authenticate_client(
     }
 }
 
-/// Checks the client's membership and proves ours; call right after accepting a connection,
-/// before accepting any other stream. On failure the connection is closed and logged.
+fn mismatch(reason: &str) -> HandshakeError {
+    HandshakeError::SecretMismatch {
+        reason: reason.into(),
+    }
+}
+
+/// The error for an authentication stream that ended before the server's answer: a
+/// refusal if the server closed the connection saying the secrets differ.
+fn closed_during_authentication(
+    conn: &quinn::Connection,
+    error: impl fmt::Display,
+) -> HandshakeError {
+    match conn.close_reason() {
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == AUTH_FAILED_CODE.into()
+                && close.reason.as_ref() == admission::MISMATCH_REASON =>
+        {
+            mismatch("the peer refused our credentials")
+        }
+        _ => auth_error(format!(
+            "the connection ended during authentication: {error}"
+        )),
+    }
+}
+
+/// Checks the client's membership and proves ours, within [`AUTH_TIMEOUT`]; call right
+/// after accepting a connection, before accepting any other stream. On failure the
+/// connection is closed; reporting it is the caller's business (an [`admission::Gate`]
+/// logs it, rate-limited).
 pub async fn authenticate_server(
     conn: &quinn::Connection,
     secret: &ClusterSecret,
 ) -> Result<(), HandshakeError> {
-    let exchange = async {
-        let material = keying_material(conn)?;
-        let (mut send, mut recv) = conn
-            .accept_bi()
-            .await
-            .map_err(|e| auth_error(format!("no authentication stream: {e}")))?;
-        let mut hello = [0u8; 8 + 4 + MAC_LEN];
-        recv.read_exact(&mut hello)
-            .await
-            .map_err(|e| auth_error(format!("truncated credentials: {e}")))?;
-        if &hello[..8] != MAGIC {
-            return Err(auth_error(
-                "the peer did not start with an authentication hello",
-            ));
-        }
-        let version = u32::from_be_bytes([hello[8], hello[9], hello[10], hello[11]]);
-        if version != AUTH_VERSION {
-            return Err(auth_error(format!(
-                "authentication version {version}, expected {AUTH_VERSION}"
-            )));
-        }
-        if !secret.verify(b"client", &material, &hello[12..]) {
-            let _ = send.write_all(&[STATUS_REFUSED]).await;
-            let _ = send.finish();
-            return Err(auth_error("the client does not hold the cluster secret"));
-        }
-        let mut reply = Vec::with_capacity(1 + MAC_LEN);
-        reply.push(STATUS_OK);
-        reply.extend_from_slice(secret.mac(b"server", &material).as_ref());
-        send.write_all(&reply)
-            .await
-            .map_err(|e| auth_error(format!("cannot send proof: {e}")))?;
-        let _ = send.finish();
-        Ok(())
-    };
-    let result = match tokio::time::timeout(AUTH_TIMEOUT, exchange).await {
+    let result = match tokio::time::timeout(AUTH_TIMEOUT, server_exchange(conn, secret)).await {
         Ok(result) => result,
         Err(_) => Err(auth_error("authentication timed out")),
     };
     if let Err(e) = &result {
-        tracing::warn!(peer = %conn.remote_address(), error = %e, "refused unauthenticated peer");
-        conn.close(AUTH_FAILED_CODE.into(), b"authentication failed");
+        let reason = match e {
+            HandshakeError::SecretMismatch { .. } => admission::MISMATCH_REASON,
+            _ => b"authentication failed",
+        };
+        conn.close(AUTH_FAILED_CODE.into(), reason);
     }
     result
+}
+
+/// The server's side of the exchange, without a time limit and without closing the
+/// connection on failure.
+async fn server_exchange(
+    conn: &quinn::Connection,
+    secret: &ClusterSecret,
+) -> Result<(), HandshakeError> {
+    let material = keying_material(conn)?;
+    let (mut send, mut recv) = conn
+        .accept_bi()
+        .await
+        .map_err(|e| auth_error(format!("no authentication stream: {e}")))?;
+    let mut hello = [0u8; 8 + 4 + MAC_LEN];
+    recv.read_exact(&mut hello)
+        .await
+        .map_err(|e| auth_error(format!("truncated credentials: {e}")))?;
+    if &hello[..8] != MAGIC {
+        return Err(auth_error(
+            "the peer did not start with an authentication hello",
+        ));
+    }
+    let version = u32::from_be_bytes([hello[8], hello[9], hello[10], hello[11]]);
+    if version != AUTH_VERSION {
+        return Err(auth_error(format!(
+            "authentication version {version}, expected {AUTH_VERSION}"
+        )));
+    }
+    if !secret.verify(b"client", &material, &hello[12..]) {
+        let _ = send.write_all(&[STATUS_REFUSED]).await;
+        let _ = send.finish();
+        // Closing discards unsent stream data: let the refusal arrive first (the
+        // caller bounds the wait). The close reason says it too, should it not.
+        let _ = send.stopped().await;
+        return Err(mismatch(
+            "the peer's proof of membership was made with another secret",
+        ));
+    }
+    let mut reply = Vec::with_capacity(1 + MAC_LEN);
+    reply.push(STATUS_OK);
+    reply.extend_from_slice(secret.mac(b"server", &material).as_ref());
+    send.write_all(&reply)
+        .await
+        .map_err(|e| auth_error(format!("cannot send proof: {e}")))?;
+    let _ = send.finish();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -499,15 +554,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn wrong_secret_is_refused() {
+    async fn wrong_secret_is_a_secret_mismatch_on_both_sides() {
         let (c, s) = pair(ClusterSecret::generate(), ClusterSecret::generate()).await;
         assert!(
-            matches!(c, Err(HandshakeError::Authentication { .. })),
+            matches!(c, Err(HandshakeError::SecretMismatch { .. })),
             "{c:?}"
         );
         assert!(
-            matches!(s, Err(HandshakeError::Authentication { .. })),
+            matches!(s, Err(HandshakeError::SecretMismatch { .. })),
             "{s:?}"
+        );
+        let message = c.unwrap_err().to_string();
+        assert!(
+            message.contains("cluster secret does not match") && message.contains("refused"),
+            "{message}"
         );
     }
 

@@ -4,10 +4,12 @@
 //!
 //! * a registry of local endpoints by name ([`RpcService::start_endpoint`]);
 //! * one QUIC endpoint (a UDP socket) serving remote callers: every incoming connection
-//!   must pass [`authenticate_server`] before any stream on it is read; each bidirectional
-//!   stream is then one gateway session ([`crate::remote`]);
+//!   goes through an [`admission::Gate`] (limits on connections pending authentication,
+//!   `security.auth.*`) and must pass the authentication exchange before any stream on it
+//!   is read; each bidirectional stream is then one gateway session ([`crate::remote`]);
 //! * outgoing connections, one per peer socket, reused by every gateway to that peer and
-//!   re-dialled when closed.
+//!   re-dialled when closed. A server that refuses our credentials is logged at WARN
+//!   (rate-limited) unless [`RpcServiceConfig::report_refused_credentials`] is off.
 //!
 //! [`RpcService::connect`] hands out gateways. An address served by an `RpcService` of
 //! this same process yields a **local** gateway (an actix `Recipient`: no serialization,
@@ -23,7 +25,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
 use crate::address::RpcAddress;
-use crate::config::{HeartbeatConfig, RpcConfig};
+use crate::config::{AuthConfig, HeartbeatConfig, RpcConfig};
 use crate::death_watch::{liveness_of, Liveness, LivenessSource, SystemEndpoint, SYSTEM_ENDPOINT};
 use crate::endpoint::{spawn_endpoint, Call, EndpointHandle, Lifecycle, RpcEndpoint};
 use crate::error::{HandshakeError, RpcError};
@@ -32,9 +34,10 @@ use crate::remote::{
     decode, encode, serve_session, write_frames, ClientSession, FrameReader, Hello, HelloReply,
     PROTOCOL_VERSION,
 };
+use crate::security::admission::{self, ConnectionLimits, CredentialWarnings, Gate};
 use crate::security::{
-    authenticate_client, authenticate_server, quic_client_config, quic_server_config,
-    ClusterSecret, SecurityError, RPC_ALPN, SERVER_NAME,
+    authenticate_client, quic_client_config, quic_server_config, ClusterSecret, SecurityError,
+    RPC_ALPN, SERVER_NAME,
 };
 use crate::tasks::TaskSet;
 
@@ -75,6 +78,12 @@ pub struct RpcServiceConfig {
     pub heartbeat: HeartbeatConfig,
     /// The cluster secret every peer must prove.
     pub secret: ClusterSecret,
+    /// What peers get before they have authenticated (`security.auth.*`).
+    pub auth: AuthConfig,
+    /// Log at WARN (once per server and minute) when a server refuses our credentials.
+    /// A caller that reports the returned error itself (the CLI) turns it off, so that the
+    /// refusal is said once.
+    pub report_refused_credentials: bool,
     /// Route even in-process calls through serialization and QUIC.
     pub force_remote: bool,
 }
@@ -87,6 +96,8 @@ impl RpcServiceConfig {
             rpc: RpcConfig::default(),
             heartbeat: HeartbeatConfig::default(),
             secret,
+            auth: AuthConfig::default(),
+            report_refused_credentials: true,
             force_remote: false,
         }
     }
@@ -136,6 +147,8 @@ struct Registered {
 struct Inner {
     local_addr: SocketAddr,
     endpoint: quinn::Endpoint,
+    gate: Arc<Gate>,
+    refusals: CredentialWarnings,
     registry: DashMap<String, Registered>,
     connections: DashMap<SocketAddr, Arc<tokio::sync::Mutex<Option<quinn::Connection>>>>,
     config: RpcServiceConfig,
@@ -159,14 +172,25 @@ impl std::fmt::Debug for RpcService {
     }
 }
 
-fn transport_config(rpc: &RpcConfig) -> Arc<quinn::TransportConfig> {
+/// What an authenticated peer may open towards this service: a gateway session is one
+/// bidirectional stream; no unidirectional streams are used.
+const AUTHENTICATED: ConnectionLimits = ConnectionLimits {
+    bidi_streams: quinn::VarInt::from_u32(4096),
+    uni_streams: quinn::VarInt::from_u32(0),
+    receive_window: quinn::VarInt::MAX,
+};
+
+/// Transport parameters of the RPC plane: `limits` are what the peer may open towards us
+/// (the client side uses [`AUTHENTICATED`], the server side starts with
+/// [`ConnectionLimits::PRE_AUTH`]).
+fn transport_config(rpc: &RpcConfig, limits: ConnectionLimits) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(rpc.keep_alive_interval));
     // Values beyond QUIC's 2^62 ms limit fall back to quinn's default.
     if let Ok(idle) = quinn::IdleTimeout::try_from(rpc.idle_timeout) {
         transport.max_idle_timeout(Some(idle));
     }
-    transport.max_concurrent_bidi_streams(4096u32.into());
+    limits.set_initial(&mut transport);
     Arc::new(transport)
 }
 
@@ -177,8 +201,11 @@ impl RpcService {
     /// service's I/O runs on it.
     pub fn start(config: RpcServiceConfig) -> Result<RpcService, ServiceError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ServiceError::NoRuntime)?;
-        let transport = transport_config(&config.rpc);
-        let server = quic_server_config(RPC_ALPN, transport.clone())?;
+        let mut server = quic_server_config(
+            RPC_ALPN,
+            transport_config(&config.rpc, ConnectionLimits::PRE_AUTH),
+        )?;
+        Gate::limit_server_config(&config.auth, &mut server);
         let mut endpoint = {
             let _guard = runtime.enter();
             crate::security::quic_endpoint(Some(server), config.bind).map_err(|source| {
@@ -188,14 +215,20 @@ impl RpcService {
                 }
             })?
         };
-        endpoint.set_default_client_config(quic_client_config(RPC_ALPN, transport)?);
+        endpoint.set_default_client_config(quic_client_config(
+            RPC_ALPN,
+            transport_config(&config.rpc, AUTHENTICATED),
+        )?);
         let local_addr = endpoint.local_addr().map_err(|source| ServiceError::Bind {
             bind: config.bind,
             source,
         })?;
+        let gate = Gate::new("rpc", config.secret.clone(), &config.auth, AUTHENTICATED);
         let inner = Arc::new(Inner {
             local_addr,
             endpoint,
+            gate,
+            refusals: CredentialWarnings::new("rpc"),
             registry: DashMap::new(),
             connections: DashMap::new(),
             config,
@@ -231,7 +264,9 @@ impl RpcService {
         if self.inner.config.force_remote {
             return None;
         }
-        let target = local_service(address.socket)?;
+        // A host name is never served locally here: resolving is async, and the
+        // addresses endpoints hand out (`address_of`) are IP sockets.
+        let target = local_service(address.host.as_socket()?)?;
         let lifecycle = target
             .registry
             .get(&address.endpoint)
@@ -299,8 +334,10 @@ impl RpcService {
     /// (and remote calls are not forced), otherwise over an authenticated QUIC session.
     pub async fn connect<G: GatewayClient>(&self, address: &RpcAddress) -> Result<G, RpcError> {
         let timeout = self.inner.config.rpc.ask_timeout;
+        // Resolved on every connect, so a reconnect finds a peer that came back elsewhere.
+        let socket = address.host.resolve_from(self.inner.local_addr).await?;
         if !self.inner.config.force_remote {
-            if let Some(target) = local_service(address.socket) {
+            if let Some(target) = local_service(socket) {
                 let recipient = target.local_recipient::<G::Protocol>(address)?;
                 return Ok(G::from_raw(RawGateway::new(
                     Target::Local(recipient),
@@ -309,15 +346,27 @@ impl RpcService {
                 )));
             }
         }
-        let conn = self.connection(address.socket).await?;
+        let conn = self.connection(socket).await?;
         let session = ClientSession::<G::Protocol>::open(
             &conn,
             address.clone(),
             self.inner.config.rpc.max_frame_size,
             self.inner.config.rpc.connect_timeout,
+            self.inner.config.rpc.max_pending_tells,
             self.inner.tasks.runtime().clone(),
         )
-        .await?;
+        .await
+        .inspect_err(|e| {
+            // No handshake answer on an open connection: the peer behind it is gone (a
+            // killed process's connection stays "open" until its idle timeout). Drop it,
+            // so the next connect dials whoever answers at the address now.
+            if let RpcError::Unreachable { .. } = e {
+                conn.close(
+                    crate::remote::PEER_LOST_CODE.into(),
+                    b"handshake unanswered",
+                );
+            }
+        })?;
         Ok(G::from_raw(RawGateway::new(
             Target::Remote(Arc::new(session)),
             address.clone(),
@@ -355,12 +404,15 @@ impl RpcService {
             .await
             .map_err(|_| unreachable("connect timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
-        authenticate_client(&conn, &self.inner.config.secret)
-            .await
-            .map_err(|source| RpcError::Handshake {
+        if let Err(source) = authenticate_client(&conn, &self.inner.config.secret).await {
+            if self.inner.config.report_refused_credentials {
+                self.inner.refusals.report(socket, &source);
+            }
+            return Err(RpcError::Handshake {
                 address: format!("rill://{socket}"),
                 source,
-            })?;
+            });
+        }
         *guard = Some(conn.clone());
         Ok(conn)
     }
@@ -464,29 +516,22 @@ async fn accept_loop(weak: Weak<Inner>) {
     };
     while let Some(incoming) = endpoint.accept().await {
         let Some(inner) = weak.upgrade() else { return };
+        // Decided here, before anything is allocated for the peer (see `admission`).
+        let Some(admitted) = inner.gate.admit(incoming) else {
+            continue;
+        };
         inner
             .tasks
-            .spawn("rpc-connection", serve_connection(weak.clone(), incoming));
+            .spawn("rpc-connection", serve_connection(weak.clone(), admitted));
     }
 }
 
-async fn serve_connection(weak: Weak<Inner>, incoming: quinn::Incoming) {
-    let peer = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(conn) => conn,
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "incoming connection failed");
-            return;
-        }
-    };
-    let secret = match weak.upgrade() {
-        Some(inner) => inner.config.secret.clone(),
-        None => return,
-    };
-    // authenticate_server logs and closes the connection on failure.
-    if authenticate_server(&conn, &secret).await.is_err() {
+async fn serve_connection(weak: Weak<Inner>, admitted: admission::Admitted) {
+    // The gate closes and reports a connection that does not authenticate.
+    let Some(conn) = admitted.authenticate().await else {
         return;
-    }
+    };
+    let peer = conn.remote_address();
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(streams) => streams,
@@ -718,6 +763,64 @@ mod tests {
         // Nothing was dispatched: the count continues from the setup's single call.
         assert_eq!(s.gw.bump().await.unwrap(), 2);
         drop(s.client);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_connections_are_capped_per_address_and_get_one_stream() {
+        let secret = ClusterSecret::generate();
+        let mut config = RpcServiceConfig::local(secret.clone());
+        config.auth.max_pending_per_address = 2;
+        config.auth.timeout = Duration::from_secs(30);
+        let server = RpcService::start(config).unwrap();
+        server
+            .start_endpoint("counter", Counter::default())
+            .unwrap()
+            .start();
+        let first = raw_connection(&server, None).await;
+        let _second = raw_connection(&server, None).await;
+        // A third one from the same address is refused before TLS.
+        let transport = Arc::new(quinn::TransportConfig::default());
+        let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        ep.set_default_client_config(quic_client_config(RPC_ALPN, transport).unwrap());
+        let refused = ep
+            .connect(server.local_addr(), SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, quinn::ConnectionError::ConnectionClosed(_)),
+            "{refused:?}"
+        );
+        // A pending connection may open the authentication stream and nothing more.
+        let _auth_stream = first.open_bi().await.unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), first.open_bi())
+                .await
+                .is_err(),
+            "a second stream opened before authentication"
+        );
+        // Closing a pending connection frees its place; an authenticated one does not
+        // count and may open many streams.
+        first.close(0u32.into(), b"done");
+        let mut member = None;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let conn = raw_connection(&server, None).await;
+            if authenticate_client(&conn, &secret).await.is_ok() {
+                member = Some(conn);
+                break;
+            }
+        }
+        let member = member.expect("a member gets in once a place is free");
+        let mut streams = Vec::new();
+        for _ in 0..8 {
+            streams.push(member.open_bi().await.unwrap());
+        }
+        let mut config = RpcServiceConfig::local(secret);
+        config.force_remote = true;
+        let client = RpcService::start(config).unwrap();
+        let gw: counter::Gateway = client.connect(&server.address_of("counter")).await.unwrap();
+        assert_eq!(gw.bump().await.unwrap(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,7 +60,7 @@ async fn local_and_remote_clean_stops_are_reported_once() {
         .unwrap();
     assert_eq!(remote.reason, TerminationReason::Stopped);
     // Watching something that is not there ends at once with NotFound.
-    let missing = RpcAddress::new(address.socket, "nobody");
+    let missing = RpcAddress::new(address.host.clone(), "nobody");
     for svc in [&server, &client] {
         let t = tokio::time::timeout(Duration::from_secs(10), svc.watch(&missing).terminated())
             .await

@@ -297,7 +297,7 @@ async fn handshake_mismatches_are_specific_errors() {
         matches!(
             err,
             RpcError::Handshake {
-                source: HandshakeError::Authentication { .. },
+                source: HandshakeError::SecretMismatch { .. },
                 ..
             }
         ),
@@ -323,7 +323,7 @@ async fn handshake_mismatches_are_specific_errors() {
             ),
             "{err:?}"
         );
-        let missing = RpcAddress::new(f.address.socket, "nobody");
+        let missing = RpcAddress::new(f.address.host.clone(), "nobody");
         let err = secret_client
             .connect::<calc::Gateway>(&missing)
             .await

@@ -105,6 +105,21 @@ fn wordcount_runs_with_parallelism_4_over_two_taskmanagers() {
         .collect();
     assert_eq!(places.len(), 2, "{details:?}");
 
+    // Exact record counters: every word once out of the sources and into the counters,
+    // every distinct word once into the sink — no end-of-input or watermark elements.
+    let words = text_in.split_whitespace().count() as u64;
+    let distinct = expected.len() as u64;
+    let counts: Vec<(u64, u64)> = details
+        .vertices
+        .iter()
+        .map(|v| (v.records_in, v.records_out))
+        .collect();
+    assert_eq!(
+        counts,
+        [(0, words), (words, distinct), (distinct, 0)],
+        "records (in, out) per vertex: {details:?}"
+    );
+
     let out = run(
         {
             let mut c = rill();

@@ -21,8 +21,9 @@
 //!   an unbounded, rate-limited keyed-sum with parallelism 2; the TaskManager hosting its
 //!   tasks gets SIGKILL. Measured from the kill: the JobMaster noticed (status leaves
 //!   RUNNING), the ResourceManager dropped the TaskManager, and the job is RUNNING again
-//!   with every task RUNNING. Default heartbeats (1 s / 5 s) and restart strategy
-//!   (exponential delay, 1 s initial backoff). Median of 3 runs, each on a fresh cluster,
+//!   with every task RUNNING. Default heartbeats (1 s / 5 s); restart strategy
+//!   exponential-delay with its defaults (1 s initial backoff), configured explicitly
+//!   since without checkpointing the default is not to restart. Median of 3 runs, each on a fresh cluster,
 //!   killing at different phases of the 1 s liveness pings.
 //!
 //! The process figures run the real `rill` binary, looked up next to this bench's
@@ -448,20 +449,21 @@ impl Drop for Proc {
     }
 }
 
-/// Starts `rill jobmanager --bind 127.0.0.1:0`; returns it and its RPC address.
+/// Starts `rill jobmanager --bind 127.0.0.1:0` with `-D` `defines`; returns it and its
+/// RPC address.
 async fn spawn_jobmanager(
     rill: &Path,
     logs: &Path,
     name: &str,
     rill_log: &str,
+    defines: &[&str],
 ) -> Result<(Proc, SocketAddr)> {
-    let mut jm = Proc::spawn(
-        rill,
-        logs,
-        name,
-        rill_log,
-        &["jobmanager", "--bind", "127.0.0.1:0"],
-    )?;
+    let mut args = Vec::new();
+    for d in defines {
+        args.extend(["-D", d]);
+    }
+    args.extend(["jobmanager", "--bind", "127.0.0.1:0"]);
+    let mut jm = Proc::spawn(rill, logs, name, rill_log, &args)?;
     let line = jm.line_with("JobManager listening on").await?;
     let addr = line
         .split("listening on ")
@@ -542,7 +544,7 @@ fn mib(kb: u64) -> f64 {
 async fn rss(rill: &Path, logs: &Path) -> Result<Vec<Row>> {
     println!("== idle TaskExecutor RSS (`rill taskmanager` process, 1 slot, default config)");
     let level = std::env::var("RILL_LOG").unwrap_or_else(|_| "warn".into());
-    let (jm, addr) = spawn_jobmanager(rill, logs, "rss-jobmanager", &level).await?;
+    let (jm, addr) = spawn_jobmanager(rill, logs, "rss-jobmanager", &level, &[]).await?;
     let (tm, id) = spawn_taskmanager(rill, logs, "rss-taskmanager", &level, addr, None).await?;
     let client = AdminClient::connect(addr, &cluster_secret()?).await?;
     let outcome = async {
@@ -767,8 +769,14 @@ struct RecoveryRun {
 
 async fn recovery_once(rill: &Path, logs: &Path, run: usize) -> Result<RecoveryRun> {
     let level = std::env::var("RILL_LOG").unwrap_or_else(|_| "info".into());
-    let (_jm, addr) =
-        spawn_jobmanager(rill, logs, &format!("recovery{run}-jobmanager"), &level).await?;
+    let (_jm, addr) = spawn_jobmanager(
+        rill,
+        logs,
+        &format!("recovery{run}-jobmanager"),
+        &level,
+        &["restart-strategy.type=exponential-delay"],
+    )
+    .await?;
     let mut tms = BTreeMap::new();
     for i in 0..2 {
         let (tm, id) = spawn_taskmanager(
@@ -934,7 +942,7 @@ async fn recovery_once(rill: &Path, logs: &Path, run: usize) -> Result<RecoveryR
 }
 
 async fn recovery(rill: &Path, logs: &Path) -> Result<Vec<Row>> {
-    println!("== SIGKILL recovery ({RECOVERY_RUNS} runs: `rill jobmanager` + 2 × `rill taskmanager --slots 2`, keyed-sum p=2 at {RECOVERY_RATE} rows/s, default heartbeats and restart strategy)");
+    println!("== SIGKILL recovery ({RECOVERY_RUNS} runs: `rill jobmanager` + 2 × `rill taskmanager --slots 2`, keyed-sum p=2 at {RECOVERY_RATE} rows/s, default heartbeats, restart-strategy exponential-delay)");
     let mut runs = Vec::new();
     for run in 1..=RECOVERY_RUNS {
         runs.push(recovery_once(rill, logs, run).await?);
