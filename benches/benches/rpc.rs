@@ -127,7 +127,7 @@ async fn run(iterations: usize, quick: bool) {
         .unwrap()
         .start();
     let mut client_config = RpcServiceConfig::local(secret.clone());
-    client_config.force_remote = true;
+    client_config.local_calls = rill_runtime::LocalCalls::Never;
     let client = RpcService::start(client_config).unwrap();
     let address = server.address_of("bench");
     let local: bench::Gateway = server.connect(&address).await.unwrap();

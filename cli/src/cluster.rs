@@ -14,6 +14,7 @@ use rill_endpoints::{
 };
 use rill_runtime::address::HostPort;
 use rill_runtime::security::ClusterSecret;
+use rill_runtime::LocalCalls;
 
 /// Arguments of `rill jobmanager`.
 #[derive(Debug, Args)]
@@ -148,7 +149,7 @@ pub fn jobmanager(
     let bind = bind_address(&args.bind)?;
     let secret = secret_for(config, bind)?;
     runtime()?.block_on(async {
-        let jm = JobManagerProcess::start(config, bind, &secret, registry, false)?;
+        let jm = JobManagerProcess::start(config, bind, &secret, registry, LocalCalls::OwnService)?;
         println!(
             "rill: JobManager listening on {} (dispatcher {})",
             jm.address(),
@@ -191,7 +192,7 @@ pub fn taskmanager(
                 rpc_bind,
                 data_bind,
                 jobmanager: args.jobmanager.clone(),
-                force_remote: false,
+                local_calls: LocalCalls::OwnService,
                 resource_id: None,
             },
             &secret,

@@ -92,7 +92,11 @@ async fn demo(args: &DemoArgs, config: &RuntimeConfig) -> anyhow::Result<()> {
         let mut c = RpcServiceConfig::local(secret.clone());
         c.rpc = config.rpc.clone();
         c.heartbeat = config.heartbeat.clone();
-        c.force_remote = force_remote;
+        c.local_calls = if force_remote {
+            rill_runtime::LocalCalls::Never
+        } else {
+            rill_runtime::LocalCalls::OwnService
+        };
         RpcService::start(c)
     };
     let jobmanager = service(false)?;

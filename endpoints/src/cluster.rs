@@ -5,9 +5,12 @@
 //! All of it must run inside a tokio runtime (multi-threaded in production): RPC and
 //! data-plane I/O run there, endpoints on their own actix arbiters.
 //!
-//! With `force_remote`, every RPC — even between endpoints of one process — goes through
-//! rmp-serde and QUIC, and TaskExecutors read each other's partitions over QUIC, so a
-//! single-process test covers the wire.
+//! Which calls skip the wire is explicit ([`LocalCalls`]): a standalone process calls only
+//! its own endpoints locally; a [`MiniCluster`] gives its processes one
+//! [`ServiceDirectory`](rill_runtime::ServiceDirectory) so they call each other locally;
+//! with `force_remote` every RPC — even between endpoints of one process — goes through
+//! rmp-serde, QUIC and authentication, and TaskExecutors read each other's partitions over
+//! QUIC, so a single-process test covers the wire.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +19,10 @@ use rill_dataflow::OperatorRegistry;
 use rill_network::NetworkEnvironment;
 use rill_runtime::address::HostPort;
 use rill_runtime::security::ClusterSecret;
-use rill_runtime::{EndpointHandle, ResourceId, RpcAddress, RpcService, RpcServiceConfig};
+use rill_runtime::{
+    EndpointHandle, LocalCalls, ResourceId, RpcAddress, RpcService, RpcServiceConfig,
+    ServiceDirectory,
+};
 
 use crate::config::RillConfig;
 use crate::dispatcher::Dispatcher;
@@ -49,7 +55,7 @@ fn rpc_service(
     config: &RillConfig,
     bind: SocketAddr,
     secret: &ClusterSecret,
-    force_remote: bool,
+    local_calls: LocalCalls,
 ) -> Result<RpcService, StartError> {
     RpcService::start(RpcServiceConfig {
         bind,
@@ -58,7 +64,7 @@ fn rpc_service(
         secret: secret.clone(),
         auth: config.security.auth.clone(),
         report_refused_credentials: true,
-        force_remote,
+        local_calls,
     })
     .map_err(|source| StartError::Rpc { bind, source })
 }
@@ -77,9 +83,9 @@ impl JobManagerProcess {
         bind: SocketAddr,
         secret: &ClusterSecret,
         registry: Arc<OperatorRegistry>,
-        force_remote: bool,
+        local_calls: LocalCalls,
     ) -> Result<Self, StartError> {
-        let rpc = rpc_service(config, bind, secret, force_remote)?;
+        let rpc = rpc_service(config, bind, secret, local_calls)?;
         let dup = |e| StartError::Rpc { bind, source: e };
         let resource_manager = rpc
             .start_endpoint(
@@ -147,8 +153,9 @@ pub struct TaskManagerOptions {
     pub data_bind: SocketAddr,
     /// The JobManager's RPC address; a host name is resolved on every (re)connect.
     pub jobmanager: HostPort,
-    /// Route even in-process calls and partitions through QUIC.
-    pub force_remote: bool,
+    /// Which RPC calls skip the wire; with [`LocalCalls::Never`] partitions of this
+    /// TaskManager's own tasks go through QUIC too.
+    pub local_calls: LocalCalls,
     /// The resource id; generated when `None`.
     pub resource_id: Option<ResourceId>,
 }
@@ -185,7 +192,8 @@ impl TaskManagerProcess {
                 bind: options.data_bind,
                 source,
             })?;
-        let rpc = rpc_service(config, options.rpc_bind, secret, options.force_remote)?;
+        let force_remote_data = matches!(options.local_calls, LocalCalls::Never);
+        let rpc = rpc_service(config, options.rpc_bind, secret, options.local_calls)?;
         let resource_id = options
             .resource_id
             .unwrap_or_else(|| ResourceId::generate("taskmanager", &mut rand::thread_rng()));
@@ -197,7 +205,7 @@ impl TaskManagerProcess {
             config: config.clone(),
             resource_id: resource_id.clone(),
             resource_manager: RpcAddress::new(options.jobmanager, RESOURCE_MANAGER),
-            force_remote_data: options.force_remote,
+            force_remote_data,
         };
         let task_executor = rpc
             .start_endpoint(TASK_EXECUTOR, TaskExecutor::new(services))
@@ -275,12 +283,17 @@ impl MiniCluster {
         secret: &ClusterSecret,
         registry: Arc<OperatorRegistry>,
     ) -> Result<Self, StartError> {
+        let local_calls = if options.force_remote {
+            LocalCalls::Never
+        } else {
+            LocalCalls::Directory(ServiceDirectory::new())
+        };
         let jobmanager = JobManagerProcess::start(
             config,
             options.bind,
             secret,
             registry.clone(),
-            options.force_remote,
+            local_calls.clone(),
         )?;
         let host = options.bind.ip();
         let task_managers = (0..options.task_managers)
@@ -291,7 +304,7 @@ impl MiniCluster {
                         rpc_bind: SocketAddr::new(host, 0),
                         data_bind: SocketAddr::new(host, 0),
                         jobmanager: jobmanager.address().into(),
-                        force_remote: options.force_remote,
+                        local_calls: local_calls.clone(),
                         resource_id: Some(ResourceId::new(format!("taskmanager-{i}"))),
                     },
                     secret,

@@ -47,7 +47,7 @@ async fn start(
     )
     .expect("mini-cluster starts");
     let mut client_config = RpcServiceConfig::local(secret);
-    client_config.force_remote = true;
+    client_config.local_calls = rill_runtime::LocalCalls::Never;
     let client = RpcService::start(client_config).unwrap();
     let dispatcher: DispatcherGateway = client
         .connect(&cluster.jobmanager().dispatcher_address())

@@ -39,4 +39,4 @@ pub use error::{HandshakeError, RpcError};
 pub use fencing::{DispatcherId, FencingToken, JobMasterId, ResourceManagerId};
 pub use gateway::GatewayClient;
 pub use ids::ResourceId;
-pub use service::{RpcService, RpcServiceConfig, ServiceError};
+pub use service::{LocalCalls, RpcService, RpcServiceConfig, ServiceDirectory, ServiceError};

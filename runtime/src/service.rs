@@ -11,14 +11,17 @@
 //!   re-dialled when closed. A server that refuses our credentials is logged at WARN
 //!   (rate-limited) unless [`RpcServiceConfig::report_refused_credentials`] is off.
 //!
-//! [`RpcService::connect`] hands out gateways. An address served by an `RpcService` of
-//! this same process yields a **local** gateway (an actix `Recipient`: no serialization,
-//! no sockets) unless the service was built with `force_remote`, which mini-cluster tests
-//! use to put every call on the wire.
+//! [`RpcService::connect`] hands out gateways. Which addresses yield a **local** gateway
+//! (an actix `Recipient`: no serialization, no sockets, no authentication) is explicit,
+//! [`RpcServiceConfig::local_calls`]: by default only this service's own endpoints; the
+//! services of one [`ServiceDirectory`] (a mini-cluster in one OS process) also reach each
+//! other locally; [`LocalCalls::Never`] puts every call on the wire, which tests of
+//! serialization and authentication use. There is no process-wide table: two services
+//! that were not given the same directory always talk over QUIC.
 
 use std::any::Any;
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock, Weak};
+use std::sync::{Arc, Weak};
 
 use dashmap::DashMap;
 use futures::future::BoxFuture;
@@ -84,8 +87,52 @@ pub struct RpcServiceConfig {
     /// A caller that reports the returned error itself (the CLI) turns it off, so that the
     /// refusal is said once.
     pub report_refused_credentials: bool,
-    /// Route even in-process calls through serialization and QUIC.
-    pub force_remote: bool,
+    /// Which calls take the local short-cut instead of the wire.
+    pub local_calls: LocalCalls,
+}
+
+/// Which in-process calls skip serialization, QUIC and authentication.
+#[derive(Clone, Debug, Default)]
+pub enum LocalCalls {
+    /// Calls to this service's own endpoints (one process, one service).
+    #[default]
+    OwnService,
+    /// Also calls to the other services registered in the directory (the processes of a
+    /// mini-cluster living in one OS process).
+    Directory(ServiceDirectory),
+    /// None: every call is serialized and sent over QUIC, even to this service's own
+    /// endpoints.
+    Never,
+}
+
+/// RPC services that call each other locally: see [`LocalCalls::Directory`].
+#[derive(Clone, Default)]
+pub struct ServiceDirectory {
+    services: Arc<DashMap<SocketAddr, Weak<Inner>>>,
+}
+
+impl ServiceDirectory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sockets of the live services in the directory.
+    pub fn sockets(&self) -> Vec<SocketAddr> {
+        self.services
+            .iter()
+            .filter(|e| e.value().strong_count() > 0)
+            .map(|e| *e.key())
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for ServiceDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceDirectory")
+            .field("services", &self.sockets())
+            .finish()
+    }
 }
 
 impl RpcServiceConfig {
@@ -98,7 +145,7 @@ impl RpcServiceConfig {
             secret,
             auth: AuthConfig::default(),
             report_refused_credentials: true,
-            force_remote: false,
+            local_calls: LocalCalls::OwnService,
         }
     }
 }
@@ -154,9 +201,6 @@ struct Inner {
     config: RpcServiceConfig,
     tasks: TaskSet,
 }
-
-/// Services of this process by socket, for the local short-cut.
-static SERVICES: LazyLock<DashMap<SocketAddr, Weak<Inner>>> = LazyLock::new(DashMap::new);
 
 /// The RPC service of a process: see the module docs. Cheap to clone.
 #[derive(Clone)]
@@ -234,7 +278,9 @@ impl RpcService {
             config,
             tasks: TaskSet::new(runtime),
         });
-        SERVICES.insert(local_addr, Arc::downgrade(&inner));
+        if let LocalCalls::Directory(d) = &inner.config.local_calls {
+            d.services.insert(local_addr, Arc::downgrade(&inner));
+        }
         inner
             .tasks
             .spawn("rpc-accept", accept_loop(Arc::downgrade(&inner)));
@@ -261,12 +307,9 @@ impl RpcService {
         &self,
         address: &RpcAddress,
     ) -> Option<Option<watch::Receiver<Lifecycle>>> {
-        if self.inner.config.force_remote {
-            return None;
-        }
         // A host name is never served locally here: resolving is async, and the
         // addresses endpoints hand out (`address_of`) are IP sockets.
-        let target = local_service(address.host.as_socket()?)?;
+        let target = self.inner.local_target(address.host.as_socket()?)?;
         let lifecycle = target
             .registry
             .get(&address.endpoint)
@@ -336,15 +379,13 @@ impl RpcService {
         let timeout = self.inner.config.rpc.ask_timeout;
         // Resolved on every connect, so a reconnect finds a peer that came back elsewhere.
         let socket = address.host.resolve_from(self.inner.local_addr).await?;
-        if !self.inner.config.force_remote {
-            if let Some(target) = local_service(socket) {
-                let recipient = target.local_recipient::<G::Protocol>(address)?;
-                return Ok(G::from_raw(RawGateway::new(
-                    Target::Local(recipient),
-                    address.clone(),
-                    timeout,
-                )));
-            }
+        if let Some(target) = self.inner.local_target(socket) {
+            let recipient = target.local_recipient::<G::Protocol>(address)?;
+            return Ok(G::from_raw(RawGateway::new(
+                Target::Local(recipient),
+                address.clone(),
+                timeout,
+            )));
         }
         let conn = self.connection(socket).await?;
         let session = ClientSession::<G::Protocol>::open(
@@ -435,13 +476,29 @@ impl RpcService {
     }
 
     fn close_transport(&self) {
-        SERVICES.remove(&self.inner.local_addr);
+        self.inner.leave_directory();
         self.inner.endpoint.close(0u32.into(), b"shutdown");
         self.inner.tasks.shutdown();
     }
 }
 
 impl Inner {
+    /// The service serving `socket` if a call to it takes the local short-cut.
+    fn local_target(self: &Arc<Self>, socket: SocketAddr) -> Option<Arc<Inner>> {
+        match &self.config.local_calls {
+            LocalCalls::Never => None,
+            _ if socket == self.local_addr => Some(self.clone()),
+            LocalCalls::OwnService => None,
+            LocalCalls::Directory(d) => d.services.get(&socket).and_then(|w| w.upgrade()),
+        }
+    }
+
+    fn leave_directory(&self) {
+        if let LocalCalls::Directory(d) = &self.config.local_calls {
+            d.services.remove(&self.local_addr);
+        }
+    }
+
     fn local_recipient<P: Protocol>(
         &self,
         address: &RpcAddress,
@@ -500,13 +557,12 @@ impl LivenessSource for Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        SERVICES.remove_if(&self.local_addr, |_, w| w.strong_count() == 0);
+        if let LocalCalls::Directory(d) = &self.config.local_calls {
+            d.services
+                .remove_if(&self.local_addr, |_, w| w.strong_count() == 0);
+        }
         self.endpoint.close(0u32.into(), b"shutdown");
     }
-}
-
-fn local_service(socket: SocketAddr) -> Option<Arc<Inner>> {
-    SERVICES.get(&socket).and_then(|w| w.upgrade())
 }
 
 async fn accept_loop(weak: Weak<Inner>) {
@@ -655,7 +711,7 @@ mod tests {
             .unwrap()
             .start();
         let mut config = RpcServiceConfig::local(secret.clone());
-        config.force_remote = true;
+        config.local_calls = LocalCalls::Never;
         let client = RpcService::start(config).unwrap();
         let gw: counter::Gateway = client.connect(&server.address_of("counter")).await.unwrap();
         assert_eq!(gw.bump().await.unwrap(), 1);
@@ -817,7 +873,7 @@ mod tests {
             streams.push(member.open_bi().await.unwrap());
         }
         let mut config = RpcServiceConfig::local(secret);
-        config.force_remote = true;
+        config.local_calls = LocalCalls::Never;
         let client = RpcService::start(config).unwrap();
         let gw: counter::Gateway = client.connect(&server.address_of("counter")).await.unwrap();
         assert_eq!(gw.bump().await.unwrap(), 1);

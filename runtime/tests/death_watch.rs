@@ -34,7 +34,11 @@ const CHILD_SECRET_ENV: &str = "RILL_TEST_CHILD_SECRET";
 
 fn service(secret: &[u8], force_remote: bool) -> RpcService {
     let mut config = RpcServiceConfig::local(ClusterSecret::from_bytes(secret).unwrap());
-    config.force_remote = force_remote;
+    config.local_calls = if force_remote {
+        rill_runtime::LocalCalls::Never
+    } else {
+        rill_runtime::LocalCalls::OwnService
+    };
     RpcService::start(config).unwrap()
 }
 

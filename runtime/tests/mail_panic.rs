@@ -38,7 +38,11 @@ impl probe::Handler for Probe {
 
 fn service(force_remote: bool) -> RpcService {
     let mut config = RpcServiceConfig::local(ClusterSecret::from_bytes(b"mail-panic").unwrap());
-    config.force_remote = force_remote;
+    config.local_calls = if force_remote {
+        rill_runtime::LocalCalls::Never
+    } else {
+        rill_runtime::LocalCalls::OwnService
+    };
     RpcService::start(config).unwrap()
 }
 

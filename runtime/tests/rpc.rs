@@ -85,7 +85,11 @@ impl calc::Handler for Calc {
 
 fn service(secret: &ClusterSecret, force_remote: bool) -> RpcService {
     let mut config = RpcServiceConfig::local(secret.clone());
-    config.force_remote = force_remote;
+    config.local_calls = if force_remote {
+        rill_runtime::LocalCalls::Never
+    } else {
+        rill_runtime::LocalCalls::OwnService
+    };
     config.rpc.max_frame_size = 64 * 1024;
     RpcService::start(config).unwrap()
 }
@@ -363,7 +367,7 @@ async fn unreachable_peer_is_a_typed_error() {
     let client = {
         let mut config = RpcServiceConfig::local(secret);
         config.rpc.connect_timeout = Duration::from_millis(300);
-        config.force_remote = true;
+        config.local_calls = rill_runtime::LocalCalls::Never;
         RpcService::start(config).unwrap()
     };
     // A bound UDP socket that never answers.
@@ -392,4 +396,48 @@ async fn tells_queued_before_the_last_remote_gateway_drops_still_arrive() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("tells were lost: total {}", f.local.total().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_of_one_process_talk_over_the_wire_unless_they_share_a_directory() {
+    use rill_runtime::{LocalCalls, ServiceDirectory};
+    // Different secrets: only a call over the wire checks them.
+    let start = |secret: &[u8], local_calls: LocalCalls| {
+        let mut config = RpcServiceConfig::local(ClusterSecret::from_bytes(secret).unwrap());
+        config.local_calls = local_calls;
+        RpcService::start(config).unwrap()
+    };
+    let server = start(b"server-secret", LocalCalls::OwnService);
+    server
+        .start_endpoint("calc", Calc::default())
+        .unwrap()
+        .start();
+    let address = server.address_of("calc");
+    let stranger = start(b"other-secret", LocalCalls::OwnService);
+    let err = stranger
+        .connect::<calc::Gateway>(&address)
+        .await
+        .expect_err("a service of the same process skipped authentication");
+    assert!(
+        matches!(
+            err,
+            RpcError::Handshake {
+                source: HandshakeError::SecretMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Services given one directory (a mini-cluster) call each other locally.
+    let directory = ServiceDirectory::new();
+    let a = start(b"a", LocalCalls::Directory(directory.clone()));
+    a.start_endpoint("calc", Calc::default()).unwrap().start();
+    let b = start(b"b", LocalCalls::Directory(directory.clone()));
+    let gw: calc::Gateway = b.connect(&a.address_of("calc")).await.unwrap();
+    assert!(gw.is_local());
+    assert_eq!(gw.add(1, 2).await.unwrap(), 3);
+    assert_eq!(directory.sockets().len(), 2);
+    a.shutdown().await;
+    assert_eq!(directory.sockets(), vec![b.local_addr()]);
 }
