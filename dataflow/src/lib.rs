@@ -48,6 +48,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod barrier_handler;
 pub mod builtins;
 mod chain;
 pub mod chaining;
@@ -77,6 +78,7 @@ pub mod state_config;
 pub mod stream_graph;
 pub mod stream_task;
 pub mod task_io;
+pub mod two_phase_commit;
 pub mod value;
 pub mod watermark;
 

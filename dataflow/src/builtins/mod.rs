@@ -26,6 +26,7 @@ mod file_sink;
 mod file_source;
 mod sinks;
 mod socket_source;
+pub mod transactional_file_sink;
 mod transforms;
 
 pub use collection::CollectionConfig;
@@ -52,6 +53,8 @@ pub const SOCKET: &str = "rill.source.socket";
 pub const PRINT: &str = "rill.sink.print";
 /// `rill.sink.file`.
 pub const FILE_SINK: &str = "rill.sink.file";
+/// `rill.sink.transactional-file`.
+pub const TRANSACTIONAL_FILE_SINK: &str = "rill.sink.transactional-file";
 /// `rill.sink.blackhole`.
 pub const BLACKHOLE: &str = "rill.sink.blackhole";
 /// `rill.sink.collect`.
@@ -74,6 +77,11 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         r.register_source(SOCKET, socket_source::SocketSource::new),
         r.register_operator(PRINT, OperatorKind::Sink, sinks::PrintSink::new),
         r.register_operator(FILE_SINK, OperatorKind::Sink, file_sink::FileSink::new),
+        r.register_operator(
+            TRANSACTIONAL_FILE_SINK,
+            OperatorKind::Sink,
+            transactional_file_sink::operator,
+        ),
         r.register_operator(BLACKHOLE, OperatorKind::Sink, sinks::BlackholeSink::new),
         r.register_operator(COLLECT, OperatorKind::Sink, sinks::CollectSinkOperator::new),
         r.register_flat_map(SPLIT_WORDS, |()| Ok(transforms::split_words)),
@@ -148,6 +156,15 @@ pub fn file_sink_dir(path: impl Into<String>) -> FactoryRef {
             path: path.into(),
             layout: FileLayout::Directory,
         },
+    )
+}
+
+/// Sink: exactly-once part files under the directory `dir`, committed when a checkpoint
+/// completes or the input ends (see [`transactional_file_sink`]).
+pub fn transactional_file_sink(dir: impl Into<String>) -> FactoryRef {
+    FactoryRef::builtin(
+        TRANSACTIONAL_FILE_SINK,
+        &transactional_file_sink::TransactionalFileSinkConfig { dir: dir.into() },
     )
 }
 
