@@ -82,6 +82,20 @@ pub enum Job {
         #[arg(long)]
         rate: Option<f64>,
     },
+    /// Text lines → key = first field → running count per key, `key,count` per record →
+    /// exactly-once part files in the output directory (hidden until committed: on
+    /// checkpoint completion, and at the end of the input).
+    RunningCount {
+        /// Input text file (or directory of files).
+        #[arg(long)]
+        input: String,
+        /// Output directory.
+        #[arg(long)]
+        output: String,
+        /// Source rate limit in lines per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
 }
 
 fn build(args: &RunArgs) -> anyhow::Result<JobGraph> {
@@ -90,6 +104,11 @@ fn build(args: &RunArgs) -> anyhow::Result<JobGraph> {
         Job::KeyedSum { rows, keys, rate } => {
             jobs::keyed_sum(*rows, *keys, *rate, args.parallelism)
         }
+        Job::RunningCount {
+            input,
+            output,
+            rate,
+        } => jobs::running_count(input, output, *rate, args.parallelism),
     }
     .context("cannot build the job")
 }

@@ -42,6 +42,46 @@ pub fn wordcount(input: &str, output: &str, parallelism: u32) -> Result<JobGraph
     env.job_graph("wordcount")
 }
 
+/// running-count: text lines of `input` (at most `rate` lines/s if set) → key = the
+/// line's first whitespace-separated field → running count per key, one `key,count` line
+/// per record → exactly-once part files under `output` (committed when a checkpoint
+/// completes, and at the end of the input). For every key that occurs `n` times the
+/// committed output holds exactly `key,1` … `key,n`.
+pub fn running_count(
+    input: &str,
+    output: &str,
+    rate: Option<f64>,
+    parallelism: u32,
+) -> Result<JobGraph> {
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    let source = match rate {
+        Some(r) if r.is_finite() && r > 0.0 => builtins::file_lines_rate(input, r),
+        Some(r) => {
+            return Err(DataflowError::InvalidConfig {
+                factory: "running-count".into(),
+                reason: format!("rate must be a positive number of lines per second, got {r}"),
+            })
+        }
+        None => builtins::file_lines(input),
+    };
+    env.add_source(source)
+        .name("Source: lines")
+        .uid("running-count-source")
+        .flat_map(builtins::first_field())
+        .name("first field")
+        .key_by(key::by_value())
+        .process(builtins::count_per_key(true))
+        .name("running count")
+        .uid("running-count-count")
+        .map(builtins::csv())
+        .name("csv")
+        .sink(builtins::transactional_file_sink(output))
+        .name("Sink: transactional files")
+        .uid("running-count-sink");
+    env.job_graph("running-count")
+}
+
 /// keyed-sum: `rows` ids (unbounded if `None`) at `rate` records/s (unlimited if
 /// `None`), keyed by `id mod keys`, count and sum per key.
 pub fn keyed_sum(

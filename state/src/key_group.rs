@@ -65,6 +65,18 @@ pub fn operator_index_for_key_group(key_group: u32, parallelism: u32, max_parall
     }) as u32
 }
 
+/// [`key_group_for_hash`] and [`table_hash`] of one key with a single murmur mix.
+#[inline]
+pub fn key_group_and_table_hash(key_hash: u64, max_parallelism: u32) -> (u32, u64) {
+    let (h, m) = (murmur_fmix(key_hash), u64::from(max_parallelism.max(1)));
+    let kg = if m.is_power_of_two() {
+        h & (m - 1)
+    } else {
+        h % m
+    };
+    (kg as u32, h.rotate_left(32))
+}
+
 /// The hash a backend's hash tables use for a key with stable hash `key_hash`: the
 /// same murmur-mixed value the key group comes from, rotated so that the bits that chose
 /// the key group (the low ones) do not also pick the bucket inside that key group's table.
@@ -184,6 +196,18 @@ mod tests {
                         u64::from(kg) * u64::from(p) / u64::from(m)
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn one_mix_gives_the_key_group_and_the_table_hash() {
+        for m in [1u32, 3, 128, 1000, 1 << 15] {
+            for h in (0..2000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) {
+                assert_eq!(
+                    key_group_and_table_hash(h, m),
+                    (key_group_for_hash(h, m), table_hash(h))
+                );
             }
         }
     }

@@ -50,7 +50,7 @@ use crate::descriptor::{
 };
 use crate::error::{Result, StateError};
 use crate::heap::HeapKeyedStateBackend;
-use crate::key_group::{key_group_for_hash, table_hash, KeyGroupRange};
+use crate::key_group::{key_group_and_table_hash, KeyGroupRange};
 use crate::lsm::LsmKeyedStateBackend;
 use crate::snapshot::{KeyedStateHandle, SnapshotTarget};
 use crate::storage::CheckpointStorage;
@@ -362,10 +362,9 @@ macro_rules! dispatch {
 /// The key group of `key` (checked against `range`) and its table hash.
 #[inline]
 fn locate<K: StateKey>(key: &K, max_parallelism: u32, range: KeyGroupRange) -> Result<(u32, u64)> {
-    let stable = key.stable_hash();
-    let kg = key_group_for_hash(stable, max_parallelism);
+    let (kg, hash) = key_group_and_table_hash(key.stable_hash(), max_parallelism);
     if range.contains(kg) {
-        Ok((kg, table_hash(stable)))
+        Ok((kg, hash))
     } else {
         Err(StateError::KeyGroupOutOfRange {
             key_group: kg,

@@ -435,3 +435,70 @@ fn bad_submissions_get_clear_errors_and_leave_the_cluster_healthy() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("(OK)"), "{stdout}");
 }
+
+/// The committed `key,count` lines of a running-count output directory, sorted; hidden
+/// (uncommitted) files are counted separately.
+fn committed_lines(dir: &std::path::Path) -> (Vec<String>, usize) {
+    let mut lines = Vec::new();
+    let mut hidden = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            hidden += 1;
+            continue;
+        }
+        lines.extend(
+            std::fs::read_to_string(e.path())
+                .unwrap()
+                .lines()
+                .map(String::from),
+        );
+    }
+    lines.sort();
+    (lines, hidden)
+}
+
+#[test]
+fn running_count_commits_every_update_once_through_the_transactional_file_sink() {
+    let (_jm, addr) = jobmanager(&[]);
+    let _tm1 = taskmanager(addr, 2, &[]);
+    let _tm2 = taskmanager(addr, 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out");
+    let mut text_in = String::new();
+    let mut expected = Vec::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..3000u64 {
+        let key = format!("k{}", (i * 7) % 97);
+        text_in.push_str(&format!("{key} payload {i}\n"));
+        let n = counts.entry(key.clone()).or_default();
+        *n += 1;
+        expected.push(format!("{key},{n}"));
+    }
+    text_in.push_str("\n   \n"); // blank lines have no key
+    std::fs::write(&input, &text_in).unwrap();
+    expected.sort();
+
+    let mut cmd = rill();
+    cmd.args([
+        "run",
+        "--jobmanager",
+        &addr.to_string(),
+        "-p",
+        "2",
+        "running-count",
+        "--input",
+    ])
+    .arg(&input)
+    .arg("--output")
+    .arg(&output);
+    let out = run(cmd, LONG);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (lines, hidden) = committed_lines(&output);
+    assert_eq!(hidden, 0, "uncommitted files left in {}", output.display());
+    assert_eq!(lines.len(), expected.len());
+    assert_eq!(lines, expected);
+}

@@ -44,6 +44,10 @@ struct Args {
     keys: u64,
     rows: u64,
     rounds: usize,
+    /// keyed-sum variants to run (`map`, `heap`, `lsm`); all when empty.
+    variants: Vec<String>,
+    /// keyed-sum parallelisms to run.
+    parallelism: Vec<u32>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -52,6 +56,8 @@ fn parse_args() -> Result<Args> {
         keys: 1_000_000,
         rows: 20_000_000,
         rounds: 3,
+        variants: Vec::new(),
+        parallelism: vec![1, 2],
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -61,8 +67,15 @@ fn parse_args() -> Result<Args> {
             "--keys" => args.keys = value()?.parse()?,
             "--rows" => args.rows = value()?.parse()?,
             "--rounds" => args.rounds = value()?.parse()?,
+            "--variants" => args.variants = value()?.split(',').map(String::from).collect(),
+            "--parallelism" => {
+                args.parallelism = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<std::result::Result<_, _>>()?
+            }
             "-h" | "--help" => {
-                println!("usage: state_bench [--only ops|snapshot|keyed-sum] [--keys N] [--rows N] [--rounds N]");
+                println!("usage: state_bench [--only ops|snapshot|keyed-sum] [--keys N] [--rows N] [--rounds N] [--variants map,heap,lsm] [--parallelism 1,2]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other}"),
@@ -490,12 +503,19 @@ fn keyed_sum(args: &Args) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let variants = [
-        Variant::PrivateMap,
-        Variant::Backend(BackendKind::Heap),
-        Variant::Backend(BackendKind::Lsm),
-    ];
-    for p in [1u32, 2] {
+    let variants: Vec<Variant> = [
+        ("map", Variant::PrivateMap),
+        ("heap", Variant::Backend(BackendKind::Heap)),
+        ("lsm", Variant::Backend(BackendKind::Lsm)),
+    ]
+    .into_iter()
+    .filter(|(n, _)| args.variants.is_empty() || args.variants.iter().any(|v| v == n))
+    .map(|(_, v)| v)
+    .collect();
+    if variants.is_empty() {
+        bail!("--variants: none of map, heap, lsm selected");
+    }
+    for &p in &args.parallelism {
         let mut rates: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
         for _ in 0..args.rounds {
             for (i, v) in variants.iter().enumerate() {
@@ -511,8 +531,14 @@ fn keyed_sum(args: &Args) -> Result<()> {
                 )
             })
             .collect();
-        let base = med[0].0;
-        let heap = med[1].0;
+        let rate_of = |v: Variant| {
+            variants
+                .iter()
+                .position(|x| *x == v)
+                .map_or(f64::NAN, |i| med[i].0)
+        };
+        let base = rate_of(Variant::PrivateMap);
+        let heap = rate_of(Variant::Backend(BackendKind::Heap));
         for (v, (rate, per_cpu)) in variants.iter().zip(&med) {
             let range = |i: usize| {
                 let xs: Vec<f64> = rates[i].iter().map(|x| x.0 / 1e6).collect();

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::element::StreamRecord;
 use crate::error::{DataflowError, Result};
 use crate::operator::{OperatorContext, SourceOperator, SourceStatus};
+use crate::rate_limiter::RateLimiter;
 use crate::value::Value;
 
 /// Configuration of `rill.source.file_lines`.
@@ -28,6 +29,10 @@ use crate::value::Value;
 pub struct FileLinesConfig {
     /// A file or a directory of files.
     pub path: String,
+    /// Lines per second over all subtasks (unlimited if `None`), e.g. so that a test can
+    /// kill processes while a job is still reading.
+    #[serde(default)]
+    pub rate: Option<f64>,
 }
 
 /// One byte range of one file.
@@ -49,6 +54,7 @@ pub(crate) struct FileLinesSource {
     pending: std::vec::IntoIter<Split>,
     current: Option<OpenSplit>,
     line: Vec<u8>,
+    limiter: Option<RateLimiter>,
 }
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> DataflowError {
@@ -97,6 +103,7 @@ impl FileLinesSource {
             pending: splits.into_iter(),
             current: None,
             line: Vec::new(),
+            limiter: c.rate.map(|r| RateLimiter::new(r / p as f64)),
         })
     }
 
@@ -126,7 +133,14 @@ impl FileLinesSource {
 }
 
 impl SourceOperator for FileLinesSource {
-    fn poll_next(&mut self, out: &mut Vec<StreamRecord>, _now: Instant) -> Result<SourceStatus> {
+    fn poll_next(&mut self, out: &mut Vec<StreamRecord>, now: Instant) -> Result<SourceStatus> {
+        let budget = match &mut self.limiter {
+            Some(l) => match l.acquire(1024, now) {
+                Ok(n) => n,
+                Err(wait) => return Ok(SourceStatus::Idle(wait)),
+            },
+            None => 1024,
+        };
         let split = match &mut self.current {
             Some(s) => s,
             None => match self.pending.next() {
@@ -134,7 +148,7 @@ impl SourceOperator for FileLinesSource {
                 None => return Ok(SourceStatus::Finished),
             },
         };
-        for _ in 0..1024 {
+        for _ in 0..budget {
             if split.pos >= split.end {
                 self.current = None;
                 return Ok(SourceStatus::More);
@@ -183,6 +197,7 @@ mod tests {
             };
             let mut s = FileLinesSource::new(
                 FileLinesConfig {
+                    rate: None,
                     path: path.to_string_lossy().into(),
                 },
                 &ctx,
@@ -231,6 +246,7 @@ mod tests {
         };
         let r = FileLinesSource::new(
             FileLinesConfig {
+                rate: None,
                 path: "/nonexistent/rill".into(),
             },
             &ctx,

@@ -61,6 +61,10 @@ pub const BLACKHOLE: &str = "rill.sink.blackhole";
 pub const COLLECT: &str = "rill.sink.collect";
 /// `rill.flat_map.split_words`.
 pub const SPLIT_WORDS: &str = "rill.flat_map.split_words";
+/// `rill.flat_map.first_field`.
+pub const FIRST_FIELD: &str = "rill.flat_map.first_field";
+/// `rill.map.csv`.
+pub const CSV: &str = "rill.map.csv";
 /// `rill.process.count`.
 pub const COUNT: &str = "rill.process.count";
 /// `rill.process.count_sum`.
@@ -85,6 +89,8 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         r.register_operator(BLACKHOLE, OperatorKind::Sink, sinks::BlackholeSink::new),
         r.register_operator(COLLECT, OperatorKind::Sink, sinks::CollectSinkOperator::new),
         r.register_flat_map(SPLIT_WORDS, |()| Ok(transforms::split_words)),
+        r.register_flat_map(FIRST_FIELD, |()| Ok(transforms::first_field)),
+        r.register_map(CSV, |()| Ok(transforms::csv)),
         r.register_process(COUNT, |c: CountConfig| Ok(transforms::Count(c))),
         r.register_process(COUNT_SUM, |c: CountConfig| Ok(transforms::CountSum(c))),
         r.register_reduce(SUM, |()| Ok(transforms::sum)),
@@ -118,7 +124,25 @@ pub fn collection(values: Vec<Value>) -> FactoryRef {
 
 /// Source: the lines of a file, or of every file in a directory.
 pub fn file_lines(path: impl Into<String>) -> FactoryRef {
-    FactoryRef::builtin(FILE_LINES, &FileLinesConfig { path: path.into() })
+    FactoryRef::builtin(
+        FILE_LINES,
+        &FileLinesConfig {
+            path: path.into(),
+            rate: None,
+        },
+    )
+}
+
+/// Source: like [`file_lines`], at most `lines_per_second` lines per second over all
+/// subtasks.
+pub fn file_lines_rate(path: impl Into<String>, lines_per_second: f64) -> FactoryRef {
+    FactoryRef::builtin(
+        FILE_LINES,
+        &FileLinesConfig {
+            path: path.into(),
+            rate: Some(lines_per_second),
+        },
+    )
 }
 
 /// Source: text lines read from a TCP server at `host:port`.
@@ -181,6 +205,18 @@ pub fn collect(id: impl Into<String>) -> FactoryRef {
 /// Flat-map: splits a line into lowercase words.
 pub fn split_words() -> FactoryRef {
     FactoryRef::unit(SPLIT_WORDS)
+}
+
+/// Flat map: the first whitespace-separated field of a `Str` line (nothing for a blank
+/// line).
+pub fn first_field() -> FactoryRef {
+    FactoryRef::unit(FIRST_FIELD)
+}
+
+/// Map: a tuple as one comma-separated `Str` (`("a", 3)` → `a,3`); other values as their
+/// text.
+pub fn csv() -> FactoryRef {
+    FactoryRef::unit(CSV)
 }
 
 /// Keyed process: counts records per key; emits `(key, count)` after every record when

@@ -26,6 +26,33 @@ pub(crate) fn split_words(v: Value, out: &mut Collector<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The first whitespace-separated field of a `Str` line; nothing for a blank line.
+pub(crate) fn first_field(v: Value, out: &mut Collector<'_>) -> Result<()> {
+    let Value::Str(line) = v else {
+        return Err(DataflowError::TypeMismatch {
+            operator: super::FIRST_FIELD.into(),
+            expected: "str",
+            actual: v.type_name(),
+        });
+    };
+    if let Some(field) = line.split_whitespace().next() {
+        out.collect(Value::Str(field.to_string()));
+    }
+    Ok(())
+}
+
+/// A tuple's fields joined by commas; any other value as its text.
+pub(crate) fn csv(v: Value) -> Result<Value> {
+    Ok(Value::Str(match v {
+        Value::Tuple(fields) => fields
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+        other => other.to_string(),
+    }))
+}
+
 /// Configuration of `rill.process.count` and `rill.process.count_sum`.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct CountConfig {
