@@ -40,9 +40,12 @@
 //! * the first 3M ops: 8.4 µs/op before; 7.1 with the tracker's change set a hash set
 //!   (a `BTreeSet` of byte strings cost ~1.3 µs per recorded key); ~6 with a 1 MiB
 //!   memtable and 8 KiB data blocks (see `partition_options`);
-//! * `state_bench --only ops` (20M ops): still 0.09 M ops/s (≈11 µs/op), so over a long
-//!   run something else dominates, not yet identified (candidates: fjall write stalls
-//!   when L0 or the journal backs up, compaction falling behind on 2 cores).
+//! * `state_bench --only ops` (20M ops): still 0.09 M ops/s (≈11 µs/op). That is fjall's
+//!   own cost of reading keys that exist: a standalone fjall 2.11 program with the same
+//!   pattern (1M 12-byte keys, point read + batched write-back, no rill code) takes
+//!   2.5–4 µs/op while keys are new and ~10 µs/op once all exist — memtable skiplists,
+//!   whole-block decoding on block-cache misses, compaction. fjall 3.1 took ~15 µs/op in
+//!   the same program, and a 256 MiB block cache helped only the first million ops.
 //!
 //! A larger block cache, a smaller write buffer and different bloom settings changed
 //! nothing measurable. The hot-key case (1000 keys, all cached: ≈65 M ops/s) never
