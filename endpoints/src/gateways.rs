@@ -83,8 +83,8 @@ rill_runtime::gateway! {
         fn offer_slots(from: ResourceId, offers: Vec<SlotOffer>) -> ClusterResult<Vec<SlotOffer>>;
         /// A task changed state.
         fn update_task_execution_state(update: TaskExecutionStateUpdate);
-        /// Values from a collect sink.
-        fn collect(id: String, subtask: u32, values: Vec<Value>);
+        /// Values from a collect sink's subtask, sent by its execution attempt.
+        fn collect(execution: ExecutionAttemptId, id: String, subtask: u32, values: Vec<Value>);
         /// A TaskExecutor answers a heartbeat request with its tasks' counters.
         fn receive_heartbeat_from_task_executor(from: ResourceId, payload: TaskExecutorToJobManagerHeartbeat);
         /// The ResourceManager asks for a heartbeat.

@@ -35,7 +35,11 @@
 //! with the job's result. They are bounded by `collect.max-bytes`, measured as their RPC
 //! encoding ([`rill_dataflow::collect::encoded_size`]): the batch that passes the limit
 //! fails the job (without restart: collecting the same output again would pass it again),
-//! and what was collected is dropped.
+//! and what was collected is dropped. Values are kept per sink subtask together with the
+//! execution attempt that sent them: a restarted subtask produces its output again from
+//! the start, so its first value of a new attempt replaces the old attempt's values, and
+//! values of a superseded attempt that arrive late are ignored. The result holds each
+//! subtask's values in subtask order.
 //!
 //! # Ids from peers
 //!
@@ -64,6 +68,29 @@ use crate::gateways::{dispatcher, job_master, resource_manager, task_executor};
 use crate::heartbeats::{start_heartbeats, TellTarget};
 use crate::messages::*;
 use crate::restart::RestartStrategy;
+
+/// One sink subtask's collected values and the attempt that sent them.
+struct CollectedPart {
+    execution: ExecutionAttemptId,
+    values: Vec<Value>,
+    bytes: usize,
+}
+
+impl JobMaster {
+    /// Forgets the collect values a superseded attempt sent: its replacement produces
+    /// the subtask's output again from the start.
+    fn drop_collected_of(&mut self, execution: ExecutionAttemptId) {
+        for parts in self.collected.values_mut() {
+            parts.retain(|_, p| {
+                let keep = p.execution != execution;
+                if !keep {
+                    self.collected_bytes -= p.bytes;
+                }
+                keep
+            });
+        }
+    }
+}
 
 /// What a JobMaster is started with.
 #[derive(Clone)]
@@ -124,7 +151,9 @@ pub struct JobMaster {
     dispatcher: Option<dispatcher::Gateway>,
     heartbeat_tm: Option<HeartbeatManager<TaskExecutorToJobManagerHeartbeat, ()>>,
     heartbeat_rm: Option<HeartbeatManager<(), ()>>,
-    collected: BTreeMap<String, Vec<Value>>,
+    /// Collect-sink values per sink id and subtask, from the subtask's current attempt
+    /// only (see the module docs).
+    collected: BTreeMap<String, BTreeMap<u32, CollectedPart>>,
     /// Encoded bytes of `collected` (see the module docs).
     collected_bytes: usize,
     /// The last failures, oldest first, at most [`MAX_FAILURE_HISTORY`].
@@ -473,7 +502,9 @@ impl JobMaster {
             let old = self.executions.get(&(v, k));
             let attempt = old.map_or(0, |e| e.attempt + 1);
             if let Some(old) = old {
-                self.by_id.remove(&old.id);
+                let superseded = old.id;
+                self.by_id.remove(&superseded);
+                self.drop_collected_of(superseded);
             }
             let e = Execution {
                 id: ExecutionAttemptId::generate(),
@@ -934,7 +965,13 @@ impl JobMaster {
                 self.failure.clone()
             },
             duration_ms: self.started.elapsed().as_millis() as u64,
-            collected: std::mem::take(&mut self.collected),
+            collected: std::mem::take(&mut self.collected)
+                .into_iter()
+                .map(|(id, parts)| {
+                    let values = parts.into_values().flat_map(|p| p.values).collect();
+                    (id, values)
+                })
+                .collect(),
         };
         let details = self.details();
         if let Some(d) = &self.dispatcher {
@@ -1285,6 +1322,7 @@ impl job_master::Handler for JobMaster {
     fn collect(
         &mut self,
         ctx: &mut EndpointContext<'_, Self>,
+        execution: ExecutionAttemptId,
         id: String,
         subtask: u32,
         values: Vec<Value>,
@@ -1294,10 +1332,33 @@ impl job_master::Handler for JobMaster {
         {
             return;
         }
+        // The subtask as this JobMaster deployed it, not as the message says.
+        let Some(&(_, subtask)) = self.by_id.get(&execution) else {
+            tracing::debug!(job = %self.job.job_id, %execution, sink = %id, subtask, "collect values of an unknown or superseded execution attempt ignored");
+            return;
+        };
+        let part = self
+            .collected
+            .entry(id.clone())
+            .or_default()
+            .entry(subtask)
+            .or_insert_with(|| CollectedPart {
+                execution,
+                values: Vec::new(),
+                bytes: 0,
+            });
+        if part.execution != execution {
+            // Not reached: a superseded attempt's part is dropped at the restart.
+            self.collected_bytes -= part.bytes;
+            *part = CollectedPart {
+                execution,
+                values: Vec::new(),
+                bytes: 0,
+            };
+        }
+        let size = rill_dataflow::collect::encoded_size(&values);
         let max = self.s.config.collect.max_bytes;
-        let total = self
-            .collected_bytes
-            .saturating_add(rill_dataflow::collect::encoded_size(&values));
+        let total = self.collected_bytes.saturating_add(size);
         if total > max {
             self.collected.clear();
             self.collected_bytes = 0;
@@ -1312,7 +1373,14 @@ impl job_master::Handler for JobMaster {
             );
         }
         self.collected_bytes = total;
-        self.collected.entry(id).or_default().extend(values);
+        if let Some(part) = self
+            .collected
+            .get_mut(&id)
+            .and_then(|parts| parts.get_mut(&subtask))
+        {
+            part.bytes += size;
+            part.values.extend(values);
+        }
     }
 
     fn receive_heartbeat_from_task_executor(
@@ -1463,6 +1531,53 @@ mod tests {
             .await;
         assert_eq!(status, Ok(JobStatus::Created));
         assert_eq!(handle.state(), rill_runtime::Lifecycle::Started);
+        handle.stop();
+        handle.terminated().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn collect_keeps_only_the_current_attempts_values() {
+        let s = services();
+        let rpc = s.rpc.clone();
+        let jm = JobMaster::new(s, two_vertex_job(), 1).unwrap();
+        let handle = rpc.start_endpoint("jobmaster-collect", jm).unwrap();
+        handle.start();
+        let (first, second) = (
+            ExecutionAttemptId::generate(),
+            ExecutionAttemptId::generate(),
+        );
+        let (values, bytes) = handle
+            .call(move |jm, ctx| {
+                use job_master::Handler;
+                let sink = jm.order[1];
+                let v = |xs: &[i64]| xs.iter().map(|x| Value::I64(*x)).collect::<Vec<_>>();
+                let other = ExecutionAttemptId::generate();
+                jm.by_id.insert(first, (sink, 0));
+                jm.by_id.insert(other, (sink, 1));
+                jm.collect(ctx, first, "out".into(), 0, v(&[1, 2]));
+                jm.collect(ctx, other, "out".into(), 1, v(&[10]));
+                // Subtask 0 restarts (as `deploy` does it): its second attempt produces
+                // its output again.
+                jm.by_id.remove(&first);
+                jm.drop_collected_of(first);
+                jm.by_id.insert(second, (sink, 0));
+                jm.collect(ctx, second, "out".into(), 0, v(&[1]));
+                jm.collect(ctx, first, "out".into(), 0, v(&[3])); // late, superseded
+                jm.collect(ctx, second, "out".into(), 0, v(&[2]));
+                let parts = &jm.collected["out"];
+                let values: Vec<Value> = parts.values().flat_map(|p| p.values.clone()).collect();
+                (values, jm.collected_bytes)
+            })
+            .await
+            .unwrap();
+        // Subtask 0's second attempt in full, nothing of its first, then subtask 1.
+        assert_eq!(values, vec![Value::I64(1), Value::I64(2), Value::I64(10)]);
+        let size = |xs: &[i64]| {
+            rill_dataflow::collect::encoded_size(
+                &xs.iter().map(|x| Value::I64(*x)).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(bytes, size(&[1]) + size(&[2]) + size(&[10]));
         handle.stop();
         handle.terminated().await;
     }

@@ -516,6 +516,7 @@ impl TaskExecutor {
             collect: Some(Arc::new(CollectForwarder {
                 handle: ctx.handle(),
                 job: tdd.job,
+                execution: tdd.execution,
             })),
             config: task_config,
         };
@@ -616,9 +617,16 @@ impl TaskExecutor {
         }
     }
 
-    fn forward_collect(&mut self, job: JobId, id: String, subtask: u32, values: Vec<Value>) {
+    fn forward_collect(
+        &mut self,
+        job: JobId,
+        execution: ExecutionAttemptId,
+        id: String,
+        subtask: u32,
+        values: Vec<Value>,
+    ) {
         if let Some(gw) = self.jobs.get(&job).and_then(|c| c.gateway.as_ref()) {
-            let _ = gw.collect(id, subtask, values);
+            let _ = gw.collect(execution, id, subtask, values);
         }
     }
 
@@ -645,6 +653,8 @@ impl TaskExecutor {
 struct CollectForwarder {
     handle: EndpointHandle<TaskExecutor>,
     job: JobId,
+    /// The task's attempt: the JobMaster keeps only the current attempt's values.
+    execution: ExecutionAttemptId,
 }
 
 impl CollectSink for CollectForwarder {
@@ -654,9 +664,9 @@ impl CollectSink for CollectForwarder {
         subtask_index: u32,
         values: Vec<Value>,
     ) -> rill_dataflow::Result<()> {
-        let (job, id) = (self.job, id.to_owned());
+        let (job, execution, id) = (self.job, self.execution, id.to_owned());
         self.handle
-            .run_async(move |te, _| te.forward_collect(job, id, subtask_index, values));
+            .run_async(move |te, _| te.forward_collect(job, execution, id, subtask_index, values));
         Ok(())
     }
 }
