@@ -285,6 +285,7 @@ fn rpc_frame() -> Target {
         job: sample_jobs().remove(0),
     });
     let collect = request(job_master::Request::collect {
+        execution: rill_endpoints::messages::ExecutionAttemptId(7),
         id: "out".into(),
         subtask: 3,
         values: sample_values(),
@@ -682,13 +683,12 @@ fn check_job_graph(state: &mut TargetState, input: &[u8], _: &mut SmallRng) -> R
         .map_err(|e| format!("validated graph has no order: {e}"))?;
     for v in &job.vertices {
         for k in [0, v.parallelism / 2, v.parallelism - 1] {
-            let _ = job.num_input_channels(v.id, k);
-        }
-    }
-    for (i, e) in job.edges.iter().enumerate() {
-        let _ = job.output_channels(i, 0);
-        if let Some(source) = job.vertex(e.source) {
-            let _ = job.input_channel_index(i, source.parallelism - 1, 0);
+            job.wiring(v.id, k).map_err(|e| {
+                format!(
+                    "validated graph has no wiring for {} subtask {k}: {e}",
+                    v.id
+                )
+            })?;
         }
     }
     let bytes = job.to_bytes().map_err(|e| e.to_string())?;

@@ -51,6 +51,7 @@ fn deeply_nested_values_fail_to_decode_without_exhausting_the_stack() {
         .spawn(|| {
             let deep = (0..5_000).fold(Value::Null, |v, _| Value::Tuple(vec![v]));
             rmp_serde::to_vec(&job_master::Request::collect {
+                execution: rill_endpoints::messages::ExecutionAttemptId(7),
                 id: "out".into(),
                 subtask: 0,
                 values: vec![deep],

@@ -442,10 +442,17 @@ mod tests {
         let job = env.job_graph("t").unwrap();
         let map = VertexId(2);
         // a -> map is forward (2 -> 2): one channel; b -> map all-to-all: three.
-        assert_eq!(job.num_input_channels(map, 1).unwrap(), 4);
-        assert_eq!(job.input_channel_index(0, 1, 1), Some(0));
-        assert_eq!(job.input_channel_index(0, 0, 1), None);
-        assert_eq!(job.input_channel_index(1, 2, 1), Some(3));
-        assert_eq!(job.output_channels(1, 0).unwrap(), 0..2);
+        let inputs: Vec<(usize, u32)> = job
+            .wiring(map, 1)
+            .unwrap()
+            .inputs
+            .iter()
+            .map(|c| (c.edge, c.upstream))
+            .collect();
+        assert_eq!(inputs, [(0, 1), (1, 0), (1, 1), (1, 2)]);
+        assert_eq!(
+            job.wiring(VertexId(1), 0).unwrap().outputs[0].consumers,
+            0..2
+        );
     }
 }

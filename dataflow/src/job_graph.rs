@@ -11,12 +11,10 @@
 //! any operator of the chain (`source_operator`) and always enters the head of its
 //! target vertex.
 //!
-//! **Channels.** For vertex `v`, subtask `j`, the input channels are numbered by walking
-//! `v`'s input edges in edge order and, within each, the upstream subtasks in
-//! [`input_sources`] order. [`JobGraph::input_channel_index`] gives the number for one
-//! (edge, upstream subtask), [`JobGraph::num_input_channels`] the count. Output channel
-//! `k` of an edge is the `k`-th subtask of [`output_targets`]. The data plane wiring
-//! (local executor, TaskExecutor) and the task agree through these functions.
+//! **Channels.** Which subpartition of which producer feeds each input channel of a
+//! subtask, and how many subpartitions each output partition has, is computed in one
+//! place, [`JobGraph::wiring`] ([`wiring`](crate::wiring)); the JobMaster, the
+//! TaskExecutor's data-plane set-up and the task all use it.
 //!
 //! [`JobGraph::validate`] is the submission check: structure, parallelism, forward
 //! edges, cycles, and every operator/key-selector name against a registry.
@@ -25,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataflowError, Result};
 use crate::ids::{JobId, VertexId};
-use crate::partitioning::{input_sources, output_targets, Partitioning};
+use crate::partitioning::Partitioning;
 use crate::registry::{OperatorKind, OperatorRegistry};
 use crate::spec::OperatorSpec;
 
@@ -107,58 +105,6 @@ impl JobGraph {
             .iter()
             .enumerate()
             .filter(move |(_, e)| e.target == v)
-    }
-
-    fn parallelism(&self, v: VertexId) -> Result<u32> {
-        self.vertex(v)
-            .map(|v| v.parallelism)
-            .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {v}")))
-    }
-
-    /// Number of input channels of subtask `subtask` of vertex `v`.
-    pub fn num_input_channels(&self, v: VertexId, subtask: u32) -> Result<u32> {
-        let down = self.parallelism(v)?;
-        let mut n = 0;
-        for (_, e) in self.input_edges(v) {
-            let up = self.parallelism(e.source)?;
-            n += input_sources(e.partitioning.is_pointwise(), subtask, up, down).len() as u32;
-        }
-        Ok(n)
-    }
-
-    /// The input channel of downstream subtask `downstream` that carries edge `edge`'s
-    /// data from upstream subtask `upstream`; `None` if they are not connected.
-    pub fn input_channel_index(&self, edge: usize, upstream: u32, downstream: u32) -> Option<u32> {
-        let e = self.edges.get(edge)?;
-        let down = self.vertex(e.target)?.parallelism;
-        let mut offset = 0;
-        for (i, other) in self.input_edges(e.target) {
-            let up = self.vertex(other.source)?.parallelism;
-            let sources = input_sources(other.partitioning.is_pointwise(), downstream, up, down);
-            if i == edge {
-                return sources
-                    .clone()
-                    .position(|s| s == upstream)
-                    .map(|p| offset + p as u32);
-            }
-            offset += sources.len() as u32;
-        }
-        None
-    }
-
-    /// Downstream subtasks that subtask `upstream` of edge `edge`'s source sends to, in
-    /// output channel order.
-    pub fn output_channels(&self, edge: usize, upstream: u32) -> Result<std::ops::Range<u32>> {
-        let e = self
-            .edges
-            .get(edge)
-            .ok_or_else(|| DataflowError::InvalidGraph(format!("no edge {edge}")))?;
-        Ok(output_targets(
-            e.partitioning.is_pointwise(),
-            upstream,
-            self.parallelism(e.source)?,
-            self.parallelism(e.target)?,
-        ))
     }
 
     /// Serializes with rmp-serde (the RPC encoding).

@@ -13,9 +13,11 @@
 //!    runs [`JobGraph::validate`] against its own registry, so unknown operator names,
 //!    cycles and bad parallelism are submission errors.
 //! 4. **Run** each vertex × subtask as a [`StreamTask`] on its own thread with a
-//!    [`TaskInput`] and one [`TaskOutput`] per output edge ([`task_io`]); the
-//!    [`LocalExecutor`] does all of this in-process over in-memory channels, a
-//!    TaskExecutor over the data plane with [`create_task_io`] ([`network_io`]).
+//!    [`TaskInput`] and one [`TaskOutput`] per output edge ([`task_io`]), which a
+//!    TaskExecutor creates over the data plane with [`create_task_io`] ([`network_io`])
+//!    from the channel layout of [`JobGraph::wiring`] ([`wiring`]). There is one
+//!    runtime: to run a job in one process, start a MiniCluster (rill-endpoints), whose
+//!    TaskExecutors connect tasks of one process through the network's local channels.
 //!
 //! # Records
 //!
@@ -39,8 +41,8 @@
 //!     collect: None,
 //!     config: TaskConfig::default(),
 //! };
-//! // Input: job.num_input_channels(vertex, subtask) channels (None for sources);
-//! // outputs: one per job.output_edges(vertex), channels per job.output_channels(..).
+//! // Input: job.wiring(vertex, subtask)?.inputs.len() channels (None for sources);
+//! // outputs: one per job.wiring(vertex, subtask)?.outputs, in output-edge order.
 //! let task = StreamTask::new(job, vertex, subtask, env, inputs(), outputs())?;
 //! let handle = task.spawn(|outcome| println!("task ended: {outcome:?}"))?;
 //! handle.cancel();
@@ -64,8 +66,6 @@ pub mod jobs;
 pub mod key;
 pub mod key_group;
 pub mod keyed;
-pub mod local_channel;
-pub mod local_executor;
 pub mod mailbox;
 pub mod network_io;
 pub mod operator;
@@ -81,6 +81,7 @@ pub mod task_io;
 pub mod two_phase_commit;
 pub mod value;
 pub mod watermark;
+pub mod wiring;
 
 pub use collect::{CollectBuffer, CollectSink};
 pub use element::{StreamElement, StreamEvent, StreamRecord, WatermarkStatus};
@@ -89,7 +90,6 @@ pub use error::{DataflowError, Result};
 pub use ids::{JobId, ParseJobIdError, VertexId};
 pub use job_graph::{ChainedOperator, JobEdge, JobGraph, JobVertex};
 pub use keyed::KeyedProcessFunction;
-pub use local_executor::{JobOutcome, JobResult, LocalExecutor, LocalExecutorConfig};
 pub use mailbox::{Mail, MailboxSender};
 pub use network_io::{
     create_task_io, input_channel_specs, ChannelLocation, InputChannelSpec, NetworkInput,
@@ -107,6 +107,7 @@ pub use state_config::StateConfig;
 pub use stream_task::{StreamTask, TaskConfig, TaskEnvironment, TaskHandle, TaskOutcome};
 pub use task_io::{InputEvent, TaskInput, TaskOutput};
 pub use value::Value;
+pub use wiring::{InputChannel, OutputPartition, SubtaskWiring};
 
 #[cfg(test)]
 mod tests;

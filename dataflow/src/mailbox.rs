@@ -1,7 +1,7 @@
 //! The task mailbox: actions for a task's thread, run between batches.
 //!
-//! A task's state is touched only by its own thread; anyone else (the TaskExecutor, the
-//! local executor, later the checkpoint coordinator and timer service) *sends mail*. The
+//! A task's state is touched only by its own thread; anyone else (the TaskExecutor,
+//! later the checkpoint coordinator and timer service) *sends mail*. The
 //! task checks [`Mailbox::has_mail`] — one atomic load — after every batch and runs all
 //! pending mails then, so a mail waits at most one batch.
 //!

@@ -2,13 +2,14 @@
 //!
 //! A TaskExecutor deploys a subtask in three steps:
 //!
-//! 1. compute the subtask's input channels, in
-//!    [`JobGraph::input_channel_index`] order, with [`input_channel_specs`]: for each
-//!    (input edge, upstream subtask) the producer's [`PartitionId`], the subpartition
-//!    this subtask reads, and where the producer runs ([`ChannelLocation`]);
+//! 1. compute the subtask's input channels, in [`JobGraph::wiring`] order, with
+//!    [`input_channel_specs`]: for each (input edge, upstream subtask) the producer's
+//!    [`PartitionId`], the subpartition this subtask reads, and where the producer runs
+//!    ([`ChannelLocation`]) (a JobMaster does the same from [`JobGraph::wiring`] when it
+//!    builds deployment descriptors);
 //! 2. [`create_task_io`]: creates and registers one result partition per output edge
-//!    (one subpartition per output channel, [`JobGraph::output_channels`]) with a
-//!    [`RecordWriter`] each, and one input gate whose channel `i` reads `inputs[i]`;
+//!    (with the subpartitions [`JobGraph::wiring`] gives it) with a [`RecordWriter`]
+//!    each, and one input gate whose channel `i` reads `inputs[i]`;
 //! 3. hand [`NetworkTaskIo::input`] and [`NetworkTaskIo::outputs`] to
 //!    [`StreamTask::new`](crate::stream_task::StreamTask::new).
 //!
@@ -40,8 +41,7 @@
 //! same effect; unregistering it is still the deployer's job. A release does **not**
 //! wake a consumer already blocked on an empty channel (the network notifies readers
 //! only when something is queued), so when a task fails the deployer must cancel the
-//! tasks that consume from it, as the local executor does; every task should be
-//! canceled anyway.
+//! tasks that consume from it; every task should be canceled anyway.
 //!
 //! # Cancel
 //!
@@ -69,8 +69,8 @@
 //! rather than silently breaking exactly-once.
 //!
 //! Channel selection per edge ([`channel_selector`]): forward → `Forward`, rebalance and
-//! rescale → round-robin starting at the subtask index (as
-//! [`partitioning::ChannelSelector`](crate::partitioning::ChannelSelector)), hash →
+//! rescale → round-robin starting at the subtask index, so parallel producers spread
+//! their first records, hash →
 //! [`ChannelSelector::Keyed`]: the operator chain computes each record's target channel
 //! with [`key_group::operator_index_for_key`](crate::key_group::operator_index_for_key)
 //! over the *target* vertex's parallelism and max parallelism (rill-state's formula) and
@@ -130,7 +130,7 @@ use crate::error::{DataflowError, Result};
 use crate::ids::VertexId;
 use crate::job_graph::{JobGraph, JobVertex};
 use crate::mailbox::InputWaker;
-use crate::partitioning::{input_sources, Partitioning};
+use crate::partitioning::Partitioning;
 use crate::stream_task::TaskConfig;
 use crate::task_io::{InputEvent, TaskInput, TaskOutput};
 
@@ -149,15 +149,15 @@ pub enum ChannelLocation {
 pub struct InputChannelSpec {
     /// The producer subtask's partition for this edge.
     pub partition: PartitionId,
-    /// The subpartition of `partition` meant for this subtask (its index in the
-    /// producer's [`JobGraph::output_channels`]).
+    /// The subpartition of `partition` meant for this subtask
+    /// ([`InputChannel::subpartition`](crate::wiring::InputChannel::subpartition)).
     pub subpartition: u32,
     /// Where the producer runs.
     pub location: ChannelLocation,
 }
 
-/// One output edge: the partition to create. Its number of subpartitions is
-/// `job.output_channels(edge, subtask).len()`.
+/// One output edge: the partition to create. Its number of subpartitions comes from
+/// [`JobGraph::wiring`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputSpec {
     /// The id the partition is registered under (unique in its environment; consumers
@@ -192,21 +192,13 @@ impl std::fmt::Debug for NetworkTaskIo {
     }
 }
 
-fn vertex_of(job: &JobGraph, vertex: VertexId, subtask: u32) -> Result<&JobVertex> {
-    let v = job
-        .vertex(vertex)
-        .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {vertex}")))?;
-    if subtask >= v.parallelism {
-        return Err(DataflowError::InvalidGraph(format!(
-            "subtask {subtask} of `{}` with parallelism {}",
-            v.name, v.parallelism
-        )));
-    }
-    Ok(v)
+fn vertex_of(job: &JobGraph, vertex: VertexId) -> Result<&JobVertex> {
+    job.vertex(vertex)
+        .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {vertex}")))
 }
 
 /// The input channels of subtask `subtask` of `vertex`, in the task's input-channel order
-/// ([`JobGraph::input_channel_index`]), ready for [`create_task_io`].
+/// ([`JobGraph::wiring`]), ready for [`create_task_io`].
 ///
 /// `producer(edge, upstream_subtask)` says which partition that upstream subtask
 /// created for input edge `edge` (an index into `job.edges`) and where it runs; the
@@ -217,31 +209,18 @@ pub fn input_channel_specs(
     subtask: u32,
     mut producer: impl FnMut(usize, u32) -> Result<(PartitionId, ChannelLocation)>,
 ) -> Result<Vec<InputChannelSpec>> {
-    let down = vertex_of(job, vertex, subtask)?.parallelism;
-    let mut specs = Vec::new();
-    for (edge, e) in job.input_edges(vertex) {
-        let up = job
-            .vertex(e.source)
-            .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {}", e.source)))?
-            .parallelism;
-        for upstream in input_sources(e.partitioning.is_pointwise(), subtask, up, down) {
-            let subpartition = job
-                .output_channels(edge, upstream)?
-                .position(|t| t == subtask)
-                .ok_or_else(|| {
-                    DataflowError::InvalidGraph(format!(
-                        "edge {edge}: subtask {upstream} does not send to subtask {subtask}"
-                    ))
-                })?;
-            let (partition, location) = producer(edge, upstream)?;
-            specs.push(InputChannelSpec {
+    job.wiring(vertex, subtask)?
+        .inputs
+        .iter()
+        .map(|c| {
+            let (partition, location) = producer(c.edge, c.upstream)?;
+            Ok(InputChannelSpec {
                 partition,
-                subpartition: subpartition as u32,
+                subpartition: c.subpartition,
                 location,
-            });
-        }
-    }
-    Ok(specs)
+            })
+        })
+        .collect()
 }
 
 /// The network channel selector for an edge with `partitioning`, for producer subtask
@@ -269,11 +248,11 @@ pub fn writer_buffer_timeout(buffer_timeout: Duration) -> BufferTimeout {
 /// Creates the data-plane endpoints of subtask `subtask` of `vertex`.
 ///
 /// * `outputs[i]` names the partition of the vertex's `i`-th output edge; it is created
-///   with `job.output_channels(edge, subtask).len()` subpartitions and registered in
+///   with the subpartitions of [`JobGraph::wiring`]'s `outputs[i]` and registered in
 ///   `net`, and written by a [`NetworkOutput`] selecting channels by the edge's
 ///   partitioning ([`channel_selector`]).
 /// * `inputs[i]` becomes input channel `i` of the gate; the vector must follow
-///   [`JobGraph::input_channel_index`] order (use [`input_channel_specs`]) and be empty
+///   [`JobGraph::wiring`] order (use [`input_channel_specs`]) and be empty
 ///   for a source vertex.
 /// * `config.buffer_timeout` picks the writers' flush mode ([`writer_buffer_timeout`]),
 ///   `config.batch_size` the most records one input poll returns.
@@ -292,8 +271,9 @@ pub fn create_task_io(
     inputs: Vec<InputChannelSpec>,
     config: &TaskConfig,
 ) -> Result<NetworkTaskIo> {
-    let v = vertex_of(job, vertex, subtask)?;
-    let edges = job.output_edges(vertex).count();
+    let wiring = job.wiring(vertex, subtask)?;
+    let v = vertex_of(job, vertex)?;
+    let edges = wiring.outputs.len();
     if outputs.len() != edges {
         return Err(DataflowError::InvalidGraph(format!(
             "`{}` subtask {subtask} has {edges} output edges but got {} output specs",
@@ -301,7 +281,7 @@ pub fn create_task_io(
             outputs.len()
         )));
     }
-    let channels = job.num_input_channels(vertex, subtask)? as usize;
+    let channels = wiring.inputs.len();
     if inputs.len() != channels {
         return Err(DataflowError::InvalidGraph(format!(
             "`{}` subtask {subtask} has {channels} input channels but got {} input channel specs",
@@ -316,8 +296,13 @@ pub fn create_task_io(
         ids: Vec::with_capacity(outputs.len()),
     };
     let mut outs: Vec<Box<dyn TaskOutput>> = Vec::with_capacity(outputs.len());
-    for ((edge, e), spec) in job.output_edges(vertex).zip(outputs) {
-        let n = job.output_channels(edge, subtask)?.len() as u32;
+    for ((out, (edge, e)), spec) in wiring
+        .outputs
+        .iter()
+        .zip(job.output_edges(vertex))
+        .zip(outputs)
+    {
+        let n = out.num_subpartitions();
         let partition = net.create_partition(spec.partition, n).map_err(|err| {
             DataflowError::network(
                 format!(

@@ -9,11 +9,11 @@
 //!   range of downstream subtasks (fan-out) or several upstream subtasks share one
 //!   downstream subtask (fan-in). With equal parallelism it is `i → i`.
 //!
-//! [`output_targets`] and [`input_sources`] compute those ranges; output channel `k` of
-//! an upstream subtask is the `k`-th subtask of its target range, and input channel `k`
-//! of a downstream subtask (within one edge) is the `k`-th subtask of its source range.
-//! [`ChannelSelector`] picks channels per record. On hash edges the channel is the key's
-//! owner among the downstream subtasks,
+//! `output_targets` and `input_sources` compute those ranges, for
+//! [`JobGraph::wiring`](crate::job_graph::JobGraph::wiring) only, which turns them into
+//! channels and subpartitions. Per record, the network's channel selectors pick the
+//! channel ([`network_io::channel_selector`](crate::network_io::channel_selector)). On
+//! hash edges the channel is the key's owner among the downstream subtasks,
 //! [`operator_index_for_key`](crate::key_group::operator_index_for_key) over the
 //! downstream parallelism and max parallelism, which the operator chain computes.
 
@@ -64,7 +64,12 @@ fn div_ceil(a: u64, b: u64) -> u64 {
 }
 
 /// Downstream subtasks that upstream subtask `index` sends to, in output-channel order.
-pub fn output_targets(pointwise: bool, index: u32, upstream: u32, downstream: u32) -> Range<u32> {
+pub(crate) fn output_targets(
+    pointwise: bool,
+    index: u32,
+    upstream: u32,
+    downstream: u32,
+) -> Range<u32> {
     if !pointwise {
         return 0..downstream;
     }
@@ -78,7 +83,12 @@ pub fn output_targets(pointwise: bool, index: u32, upstream: u32, downstream: u3
 }
 
 /// Upstream subtasks that downstream subtask `index` receives from, in input-channel order.
-pub fn input_sources(pointwise: bool, index: u32, upstream: u32, downstream: u32) -> Range<u32> {
+pub(crate) fn input_sources(
+    pointwise: bool,
+    index: u32,
+    upstream: u32,
+    downstream: u32,
+) -> Range<u32> {
     if !pointwise {
         return 0..upstream;
     }
@@ -88,77 +98,6 @@ pub fn input_sources(pointwise: bool, index: u32, upstream: u32, downstream: u32
     } else {
         let s = (j * up / down) as u32;
         s..s + 1
-    }
-}
-
-/// Where one record goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Selection {
-    /// To this output channel.
-    One(u32),
-    /// To every output channel.
-    All,
-}
-
-/// Picks the output channel of each record for one output edge of one subtask.
-#[derive(Clone, Debug)]
-pub struct ChannelSelector {
-    mode: Mode,
-    num_channels: u32,
-    next: u32,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    RoundRobin,
-    Hash,
-    Broadcast,
-}
-
-impl ChannelSelector {
-    /// A selector over `num_channels` output channels (≥ 1; for hash partitioning the
-    /// downstream parallelism); round-robin starts at `subtask_index` so parallel
-    /// producers spread their first records.
-    pub fn new(partitioning: &Partitioning, num_channels: u32, subtask_index: u32) -> Self {
-        let mode = match partitioning {
-            Partitioning::Forward | Partitioning::Rebalance | Partitioning::Rescale => {
-                Mode::RoundRobin
-            }
-            Partitioning::Hash { .. } => Mode::Hash,
-            Partitioning::Broadcast => Mode::Broadcast,
-        };
-        let num_channels = num_channels.max(1);
-        Self {
-            mode,
-            num_channels,
-            next: subtask_index % num_channels,
-        }
-    }
-
-    /// Whether [`select`](Self::select) needs the record's target channel.
-    pub fn is_keyed(&self) -> bool {
-        matches!(self.mode, Mode::Hash)
-    }
-
-    /// The channel(s) for the next record; `channel` (the record's target channel on a
-    /// hash edge) is only read for hash partitioning, and clamped to the channels.
-    #[inline]
-    pub fn select(&mut self, channel: u32) -> Selection {
-        match self.mode {
-            Mode::RoundRobin => {
-                let c = self.next;
-                self.next += 1;
-                if self.next == self.num_channels {
-                    self.next = 0;
-                }
-                Selection::One(c)
-            }
-            Mode::Hash => {
-                debug_assert!(channel < self.num_channels);
-                Selection::One(channel.min(self.num_channels - 1))
-            }
-            Mode::Broadcast => Selection::All,
-        }
     }
 }
 
@@ -189,13 +128,5 @@ mod tests {
         }
         assert_eq!(output_targets(true, 2, 4, 4), 2..3);
         assert_eq!(output_targets(false, 2, 4, 3), 0..3);
-    }
-
-    #[test]
-    fn round_robin_cycles_from_subtask_index() {
-        let mut s = ChannelSelector::new(&Partitioning::Rebalance, 3, 1);
-        let picks: Vec<_> = (0..4).map(|_| s.select(0)).collect();
-        use Selection::One;
-        assert_eq!(picks, vec![One(1), One(2), One(0), One(1)]);
     }
 }

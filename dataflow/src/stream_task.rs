@@ -1,10 +1,10 @@
 //! StreamTask: one subtask of one vertex, run by one OS thread in a mailbox loop.
 //!
-//! How a runtime runs a subtask (TaskExecutor, local executor):
+//! How the TaskExecutor runs a subtask:
 //!
-//! 1. build a [`TaskInput`] with
-//!    [`JobGraph::num_input_channels`](crate::job_graph::JobGraph::num_input_channels)
-//!    channels (none for a source vertex) and one [`TaskOutput`] per output edge;
+//! 1. build a [`TaskInput`] with the input channels of
+//!    [`JobGraph::wiring`](crate::job_graph::JobGraph::wiring) (none for a source
+//!    vertex) and one [`TaskOutput`] per output edge;
 //! 2. [`StreamTask::new`] checks that they fit the vertex; keep
 //!    [`StreamTask::mailbox`] to cancel it later;
 //! 3. [`StreamTask::spawn`] (or call [`StreamTask::run`] on a thread of your own);
@@ -202,17 +202,12 @@ impl StreamTask {
         input: Option<Box<dyn TaskInput>>,
         outputs: Vec<Box<dyn TaskOutput>>,
     ) -> Result<Self> {
+        // Checks the vertex and the subtask index too.
+        let channels = job.wiring(vertex, subtask_index)?.inputs.len();
         let v = job
             .vertex(vertex)
             .ok_or_else(|| DataflowError::InvalidGraph(format!("no vertex {vertex}")))?;
-        if subtask_index >= v.parallelism {
-            return Err(DataflowError::InvalidGraph(format!(
-                "subtask {subtask_index} of `{}` with parallelism {}",
-                v.name, v.parallelism
-            )));
-        }
         let is_source = v.operators.first().map(|o| o.spec.kind) == Some(OperatorKind::Source);
-        let channels = job.num_input_channels(vertex, subtask_index)? as usize;
         match (&input, is_source) {
             (None, true) => {}
             (Some(i), false) if i.num_channels() == channels => {}

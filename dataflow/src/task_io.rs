@@ -1,21 +1,19 @@
 //! The task's view of the data plane: [`TaskInput`] and [`TaskOutput`].
 //!
-//! A [`StreamTask`](crate::stream_task::StreamTask) does not know whether its channels
-//! are in-memory queues ([`local_channel`](crate::local_channel)) or the network's
-//! `InputGate` / `RecordWriter`s; the runtime that deploys the task provides these two
-//! traits. Both move records in batches (`Vec<StreamRecord>`), so dynamic dispatch
-//! happens once per batch.
+//! A [`StreamTask`](crate::stream_task::StreamTask) does not know how its channels are
+//! implemented; the runtime that deploys the task provides these two traits. Both move
+//! records in batches (`Vec<StreamRecord>`), so dynamic dispatch happens once per batch.
 //!
 //! **Input contract.** Channels are numbered `0..num_channels()` as
-//! [`JobGraph::input_channel_index`](crate::job_graph::JobGraph::input_channel_index)
-//! defines. Each channel delivers records and events in order and ends with
+//! [`JobGraph::wiring`](crate::job_graph::JobGraph::wiring) defines. Each channel delivers records and events in order and ends with
 //! `EndOfInput`. `poll` blocks until something arrives *or* the waker returned by
 //! [`TaskInput::waker`] is called, in which case it returns
 //! [`InputEvent::MailboxWake`] (spurious wake-ups are allowed).
 //!
 //! **Output contract.** One `TaskOutput` per output edge of the vertex, in
 //! [`JobGraph::output_edges`](crate::job_graph::JobGraph::output_edges) order. It owns
-//! the edge's channel selection (see [`ChannelSelector`](crate::partitioning::ChannelSelector));
+//! the edge's channel selection (see
+//! [`network_io::channel_selector`](crate::network_io::channel_selector));
 //! for hash-partitioned edges the task supplies each record's target channel (the
 //! downstream subtask owning the record's key group, computed by the operator chain). Events are
 //! broadcast to every channel after everything emitted before them. Implementations may
@@ -23,9 +21,10 @@
 //! calls it before blocking on input, when a source idles, every buffer timeout, and at
 //! the end.
 //!
-//! Implementations: [`local_channel`](crate::local_channel) (in-memory queues, the
-//! local executor) and [`network_io`](crate::network_io) (rill-network's
-//! `RecordWriter`s and `InputGate`, records encoded with [`codec`](crate::codec)).
+//! The implementation is [`network_io`](crate::network_io): rill-network's
+//! `RecordWriter`s and `InputGate`, records encoded with [`codec`](crate::codec), over
+//! local channels between tasks of one process and QUIC between processes. It is the
+//! only one, so that barriers, alignment and recovery exist once (DESIGN §3).
 
 use crate::element::{StreamEvent, StreamRecord};
 use crate::error::Result;

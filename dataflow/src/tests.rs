@@ -1,143 +1,78 @@
-//! End-to-end tests: whole jobs on the local executor, and single tasks driven by hand.
+//! Single tasks driven by hand over the network's local channels, as a TaskExecutor
+//! wires them: every subtask's I/O comes from `create_task_io` on one environment, and a
+//! test plays the producers by writing to their outputs. Whole jobs run on a MiniCluster
+//! (rill-endpoints' `tests/jobs.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rill_network::{NetworkConfig, NetworkEnvironment, PartitionId};
+
 use crate::builtins::{self, DatagenConfig};
 use crate::jobs;
-use crate::key;
-use crate::local_channel::{local_queue, LocalInput, LocalMessage};
 use crate::*;
 
-fn executor() -> LocalExecutor {
-    let mut r = OperatorRegistry::new();
-    r.register_map("t.times10", |()| {
-        Ok(|v: Value| {
-            v.as_i64()
-                .map(|x| Value::I64(x * 10))
-                .ok_or(DataflowError::TypeMismatch {
-                    operator: "t.times10".into(),
-                    expected: "i64",
-                    actual: "other",
+fn net() -> NetworkEnvironment {
+    NetworkEnvironment::new(NetworkConfig {
+        memory: 256 * 4096,
+        segment_size: 4096,
+        ..NetworkConfig::default()
+    })
+    .unwrap()
+}
+
+/// The partition subtask `subtask` creates for edge `edge`.
+fn pid(edge: usize, subtask: u32) -> PartitionId {
+    PartitionId(((edge as u128 + 1) << 32) | u128::from(subtask))
+}
+
+/// The I/O of every subtask of `job` on `net`, all channels local, created in
+/// topological order (producers before consumers).
+fn wire(net: &NetworkEnvironment, job: &JobGraph) -> BTreeMap<(VertexId, u32), NetworkTaskIo> {
+    let mut ios = BTreeMap::new();
+    for v in job.topological_order().unwrap() {
+        for s in 0..job.vertex(v).unwrap().parallelism {
+            let outputs: Vec<OutputSpec> = job
+                .output_edges(v)
+                .map(|(e, _)| OutputSpec {
+                    partition: pid(e, s),
                 })
-        })
-    })
-    .unwrap();
-    r.register_filter("t.even", |()| {
-        Ok(|v: &Value| Ok(v.as_i64().is_some_and(|x| x % 2 == 0)))
-    })
-    .unwrap();
-    r.register_map("t.fail_at", |at: i64| {
-        Ok(move |v: Value| {
-            if v.as_i64() == Some(at) {
-                Err(DataflowError::Operator {
-                    operator: "t.fail_at".into(),
-                    message: format!("saw {at}"),
-                })
-            } else {
-                Ok(v)
-            }
-        })
-    })
-    .unwrap();
-    r.register_map("t.panic_at", |at: i64| {
-        Ok(move |v: Value| {
-            assert_ne!(v.as_i64(), Some(at), "user code panicked");
-            Ok(v)
-        })
-    })
-    .unwrap();
-    LocalExecutor::with_config(
-        Arc::new(r),
-        LocalExecutorConfig {
-            // Small batches and queues exercise batching boundaries and backpressure.
-            batch_size: 7,
-            queue_capacity: 2,
-            ..Default::default()
-        },
-    )
-}
-
-fn finished(r: &JobResult) {
-    assert!(matches!(r.outcome, JobOutcome::Finished), "{:?}", r.outcome);
-}
-
-fn sorted_i64(values: &[Value]) -> Vec<i64> {
-    let mut v: Vec<i64> = values.iter().filter_map(Value::as_i64).collect();
-    v.sort_unstable();
-    v
-}
-
-fn wordcount_at(parallelism: u32) {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.txt");
-    let output = dir.path().join("out.txt");
-    let mut text = String::new();
-    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-    for i in 0..400 {
-        let line = format!("The quick fox {} jumps, the DOG w{}!", i % 3, i % 17);
-        for w in line
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-        {
-            *expected.entry(w.to_lowercase()).or_default() += 1;
+                .collect();
+            let inputs = input_channel_specs(job, v, s, |edge, up| {
+                Ok((pid(edge, up), ChannelLocation::Local))
+            })
+            .unwrap();
+            let io =
+                create_task_io(net, job, v, s, &outputs, inputs, &TaskConfig::default()).unwrap();
+            ios.insert((v, s), io);
         }
-        text.push_str(&line);
-        text.push('\n');
     }
-    std::fs::write(&input, text).unwrap();
-    let job = jobs::wordcount(
-        input.to_str().unwrap(),
-        output.to_str().unwrap(),
-        parallelism,
-    )
-    .unwrap();
-    finished(&executor().execute(&job).unwrap());
-    let mut got = BTreeMap::new();
-    for line in std::fs::read_to_string(&output).unwrap().lines() {
-        let inner = line.trim_start_matches('(').trim_end_matches(')');
-        let (w, n) = inner.rsplit_once(',').unwrap();
-        assert!(
-            got.insert(w.to_owned(), n.parse::<i64>().unwrap())
-                .is_none(),
-            "{w} twice"
-        );
-    }
-    assert_eq!(got, expected);
+    ios
 }
 
-#[test]
-fn wordcount_parallelism_1() {
-    wordcount_at(1);
+/// The single output of subtask `subtask` of `vertex`, to be driven by hand.
+fn output(
+    ios: &mut BTreeMap<(VertexId, u32), NetworkTaskIo>,
+    vertex: u32,
+    subtask: u32,
+) -> Box<dyn TaskOutput> {
+    let io = ios.get_mut(&(VertexId(vertex), subtask)).unwrap();
+    assert_eq!(io.outputs.len(), 1);
+    io.outputs.pop().unwrap()
 }
 
-#[test]
-fn wordcount_parallelism_4() {
-    wordcount_at(4);
-}
-
-fn keyed_sum_at(parallelism: u32) {
-    let (rows, keys) = (100_003, 97);
-    let job = jobs::keyed_sum(Some(rows), keys, None, parallelism).unwrap();
-    let result = executor().execute(&job).unwrap();
-    finished(&result);
-    let out = result.collected(jobs::KEYED_SUM_COLLECT_ID);
-    assert_eq!(out.len(), keys as usize);
-    assert_eq!(
-        jobs::keyed_sum_checksum(out).unwrap(),
-        jobs::expected_keyed_sum_checksum(rows, keys)
-    );
-}
-
-#[test]
-fn keyed_sum_parallelism_1() {
-    keyed_sum_at(1);
-}
-
-#[test]
-fn keyed_sum_parallelism_4() {
-    keyed_sum_at(4);
+/// The input of subtask `subtask` of `vertex`.
+fn input(
+    ios: &mut BTreeMap<(VertexId, u32), NetworkTaskIo>,
+    vertex: u32,
+    subtask: u32,
+) -> Box<dyn TaskInput> {
+    ios.get_mut(&(VertexId(vertex), subtask))
+        .unwrap()
+        .input
+        .take()
+        .unwrap()
 }
 
 #[test]
@@ -160,156 +95,7 @@ fn expected_checksum_matches_brute_force() {
     );
 }
 
-#[test]
-fn map_filter_union_rebalance_broadcast() {
-    let env = StreamExecutionEnvironment::new();
-    env.set_parallelism(3);
-    let a = env.add_source(builtins::datagen(DatagenConfig::bounded(50)));
-    let b = env
-        .add_source(builtins::collection((100..110).map(Value::I64).collect()))
-        .parallelism(2);
-    let merged = a
-        .union(&[&b.rebalance()])
-        .filter(FactoryRef::unit("t.even"))
-        .map(FactoryRef::unit("t.times10"))
-        .parallelism(2);
-    merged
-        .rebalance()
-        .sink(builtins::collect("all"))
-        .parallelism(4);
-    merged
-        .broadcast()
-        .sink(builtins::collect("bcast"))
-        .parallelism(3);
-    let result = executor().execute(&env.job_graph("t").unwrap()).unwrap();
-    finished(&result);
-    let expected: Vec<i64> = (0..50)
-        .chain(100..110)
-        .filter(|x| x % 2 == 0)
-        .map(|x| x * 10)
-        .collect();
-    assert_eq!(sorted_i64(result.collected("all")), expected);
-    let mut thrice: Vec<i64> = expected.iter().flat_map(|x| [*x; 3]).collect();
-    thrice.sort_unstable();
-    assert_eq!(sorted_i64(result.collected("bcast")), thrice);
-}
-
-#[test]
-fn reduce_emits_running_sums_per_key() {
-    let env = StreamExecutionEnvironment::new();
-    env.set_parallelism(2);
-    env.add_source(builtins::collection((1..=6).map(Value::I64).collect()))
-        .key_by(key::by_i64_mod(2))
-        .reduce(builtins::sum())
-        .sink(builtins::collect("sums"));
-    let result = executor().execute(&env.job_graph("t").unwrap()).unwrap();
-    finished(&result);
-    let got = sorted_i64(result.collected("sums"));
-    // Odd key: 1, 4, 9; even key: 2, 6, 12 — whatever the interleaving, each partial sum once.
-    assert_eq!(got, vec![1, 2, 4, 6, 9, 12]);
-}
-
-#[test]
-fn operator_failure_fails_the_job_and_cancels_the_rest() {
-    let env = StreamExecutionEnvironment::new();
-    env.set_parallelism(2);
-    env.add_source(builtins::datagen(DatagenConfig::default())) // unbounded
-        .map(FactoryRef::new("t.fail_at", &5_000i64).unwrap())
-        .rebalance()
-        .sink(builtins::blackhole());
-    let result = executor().execute(&env.job_graph("t").unwrap()).unwrap();
-    match result.outcome {
-        JobOutcome::Failed(DataflowError::Operator { message, .. }) => {
-            assert_eq!(message, "saw 5000")
-        }
-        other => panic!("expected the map's failure, got {other:?}"),
-    }
-}
-
-#[test]
-fn operator_panic_fails_the_job_and_cancels_the_rest() {
-    let env = StreamExecutionEnvironment::new();
-    env.add_source(builtins::datagen(DatagenConfig::default())) // unbounded
-        .rebalance()
-        .map(FactoryRef::new("t.panic_at", &100i64).unwrap())
-        .sink(builtins::blackhole());
-    let result = executor().execute(&env.job_graph("t").unwrap()).unwrap();
-    assert!(
-        matches!(&result.outcome, JobOutcome::Failed(DataflowError::Operator { message, .. }) if message.contains("user code panicked")),
-        "{:?}",
-        result.outcome
-    );
-}
-
-#[test]
-fn file_sink_directory_gets_one_part_per_subtask() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let env = StreamExecutionEnvironment::new();
-    env.set_parallelism(3);
-    env.add_source(builtins::datagen(DatagenConfig::bounded(30)))
-        .sink(builtins::file_sink_dir(out.to_str().unwrap()));
-    finished(&executor().execute(&env.job_graph("t").unwrap()).unwrap());
-    let mut all = Vec::new();
-    for i in 0..3 {
-        let text = std::fs::read_to_string(out.join(format!("part-{i}"))).unwrap();
-        all.extend(text.lines().map(|l| l.parse::<i64>().unwrap()));
-    }
-    all.sort_unstable();
-    assert_eq!(all, (0..30).collect::<Vec<_>>());
-}
-
-#[test]
-fn unbounded_job_is_canceled_through_mailboxes() {
-    let job = jobs::keyed_sum(None, 10, Some(1_000.0), 2).unwrap();
-    let handle = executor().start(&job).unwrap();
-    handle.cancel();
-    let result = handle.wait();
-    assert!(
-        matches!(result.outcome, JobOutcome::Canceled),
-        "{:?}",
-        result.outcome
-    );
-}
-
-#[test]
-fn unknown_operator_rejected_before_start() {
-    let env = StreamExecutionEnvironment::new();
-    env.add_source(builtins::datagen(DatagenConfig::bounded(1)))
-        .map(FactoryRef::unit("nobody.registered.this"))
-        .sink(builtins::blackhole());
-    let err = executor().start(&env.job_graph("t").unwrap()).err();
-    assert!(
-        matches!(err, Some(DataflowError::UnknownOperator { ref name }) if name == "nobody.registered.this")
-    );
-}
-
-#[test]
-fn socket_source_reads_lines_until_close() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        use std::io::Write;
-        let (mut s, _) = listener.accept().unwrap();
-        s.write_all(b"hello world\r\nhello").unwrap();
-        s.flush().unwrap();
-        s.write_all(b" again\nlast").unwrap();
-    });
-    let env = StreamExecutionEnvironment::new();
-    env.add_source(builtins::socket_lines("127.0.0.1", port))
-        .sink(builtins::collect("lines"));
-    let result = executor().execute(&env.job_graph("t").unwrap()).unwrap();
-    server.join().unwrap();
-    finished(&result);
-    let lines: Vec<String> = result
-        .collected("lines")
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    assert_eq!(lines, ["hello world", "hello again", "last"]);
-}
-
-/// A hand-driven task: cancel reaches a task blocked on an empty input.
+/// Cancel reaches a task blocked on an empty input.
 #[test]
 fn cancel_wakes_a_task_blocked_on_input() {
     let env = StreamExecutionEnvironment::new();
@@ -317,29 +103,38 @@ fn cancel_wakes_a_task_blocked_on_input() {
         .rebalance()
         .sink(builtins::blackhole());
     let job = Arc::new(env.job_graph("t").unwrap());
-    let (tx, rx) = local_queue(4);
-    let input = LocalInput::new(rx, tx.clone(), 1);
+    let net = net();
+    let mut ios = wire(&net, &job);
+    // Kept, never written to: only the mailbox waker can end the task. (Dropping it
+    // before end of input would release its partition.)
+    let producer = output(&mut ios, 0, 0);
     let task_env = TaskEnvironment {
         registry: Arc::new(OperatorRegistry::new()),
         collect: None,
         config: TaskConfig::default(),
     };
-    let task =
-        StreamTask::new(job, VertexId(1), 0, task_env, Some(Box::new(input)), vec![]).unwrap();
+    let task = StreamTask::new(
+        job,
+        VertexId(1),
+        0,
+        task_env,
+        Some(input(&mut ios, 1, 0)),
+        vec![],
+    )
+    .unwrap();
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     let handle = task
         .spawn(move |o| {
             let _ = done_tx.send(matches!(o, TaskOutcome::Canceled));
         })
         .unwrap();
-    // Nothing is ever sent on `tx`: only the mailbox waker can end the task.
     assert!(
         done_rx.recv_timeout(Duration::from_millis(50)).is_err(),
         "task ended early"
     );
     assert!(handle.cancel());
     assert!(matches!(handle.join(), TaskOutcome::Canceled));
-    drop(tx);
+    drop(producer);
 }
 
 /// A task's input: watermarks combine over channels and end of input finishes it.
@@ -351,27 +146,32 @@ fn task_combines_watermarks_and_finishes_at_end_of_input() {
         .rebalance()
         .sink(builtins::collect("out"));
     let job = Arc::new(env.job_graph("t").unwrap());
-    let (tx, rx) = local_queue(16);
+    let net = net();
+    let mut ios = wire(&net, &job);
     let collect = Arc::new(CollectBuffer::new());
     let task_env = TaskEnvironment {
         registry: Arc::new(OperatorRegistry::new()),
         collect: Some(collect.clone()),
         config: TaskConfig::default(),
     };
-    let input = LocalInput::new(rx, tx.clone(), 2);
-    let task =
-        StreamTask::new(job, VertexId(1), 0, task_env, Some(Box::new(input)), vec![]).unwrap();
-    let ev = |channel, event| LocalMessage::Event { channel, event };
-    tx.send(LocalMessage::Records {
-        channel: 1,
-        records: vec![StreamRecord::with_timestamp(7, 3)],
-    })
+    let task = StreamTask::new(
+        job,
+        VertexId(1),
+        0,
+        task_env,
+        Some(input(&mut ios, 1, 0)),
+        vec![],
+    )
     .unwrap();
-    tx.send(ev(0, StreamEvent::Watermark(10))).unwrap();
-    tx.send(ev(1, StreamEvent::WatermarkStatus(WatermarkStatus::Idle)))
+    // Input channel i reads source subtask i.
+    let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
+    ch1.emit(&mut vec![StreamRecord::with_timestamp(7, 3)], &[])
         .unwrap();
-    tx.send(ev(0, StreamEvent::EndOfInput)).unwrap();
-    tx.send(ev(1, StreamEvent::EndOfInput)).unwrap();
+    ch0.emit_event(StreamEvent::Watermark(10)).unwrap();
+    ch1.emit_event(StreamEvent::WatermarkStatus(WatermarkStatus::Idle))
+        .unwrap();
+    ch0.emit_event(StreamEvent::EndOfInput).unwrap();
+    ch1.emit_event(StreamEvent::EndOfInput).unwrap();
     assert!(matches!(task.run(), TaskOutcome::Finished(_)));
     assert_eq!(collect.take().get("out").map(Vec::len), Some(1));
 }
@@ -387,7 +187,16 @@ fn task_rejects_mismatched_wiring() {
     // The source vertex has one output edge; give it none.
     assert!(StreamTask::new(job.clone(), VertexId(0), 0, env.clone(), None, vec![]).is_err());
     // Subtask index out of range.
-    assert!(StreamTask::new(job, VertexId(1), 2, env, None, vec![]).is_err());
+    assert!(StreamTask::new(job.clone(), VertexId(1), 2, env.clone(), None, vec![]).is_err());
+    // An input with one channel where the graph has two (the same job at parallelism 1).
+    let net = net();
+    let mut ios = wire(&net, &jobs::keyed_sum(Some(10), 2, None, 1).unwrap());
+    let one = input(&mut ios, 1, 0);
+    assert_eq!(one.num_channels(), 1);
+    let err = StreamTask::new(job, VertexId(1), 0, env, Some(one), vec![])
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("2 input channels"), "{err}");
 }
 
 /// A bounded keyed task with a final snapshot reports its operator's state in
@@ -403,33 +212,28 @@ fn bounded_task_final_snapshot_restores_into_a_new_task() {
     let layout = CheckpointLayout::new(dir.path(), "job");
     let job = Arc::new(jobs::keyed_sum(Some(100), 5, None, 1).unwrap());
     let run = |config: TaskConfig| {
-        let (tx, rx) = local_queue(16);
+        let net = net();
+        let mut ios = wire(&net, &job);
         let collect = Arc::new(CollectBuffer::new());
         let env = TaskEnvironment {
             registry: Arc::new(OperatorRegistry::new()),
             collect: Some(collect.clone()),
             config,
         };
-        let input = LocalInput::new(rx, tx.clone(), 1);
         let task = StreamTask::new(
             job.clone(),
             VertexId(1),
             0,
             env,
-            Some(Box::new(input)),
+            Some(input(&mut ios, 1, 0)),
             vec![],
         )
         .unwrap();
-        tx.send(LocalMessage::Records {
-            channel: 0,
-            records: (0..100).map(StreamRecord::new).collect(),
-        })
-        .unwrap();
-        tx.send(LocalMessage::Event {
-            channel: 0,
-            event: StreamEvent::EndOfInput,
-        })
-        .unwrap();
+        // The hash edge to the only aggregate subtask: every record to channel 0.
+        let mut source = output(&mut ios, 0, 0);
+        let mut records: Vec<StreamRecord> = (0..100).map(StreamRecord::new).collect();
+        source.emit(&mut records, &[0; 100]).unwrap();
+        source.emit_event(StreamEvent::EndOfInput).unwrap();
         let TaskOutcome::Finished(Ok(snapshots)) = task.run() else {
             panic!("task did not finish")
         };

@@ -53,7 +53,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rill_dataflow::partitioning::{input_sources, output_targets};
 use rill_dataflow::{JobGraph, JobId, Value, VertexId};
 use rill_network::PartitionId;
 use rill_runtime::heartbeat::{HeartbeatManager, HeartbeatRole};
@@ -576,69 +575,44 @@ impl JobMaster {
             .task_managers
             .get(&te)
             .ok_or_else(|| format!("TaskExecutor {te} is not registered"))?;
-        let down = self
-            .job
-            .vertex(v)
-            .ok_or_else(|| format!("no vertex {v}"))?
-            .parallelism;
-        let n = self
-            .job
-            .num_input_channels(v, k)
-            .map_err(|e| e.to_string())? as usize;
-        let mut inputs: Vec<Option<InputChannelDescriptor>> = vec![None; n];
-        for (edge_index, edge) in self.job.input_edges(v) {
-            let up = self
+        // The channel layout comes from the graph (the TaskExecutor checks it against
+        // the same function); only the placement of producers is decided here.
+        let wiring = self.job.wiring(v, k).map_err(|e| e.to_string())?;
+        let mut inputs = Vec::with_capacity(wiring.inputs.len());
+        for c in &wiring.inputs {
+            let source = self
                 .job
-                .vertex(edge.source)
-                .ok_or_else(|| format!("no vertex {}", edge.source))?
-                .parallelism;
-            let pointwise = edge.partitioning.is_pointwise();
-            let output_position = self
-                .job
-                .output_edges(edge.source)
-                .position(|(i, _)| i == edge_index)
-                .ok_or("edge not among its source's outputs")?;
-            for u in input_sources(pointwise, k, up, down) {
-                let producer = self.executions.get(&(edge.source, u)).ok_or_else(|| {
-                    format!(
-                        "producer subtask {u} of vertex {} has no execution",
-                        edge.source
-                    )
-                })?;
-                let producer_te = producer
-                    .task_executor
-                    .clone()
-                    .ok_or("producer not deployed")?;
-                let producer_tm = self
-                    .task_managers
-                    .get(&producer_te)
-                    .ok_or_else(|| format!("TaskExecutor {producer_te} is not registered"))?;
-                let channel = self
-                    .job
-                    .input_channel_index(edge_index, u, k)
-                    .ok_or("no input channel")? as usize;
-                let subpartition = k - output_targets(pointwise, u, up, down).start;
-                let partition = *producer.partitions.get(output_position).ok_or_else(|| {
-                    format!(
-                        "producer {} has no partition for output {output_position}",
-                        producer.id
-                    )
-                })?;
-                let slot = inputs
-                    .get_mut(channel)
-                    .ok_or_else(|| format!("input channel {channel} of {n} does not exist"))?;
-                *slot = Some(InputChannelDescriptor {
-                    partition,
-                    subpartition,
-                    producer: producer_te,
-                    producer_data_address: producer_tm.location.data_address,
-                });
-            }
+                .edges
+                .get(c.edge)
+                .ok_or_else(|| format!("no edge {}", c.edge))?
+                .source;
+            let producer = self.executions.get(&(source, c.upstream)).ok_or_else(|| {
+                format!(
+                    "producer subtask {} of vertex {source} has no execution",
+                    c.upstream
+                )
+            })?;
+            let producer_te = producer
+                .task_executor
+                .clone()
+                .ok_or("producer not deployed")?;
+            let producer_tm = self
+                .task_managers
+                .get(&producer_te)
+                .ok_or_else(|| format!("TaskExecutor {producer_te} is not registered"))?;
+            let partition = *producer.partitions.get(c.output).ok_or_else(|| {
+                format!(
+                    "producer {} has no partition for output {}",
+                    producer.id, c.output
+                )
+            })?;
+            inputs.push(InputChannelDescriptor {
+                partition,
+                subpartition: c.subpartition,
+                producer: producer_te,
+                producer_data_address: producer_tm.location.data_address,
+            });
         }
-        let inputs = inputs
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or("input channels do not cover the graph")?;
         Ok((
             tm.gateway.clone(),
             TaskDeploymentDescriptor {
