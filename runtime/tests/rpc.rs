@@ -382,15 +382,17 @@ async fn unreachable_peer_is_a_typed_error() {
 async fn tells_queued_before_the_last_remote_gateway_drops_still_arrive() {
     let f = fixture(Calc::default()).await;
     // A fresh session, used for many tells and dropped at once: its writer must still
-    // deliver all of them.
+    // deliver all of them. As many as `rpc.max-pending-tells` allows queued at once, so
+    // none is refused however slowly the writer drains.
+    let n = rill_runtime::config::RpcConfig::default().max_pending_tells as u64;
     let remote: calc::Gateway = f._client.connect(&f.address).await.unwrap();
     drop(f.remote);
-    for _ in 0..100_000 {
+    for _ in 0..n {
         remote.accumulate(1).unwrap();
     }
     drop(remote);
     for _ in 0..500 {
-        if f.local.total().await.unwrap() == 100_000 {
+        if f.local.total().await.unwrap() == n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
