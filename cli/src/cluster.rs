@@ -159,6 +159,7 @@ pub fn jobmanager(
             "rill: start TaskManagers with `rill taskmanager --jobmanager {}`",
             jm.address()
         );
+        println!("rill: REST endpoint {}", jm.rest_url());
         shutdown_signal().await;
         eprintln!("rill: shutting down the JobManager");
         jm.shutdown().await;
@@ -232,6 +233,7 @@ pub fn minicluster(
                 task_managers: args.taskmanagers,
                 force_remote: args.force_remote,
                 bind,
+                rest_port: config.rest.port,
             },
             &secret,
             registry,
@@ -242,6 +244,7 @@ pub fn minicluster(
             config.taskmanager.number_of_task_slots,
             cluster.jobmanager().address()
         );
+        println!("rill: REST endpoint {}", cluster.jobmanager().rest_url());
         shutdown_signal().await;
         eprintln!("rill: shutting down the mini-cluster");
         cluster.shutdown().await;

@@ -234,6 +234,7 @@ async fn run_async(
                             task_managers: tms,
                             force_remote: false,
                             bind,
+                            rest_port: 0,
                         },
                         &secret,
                         registry,

@@ -31,6 +31,7 @@ impl Proc {
                 "security.cluster-secret-file={}",
                 secret_file.display()
             ))
+            .args(["-D", "rest.port=0"])
             .args(args)
             .env("RILL_LOG", "warn")
             .stdout(Stdio::piped())

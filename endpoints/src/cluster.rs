@@ -28,6 +28,7 @@ use crate::config::RillConfig;
 use crate::dispatcher::Dispatcher;
 use crate::gateways::{DISPATCHER, RESOURCE_MANAGER, TASK_EXECUTOR};
 use crate::resource_manager::ResourceManager;
+use crate::rest::RestServer;
 use crate::task_executor::{TaskExecutor, TaskExecutorServices};
 
 /// Why a cluster process could not start.
@@ -49,6 +50,14 @@ pub enum StartError {
         /// Why.
         source: rill_network::NetworkError,
     },
+    /// The REST server could not bind `rest.address:rest.port`.
+    #[error("cannot start the REST endpoint on {bind}: {source}")]
+    Rest {
+        /// The address.
+        bind: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 fn rpc_service(
@@ -69,15 +78,18 @@ fn rpc_service(
     .map_err(|source| StartError::Rpc { bind, source })
 }
 
-/// A running JobManager: Dispatcher and ResourceManager on one RPC service.
+/// A running JobManager: Dispatcher and ResourceManager on one RPC service, and the
+/// REST API in front of the Dispatcher.
 pub struct JobManagerProcess {
     rpc: RpcService,
     dispatcher: EndpointHandle<Dispatcher>,
     resource_manager: EndpointHandle<ResourceManager>,
+    rest: RestServer,
 }
 
 impl JobManagerProcess {
-    /// Starts the JobManager's endpoints, serving RPC on `bind`.
+    /// Starts the JobManager's endpoints, serving RPC on `bind` and the REST API on
+    /// `rest.address:rest.port`.
     pub fn start(
         config: &RillConfig,
         bind: SocketAddr,
@@ -86,6 +98,13 @@ impl JobManagerProcess {
         local_calls: LocalCalls,
     ) -> Result<Self, StartError> {
         let rpc = rpc_service(config, bind, secret, local_calls)?;
+        // Bound first, so a taken REST port fails the start before any endpoint runs
+        // (its task stops when `rest` is dropped).
+        let rest = RestServer::start(&config.rest, rpc.clone(), rpc.address_of(DISPATCHER))
+            .map_err(|source| StartError::Rest {
+                bind: config.rest.bind(),
+                source,
+            })?;
         let dup = |e| StartError::Rpc { bind, source: e };
         let resource_manager = rpc
             .start_endpoint(
@@ -106,12 +125,18 @@ impl JobManagerProcess {
             )
             .map_err(dup)?;
         dispatcher.start();
-        tracing::info!(address = %rpc.local_addr(), "JobManager started");
+        tracing::info!(address = %rpc.local_addr(), rest = %rest.local_addr(), "JobManager started");
         Ok(JobManagerProcess {
             rpc,
             dispatcher,
             resource_manager,
+            rest,
         })
+    }
+
+    /// The REST API's base URL, e.g. `http://127.0.0.1:8081`.
+    pub fn rest_url(&self) -> String {
+        self.rest.url()
     }
 
     /// The socket clients and TaskManagers connect to.
@@ -136,6 +161,7 @@ impl JobManagerProcess {
 
     /// Stops the endpoints (running jobs' JobMasters with them) and the RPC service.
     pub async fn shutdown(self) {
+        self.rest.shutdown();
         self.dispatcher.stop();
         self.resource_manager.stop();
         self.dispatcher.terminated().await;
@@ -256,6 +282,10 @@ pub struct MiniClusterOptions {
     pub force_remote: bool,
     /// JobManager RPC bind address (127.0.0.1:0 by default).
     pub bind: SocketAddr,
+    /// The REST API's port, in place of `rest.port`: 0 by default (OS-chosen, as in
+    /// Flink's MiniCluster), so clusters started by tests and by `rill run` never
+    /// collide; `rill minicluster` passes `rest.port`.
+    pub rest_port: u16,
 }
 
 impl Default for MiniClusterOptions {
@@ -264,6 +294,7 @@ impl Default for MiniClusterOptions {
             task_managers: 1,
             force_remote: false,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            rest_port: 0,
         }
     }
 }
@@ -288,8 +319,10 @@ impl MiniCluster {
         } else {
             LocalCalls::Directory(ServiceDirectory::new())
         };
+        let mut jm_config = config.clone();
+        jm_config.rest.port = options.rest_port;
         let jobmanager = JobManagerProcess::start(
-            config,
+            &jm_config,
             options.bind,
             secret,
             registry.clone(),

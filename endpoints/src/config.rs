@@ -21,6 +21,15 @@
 //! | `state.checkpoints.dir` | none | checkpoint storage, `file:///abs/path`; bounded jobs write a final snapshot there |
 //! | `state.checkpoints.num-retained` | 1 | completed checkpoints kept |
 //! | `execution.checkpointing.incremental` | true for lsm | incremental lsm checkpoints |
+//! | `rest.address` | 127.0.0.1 | IP address the JobManager's REST API binds to; loopback only for now |
+//! | `rest.port` | 8081 | its port; 0 lets the OS choose (the bound URL is printed at start-up) |
+//!
+//! # REST API
+//!
+//! The JobManager always serves the REST API ([`crate::rest`]), as Flink's does; there is
+//! no off switch. Until `rest.auth.token` exists (issue #12), `rest.address` must be a
+//! loopback address: the API can cancel jobs, and Flink's open API must not be exposed
+//! beyond the host by a default.
 //!
 //! # Restart strategy selection
 //!
@@ -44,6 +53,7 @@
 //! fails faster because a user watching `rill run` wants to know soon that the cluster is
 //! too small.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -82,6 +92,8 @@ pub struct RillConfig {
     pub execution: ExecutionSection,
     /// `collect.*`.
     pub collect: CollectConfig,
+    /// `rest.*`.
+    pub rest: RestConfig,
 }
 
 impl RillConfig {
@@ -136,6 +148,7 @@ impl Validate for RillConfig {
         self.restart_strategy.validate()?;
         self.execution.checkpointing.validate()?;
         self.collect.validate(self.rpc.max_frame_size)?;
+        self.rest.validate()?;
         self.state().validate().map_err(|e| match e {
             rill_dataflow::DataflowError::State(rill_state::StateError::Config { key, reason }) => {
                 ConfigError::validation(&key, reason)
@@ -284,6 +297,51 @@ impl CollectConfig {
                     "must be smaller than rpc.max-frame-size ({max_frame_size} bytes), is {}: \
                      a job's collected results travel in one RPC answer",
                     self.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Flink's default `rest.port`.
+pub const DEFAULT_REST_PORT: u16 = 8081;
+
+/// `rest.*`: where the JobManager serves the REST API (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestConfig {
+    /// `rest.address`: the IP address to bind (127.0.0.1).
+    pub address: IpAddr,
+    /// `rest.port`: the port (8081); 0 lets the OS choose.
+    pub port: u16,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig {
+            address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: DEFAULT_REST_PORT,
+        }
+    }
+}
+
+impl RestConfig {
+    /// The socket to bind.
+    pub fn bind(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+}
+
+impl Validate for RestConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.address.is_loopback() {
+            return Err(ConfigError::validation(
+                "rest.address",
+                format!(
+                    "must be a loopback address, is {}: a REST API reachable from other hosts \
+                     needs rest.auth.token, which rill does not support yet",
+                    self.address
                 ),
             ));
         }
@@ -639,6 +697,17 @@ mod tests {
             overrides: overrides.iter().map(|s| s.to_string()).collect(),
             ..ConfigSources::isolated()
         })
+    }
+
+    #[test]
+    fn rest_defaults_to_flinks_port_on_loopback_and_refuses_other_addresses() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.rest.bind(), "127.0.0.1:8081".parse().unwrap());
+        let c = with(&["rest.port=0", "rest.address=::1"]).unwrap();
+        assert_eq!(c.rest.bind(), "[::1]:0".parse().unwrap());
+        let err = with(&["rest.address=0.0.0.0"]).unwrap_err().to_string();
+        assert!(err.contains("rest.address"), "{err}");
+        assert!(with(&["rest.address=localhost"]).is_err());
     }
 
     #[test]

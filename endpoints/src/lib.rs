@@ -6,6 +6,7 @@
 //! * [`dispatcher`], [`resource_manager`] (+ [`slot_manager`]), [`job_master`] (+
 //!   [`restart`]), [`task_executor`]: the endpoints;
 //! * [`cluster`]: [`JobManagerProcess`], [`TaskManagerProcess`], [`MiniCluster`];
+//! * [`rest`]: the JobManager's Flink-compatible REST API;
 //! * [`config`]: every configuration section a cluster process reads.
 //!
 //! Heartbeats run on three relations, each with a payload: ResourceManager → TaskExecutor
@@ -23,6 +24,7 @@ mod heartbeats;
 pub mod job_master;
 pub mod messages;
 pub mod resource_manager;
+pub mod rest;
 pub mod restart;
 pub mod slot_manager;
 pub mod task_executor;

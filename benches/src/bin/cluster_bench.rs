@@ -458,7 +458,8 @@ async fn spawn_jobmanager(
     rill_log: &str,
     defines: &[&str],
 ) -> Result<(Proc, SocketAddr)> {
-    let mut args = Vec::new();
+    // An OS-chosen REST port, so the bench never fights over Flink's 8081.
+    let mut args = vec!["-D", "rest.port=0"];
     for d in defines {
         args.extend(["-D", d]);
     }

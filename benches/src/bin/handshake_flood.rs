@@ -123,6 +123,8 @@ fn start_jobmanager(rill: &PathBuf, defines: &[String]) -> Result<(JobManager, S
     let mut cmd = Command::new(rill);
     cmd.arg("-D")
         .arg(format!("security.cluster-secret={SECRET}"));
+    // An OS-chosen REST port, so the bench never fights over Flink's 8081.
+    cmd.arg("-D").arg("rest.port=0");
     for d in defines {
         cmd.arg("-D").arg(d);
     }

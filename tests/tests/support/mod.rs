@@ -21,6 +21,9 @@ pub fn rill_binary() -> PathBuf {
 pub fn rill() -> Command {
     let mut c = Command::new(rill_binary());
     c.arg("-D").arg(format!("security.cluster-secret={SECRET}"));
+    // Every JobManager of the tests serves REST on an OS-chosen port, so parallel tests
+    // never fight over Flink's default 8081.
+    c.arg("-D").arg("rest.port=0");
     c.env(
         "RILL_LOG",
         std::env::var("RILL_LOG").unwrap_or_else(|_| "warn".into()),
