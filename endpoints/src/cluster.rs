@@ -18,6 +18,7 @@ use std::sync::Arc;
 use rill_dataflow::OperatorRegistry;
 use rill_network::NetworkEnvironment;
 use rill_runtime::address::HostPort;
+use rill_runtime::security::admission::PendingBudget;
 use rill_runtime::security::ClusterSecret;
 use rill_runtime::{
     EndpointHandle, LocalCalls, ResourceId, RpcAddress, RpcService, RpcServiceConfig,
@@ -65,6 +66,7 @@ fn rpc_service(
     bind: SocketAddr,
     secret: &ClusterSecret,
     local_calls: LocalCalls,
+    pending_budget: Option<PendingBudget>,
 ) -> Result<RpcService, StartError> {
     RpcService::start(RpcServiceConfig {
         bind,
@@ -74,6 +76,7 @@ fn rpc_service(
         auth: config.security.auth.clone(),
         report_refused_credentials: true,
         local_calls,
+        pending_budget,
     })
     .map_err(|source| StartError::Rpc { bind, source })
 }
@@ -97,7 +100,7 @@ impl JobManagerProcess {
         registry: Arc<OperatorRegistry>,
         local_calls: LocalCalls,
     ) -> Result<Self, StartError> {
-        let rpc = rpc_service(config, bind, secret, local_calls)?;
+        let rpc = rpc_service(config, bind, secret, local_calls, None)?;
         // Bound first, so a taken REST port fails the start before any endpoint runs
         // (its task stops when `rest` is dropped).
         let rest = RestServer::start(&config.rest, rpc.clone(), rpc.address_of(DISPATCHER))
@@ -212,14 +215,27 @@ impl TaskManagerProcess {
                 }
             })?,
         );
+        // One pending-connection budget for the process's two QUIC servers.
+        let budget = PendingBudget::new(&config.security.auth);
         let data_address = network
-            .start_transport_with(options.data_bind, secret.clone(), &config.security.auth)
+            .start_transport_with(
+                options.data_bind,
+                secret.clone(),
+                &config.security.auth,
+                Some(budget.clone()),
+            )
             .map_err(|source| StartError::Network {
                 bind: options.data_bind,
                 source,
             })?;
         let force_remote_data = matches!(options.local_calls, LocalCalls::Never);
-        let rpc = rpc_service(config, options.rpc_bind, secret, options.local_calls)?;
+        let rpc = rpc_service(
+            config,
+            options.rpc_bind,
+            secret,
+            options.local_calls,
+            Some(budget),
+        )?;
         let resource_id = options
             .resource_id
             .unwrap_or_else(|| ResourceId::generate("taskmanager", &mut rand::thread_rng()));

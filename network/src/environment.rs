@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use rill_runtime::config::AuthConfig;
+use rill_runtime::security::admission::PendingBudget;
 use rill_runtime::security::ClusterSecret;
 
 use crate::buffer_pool::NetworkBufferPool;
@@ -82,16 +83,18 @@ impl NetworkEnvironment {
         bind: SocketAddr,
         secret: ClusterSecret,
     ) -> Result<SocketAddr, NetworkError> {
-        self.start_transport_with(bind, secret, &AuthConfig::default())
+        self.start_transport_with(bind, secret, &AuthConfig::default(), None)
     }
 
     /// Like [`start_transport`](Self::start_transport), with the pre-authentication
-    /// limits `auth` (`security.auth.*`).
+    /// limits `auth` (`security.auth.*`), counted against `budget` when the process's
+    /// other QUIC servers share it (see `PendingBudget`).
     pub fn start_transport_with(
         &self,
         bind: SocketAddr,
         secret: ClusterSecret,
         auth: &AuthConfig,
+        budget: Option<PendingBudget>,
     ) -> Result<SocketAddr, NetworkError> {
         if let Some(t) = self.transport.get() {
             return t.local_addr();
@@ -100,6 +103,7 @@ impl NetworkEnvironment {
             bind,
             secret,
             auth,
+            budget,
             self.config.clone(),
             self.partitions.clone(),
         )?;

@@ -39,7 +39,9 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use quinn::{RecvStream, SendStream, VarInt};
 use rill_runtime::config::AuthConfig;
-use rill_runtime::security::admission::{self, ConnectionLimits, CredentialWarnings, Gate};
+use rill_runtime::security::admission::{
+    self, ConnectionLimits, CredentialWarnings, Gate, PendingBudget,
+};
 use rill_runtime::security::{self, ClusterSecret};
 use rill_runtime::tasks::TaskSet;
 use tokio::sync::{Notify, OnceCell};
@@ -134,12 +136,14 @@ impl std::fmt::Debug for QuicTransport {
 
 impl QuicTransport {
     /// Binds the endpoint on `bind` and starts accepting connections, granting peers
-    /// `auth` until they authenticate. Must be called inside a tokio runtime, whose handle
-    /// runs all data-plane tasks.
+    /// `auth` until they authenticate; pending connections count against `budget` (the
+    /// process's, shared with its RPC service) or this endpoint's own. Must be called
+    /// inside a tokio runtime, whose handle runs all data-plane tasks.
     pub fn bind(
         bind: SocketAddr,
         secret: ClusterSecret,
         auth: &AuthConfig,
+        budget: Option<PendingBudget>,
         config: NetworkConfig,
         partitions: PartitionManager,
     ) -> Result<Arc<Self>, NetworkError> {
@@ -153,7 +157,13 @@ impl QuicTransport {
         let mut endpoint = security::quic_endpoint(Some(server), bind)
             .map_err(|e| NetworkError::transport(bind, format!("cannot bind: {e}")))?;
         endpoint.set_default_client_config(client);
-        let gate = Gate::new("data", secret.clone(), auth, authenticated_limits(&config));
+        let gate = Gate::new(
+            "data",
+            secret.clone(),
+            auth,
+            authenticated_limits(&config),
+            budget,
+        );
         let this = Arc::new(QuicTransport {
             endpoint,
             secret,
@@ -1074,7 +1084,7 @@ mod tests {
                 ..AuthConfig::default()
             };
             let addr = env
-                .start_transport_with("127.0.0.1:0".parse().unwrap(), secret.clone(), &auth)
+                .start_transport_with("127.0.0.1:0".parse().unwrap(), secret.clone(), &auth, None)
                 .unwrap();
             (env, addr)
         };

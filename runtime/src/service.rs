@@ -37,7 +37,7 @@ use crate::remote::{
     decode, encode, serve_session, write_frames, ClientSession, FrameReader, Hello, HelloReply,
     PROTOCOL_VERSION,
 };
-use crate::security::admission::{self, ConnectionLimits, CredentialWarnings, Gate};
+use crate::security::admission::{self, ConnectionLimits, CredentialWarnings, Gate, PendingBudget};
 use crate::security::{
     authenticate_client, quic_client_config, quic_server_config, ClusterSecret, SecurityError,
     RPC_ALPN, SERVER_NAME,
@@ -89,6 +89,9 @@ pub struct RpcServiceConfig {
     pub report_refused_credentials: bool,
     /// Which calls take the local short-cut instead of the wire.
     pub local_calls: LocalCalls,
+    /// The process's pending-connection limits, shared with its other QUIC servers;
+    /// `None`: this service's own, from `auth`.
+    pub pending_budget: Option<PendingBudget>,
 }
 
 /// Which in-process calls skip serialization, QUIC and authentication.
@@ -146,6 +149,7 @@ impl RpcServiceConfig {
             auth: AuthConfig::default(),
             report_refused_credentials: true,
             local_calls: LocalCalls::OwnService,
+            pending_budget: None,
         }
     }
 }
@@ -267,7 +271,13 @@ impl RpcService {
             bind: config.bind,
             source,
         })?;
-        let gate = Gate::new("rpc", config.secret.clone(), &config.auth, AUTHENTICATED);
+        let gate = Gate::new(
+            "rpc",
+            config.secret.clone(),
+            &config.auth,
+            AUTHENTICATED,
+            config.pending_budget.clone(),
+        );
         let inner = Arc::new(Inner {
             local_addr,
             endpoint,
@@ -877,6 +887,34 @@ mod tests {
         let client = RpcService::start(config).unwrap();
         let gw: counter::Gateway = client.connect(&server.address_of("counter")).await.unwrap();
         assert_eq!(gw.bump().await.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn servers_sharing_a_pending_budget_share_its_limits() {
+        let secret = ClusterSecret::generate();
+        let mut config = RpcServiceConfig::local(secret.clone());
+        config.auth.max_pending_per_address = 2;
+        config.auth.timeout = Duration::from_secs(30);
+        let budget = PendingBudget::new(&config.auth);
+        config.pending_budget = Some(budget.clone());
+        let a = RpcService::start(config.clone()).unwrap();
+        let b = RpcService::start(config).unwrap();
+        // One pending connection at each server: the process's two places are taken.
+        let _at_a = raw_connection(&a, None).await;
+        let _at_b = raw_connection(&b, None).await;
+        assert_eq!(budget.pending(), 2);
+        let transport = Arc::new(quinn::TransportConfig::default());
+        let mut ep = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        ep.set_default_client_config(quic_client_config(RPC_ALPN, transport).unwrap());
+        let refused = ep
+            .connect(a.local_addr(), SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, quinn::ConnectionError::ConnectionClosed(_)),
+            "a third pending connection of the process was let in: {refused:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -269,6 +269,29 @@ enum Refusal {
     Limit(PendingLimit),
 }
 
+/// The pending-connection limits of one process: a [`PendingConnections`] shared by every
+/// QUIC server of the process (a TaskManager's RPC service and data plane), so that
+/// `security.auth.max-pending-connections` and `max-pending-per-address` bound the
+/// process, not each server. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct PendingBudget(Arc<Mutex<PendingConnections>>);
+
+impl PendingBudget {
+    /// A budget with the limits of `config`.
+    pub fn new(config: &AuthConfig) -> Self {
+        PendingBudget(Arc::new(Mutex::new(PendingConnections::new(config))))
+    }
+
+    /// Connections pending authentication now, over every server sharing the budget.
+    pub fn pending(&self) -> usize {
+        self.0.lock().pending()
+    }
+
+    fn lock(&self) -> parking_lot::MutexGuard<'_, PendingConnections> {
+        self.0.lock()
+    }
+}
+
 /// Applies the stages of the module docs to every incoming connection of one QUIC
 /// server. Shared (`Arc`) by its accept loop and the connections' tasks.
 pub struct Gate {
@@ -276,7 +299,7 @@ pub struct Gate {
     secret: ClusterSecret,
     config: AuthConfig,
     authenticated: ConnectionLimits,
-    pending: Mutex<PendingConnections>,
+    pending: PendingBudget,
     reports: Mutex<RateLimitedLog<(IpAddr, Refusal)>>,
 }
 
@@ -292,19 +315,22 @@ impl std::fmt::Debug for Gate {
 
 impl Gate {
     /// A gate for the server of `plane` (`"rpc"`, `"data"`: named in logs), checking
-    /// `secret`; authenticated connections get `authenticated`.
+    /// `secret`; authenticated connections get `authenticated`. Pending connections
+    /// count against `budget` (shared with the process's other servers), or against a
+    /// budget of this server alone.
     pub fn new(
         plane: &'static str,
         secret: ClusterSecret,
         config: &AuthConfig,
         authenticated: ConnectionLimits,
+        budget: Option<PendingBudget>,
     ) -> Arc<Gate> {
         Arc::new(Gate {
             plane,
             secret,
             config: config.clone(),
             authenticated,
-            pending: Mutex::new(PendingConnections::new(config)),
+            pending: budget.unwrap_or_else(|| PendingBudget::new(config)),
             reports: Mutex::new(RateLimitedLog::new(REPORT_INTERVAL, REPORT_CAPACITY)),
         })
     }
