@@ -1,6 +1,9 @@
 //! Shared helpers for rill benchmarks.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
 
 pub mod fuzz;
 
@@ -21,4 +24,22 @@ pub fn process_cpu() -> Duration {
         })
         .unwrap_or(0);
     Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS_PER_S)
+}
+
+/// The `rill` binary: `explicit` (`--rill`), or next to this executable (both live in
+/// `target/<profile>/`).
+pub fn find_rill(explicit: Option<PathBuf>) -> Result<PathBuf> {
+    let path = match explicit {
+        Some(p) => p,
+        None => std::env::current_exe()?
+            .parent()
+            .context("the executable has no directory")?
+            .join("rill"),
+    };
+    ensure!(
+        path.is_file(),
+        "no rill binary at {}: build it first (`cargo build --release -p rill`) or pass --rill PATH",
+        path.display()
+    );
+    Ok(path)
 }

@@ -15,14 +15,6 @@ use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 async fn admin(jm: SocketAddr) -> AdminClient {
     AdminClient::connect(jm, &secret())
         .await

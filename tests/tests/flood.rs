@@ -26,14 +26,6 @@ const MIB: u64 = 1 << 20;
 /// Where the flood comes from: another loopback address than the honest clients'.
 const FLOOD_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A `/proc/PID/status` field in bytes (`VmRSS`, `VmHWM`).
 fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

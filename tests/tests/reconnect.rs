@@ -12,53 +12,10 @@ use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A UDP port on 127.0.0.1 that was free a moment ago (bound, read, released).
 fn free_udp_port() -> u16 {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.local_addr().unwrap().port()
-}
-
-/// A JobManager bound to `bind` (which may be a host name); returns it and the socket it
-/// printed.
-fn jobmanager_at(bind: &str) -> (Proc, SocketAddr) {
-    let mut cmd = rill();
-    cmd.args(["jobmanager", "--bind", bind]);
-    let mut p = Proc::spawn("jobmanager", cmd);
-    let line = p.wait_for_line("JobManager listening on", Duration::from_secs(20));
-    let addr = line
-        .split_whitespace()
-        .nth(4)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse the JobManager address from {line:?}"));
-    (p, addr)
-}
-
-/// A TaskManager registering at `jobmanager` (`host:port`, the host possibly a name).
-fn taskmanager_at(jobmanager: &str, slots: u32) -> (Proc, String) {
-    let mut cmd = rill();
-    cmd.args([
-        "taskmanager",
-        "--jobmanager",
-        jobmanager,
-        "--slots",
-        &slots.to_string(),
-    ]);
-    let mut p = Proc::spawn("taskmanager", cmd);
-    let line = p.wait_for_line("TaskManager ", Duration::from_secs(20));
-    let id = line
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or_else(|| panic!("cannot parse the resource id from {line:?}"))
-        .to_string();
-    (p, id)
 }
 
 /// Polls the JobManager at `jm` (reconnecting as needed) until the TaskManager `id` is
@@ -97,10 +54,10 @@ async fn wait_until_registered(jm: SocketAddr, id: &str, timeout: Duration) -> I
 
 #[test]
 fn a_cluster_addressed_as_localhost_runs_a_job() {
-    let (_jm, addr) = jobmanager_at("localhost:0");
+    let (_jm, addr) = jobmanager_at("localhost:0", &[]);
     assert!(addr.ip().is_loopback(), "{addr}");
     let jm = format!("localhost:{}", addr.port());
-    let (_tm, id) = taskmanager_at(&jm, 2);
+    let (_tm, id) = taskmanager_at(&jm, 2, &[]);
     let rt = runtime();
     rt.block_on(wait_until_registered(addr, &id, LONG));
 
@@ -167,15 +124,15 @@ fn an_unresolvable_jobmanager_host_is_named_in_the_error() {
 fn a_taskmanager_rejoins_a_restarted_jobmanager_quickly() {
     let port = free_udp_port();
     let bind = format!("127.0.0.1:{port}");
-    let (mut jm, addr) = jobmanager_at(&bind);
+    let (mut jm, addr) = jobmanager_at(&bind, &[]);
     assert_eq!(addr.port(), port);
-    let (_tm, id) = taskmanager_at(&format!("localhost:{port}"), 1);
+    let (_tm, id) = taskmanager_at(&format!("localhost:{port}"), 1, &[]);
     let rt = runtime();
     rt.block_on(wait_until_registered(addr, &id, LONG));
 
     jm.kill();
     let killed = Instant::now();
-    let (_jm2, addr2) = jobmanager_at(&bind);
+    let (_jm2, addr2) = jobmanager_at(&bind, &[]);
     let started = Instant::now();
     assert_eq!(addr2, addr);
     let rejoined = rt.block_on(wait_until_registered(addr, &id, LONG));

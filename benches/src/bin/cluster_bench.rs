@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use rill::admin::AdminClient;
-use rill_benches::process_cpu;
+use rill_benches::{find_rill, process_cpu};
 use rill_dataflow::{jobs, JobId, OperatorRegistry, Value};
 use rill_endpoints::messages::{ExecutionState, JobDetails};
 use rill_endpoints::{JobStatus, MiniCluster, MiniClusterOptions, RillConfig};
@@ -998,24 +998,6 @@ async fn recovery(rill: &Path, logs: &Path) -> Result<Vec<Row>> {
 }
 
 // ---------------------------------------------------------------------------------------
-
-/// The `rill` binary: `--rill`, or next to this executable (both live in
-/// `target/<profile>/`).
-fn find_rill(explicit: Option<PathBuf>) -> Result<PathBuf> {
-    let path = match explicit {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .context("the executable has no directory")?
-            .join("rill"),
-    };
-    ensure!(
-        path.is_file(),
-        "no rill binary at {}: build it first (`cargo build --release -p rill`) or pass --rill PATH",
-        path.display()
-    );
-    Ok(path)
-}
 
 async fn run(args: Args) -> Result<()> {
     let wanted = |f: Figure| args.only.is_none_or(|o| o == f);

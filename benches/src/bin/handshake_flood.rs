@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
+use rill_benches::find_rill;
 use rill_runtime::security::{quic_client_config, RPC_ALPN, SERVER_NAME};
 
 const USAGE: &str = "usage: handshake_flood [--connections N] [--rill PATH] [-D key=value]...";
@@ -56,22 +57,6 @@ fn parse_args() -> Result<Args> {
         }
     }
     Ok(args)
-}
-
-fn find_rill(explicit: Option<PathBuf>) -> Result<PathBuf> {
-    let path = match explicit {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .context("the executable has no directory")?
-            .join("rill"),
-    };
-    ensure!(
-        path.is_file(),
-        "no rill binary at {}: build it first (`cargo build --release -p rill`) or pass --rill PATH",
-        path.display()
-    );
-    Ok(path)
 }
 
 /// Memory figures of a process, in bytes.

@@ -113,11 +113,17 @@ impl Drop for Proc {
 
 /// A JobManager process on 127.0.0.1 with an OS-chosen port.
 pub fn jobmanager(defines: &[&str]) -> (Proc, SocketAddr) {
+    jobmanager_at("127.0.0.1:0", defines)
+}
+
+/// A JobManager bound to `bind` (which may be a host name); returns it and the socket it
+/// printed.
+pub fn jobmanager_at(bind: &str, defines: &[&str]) -> (Proc, SocketAddr) {
     let mut cmd = rill();
     for d in defines {
         cmd.arg("-D").arg(d);
     }
-    cmd.args(["jobmanager", "--bind", "127.0.0.1:0"]);
+    cmd.args(["jobmanager", "--bind", bind]);
     let mut p = Proc::spawn("jobmanager", cmd);
     let line = p.wait_for_line("JobManager listening on", Duration::from_secs(20));
     let addr = line
@@ -130,6 +136,12 @@ pub fn jobmanager(defines: &[&str]) -> (Proc, SocketAddr) {
 
 /// A TaskManager process registering at `jobmanager`; returns it and its resource id.
 pub fn taskmanager(jobmanager: SocketAddr, slots: u32, defines: &[&str]) -> (Proc, String) {
+    taskmanager_at(&jobmanager.to_string(), slots, defines)
+}
+
+/// A TaskManager registering at `jobmanager` (`host:port`, the host possibly a name);
+/// returns it and its resource id.
+pub fn taskmanager_at(jobmanager: &str, slots: u32, defines: &[&str]) -> (Proc, String) {
     let mut cmd = rill();
     for d in defines {
         cmd.arg("-D").arg(d);
@@ -137,7 +149,7 @@ pub fn taskmanager(jobmanager: SocketAddr, slots: u32, defines: &[&str]) -> (Pro
     cmd.args([
         "taskmanager",
         "--jobmanager",
-        &jobmanager.to_string(),
+        jobmanager,
         "--slots",
         &slots.to_string(),
     ]);
@@ -149,6 +161,15 @@ pub fn taskmanager(jobmanager: SocketAddr, slots: u32, defines: &[&str]) -> (Pro
         .unwrap_or_else(|| panic!("cannot parse the resource id from {line:?}"))
         .to_string();
     (p, id)
+}
+
+/// A multi-threaded tokio runtime with 2 workers for a test's async admin calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Runs a rill command to completion (bounded by `timeout`, killed after it).
