@@ -371,6 +371,7 @@ mod tests {
             vertices: Vec::new(),
             final_checkpoint: None,
             failures,
+            checkpoints: Default::default(),
         }
     }
 

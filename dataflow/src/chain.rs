@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::checkpoint::CheckpointEvent;
 use crate::collect::CollectSink;
 use crate::element::{StreamEvent, StreamRecord};
 use crate::error::{DataflowError, Result};
@@ -429,6 +430,14 @@ impl OperatorChain {
     pub(crate) fn broadcast_event(&mut self, event: StreamEvent) -> Result<()> {
         for o in &mut self.outputs {
             o.output.emit_event(event)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a checkpoint barrier or cancel marker to every output.
+    pub(crate) fn broadcast_checkpoint_event(&mut self, event: CheckpointEvent) -> Result<()> {
+        for o in &mut self.outputs {
+            o.output.emit_checkpoint_event(event)?;
         }
         Ok(())
     }

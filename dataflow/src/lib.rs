@@ -54,6 +54,7 @@ pub mod barrier_handler;
 pub mod builtins;
 mod chain;
 pub mod chaining;
+pub mod checkpoint;
 pub mod codec;
 pub mod collect;
 pub mod element;

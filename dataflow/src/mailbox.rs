@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::checkpoint::CheckpointBarrier;
+
 /// Something a task must do on its own thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -28,9 +30,19 @@ pub enum Mail {
     /// Flush every output now (for an external output flusher, Flink's
     /// `OutputFlusher`, driving `execution.buffer-timeout` from outside the task).
     FlushOutputs,
-    /// Checkpoint `n` completed: operators get `notify_checkpoint_complete(n)` (their
-    /// backends rebase incremental snapshots on it).
-    CheckpointComplete(u64),
+    /// Start checkpoint `barrier.id` here (a source, or a task whose input has ended):
+    /// snapshot and forward the barrier.
+    TriggerCheckpoint(CheckpointBarrier),
+    /// Checkpoint `id` completed: operators get `notify_checkpoint_complete(id)` (their
+    /// backends rebase incremental snapshots on it, sinks commit). `last`: it was taken
+    /// after every task of the job had ended its input, so a task waiting for its final
+    /// checkpoint finishes.
+    CheckpointComplete {
+        /// Checkpoint id.
+        id: u64,
+        /// The job's final checkpoint.
+        last: bool,
+    },
     /// Checkpoint `n` was aborted: operators get `notify_checkpoint_aborted(n)`.
     CheckpointAborted(u64),
 }

@@ -64,9 +64,9 @@
 //! [`RecordWriter::finish`], i.e. [`Event::EndOfPartition`] on every channel, and the
 //! reader turns `EndOfPartition` back into `EndOfInput`. An encoded end-of-input element
 //! arriving in-band is therefore a protocol error. Checkpoint barriers and cancel
-//! markers are network [`Event`]s reserved for checkpointing, which tasks do not
-//! implement yet: receiving one fails the task with [`DataflowError::Unsupported`]
-//! rather than silently breaking exactly-once.
+//! markers are network [`Event`]s ([`TaskOutput::emit_checkpoint_event`]), delivered as
+//! [`InputEvent::Barrier`] / [`InputEvent::CancelMarker`]; an aligned barrier blocks its
+//! channel in the network until [`TaskInput::resume_consumption`].
 //!
 //! Channel selection per edge ([`channel_selector`]): forward → `Forward`, rebalance and
 //! rescale → round-robin starting at the subtask index, so parallel producers spread
@@ -124,6 +124,7 @@ use rill_network::{
     PartitionId, ReaderItem, RecordReader, RecordWriter, TaskIoMetrics,
 };
 
+use crate::checkpoint::{CheckpointBarrier, CheckpointEvent};
 use crate::codec;
 use crate::element::{StreamElement, StreamEvent, StreamRecord};
 use crate::error::{DataflowError, Result};
@@ -506,6 +507,19 @@ impl TaskOutput for NetworkOutput {
         res.map_err(|e| self.error(e))
     }
 
+    fn emit_checkpoint_event(&mut self, event: CheckpointEvent) -> Result<()> {
+        if self.finished {
+            return Ok(());
+        }
+        let event = match event {
+            CheckpointEvent::Barrier(b) => b.to_event(),
+            CheckpointEvent::Cancel(id) => Event::CancelCheckpointMarker { id },
+        };
+        self.writer
+            .broadcast_event(event)
+            .map_err(|e| self.error(e))
+    }
+
     fn flush(&mut self) -> Result<()> {
         self.writer.flush_all().map_err(|e| self.error(e))
     }
@@ -680,15 +694,20 @@ impl NetworkInput {
                         channel,
                         event: StreamEvent::EndOfInput,
                     }),
-                    Event::CheckpointBarrier { id, .. } => {
-                        return Err(DataflowError::Unsupported(format!(
-                            "checkpoint barrier {id} on input channel {channel}: tasks do not take checkpoints yet"
-                        )))
-                    }
+                    Event::CheckpointBarrier {
+                        id,
+                        timestamp_ms,
+                        options,
+                    } => Read::Event(InputEvent::Barrier {
+                        channel,
+                        barrier: CheckpointBarrier {
+                            id,
+                            timestamp_ms,
+                            options,
+                        },
+                    }),
                     Event::CancelCheckpointMarker { id } => {
-                        return Err(DataflowError::Unsupported(format!(
-                            "cancel marker of checkpoint {id} on input channel {channel}: tasks do not take checkpoints yet"
-                        )))
+                        Read::Event(InputEvent::CancelMarker { channel, id })
                     }
                 }
             }
@@ -769,6 +788,19 @@ impl TaskInput for NetworkInput {
 
     fn try_poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
         self.next(false, records)
+    }
+
+    fn resume_consumption(&mut self, channel: usize) -> Result<()> {
+        if channel >= self.num_channels {
+            return Err(DataflowError::ChannelClosed(format!(
+                "resume of input channel {channel} of {}",
+                self.num_channels
+            )));
+        }
+        self.reader
+            .gate_mut()
+            .resume_consumption(channel as u32)
+            .map_err(Self::read_error)
     }
 
     fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent> {
@@ -943,14 +975,47 @@ mod tests {
     }
 
     #[test]
-    fn barriers_in_band_end_and_dropped_producers_are_errors() {
+    fn barriers_block_until_resumed_and_bad_input_is_an_error() {
         let net = net();
-        // A checkpoint barrier: not supported by tasks yet.
-        let (out, mut input, _) = pair(&net, 4, 1, ChannelSelector::Forward, false);
-        out.partition()
-            .broadcast_event(Event::CancelCheckpointMarker { id: 3 });
-        let err = input.try_poll(&mut Vec::new()).unwrap_err();
-        assert!(matches!(err, DataflowError::Unsupported(_)), "{err}");
+        // Barriers and cancel markers arrive in order with the records; an aligned
+        // barrier holds back its channel until it is resumed.
+        let (mut out, mut input, _) = pair(&net, 4, 1, ChannelSelector::Forward, false);
+        let barrier = CheckpointBarrier {
+            id: 3,
+            timestamp_ms: 7,
+            options: rill_network::CheckpointOptions::aligned_checkpoint(),
+        };
+        out.emit(&mut vec![StreamRecord::new(1)], &[]).unwrap();
+        out.emit_checkpoint_event(CheckpointEvent::Barrier(barrier))
+            .unwrap();
+        out.emit(&mut vec![StreamRecord::new(2)], &[]).unwrap();
+        out.emit_checkpoint_event(CheckpointEvent::Cancel(4))
+            .unwrap();
+        out.flush().unwrap();
+        let mut records = Vec::new();
+        assert_eq!(
+            input.try_poll(&mut records).unwrap(),
+            Some(InputEvent::Records { channel: 0 })
+        );
+        assert_eq!(
+            input.try_poll(&mut records).unwrap(),
+            Some(InputEvent::Barrier {
+                channel: 0,
+                barrier
+            })
+        );
+        assert_eq!(input.try_poll(&mut records).unwrap(), None, "blocked");
+        input.resume_consumption(0).unwrap();
+        assert_eq!(
+            input.try_poll(&mut records).unwrap(),
+            Some(InputEvent::Records { channel: 0 })
+        );
+        assert_eq!(
+            input.try_poll(&mut records).unwrap(),
+            Some(InputEvent::CancelMarker { channel: 0, id: 4 })
+        );
+        assert_eq!(records.len(), 2);
+        assert!(input.resume_consumption(1).is_err());
 
         // End of input encoded in-band: only end-of-partition ends a channel.
         let (mut out, mut input, _) = pair(&net, 5, 1, ChannelSelector::Forward, false);

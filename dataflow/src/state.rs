@@ -64,6 +64,10 @@ pub struct StateContext {
     pub config: StateConfig,
     /// Processing time for state TTL (injected so tests control it).
     pub clock: Arc<dyn TtlClock>,
+    /// The job takes periodic checkpoints: what an operator emitted is only final once
+    /// a checkpoint covers it (two-phase-commit sinks commit on checkpoints, even at the
+    /// end of input).
+    pub checkpointing: bool,
 }
 
 impl Default for StateContext {
@@ -71,6 +75,7 @@ impl Default for StateContext {
         Self {
             config: StateConfig::default(),
             clock: Arc::new(SystemTtlClock),
+            checkpointing: false,
         }
     }
 }

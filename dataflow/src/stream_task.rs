@@ -40,11 +40,16 @@
 //! A failure after a cancel request (e.g. a channel closed because the consumer was
 //! canceled first) is reported as `Canceled`, not `Failed`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::barrier_handler::{AbortCause, BarrierAction, BarrierHandler};
 use crate::chain::OperatorChain;
+use crate::checkpoint::{
+    millis, CheckpointBarrier, CheckpointEvent, TaskCheckpointStats, TaskCheckpointing,
+};
 use crate::collect::CollectSink;
 use crate::element::{StreamEvent, StreamRecord};
 use crate::error::{DataflowError, Result};
@@ -92,6 +97,9 @@ pub struct TaskConfig {
     pub final_snapshot: Option<SnapshotTarget>,
     /// The snapshot the task's operators restore from, if any.
     pub restore: Option<TaskRestore>,
+    /// Periodic checkpoints of the job (see [`checkpoint`](crate::checkpoint)); `None`:
+    /// the job takes none, and a barrier reaching the task fails it.
+    pub checkpointing: Option<TaskCheckpointing>,
 }
 
 impl Default for TaskConfig {
@@ -103,6 +111,7 @@ impl Default for TaskConfig {
             state_clock: Arc::new(SystemTtlClock),
             final_snapshot: None,
             restore: None,
+            checkpointing: None,
         }
     }
 }
@@ -115,6 +124,7 @@ impl std::fmt::Debug for TaskConfig {
             .field("state", &self.state)
             .field("final_snapshot", &self.final_snapshot)
             .field("restore", &self.restore)
+            .field("checkpointing", &self.checkpointing)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +150,14 @@ pub struct StreamTask {
     outputs: Vec<Box<dyn TaskOutput>>,
     mailbox: Mailbox,
     cancel_requested: bool,
+    /// Highest checkpoint id snapshotted or declined here: triggers and barriers up to
+    /// it are stale.
+    last_checkpoint: u64,
+    /// The input has ended (or the source finished) and the task waits for its final
+    /// checkpoint; triggers by mail are accepted from then on (and by sources always).
+    input_ended: bool,
+    /// The job's final checkpoint completed: the waiting task finishes.
+    final_checkpoint_done: bool,
 }
 
 /// A running task's thread and mailbox.
@@ -245,6 +263,9 @@ impl StreamTask {
             outputs,
             mailbox: Mailbox::new(),
             cancel_requested: false,
+            last_checkpoint: 0,
+            input_ended: false,
+            final_checkpoint_done: false,
         })
     }
 
@@ -334,16 +355,21 @@ impl StreamTask {
             &StateContext {
                 config: self.env.config.state.clone(),
                 clock: self.env.config.state_clock.clone(),
+                checkpointing: self.env.config.checkpointing.is_some(),
             },
         )?;
         let res = chain
             .initialize_state(self.env.config.restore.as_ref())
             .and_then(|()| chain.open())
             .and_then(|()| {
-                if chain.is_source() {
-                    self.run_source(&mut chain)
+                let control = if chain.is_source() {
+                    self.run_source(&mut chain)?
                 } else {
-                    self.run_input(&mut chain)
+                    self.run_input(&mut chain)?
+                };
+                match control {
+                    Control::Continue => self.await_final_checkpoint(&mut chain),
+                    Control::Cancel => Ok(Control::Cancel),
                 }
             })
             .map(|control| match control {
@@ -394,6 +420,162 @@ impl StreamTask {
         Ok(out)
     }
 
+    /// With checkpoints, after the input ended: report it and take the checkpoints the
+    /// coordinator triggers until the job's final one completed (see
+    /// [`checkpoint`](crate::checkpoint)). Without checkpoints the task ends at once.
+    fn await_final_checkpoint(&mut self, chain: &mut OperatorChain) -> Result<Control> {
+        let Some(c) = &self.env.config.checkpointing else {
+            return Ok(Control::Continue);
+        };
+        self.input_ended = true;
+        c.responder.input_ended();
+        tracing::debug!("input ended; waiting for the final checkpoint");
+        loop {
+            if let Control::Cancel = self.process_mails(chain)? {
+                return Ok(Control::Cancel);
+            }
+            if self.final_checkpoint_done {
+                return Ok(Control::Continue);
+            }
+            self.mailbox.wait(Duration::from_secs(1));
+        }
+    }
+
+    /// Takes checkpoint `barrier.id`: the synchronous part here, then the barrier goes
+    /// downstream, then the asynchronous part on a thread of its own, which
+    /// acknowledges. A failing synchronous part declines the checkpoint and sends a
+    /// cancel marker downstream instead; the task goes on.
+    fn checkpoint(
+        &mut self,
+        chain: &mut OperatorChain,
+        barrier: CheckpointBarrier,
+        alignment: Duration,
+    ) -> Result<()> {
+        let Some(c) = self.env.config.checkpointing.clone() else {
+            return Err(DataflowError::Unsupported(format!(
+                "checkpoint barrier {} reached a task of a job without checkpoints",
+                barrier.id
+            )));
+        };
+        if barrier.id <= self.last_checkpoint {
+            return Ok(());
+        }
+        self.last_checkpoint = barrier.id;
+        let id = barrier.id;
+        let started = Instant::now();
+        let task = self.name();
+        let decline = |chain: &mut OperatorChain, reason: String| -> Result<()> {
+            tracing::warn!(checkpoint_id = id, %reason, "checkpoint declined");
+            c.responder.decline(id, reason);
+            chain.broadcast_checkpoint_event(CheckpointEvent::Cancel(id))
+        };
+        let parts = match chain.snapshot(id, &c.target(&barrier)) {
+            Ok(parts) => parts,
+            Err(e) => return decline(chain, format!("{task}: {e}")),
+        };
+        let mut named = Vec::with_capacity(parts.len());
+        for (uid, snap) in parts {
+            let Some(ctx) = chain.operator_context(&uid) else {
+                return decline(
+                    chain,
+                    format!("{task}: snapshot of unknown operator `{uid}`"),
+                );
+            };
+            let meta = (
+                ctx.operator_name.clone(),
+                ctx.parallelism,
+                ctx.max_parallelism,
+            );
+            named.push((uid, meta, snap));
+        }
+        chain.broadcast_checkpoint_event(CheckpointEvent::Barrier(barrier))?;
+        let sync_ms = millis(started.elapsed());
+        let subtask = self.subtask_index;
+        let responder = c.responder.clone();
+        let upload = move || {
+            let started = Instant::now();
+            let mut out = Vec::with_capacity(named.len());
+            let mut bytes = 0;
+            for (uid, (name, parallelism, max_parallelism), snap) in named {
+                match snap.run(subtask) {
+                    Ok(snapshot) => {
+                        bytes += snapshot.keyed.as_ref().map_or(0, |k| k.incremental_bytes)
+                            + snapshot.operator.as_ref().map_or(0, |o| o.file.size);
+                        out.push(OperatorSubtaskSnapshot {
+                            uid,
+                            name,
+                            parallelism,
+                            max_parallelism,
+                            snapshot,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(checkpoint_id = id, error = %e, "asynchronous part of a checkpoint failed");
+                        return responder.decline(id, format!("{task} ({name}): {e}"));
+                    }
+                }
+            }
+            let stats = TaskCheckpointStats {
+                bytes,
+                in_flight_bytes: 0,
+                sync_ms,
+                async_ms: millis(started.elapsed()),
+                alignment_ms: millis(alignment),
+            };
+            responder.acknowledge(id, out, stats);
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("checkpoint {id}"))
+            .spawn(upload);
+        if let Err(e) = spawned {
+            c.responder
+                .decline(id, format!("cannot start the snapshot thread: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Carries out what the barrier handler decided.
+    fn barrier_actions(
+        &mut self,
+        chain: &mut OperatorChain,
+        input: &mut dyn TaskInput,
+        barriers: &mut BTreeMap<u64, CheckpointBarrier>,
+        actions: Vec<BarrierAction>,
+    ) -> Result<()> {
+        for action in actions {
+            match action {
+                BarrierAction::Trigger { id, alignment } => {
+                    if let Some(barrier) = barriers.get(&id).copied() {
+                        self.checkpoint(chain, barrier, alignment)?;
+                    }
+                }
+                BarrierAction::Abort { id, reason } => {
+                    if id > self.last_checkpoint {
+                        self.last_checkpoint = id;
+                    }
+                    let why = match reason {
+                        AbortCause::Subsumed { by } => {
+                            format!("the barrier of checkpoint {by} arrived before alignment")
+                        }
+                        AbortCause::Cancelled => "cancelled upstream".to_owned(),
+                    };
+                    if let Some(c) = &self.env.config.checkpointing {
+                        c.responder.decline(id, format!("{}: {why}", self.name()));
+                    }
+                    chain.broadcast_checkpoint_event(CheckpointEvent::Cancel(id))?;
+                }
+                BarrierAction::Resume(channels) => {
+                    for channel in channels {
+                        input.resume_consumption(channel)?;
+                    }
+                }
+            }
+        }
+        let done = self.last_checkpoint;
+        barriers.retain(|id, _| *id > done);
+        Ok(())
+    }
+
     fn process_mails(&mut self, chain: &mut OperatorChain) -> Result<Control> {
         while let Some(mail) = self.mailbox.try_take() {
             match mail {
@@ -402,7 +584,23 @@ impl StreamTask {
                     return Ok(Control::Cancel);
                 }
                 Mail::FlushOutputs => chain.flush()?,
-                Mail::CheckpointComplete(id) => chain.notify_checkpoint_complete(id)?,
+                Mail::TriggerCheckpoint(barrier) => {
+                    if chain.is_source() || self.input_ended {
+                        self.checkpoint(chain, barrier, Duration::ZERO)?;
+                    } else {
+                        // Barriers reach this task through its input.
+                        tracing::debug!(
+                            checkpoint_id = barrier.id,
+                            "trigger of a task with running input ignored"
+                        );
+                    }
+                }
+                Mail::CheckpointComplete { id, last } => {
+                    chain.notify_checkpoint_complete(id)?;
+                    if last && self.input_ended {
+                        self.final_checkpoint_done = true;
+                    }
+                }
                 Mail::CheckpointAborted(id) => chain.notify_checkpoint_aborted(id)?,
             }
         }
@@ -453,6 +651,13 @@ impl StreamTask {
         let mut remaining = channels;
         let mut records: Vec<StreamRecord> = Vec::with_capacity(self.env.config.batch_size);
         let mut last_flush = Instant::now();
+        let mut handler = self
+            .env
+            .config
+            .checkpointing
+            .as_ref()
+            .map(|c| BarrierHandler::new(c.mode, channels));
+        let mut barriers: BTreeMap<u64, CheckpointBarrier> = BTreeMap::new();
         while remaining > 0 {
             if self.mailbox.has_mail() {
                 if let Control::Cancel = self.process_mails(chain)? {
@@ -468,7 +673,10 @@ impl StreamTask {
                 }
             };
             let channel = match event {
-                InputEvent::Records { channel } | InputEvent::Event { channel, .. } => channel,
+                InputEvent::Records { channel }
+                | InputEvent::Event { channel, .. }
+                | InputEvent::Barrier { channel, .. }
+                | InputEvent::CancelMarker { channel, .. } => channel,
                 InputEvent::MailboxWake => continue,
             };
             if channel >= channels || ended[channel] {
@@ -502,8 +710,34 @@ impl StreamTask {
                         if let Some(w) = valve.input_ended(channel) {
                             chain.watermark(w)?;
                         }
+                        if let Some(h) = &mut handler {
+                            let actions = h.on_end_of_partition(channel, Instant::now());
+                            self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
+                        }
                     }
                 },
+                InputEvent::Barrier { barrier, .. } => {
+                    let Some(h) = &mut handler else {
+                        return Err(DataflowError::Unsupported(format!(
+                            "checkpoint barrier {} on input channel {channel} of a job without checkpoints",
+                            barrier.id
+                        )));
+                    };
+                    let actions = h.on_barrier(channel, barrier.id, Instant::now());
+                    if barrier.id > self.last_checkpoint {
+                        barriers.insert(barrier.id, barrier);
+                    }
+                    self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
+                }
+                InputEvent::CancelMarker { id, .. } => {
+                    let Some(h) = &mut handler else {
+                        return Err(DataflowError::Unsupported(format!(
+                            "cancel marker of checkpoint {id} on input channel {channel} of a job without checkpoints"
+                        )));
+                    };
+                    let actions = h.on_cancel(id);
+                    self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
+                }
                 InputEvent::MailboxWake => {}
             }
             // Watermarks may emit records too (timers, windows): check after every

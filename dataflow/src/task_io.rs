@@ -26,6 +26,7 @@
 //! local channels between tasks of one process and QUIC between processes. It is the
 //! only one, so that barriers, alignment and recovery exist once (DESIGN §3).
 
+use crate::checkpoint::{CheckpointBarrier, CheckpointEvent};
 use crate::element::{StreamEvent, StreamRecord};
 use crate::error::Result;
 use crate::mailbox::InputWaker;
@@ -45,6 +46,21 @@ pub enum InputEvent {
         /// The event.
         event: StreamEvent,
     },
+    /// Checkpoint barrier on `channel`. An aligned barrier blocks its channel: nothing
+    /// more arrives on it until [`TaskInput::resume_consumption`].
+    Barrier {
+        /// The input channel.
+        channel: usize,
+        /// The barrier.
+        barrier: CheckpointBarrier,
+    },
+    /// Checkpoint `id` was aborted upstream of `channel`.
+    CancelMarker {
+        /// The input channel.
+        channel: usize,
+        /// Checkpoint id.
+        id: u64,
+    },
     /// The waker was called: mail may be pending.
     MailboxWake,
 }
@@ -63,6 +79,9 @@ pub trait TaskInput: Send {
 
     /// Returns the next input, blocking until there is some or the waker is called.
     fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent>;
+
+    /// Lets `channel` deliver again after an aligned barrier blocked it.
+    fn resume_consumption(&mut self, channel: usize) -> Result<()>;
 }
 
 /// One output edge of a task.
@@ -75,6 +94,11 @@ pub trait TaskOutput: Send {
 
     /// Broadcasts `event` to every channel, after all records emitted before it.
     fn emit_event(&mut self, event: StreamEvent) -> Result<()>;
+
+    /// Broadcasts a checkpoint barrier or cancel marker to every channel, after
+    /// everything emitted before it (it overtakes nothing and needs no credit). A no-op
+    /// once the output has ended.
+    fn emit_checkpoint_event(&mut self, event: CheckpointEvent) -> Result<()>;
 
     /// Makes everything emitted so far visible downstream.
     fn flush(&mut self) -> Result<()>;

@@ -14,8 +14,10 @@
 //!   pending transactions are **committed again** (commit must be idempotent: the first
 //!   attempt may or may not have happened), and every transaction begun after it is
 //!   **cleaned up** (aborted): its records are replayed from the checkpoint;
-//! * end of input (bounded jobs) — pre-commit and commit the last transaction: nothing
-//!   can replay it any more.
+//! * end of input (bounded jobs) — without checkpoints, pre-commit and commit the last
+//!   transaction: nothing can replay it any more; with checkpoints, nothing: the task's
+//!   final checkpoint pre-commits it and its completion commits it (see
+//!   [`checkpoint`](crate::checkpoint)), so a failure before then replays it exactly once.
 //!
 //! Transactions are kept in *union* operator state tagged with the subtask that began
 //! them, so after rescaling each old subtask's transactions are recovered by exactly one
@@ -152,8 +154,13 @@ impl<S: TwoPhaseCommitSink> Operator for TwoPhaseCommitOperator<S> {
     }
 
     fn snapshot_state(&mut self, ctx: &SnapshotContext) -> Result<OperatorStateSnapshot> {
-        if let Some(mut txn) = self.current.take() {
-            self.sink.pre_commit(&mut txn)?;
+        // A failed pre-commit keeps the transaction current (the checkpoint is declined,
+        // the next one pre-commits it again); a failed state write below keeps it
+        // pending, for the next completed checkpoint to commit.
+        if let Some(txn) = self.current.as_mut() {
+            self.sink.pre_commit(txn)?;
+        }
+        if let Some(txn) = self.current.take() {
             self.pending.insert(ctx.checkpoint_id, txn);
         }
         let record = SubtaskTransactions {
@@ -195,7 +202,13 @@ impl<S: TwoPhaseCommitSink> Operator for TwoPhaseCommitOperator<S> {
     }
 
     fn end_input(&mut self, _out: &mut Vec<StreamRecord>) -> Result<()> {
-        // Nothing can replay these records any more: commit everything.
+        if self.ctx.state.checkpointing {
+            // The task waits for a final checkpoint, which pre-commits the last
+            // transaction; it commits when that checkpoint completes.
+            return Ok(());
+        }
+        // Without checkpoints nothing can replay these records any more: commit
+        // everything.
         let mut last = self.current.take();
         if let Some(txn) = &mut last {
             self.sink.pre_commit(txn)?;

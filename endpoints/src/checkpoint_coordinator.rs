@@ -396,6 +396,17 @@ impl<T: Ord + Clone + fmt::Display, A> CheckpointCoordinator<T, A> {
         self.history.iter()
     }
 
+    /// The pending checkpoints still waiting for `task`'s acknowledgement, with their
+    /// trigger times and requests (to trigger a task directly, e.g. one whose input
+    /// ended after the barriers were injected).
+    pub fn awaiting(&self, task: &T) -> Vec<(u64, i64, SnapshotRequest)> {
+        self.pending
+            .iter()
+            .filter(|(_, p)| !p.finalizing && p.waiting.contains(task))
+            .map(|(id, p)| (*id, p.timestamp_ms, p.request.clone()))
+            .collect()
+    }
+
     /// Consecutive failures counted so far.
     pub fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures

@@ -13,7 +13,12 @@
 //! | `restart-strategy.fixed-delay.{attempts,delay}` | 1, 1 s | |
 //! | `restart-strategy.failure-rate.{max-failures-per-interval,failure-rate-interval,delay}` | 1, 1 min, 1 s | |
 //! | `restart-strategy.exponential-delay.{initial-backoff,max-backoff,backoff-multiplier,reset-backoff-threshold,jitter-factor,attempts-before-reset-backoff}` | 1 s, 1 min, 1.5, 1 h, 0.1, unlimited | |
-//! | `execution.checkpointing.interval` | unset | enables periodic checkpoints (issue #10); here it only selects the default restart strategy |
+//! | `execution.checkpointing.interval` | unset | periodic checkpoints this often (needs `state.checkpoints.dir`); also selects the default restart strategy |
+//! | `execution.checkpointing.timeout` | 10 min | a checkpoint not complete by then is aborted |
+//! | `execution.checkpointing.min-pause` | 0 | from a checkpoint's completion to the next trigger |
+//! | `execution.checkpointing.max-concurrent-checkpoints` | 1 | checkpoints in progress at once |
+//! | `execution.checkpointing.tolerable-failed-checkpoints` | 0 | consecutive failed checkpoints tolerated before the job fails over |
+//! | `execution.checkpointing.mode` | `exactly_once` | `exactly_once` (aligned barriers) or `at_least_once` |
 //! | `collect.max-bytes` | 8 MiB | collect-sink results a job may accumulate in its JobMaster; past it the job fails |
 //! | `state.backend.type` | `heap` | keyed state backend: `heap` (alias `hashmap`) or `lsm` (alias `rocksdb`) |
 //! | `state.backend.lsm.localdir` | OS temp dir | lsm working directories (alias `state.backend.rocksdb.localdir`) |
@@ -147,6 +152,12 @@ impl Validate for RillConfig {
         self.slot.validate()?;
         self.restart_strategy.validate()?;
         self.execution.checkpointing.validate()?;
+        if self.checkpointing_enabled() && self.state.checkpoints.dir.is_none() {
+            return Err(ConfigError::validation(
+                "execution.checkpointing.interval",
+                "periodic checkpoints need a checkpoint storage: set state.checkpoints.dir (file:///abs/path) too",
+            ));
+        }
         self.collect.validate(self.rpc.max_frame_size)?;
         self.rest.validate()?;
         self.state().validate().map_err(|e| match e {
@@ -240,18 +251,68 @@ pub struct ExecutionSection {
 }
 
 /// `execution.checkpointing.*`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CheckpointingSection {
     /// `execution.checkpointing.incremental`: unset means the backend's default (true
     /// for lsm).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incremental: Option<bool>,
-    /// `execution.checkpointing.interval`: enables periodic checkpoints (issue #10)
-    /// this often; unset means checkpointing is off. It also selects the default
-    /// restart strategy (see the module docs).
+    /// `execution.checkpointing.interval`: enables periodic checkpoints this often;
+    /// unset means checkpointing is off. It also selects the default restart strategy
+    /// (see the module docs).
     #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration")]
     pub interval: Option<Duration>,
+    /// `execution.checkpointing.timeout` (10 min): a checkpoint not completed by then
+    /// is aborted.
+    #[serde(with = "rill_runtime::config::duration")]
+    pub timeout: Duration,
+    /// `execution.checkpointing.min-pause` (0): from one checkpoint's completion to the
+    /// next trigger.
+    #[serde(with = "rill_runtime::config::duration")]
+    pub min_pause: Duration,
+    /// `execution.checkpointing.max-concurrent-checkpoints` (1).
+    pub max_concurrent_checkpoints: usize,
+    /// `execution.checkpointing.tolerable-failed-checkpoints` (0): consecutive failed
+    /// checkpoints tolerated; one more fails the job over.
+    pub tolerable_failed_checkpoints: u32,
+    /// `execution.checkpointing.mode`: `exactly_once` (aligned barriers, default) or
+    /// `at_least_once` (barriers only tracked).
+    pub mode: CheckpointingModeSetting,
+}
+
+impl Default for CheckpointingSection {
+    fn default() -> Self {
+        CheckpointingSection {
+            incremental: None,
+            interval: None,
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::ZERO,
+            max_concurrent_checkpoints: 1,
+            tolerable_failed_checkpoints: 0,
+            mode: CheckpointingModeSetting::ExactlyOnce,
+        }
+    }
+}
+
+/// `execution.checkpointing.mode`, in Flink's spellings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CheckpointingModeSetting {
+    /// Aligned barriers: state and transactional output reflect every record once.
+    #[default]
+    #[serde(
+        rename = "exactly_once",
+        alias = "EXACTLY_ONCE",
+        alias = "exactly-once"
+    )]
+    ExactlyOnce,
+    /// Barriers are only tracked: after a recovery some records are processed again.
+    #[serde(
+        rename = "at_least_once",
+        alias = "AT_LEAST_ONCE",
+        alias = "at-least-once"
+    )]
+    AtLeastOnce,
 }
 
 impl Validate for CheckpointingSection {
@@ -260,6 +321,18 @@ impl Validate for CheckpointingSection {
             return Err(ConfigError::validation(
                 "execution.checkpointing.interval",
                 "must be positive (leave it unset to disable checkpointing)",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::validation(
+                "execution.checkpointing.timeout",
+                "must be positive",
+            ));
+        }
+        if self.max_concurrent_checkpoints == 0 {
+            return Err(ConfigError::validation(
+                "execution.checkpointing.max-concurrent-checkpoints",
+                "must be at least 1",
             ));
         }
         Ok(())
@@ -772,7 +845,29 @@ mod tests {
 
     #[test]
     fn with_checkpointing_the_default_is_exponential_delay() {
-        let c = with(&["execution.checkpointing.interval=10s"]).unwrap();
+        let e = with(&["execution.checkpointing.interval=10s"]).unwrap_err();
+        assert_eq!(e.key(), Some("execution.checkpointing.interval"));
+        assert!(e.to_string().contains("state.checkpoints.dir"), "{e}");
+        let c = with(&[
+            "execution.checkpointing.interval=10s",
+            "state.checkpoints.dir=file:///tmp/rill-checkpoints",
+        ])
+        .unwrap();
+        assert_eq!(c.execution.checkpointing.timeout, Duration::from_secs(600));
+        assert_eq!(c.execution.checkpointing.max_concurrent_checkpoints, 1);
+        assert_eq!(c.execution.checkpointing.tolerable_failed_checkpoints, 0);
+        let c2 = with(&[
+            "execution.checkpointing.interval=10s",
+            "state.checkpoints.dir=file:///tmp/rill-checkpoints",
+            "execution.checkpointing.mode=AT_LEAST_ONCE",
+            "execution.checkpointing.tolerable-failed-checkpoints=3",
+        ])
+        .unwrap();
+        assert_eq!(
+            c2.execution.checkpointing.mode,
+            CheckpointingModeSetting::AtLeastOnce
+        );
+        assert_eq!(c2.execution.checkpointing.tolerable_failed_checkpoints, 3);
         assert_eq!(
             c.execution.checkpointing.interval,
             Some(Duration::from_secs(10))
@@ -784,6 +879,7 @@ mod tests {
         // A configured strategy wins, `none` included.
         let c = with(&[
             "execution.checkpointing.interval=10s",
+            "state.checkpoints.dir=file:///tmp/rill-checkpoints",
             "restart-strategy.type=none",
         ])
         .unwrap();

@@ -196,6 +196,7 @@ impl dispatcher::Handler for Dispatcher {
             vertices: Vec::new(),
             final_checkpoint: None,
             failures: Vec::new(),
+            checkpoints: CheckpointsSummary::default(),
         };
         match e.gateway.clone() {
             None => Reply::ready(Ok(fallback)),

@@ -58,16 +58,15 @@ pub fn complete<'a>(
                 FinalSnapshotReport::Failed(reason) => return Err(reason.clone()),
             }
         }
-        let meta = CheckpointMetadata {
-            format_version: FORMAT_VERSION,
-            job_id,
-            job_name: job.name.clone(),
+        write_checkpoint_metadata(
+            job,
+            &storage,
+            &dir,
             checkpoint_id,
             timestamp_ms,
-            kind: SnapshotKind::Checkpoint,
-            operators: group_by_operator(parts),
-        };
-        write_metadata(&storage, &dir, &meta).map_err(|e| e.to_string())
+            SnapshotKind::Checkpoint,
+            parts,
+        )
     })();
     match written {
         Ok(_) => FinalCheckpoint::Completed {
@@ -82,6 +81,31 @@ pub fn complete<'a>(
             failed(reason)
         }
     }
+}
+
+/// Writes `_metadata` into `dir` from the tasks' snapshot `parts` (grouped by operator
+/// uid): what makes a checkpoint or savepoint complete.
+pub fn write_checkpoint_metadata(
+    job: &JobGraph,
+    storage: &dyn rill_state::CheckpointStorage,
+    dir: &std::path::Path,
+    checkpoint_id: u64,
+    timestamp_ms: i64,
+    kind: SnapshotKind,
+    parts: Vec<rill_dataflow::state::OperatorSubtaskSnapshot>,
+) -> Result<(), String> {
+    let meta = CheckpointMetadata {
+        format_version: FORMAT_VERSION,
+        job_id: job.job_id.to_string(),
+        job_name: job.name.clone(),
+        checkpoint_id,
+        timestamp_ms,
+        kind,
+        operators: group_by_operator(parts),
+    };
+    write_metadata(storage, dir, &meta)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -91,6 +91,12 @@ rill_runtime::gateway! {
         fn request_heartbeat_from_resource_manager(from: ResourceId);
         /// A TaskExecutor disconnects (shutdown, or it lost this JobMaster).
         fn disconnect_task_manager(from: ResourceId, reason: String);
+        /// A task wrote its part of checkpoint `checkpoint_id`.
+        fn acknowledge_checkpoint(execution: ExecutionAttemptId, checkpoint_id: u64, ack: CheckpointAck);
+        /// A task cannot take checkpoint `checkpoint_id`.
+        fn decline_checkpoint(execution: ExecutionAttemptId, checkpoint_id: u64, reason: String);
+        /// A task's input ended; it waits for the job's final checkpoint.
+        fn task_input_ended(execution: ExecutionAttemptId);
         /// The job's status.
         fn job_status() -> JobStatus;
         /// The job's details.
@@ -109,6 +115,13 @@ rill_runtime::gateway! {
         fn submit_task(tdd: TaskDeploymentDescriptor, job_master_id: u128) -> ClusterResult<()>;
         /// A JobMaster cancels a task.
         fn cancel_task(execution: ExecutionAttemptId) -> ClusterResult<()>;
+        /// A JobMaster starts a checkpoint (or savepoint) at a source task, or at a task
+        /// whose input has ended.
+        fn trigger_checkpoint(execution: ExecutionAttemptId, checkpoint_id: u64, timestamp_ms: i64, savepoint: bool);
+        /// Checkpoint `checkpoint_id` of `job` completed (`last`: the job's final one).
+        fn notify_checkpoint_complete(job: JobId, checkpoint_id: u64, last: bool);
+        /// Checkpoint `checkpoint_id` of `job` was aborted.
+        fn notify_checkpoint_aborted(job: JobId, checkpoint_id: u64);
         /// A JobMaster gives back a slot.
         fn free_slot(allocation: AllocationId, reason: String);
         /// A JobMaster is done with this TaskExecutor for `job`.

@@ -68,6 +68,9 @@ use crate::heartbeats::{start_heartbeats, TellTarget};
 use crate::messages::*;
 use crate::restart::RestartStrategy;
 
+mod checkpointing;
+use checkpointing::{JobCheckpoints, SubtaskKey};
+
 /// One sink subtask's collected values and the attempt that sent them.
 struct CollectedPart {
     execution: ExecutionAttemptId,
@@ -170,6 +173,11 @@ pub struct JobMaster {
     /// Incremented whenever the wait for slots starts afresh.
     slot_epoch: u64,
     slot_timer_armed: bool,
+    /// Periodic checkpoints, when `execution.checkpointing.interval` is set (see
+    /// [`checkpointing`]).
+    checkpoints: Option<JobCheckpoints>,
+    /// The checkpoint the tasks of the current deployment restore from.
+    restore_from: Option<String>,
 }
 
 impl JobMaster {
@@ -223,6 +231,12 @@ impl JobMaster {
             job_master_id as u64,
         );
         let resource_id = ResourceId::new(format!("jobmaster-{}", job.job_id));
+        let subtasks = job
+            .vertices
+            .iter()
+            .flat_map(|v| (0..v.parallelism).map(move |k| SubtaskKey(v.id, k)));
+        let checkpoints = JobCheckpoints::new(&services.config, &job.job_id.to_string(), subtasks)
+            .map_err(ClusterError::InvalidJob)?;
         Ok(JobMaster {
             s: services,
             job_bytes,
@@ -256,6 +270,8 @@ impl JobMaster {
             delay_pending: false,
             slot_epoch: 0,
             slot_timer_armed: false,
+            checkpoints,
+            restore_from: None,
             job: Arc::new(job),
         })
     }
@@ -495,6 +511,21 @@ impl JobMaster {
                 placement.push(((*v, k), slot));
             }
         }
+        // A restart restores the newest completed checkpoint.
+        let restarting = placement
+            .iter()
+            .any(|((v, k), _)| self.executions.contains_key(&(*v, *k)));
+        if let Some(c) = &mut self.checkpoints {
+            c.restored = match c.restore_point() {
+                Some(point) if restarting => {
+                    tracing::info!(job = %self.job.job_id, checkpoint_id = point.0, path = %point.1, "restoring from checkpoint");
+                    self.restore_from = Some(point.1.clone());
+                    Some(point)
+                }
+                _ => c.restored.clone(),
+            };
+        }
+        self.checkpoints_redeploying(placement.iter().map(|((v, k), _)| SubtaskKey(*v, *k)));
         // New attempts first, so consumers can name their producers' partitions.
         for ((v, k), (allocation, te)) in placement {
             let outputs = self.job.output_edges(v).count();
@@ -542,6 +573,7 @@ impl JobMaster {
         if matches!(self.status, JobStatus::Created | JobStatus::Restarting) {
             self.set_status(JobStatus::Running);
         }
+        self.arm_checkpoint_timer(ctx);
         tracing::info!(job = %self.job_id(), tasks = deployments.len(), "deploying tasks");
         let token = self.job_master_id;
         let handle = ctx.handle();
@@ -627,12 +659,24 @@ impl JobMaster {
                 inputs,
                 state_backend: self.s.config.state.backend.kind,
                 incremental: self.s.config.execution.checkpointing.incremental,
-                final_snapshot: self.s.config.state.checkpoints.dir.clone().map(|dir| {
-                    FinalSnapshotSpec {
-                        checkpoints_dir: dir,
-                        checkpoint_id: FINAL_CHECKPOINT_ID,
+                // With periodic checkpoints, the job's last checkpoint is its final one.
+                final_snapshot: match &self.checkpoints {
+                    Some(_) => None,
+                    None => {
+                        self.s
+                            .config
+                            .state
+                            .checkpoints
+                            .dir
+                            .clone()
+                            .map(|dir| FinalSnapshotSpec {
+                                checkpoints_dir: dir,
+                                checkpoint_id: FINAL_CHECKPOINT_ID,
+                            })
                     }
-                }),
+                },
+                checkpointing: self.checkpoints.as_ref().map(|c| c.spec.clone()),
+                restore_from: self.restore_from.clone(),
             },
         ))
     }
@@ -742,6 +786,7 @@ impl JobMaster {
                         delay_ms: delay.as_millis() as u64,
                     },
                 );
+                self.abort_checkpoints(ctx, &format!("job failover: {cause}"), false);
                 self.failure = Some(cause);
                 self.restarts += 1;
                 self.set_status(JobStatus::Restarting);
@@ -792,6 +837,7 @@ impl JobMaster {
         self.to_deploy.clear();
         self.slot_timer_armed = false;
         self.set_status(JobStatus::Failing);
+        self.abort_checkpoints(ctx, "the job is failing", true);
         let all: BTreeSet<VertexId> = self.order.iter().copied().collect();
         self.cancel_executions(ctx, &all);
         self.check_completion(ctx);
@@ -863,7 +909,9 @@ impl JobMaster {
                         .values()
                         .all(|e| e.state == ExecutionState::Finished) =>
             {
-                self.complete_final_snapshot();
+                if self.checkpoints.is_none() {
+                    self.complete_final_snapshot();
+                }
                 self.finalize(ctx, JobStatus::Finished)
             }
             _ => {}
@@ -908,6 +956,7 @@ impl JobMaster {
         }
         self.ended = Some(Instant::now());
         self.set_status(status);
+        self.abort_checkpoints(ctx, &format!("the job is {status}"), true);
         let reason = format!("job {} is {status}", self.job_id());
         // The ResourceManager first, so that the slots freed below are not handed back
         // to this job.
@@ -1029,6 +1078,11 @@ impl JobMaster {
             vertices,
             final_checkpoint: self.final_checkpoint.clone(),
             failures: self.failures.iter().cloned().collect(),
+            checkpoints: self
+                .checkpoints
+                .as_ref()
+                .map(JobCheckpoints::summary)
+                .unwrap_or_default(),
         }
     }
 
@@ -1387,6 +1441,34 @@ impl job_master::Handler for JobMaster {
         self.task_executor_lost(ctx, from, format!("disconnected: {reason}"));
     }
 
+    fn acknowledge_checkpoint(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        execution: ExecutionAttemptId,
+        checkpoint_id: u64,
+        ack: CheckpointAck,
+    ) {
+        self.on_checkpoint_ack(ctx, execution, checkpoint_id, ack);
+    }
+
+    fn decline_checkpoint(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        execution: ExecutionAttemptId,
+        checkpoint_id: u64,
+        reason: String,
+    ) {
+        self.on_checkpoint_decline(ctx, execution, checkpoint_id, reason);
+    }
+
+    fn task_input_ended(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        execution: ExecutionAttemptId,
+    ) {
+        self.on_task_input_ended(ctx, execution);
+    }
+
     fn job_status(&mut self, _ctx: &mut EndpointContext<'_, Self>) -> Reply<JobStatus> {
         Reply::ready(self.status)
     }
@@ -1406,6 +1488,7 @@ impl job_master::Handler for JobMaster {
             self.to_deploy.clear();
             self.slot_timer_armed = false;
             self.set_status(JobStatus::Cancelling);
+            self.abort_checkpoints(ctx, "the job is being cancelled", true);
             let all: BTreeSet<VertexId> = self.order.iter().copied().collect();
             self.cancel_executions(ctx, &all);
             self.check_completion(ctx);

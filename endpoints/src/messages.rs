@@ -220,8 +220,84 @@ pub struct TaskDeploymentDescriptor {
     /// `execution.checkpointing.incremental` as configured at the JobManager.
     pub incremental: Option<bool>,
     /// Where to write a final snapshot when the task's input ends, if the JobManager has
-    /// `state.checkpoints.dir`.
+    /// `state.checkpoints.dir` but no periodic checkpoints.
     pub final_snapshot: Option<FinalSnapshotSpec>,
+    /// Periodic checkpoints, if the job takes them.
+    pub checkpointing: Option<TaskCheckpointSpec>,
+    /// The directory of the completed checkpoint or savepoint (holding `_metadata`) the
+    /// task restores from.
+    pub restore_from: Option<String>,
+}
+
+/// How a task takes part in periodic checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskCheckpointSpec {
+    /// `state.checkpoints.dir` (a `file://` URL); the job's checkpoints go to
+    /// `<dir>/<job-id>/chk-<n>`.
+    pub checkpoints_dir: String,
+    /// `execution.checkpointing.mode = exactly_once`: align barriers.
+    pub exactly_once: bool,
+}
+
+/// What a task acknowledges a checkpoint with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointAck {
+    /// One entry per stateful operator of the task's chain.
+    pub snapshots: Vec<OperatorSubtaskSnapshot>,
+    /// Bytes written for this checkpoint.
+    pub bytes: u64,
+    /// In-flight bytes persisted with the state.
+    pub in_flight_bytes: u64,
+    /// Synchronous part, ms.
+    pub sync_ms: u64,
+    /// Asynchronous part, ms.
+    pub async_ms: u64,
+    /// Alignment at the task's input, ms.
+    pub alignment_ms: u64,
+}
+
+/// One checkpoint of a job, for `rill checkpoints` and REST.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// Checkpoint id.
+    pub id: u64,
+    /// A savepoint rather than a checkpoint.
+    pub savepoint: bool,
+    /// `IN_PROGRESS`, `COMPLETED` or `FAILED` (Flink's names).
+    pub status: String,
+    /// Trigger time, ms since the epoch.
+    pub trigger_timestamp_ms: i64,
+    /// Trigger to completion or failure, ms (`None` while in progress).
+    pub duration_ms: Option<u64>,
+    /// Tasks that acknowledged.
+    pub acknowledged: usize,
+    /// Tasks expected to.
+    pub expected: usize,
+    /// Bytes written by the acknowledged tasks.
+    pub bytes: u64,
+    /// Longest alignment of a task, ms.
+    pub alignment_ms: u64,
+    /// Where a completed checkpoint is.
+    pub path: Option<String>,
+    /// Why it failed.
+    pub failure: Option<String>,
+}
+
+/// A job's checkpoints.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointsSummary {
+    /// Checkpoints are configured (`execution.checkpointing.interval`).
+    pub enabled: bool,
+    /// The most recent ones, oldest first.
+    pub history: Vec<CheckpointInfo>,
+    /// Completed, failed and in-progress counts over the job's life.
+    pub completed: u64,
+    /// Failed ones.
+    pub failed: u64,
+    /// The newest completed checkpoint's directory.
+    pub latest_completed: Option<String>,
+    /// What the last (re)start restored: `(checkpoint id, directory)`.
+    pub restored: Option<(u64, String)>,
 }
 
 /// Where a bounded task writes its final snapshot (see [`FinalSnapshotReport`]).
@@ -456,6 +532,9 @@ pub struct JobDetails {
     /// (Flink's exception history): `rill run` prints each one as it appears.
     #[serde(default)]
     pub failures: Vec<JobFailure>,
+    /// Checkpoints taken, and what a restart restored.
+    #[serde(default)]
+    pub checkpoints: CheckpointsSummary,
 }
 
 /// How many failures [`JobDetails::failures`] keeps.

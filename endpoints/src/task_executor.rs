@@ -32,9 +32,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use rill_dataflow::barrier_handler::BarrierMode;
+use rill_dataflow::checkpoint::{
+    Alignment, CheckpointBarrier, CheckpointKind, CheckpointOptions, CheckpointResponder,
+    TaskCheckpointStats, TaskCheckpointing,
+};
 use rill_dataflow::network_io::{create_task_io, ChannelLocation, InputChannelSpec, OutputSpec};
+use rill_dataflow::state::{OperatorSubtaskSnapshot, TaskRestore};
 use rill_dataflow::{
-    CollectSink, JobGraph, JobId, OperatorRegistry, StateConfig, StreamTask, TaskConfig,
+    CollectSink, JobGraph, JobId, Mail, OperatorRegistry, StateConfig, StreamTask, TaskConfig,
     TaskEnvironment, TaskHandle, TaskOutcome, Value,
 };
 use rill_network::{NetworkEnvironment, PartitionId, TaskIoMetrics};
@@ -44,7 +50,8 @@ use rill_runtime::{
     EndpointContext, EndpointHandle, FencingToken, Reply, ResourceId, RpcAddress, RpcEndpoint,
     RpcService,
 };
-use rill_state::storage::{CheckpointLayout, FsCheckpointStorage};
+use rill_state::format::read_metadata;
+use rill_state::storage::{CheckpointLayout, CheckpointStorage, FsCheckpointStorage};
 use rill_state::{SnapshotKind, SnapshotTarget};
 
 use crate::config::RillConfig;
@@ -96,6 +103,8 @@ struct RunningTask {
     /// Cancellation was requested: a failure while it takes effect (e.g. an upstream
     /// partition released by the same cancellation) is reported as CANCELED.
     cancel_requested: bool,
+    /// How the job's barriers align (`execution.checkpointing.mode`).
+    alignment: Alignment,
 }
 
 type TaskCounters = Arc<Mutex<BTreeMap<ExecutionAttemptId, Arc<TaskIoMetrics>>>>;
@@ -488,12 +497,33 @@ impl TaskExecutor {
                 checkpoints_dir: tdd
                     .final_snapshot
                     .as_ref()
-                    .map(|f| f.checkpoints_dir.clone()),
+                    .map(|f| f.checkpoints_dir.clone())
+                    .or_else(|| {
+                        tdd.checkpointing
+                            .as_ref()
+                            .map(|c| c.checkpoints_dir.clone())
+                    }),
                 ..self.s.config.state()
             },
             final_snapshot: match &tdd.final_snapshot {
                 None => None,
                 Some(spec) => Some(final_snapshot_target(tdd.job, spec)?),
+            },
+            checkpointing: match &tdd.checkpointing {
+                None => None,
+                Some(spec) => Some(task_checkpointing(
+                    tdd.job,
+                    spec,
+                    Arc::new(CheckpointForwarder {
+                        handle: ctx.handle(),
+                        job: tdd.job,
+                        execution: tdd.execution,
+                    }),
+                )?),
+            },
+            restore: match &tdd.restore_from {
+                None => None,
+                Some(dir) => Some(task_restore(dir)?),
             },
             ..TaskConfig::default()
         };
@@ -570,6 +600,10 @@ impl TaskExecutor {
                 handle,
                 partitions: io.partitions.clone(),
                 cancel_requested: false,
+                alignment: match &tdd.checkpointing {
+                    Some(c) if !c.exactly_once => Alignment::AtLeastOnce,
+                    _ => Alignment::Aligned,
+                },
             },
         );
         let _ = gateway.update_task_execution_state(TaskExecutionStateUpdate {
@@ -813,6 +847,63 @@ impl task_executor::Handler for TaskExecutor {
         Reply::ready(Ok(()))
     }
 
+    fn trigger_checkpoint(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        execution: ExecutionAttemptId,
+        checkpoint_id: u64,
+        timestamp_ms: i64,
+        savepoint: bool,
+    ) {
+        let Some(t) = self.tasks.get(&execution) else {
+            tracing::debug!(%execution, checkpoint_id, "trigger for a task not running here ignored");
+            return;
+        };
+        let barrier = CheckpointBarrier {
+            id: checkpoint_id,
+            timestamp_ms,
+            options: CheckpointOptions {
+                kind: if savepoint {
+                    CheckpointKind::Savepoint
+                } else {
+                    CheckpointKind::Checkpoint
+                },
+                alignment: t.alignment,
+            },
+        };
+        // `Err`: the task has just ended; the JobMaster learns that from its state.
+        let _ = t.handle.mailbox().send(Mail::TriggerCheckpoint(barrier));
+    }
+
+    fn notify_checkpoint_complete(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+        checkpoint_id: u64,
+        last: bool,
+    ) {
+        for t in self.tasks.values().filter(|t| t.job == job) {
+            let _ = t.handle.mailbox().send(Mail::CheckpointComplete {
+                id: checkpoint_id,
+                last,
+            });
+        }
+    }
+
+    fn notify_checkpoint_aborted(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+        checkpoint_id: u64,
+    ) {
+        for t in self.tasks.values().filter(|t| t.job == job) {
+            let _ = t
+                .handle
+                .mailbox()
+                .send(Mail::CheckpointAborted(checkpoint_id));
+        }
+    }
+
     fn free_slot(
         &mut self,
         _ctx: &mut EndpointContext<'_, Self>,
@@ -858,6 +949,97 @@ impl task_executor::Handler for TaskExecutor {
         if let Some(hb) = &self.heartbeat_jm {
             hb.request_heartbeat(from, ());
         }
+    }
+}
+
+/// A task's checkpoint settings: the job's storage and layout under `spec`'s directory.
+fn task_checkpointing(
+    job: JobId,
+    spec: &TaskCheckpointSpec,
+    responder: Arc<dyn CheckpointResponder>,
+) -> Result<TaskCheckpointing, ClusterError> {
+    let storage = FsCheckpointStorage::from_url(&spec.checkpoints_dir)
+        .map_err(|e| ClusterError::Rejected(format!("cannot deploy the task: {e}")))?;
+    let layout = CheckpointLayout::new(storage.root().to_path_buf(), job.to_string());
+    Ok(TaskCheckpointing {
+        mode: if spec.exactly_once {
+            BarrierMode::Aligned
+        } else {
+            BarrierMode::AtLeastOnce
+        },
+        storage: Arc::new(storage),
+        layout,
+        responder,
+    })
+}
+
+/// What a task restores from: the `_metadata` in `dir`, read and checked here so that a
+/// corrupt snapshot refuses the deployment with the file's name.
+fn task_restore(dir: &str) -> Result<TaskRestore, ClusterError> {
+    // Paths in the metadata are relative to its directory; the storage takes them as
+    // they are.
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new("/"));
+    let (snapshot_dir, meta) = read_metadata(storage.as_ref(), std::path::Path::new(dir))
+        .map_err(|e| ClusterError::Rejected(format!("cannot restore from {dir}: {e}")))?;
+    Ok(TaskRestore {
+        snapshot_dir,
+        storage,
+        operators: meta.operators,
+    })
+}
+
+/// Forwards a task's checkpoint reports through the TaskExecutor's mailbox to the
+/// JobMaster.
+struct CheckpointForwarder {
+    handle: EndpointHandle<TaskExecutor>,
+    job: JobId,
+    execution: ExecutionAttemptId,
+}
+
+impl CheckpointForwarder {
+    fn with_gateway(&self, f: impl FnOnce(&job_master::Gateway) + Send + 'static) {
+        let job = self.job;
+        self.handle.run_async(move |te, _| {
+            if let Some(gw) = te.jobs.get(&job).and_then(|c| c.gateway.as_ref()) {
+                f(gw);
+            }
+        });
+    }
+}
+
+impl CheckpointResponder for CheckpointForwarder {
+    fn acknowledge(
+        &self,
+        id: u64,
+        snapshots: Vec<OperatorSubtaskSnapshot>,
+        stats: TaskCheckpointStats,
+    ) {
+        let execution = self.execution;
+        let ack = CheckpointAck {
+            snapshots,
+            bytes: stats.bytes,
+            in_flight_bytes: stats.in_flight_bytes,
+            sync_ms: stats.sync_ms,
+            async_ms: stats.async_ms,
+            alignment_ms: stats.alignment_ms,
+        };
+        self.with_gateway(move |gw| {
+            let _ = gw.acknowledge_checkpoint(execution, id, ack);
+        });
+    }
+
+    fn decline(&self, id: u64, reason: String) {
+        let execution = self.execution;
+        self.with_gateway(move |gw| {
+            let _ = gw.decline_checkpoint(execution, id, reason);
+        });
+    }
+
+    fn input_ended(&self) {
+        let execution = self.execution;
+        self.with_gateway(move |gw| {
+            let _ = gw.task_input_ended(execution);
+        });
     }
 }
 

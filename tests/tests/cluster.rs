@@ -494,3 +494,70 @@ fn running_count_commits_every_update_once_through_the_transactional_file_sink()
     assert_eq!(lines.len(), expected.len());
     assert_eq!(lines, expected);
 }
+
+#[test]
+fn running_count_with_periodic_checkpoints_commits_on_checkpoints_and_ends_with_a_final_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let defines = [
+        "execution.checkpointing.interval=200ms".to_owned(),
+        format!("state.checkpoints.dir=file://{}", checkpoints.display()),
+    ];
+    let defines: Vec<&str> = defines.iter().map(String::as_str).collect();
+    let (_jm, addr) = jobmanager(&defines);
+    let _tm1 = taskmanager(addr, 2, &[]);
+    let _tm2 = taskmanager(addr, 2, &[]);
+    let input = dir.path().join("in.txt");
+    let output = dir.path().join("out");
+    let mut text_in = String::new();
+    let mut expected = Vec::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..2000u64 {
+        let key = format!("k{}", (i * 7) % 31);
+        text_in.push_str(&format!("{key} payload {i}\n"));
+        let n = counts.entry(key.clone()).or_default();
+        *n += 1;
+        expected.push(format!("{key},{n}"));
+    }
+    std::fs::write(&input, &text_in).unwrap();
+    expected.sort();
+
+    let mut cmd = rill();
+    cmd.args([
+        "run",
+        "--jobmanager",
+        &addr.to_string(),
+        "-p",
+        "2",
+        "running-count",
+        "--rate",
+        "1000",
+        "--input",
+    ])
+    .arg(&input)
+    .arg("--output")
+    .arg(&output);
+    let out = run(cmd, LONG);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let (lines, hidden) = committed_lines(&output);
+    assert_eq!(hidden, 0, "uncommitted files left in {}", output.display());
+    assert_eq!(lines, expected);
+    // Several checkpoints completed; the retained one (num-retained 1) is the final one.
+    let job_dir = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .next()
+        .expect("a job directory")
+        .unwrap()
+        .path();
+    let chk: Vec<u64> = std::fs::read_dir(&job_dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_prefix("chk-").and_then(|n| n.parse().ok())
+        })
+        .collect();
+    assert_eq!(chk.len(), 1, "retained checkpoints: {chk:?}");
+    assert!(chk[0] >= 5, "only {} checkpoints in ~2 s at 200 ms", chk[0]);
+    assert!(job_dir.join(format!("chk-{}/_metadata", chk[0])).exists());
+}

@@ -638,6 +638,7 @@ mod tests {
                 attempts: vec![1, 0],
             }],
             final_checkpoint: None,
+            checkpoints: Default::default(),
             failures: vec![JobFailure {
                 number: 1,
                 timestamp_ms: 1_200,

@@ -1,0 +1,144 @@
+//! A task's side of checkpointing: barriers, the snapshot, and its acknowledgement.
+//!
+//! The JobMaster's checkpoint coordinator decides when a checkpoint starts; a task takes
+//! part in it as [`StreamTask`](crate::stream_task::StreamTask) describes:
+//!
+//! * a **source** task (and a task whose input has ended) is triggered by a
+//!   [`Mail::TriggerCheckpoint`](crate::mailbox::Mail::TriggerCheckpoint);
+//! * any other task is triggered by the [`CheckpointBarrier`]s on its input channels,
+//!   aligned or only tracked by the [`BarrierHandler`](crate::barrier_handler);
+//! * the **synchronous part** runs on the task thread between two batches: every
+//!   operator's `snapshot_state` (a consistent view of the state backends, source
+//!   positions, two-phase-commit sinks' pre-commit), then the barrier is forwarded on
+//!   every output;
+//! * the **asynchronous part** (serializing and writing keyed state) runs on a thread of
+//!   its own, then the task's [`CheckpointResponder`] acknowledges the checkpoint with
+//!   the state handles and [`TaskCheckpointStats`], or declines it with the reason.
+//!
+//! A failed synchronous part declines the checkpoint and forwards a
+//! `CancelCheckpointMarker` instead of the barrier; the task keeps running (the
+//! coordinator counts the failure against `execution.checkpointing.tolerable-failed-checkpoints`).
+//!
+//! **Ending with checkpoints.** A task of a job with checkpoints does not end when its
+//! input does: its last records are only safe (and its sink's last transaction only
+//! committed) once a checkpoint covering them has completed. So after `end_input` it
+//! reports [`CheckpointResponder::input_ended`] and waits: the coordinator triggers it
+//! directly, it snapshots its final state, and when the JobMaster says that a
+//! checkpoint taken after *every* task ended is complete
+//! ([`Mail::CheckpointComplete`](crate::mailbox::Mail::CheckpointComplete) with
+//! `last: true`) it finishes (Flink's final checkpoint, FLIP-147). A failure before that
+//! restores the previous checkpoint and replays; after it, a restored task finds its
+//! sources at their ends and finishes again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use rill_network::{Alignment, CheckpointKind, CheckpointOptions};
+use rill_state::storage::{CheckpointLayout, CheckpointStorage};
+use rill_state::{SnapshotKind, SnapshotTarget};
+
+use crate::barrier_handler::BarrierMode;
+use crate::state::OperatorSubtaskSnapshot;
+
+/// A checkpoint barrier as a task sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointBarrier {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Trigger time, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// Kind and alignment.
+    pub options: CheckpointOptions,
+}
+
+impl CheckpointBarrier {
+    /// The network event that carries it.
+    pub fn to_event(self) -> rill_network::Event {
+        rill_network::Event::CheckpointBarrier {
+            id: self.id,
+            timestamp_ms: self.timestamp_ms,
+            options: self.options,
+        }
+    }
+}
+
+/// A checkpoint event a task forwards downstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointEvent {
+    /// The barrier of a checkpoint this task has snapshotted.
+    Barrier(CheckpointBarrier),
+    /// Checkpoint `id` was aborted at or before this task.
+    Cancel(u64),
+}
+
+/// Figures a task reports with its acknowledgement.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskCheckpointStats {
+    /// Bytes written for this checkpoint (incremental size for incremental backends).
+    pub bytes: u64,
+    /// In-flight bytes persisted with the state.
+    pub in_flight_bytes: u64,
+    /// Synchronous part on the task thread, ms.
+    pub sync_ms: u64,
+    /// Asynchronous part, ms.
+    pub async_ms: u64,
+    /// First barrier to last at this task's input, ms.
+    pub alignment_ms: u64,
+}
+
+/// Where a task reports its checkpoints (the TaskExecutor forwards to the JobMaster).
+/// Called from the task thread and from snapshot threads.
+pub trait CheckpointResponder: Send + Sync {
+    /// Checkpoint `id` is written: one entry per stateful operator of the chain.
+    fn acknowledge(
+        &self,
+        id: u64,
+        snapshots: Vec<OperatorSubtaskSnapshot>,
+        stats: TaskCheckpointStats,
+    );
+
+    /// Checkpoint `id` cannot be taken here.
+    fn decline(&self, id: u64, reason: String);
+
+    /// The task's input has ended; it waits for the final checkpoint.
+    fn input_ended(&self);
+}
+
+/// A task's checkpoint settings.
+#[derive(Clone)]
+pub struct TaskCheckpointing {
+    /// `execution.checkpointing.mode` at this task's input.
+    pub mode: BarrierMode,
+    /// The job's checkpoint storage.
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// The job's directory layout in it.
+    pub layout: CheckpointLayout,
+    /// Where acknowledgements go.
+    pub responder: Arc<dyn CheckpointResponder>,
+}
+
+impl std::fmt::Debug for TaskCheckpointing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCheckpointing")
+            .field("mode", &self.mode)
+            .field("layout", &self.layout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskCheckpointing {
+    /// Where checkpoint `barrier` writes (`chk-<id>`; savepoints are copied into their
+    /// own directory by the JobMaster when they complete).
+    pub fn target(&self, barrier: &CheckpointBarrier) -> SnapshotTarget {
+        let kind = match barrier.options.kind {
+            CheckpointKind::Checkpoint => SnapshotKind::Checkpoint,
+            CheckpointKind::Savepoint => SnapshotKind::Savepoint,
+        };
+        self.layout.target(self.storage.clone(), barrier.id, kind)
+    }
+}
+
+/// Milliseconds of a duration, rounded down.
+pub(crate) fn millis(d: Duration) -> u64 {
+    d.as_millis().min(u128::from(u64::MAX)) as u64
+}
