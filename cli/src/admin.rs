@@ -1,8 +1,8 @@
 //! `rill::admin`: the library API admin tools use to talk to a cluster.
 //!
 //! Every method is one typed `DispatcherGateway` call over authenticated QUIC — the same
-//! calls `rill list`, `rill status`, `rill cancel`, `rill taskmanagers` and `rill run`
-//! make:
+//! calls `rill list`, `rill status`, `rill cancel`, `rill taskmanagers`, `rill run`,
+//! `rill checkpoint(s)`, `rill savepoint` and `rill stop` make:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,12 +46,13 @@ use rill_runtime::{RpcAddress, RpcService, RpcServiceConfig};
 
 pub use rill_dataflow::{
     builtins, jobs, key, DataStream, DataflowError, JobGraph, JobId, KeyedStream, ParseJobIdError,
-    StreamExecutionEnvironment, Value,
+    SavepointRestoreSettings, StreamExecutionEnvironment, Value,
 };
 pub use rill_endpoints::dispatcher_gateway::Gateway as DispatcherGateway;
 pub use rill_endpoints::messages::{
-    ExecutionState, FailureOutcome, FinalCheckpoint, JobDetails, JobFailure, JobOverview,
-    JobResult, JobStatus, TaskManagerInfo, TaskManagerLocation, VertexDetails,
+    CheckpointInfo, CheckpointsSummary, ExecutionState, FailureOutcome, FinalCheckpoint,
+    JobDetails, JobFailure, JobOverview, JobResult, JobStatus, SavepointRequest, SnapshotStatus,
+    TaskManagerInfo, TaskManagerLocation, VertexDetails,
 };
 pub use rill_endpoints::{ClusterError, RillConfig};
 pub use rill_runtime::address::HostPort;
@@ -243,6 +244,45 @@ impl AdminClient {
     /// A finished job's result.
     pub async fn job_result(&self, job: JobId) -> Result<JobResult, AdminError> {
         Ok(self.dispatcher.request_job_result(job).await??)
+    }
+
+    /// Starts a checkpoint of a running job now; answers the request id for
+    /// [`snapshot_status`](Self::snapshot_status).
+    pub async fn trigger_checkpoint(&self, job: JobId) -> Result<u64, AdminError> {
+        Ok(self.dispatcher.trigger_checkpoint(job).await??)
+    }
+
+    /// Starts a savepoint — or, with `request.terminate`, a stop-with-savepoint — of a
+    /// running job; answers the request id for [`snapshot_status`](Self::snapshot_status).
+    pub async fn trigger_savepoint(
+        &self,
+        job: JobId,
+        request: SavepointRequest,
+    ) -> Result<u64, AdminError> {
+        Ok(self.dispatcher.trigger_savepoint(job, request).await??)
+    }
+
+    /// Where a triggered checkpoint or savepoint stands (also after the job ended).
+    pub async fn snapshot_status(&self, job: JobId, id: u64) -> Result<SnapshotStatus, AdminError> {
+        Ok(self.dispatcher.snapshot_status(job, id).await??)
+    }
+
+    /// Polls [`snapshot_status`](Self::snapshot_status) until request `id` is no longer
+    /// in progress (or `timeout` passes, answering `InProgress`).
+    pub async fn wait_for_snapshot(
+        &self,
+        job: JobId,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<SnapshotStatus, AdminError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.snapshot_status(job, id).await?;
+            if s != SnapshotStatus::InProgress || tokio::time::Instant::now() >= deadline {
+                return Ok(s);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The cluster's TaskManagers.

@@ -65,6 +65,15 @@ pub enum Command {
     Demo(crate::demo::DemoArgs),
     /// Inspect or dump a checkpoint, savepoint or state file offline.
     State(crate::state_tool::StateArgs),
+    /// A job's checkpoint history: id, kind, status, duration, size, alignment, and what
+    /// the last restart restored.
+    Checkpoints(crate::client::JobArgs),
+    /// Take a checkpoint of a running job now and print its directory.
+    Checkpoint(crate::client::JobArgs),
+    /// Take a savepoint of a running job and print its directory.
+    Savepoint(crate::snapshots::SavepointArgs),
+    /// Stop a job with a final savepoint (stop-with-savepoint); the job ends FINISHED.
+    Stop(crate::snapshots::StopArgs),
 }
 
 /// Loads the configuration from defaults, the file, `RILL_*` and `-D` overrides.
@@ -115,6 +124,10 @@ pub fn main_with_registry(
         Command::Taskmanagers(t) => crate::client::taskmanagers(t, &config),
         Command::Demo(a) => crate::demo::run(a, &config.runtime()),
         Command::State(a) => crate::state_tool::run(a),
+        Command::Checkpoints(a) => crate::snapshots::checkpoints(a, &config),
+        Command::Checkpoint(a) => crate::snapshots::checkpoint(a, &config),
+        Command::Savepoint(a) => crate::snapshots::savepoint(a, &config),
+        Command::Stop(a) => crate::snapshots::stop(a, &config),
     };
     match result {
         Ok(()) => 0,

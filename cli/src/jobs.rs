@@ -52,6 +52,19 @@ pub struct RunArgs {
     /// Return once the job is submitted.
     #[arg(long, global = true)]
     pub detached: bool,
+    /// Start from this savepoint (or retained checkpoint) directory: operator state is
+    /// matched by uid and redistributed by key group if the parallelism changed.
+    #[arg(long = "from-savepoint", short = 's', global = true)]
+    pub from_savepoint: Option<String>,
+    /// With `--from-savepoint`: start even if the savepoint has state for an operator
+    /// the job lacks (that state is dropped).
+    #[arg(
+        long = "allow-non-restored-state",
+        short = 'n',
+        global = true,
+        requires = "from_savepoint"
+    )]
+    pub allow_non_restored_state: bool,
     /// The job to run.
     #[command(subcommand)]
     pub job: Job,
@@ -170,7 +183,14 @@ pub fn run(
     config: &RillConfig,
     registry: Arc<OperatorRegistry>,
 ) -> anyhow::Result<()> {
-    let job = build(args)?;
+    let mut job = build(args)?;
+    job.savepoint_restore =
+        args.from_savepoint
+            .clone()
+            .map(|path| rill_dataflow::SavepointRestoreSettings {
+                path,
+                allow_non_restored_state: args.allow_non_restored_state,
+            });
     runtime()?.block_on(run_async(args, config, registry, job))
 }
 

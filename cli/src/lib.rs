@@ -6,6 +6,7 @@
 //! * [`cluster`]: `rill jobmanager`, `rill taskmanager`, `rill minicluster`.
 //! * [`client`]: `rill list`, `rill status`, `rill cancel`, `rill taskmanagers`.
 //! * [`jobs`]: `rill run` and the built-in jobs.
+//! * [`snapshots`]: `rill checkpoints`, `rill checkpoint`, `rill savepoint`, `rill stop`.
 //! * [`state_tool`]: `rill state inspect` and `rill state dump`, the offline state tool.
 //! * [`demo`]: the RPC demo behind `rill demo`.
 
@@ -15,4 +16,5 @@ pub mod client;
 pub mod cluster;
 pub mod demo;
 pub mod jobs;
+pub mod snapshots;
 pub mod state_tool;

@@ -213,6 +213,7 @@ pub fn build_job_graph(g: &StreamGraph, name: &str, job_id: JobId) -> Result<Job
         name: name.to_owned(),
         vertices,
         edges,
+        savepoint_restore: None,
     })
 }
 

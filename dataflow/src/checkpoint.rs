@@ -69,6 +69,13 @@ pub enum CheckpointEvent {
     Barrier(CheckpointBarrier),
     /// Checkpoint `id` was aborted at or before this task.
     Cancel(u64),
+    /// Stop-with-savepoint: no more data follows (end of input comes next); without
+    /// `drain` the consumers do not flush their operators (`end_input` is skipped), so
+    /// that a job resumed from the savepoint continues where this one stopped.
+    EndOfData {
+        /// Whether the stop drains the pipeline.
+        drain: bool,
+    },
 }
 
 /// Figures a task reports with its acknowledgement.

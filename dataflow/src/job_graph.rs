@@ -44,6 +44,21 @@ pub struct JobGraph {
     pub vertices: Vec<JobVertex>,
     /// Edges between vertices.
     pub edges: Vec<JobEdge>,
+    /// Start from a savepoint's state instead of empty state.
+    #[serde(default)]
+    pub savepoint_restore: Option<SavepointRestoreSettings>,
+}
+
+/// Which savepoint (or retained checkpoint) a job starts from (Flink's
+/// `SavepointRestoreSettings`). State is matched to operators by uid; key groups are
+/// redistributed when the parallelism changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavepointRestoreSettings {
+    /// The savepoint directory (holding `_metadata`), or the `_metadata` file.
+    pub path: String,
+    /// Start even if the savepoint has state for an operator uid the job lacks (that
+    /// state is dropped); refused otherwise.
+    pub allow_non_restored_state: bool,
 }
 
 /// A chain of operators run by `parallelism` parallel tasks.

@@ -89,7 +89,7 @@ pub use element::{StreamElement, StreamEvent, StreamRecord, WatermarkStatus};
 pub use environment::{DataStream, KeyedStream, StreamExecutionEnvironment};
 pub use error::{DataflowError, Result};
 pub use ids::{JobId, ParseJobIdError, VertexId};
-pub use job_graph::{ChainedOperator, JobEdge, JobGraph, JobVertex};
+pub use job_graph::{ChainedOperator, JobEdge, JobGraph, JobVertex, SavepointRestoreSettings};
 pub use keyed::KeyedProcessFunction;
 pub use mailbox::{Mail, MailboxSender};
 pub use network_io::{

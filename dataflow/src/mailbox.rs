@@ -43,6 +43,14 @@ pub enum Mail {
         /// The job's final checkpoint.
         last: bool,
     },
+    /// Stop-with-savepoint at a source: stop reading; with `drain`, emit the final
+    /// watermark and let every operator flush (`end_input`), without, end the stream
+    /// without flushing (see [`CheckpointEvent::EndOfData`](crate::checkpoint::CheckpointEvent::EndOfData)).
+    /// The task then waits for the savepoint like any task whose input ended.
+    StopSource {
+        /// Whether the stop drains the pipeline.
+        drain: bool,
+    },
     /// Checkpoint `n` was aborted: operators get `notify_checkpoint_aborted(n)`.
     CheckpointAborted(u64),
 }

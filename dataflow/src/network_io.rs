@@ -514,6 +514,7 @@ impl TaskOutput for NetworkOutput {
         let event = match event {
             CheckpointEvent::Barrier(b) => b.to_event(),
             CheckpointEvent::Cancel(id) => Event::CancelCheckpointMarker { id },
+            CheckpointEvent::EndOfData { drain } => Event::EndOfData { drain },
         };
         self.writer
             .broadcast_event(event)
@@ -708,6 +709,9 @@ impl NetworkInput {
                     }),
                     Event::CancelCheckpointMarker { id } => {
                         Read::Event(InputEvent::CancelMarker { channel, id })
+                    }
+                    Event::EndOfData { drain } => {
+                        Read::Event(InputEvent::EndOfData { channel, drain })
                     }
                 }
             }

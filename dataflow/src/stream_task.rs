@@ -200,6 +200,10 @@ fn panic_error(panic: &(dyn std::any::Any + Send)) -> DataflowError {
 enum Control {
     Continue,
     Cancel,
+    /// A stop-with-savepoint reached this source.
+    Stop {
+        drain: bool,
+    },
 }
 
 /// How `invoke` ended without error.
@@ -368,12 +372,16 @@ impl StreamTask {
                     self.run_input(&mut chain)?
                 };
                 match control {
-                    Control::Continue => self.await_final_checkpoint(&mut chain),
+                    Control::Continue | Control::Stop { .. } => {
+                        self.await_final_checkpoint(&mut chain)
+                    }
                     Control::Cancel => Ok(Control::Cancel),
                 }
             })
             .map(|control| match control {
-                Control::Continue => Ended::Finished(self.final_snapshot(&mut chain)),
+                Control::Continue | Control::Stop { .. } => {
+                    Ended::Finished(self.final_snapshot(&mut chain))
+                }
                 Control::Cancel => Ended::Canceled,
             });
         let closed = chain.close();
@@ -431,6 +439,7 @@ impl StreamTask {
         c.responder.input_ended();
         tracing::debug!("input ended; waiting for the final checkpoint");
         loop {
+            // A stop request that comes after the input ended changes nothing.
             if let Control::Cancel = self.process_mails(chain)? {
                 return Ok(Control::Cancel);
             }
@@ -577,11 +586,17 @@ impl StreamTask {
     }
 
     fn process_mails(&mut self, chain: &mut OperatorChain) -> Result<Control> {
+        let mut stop = None;
         while let Some(mail) = self.mailbox.try_take() {
             match mail {
                 Mail::Cancel => {
                     self.cancel_requested = true;
                     return Ok(Control::Cancel);
+                }
+                Mail::StopSource { drain } => {
+                    if chain.is_source() && !self.input_ended {
+                        stop = Some(Control::Stop { drain });
+                    }
                 }
                 Mail::FlushOutputs => chain.flush()?,
                 Mail::TriggerCheckpoint(barrier) => {
@@ -597,14 +612,17 @@ impl StreamTask {
                 }
                 Mail::CheckpointComplete { id, last } => {
                     chain.notify_checkpoint_complete(id)?;
-                    if last && self.input_ended {
+                    // `last` is only sent once every task acknowledged a checkpoint
+                    // taken after its input ended; a stop-with-savepoint's notification
+                    // may overtake this task's end of input, so remember it.
+                    if last {
                         self.final_checkpoint_done = true;
                     }
                 }
                 Mail::CheckpointAborted(id) => chain.notify_checkpoint_aborted(id)?,
             }
         }
-        Ok(Control::Continue)
+        Ok(stop.unwrap_or(Control::Continue))
     }
 
     fn run_source(&mut self, chain: &mut OperatorChain) -> Result<Control> {
@@ -612,8 +630,25 @@ impl StreamTask {
         let mut last_flush = Instant::now();
         loop {
             if self.mailbox.has_mail() {
-                if let Control::Cancel = self.process_mails(chain)? {
-                    return Ok(Control::Cancel);
+                match self.process_mails(chain)? {
+                    Control::Cancel => return Ok(Control::Cancel),
+                    Control::Stop { drain: true } => {
+                        tracing::info!("source stopped with drain");
+                        chain.watermark(i64::MAX)?;
+                        chain.end_input()?;
+                        chain.flush()?;
+                        return Ok(Control::Stop { drain: true });
+                    }
+                    Control::Stop { drain: false } => {
+                        tracing::info!("source stopped without drain");
+                        chain.broadcast_checkpoint_event(CheckpointEvent::EndOfData {
+                            drain: false,
+                        })?;
+                        chain.broadcast_event(StreamEvent::EndOfInput)?;
+                        chain.flush()?;
+                        return Ok(Control::Stop { drain: false });
+                    }
+                    Control::Continue => {}
                 }
             }
             let now = Instant::now();
@@ -658,6 +693,8 @@ impl StreamTask {
             .as_ref()
             .map(|c| BarrierHandler::new(c.mode, channels));
         let mut barriers: BTreeMap<u64, CheckpointBarrier> = BTreeMap::new();
+        // A producer stopped for a stop-with-savepoint without drain.
+        let mut stopped_without_drain = false;
         while remaining > 0 {
             if self.mailbox.has_mail() {
                 if let Control::Cancel = self.process_mails(chain)? {
@@ -676,7 +713,8 @@ impl StreamTask {
                 InputEvent::Records { channel }
                 | InputEvent::Event { channel, .. }
                 | InputEvent::Barrier { channel, .. }
-                | InputEvent::CancelMarker { channel, .. } => channel,
+                | InputEvent::CancelMarker { channel, .. }
+                | InputEvent::EndOfData { channel, .. } => channel,
                 InputEvent::MailboxWake => continue,
             };
             if channel >= channels || ended[channel] {
@@ -738,6 +776,9 @@ impl StreamTask {
                     let actions = h.on_cancel(id);
                     self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
                 }
+                InputEvent::EndOfData { drain, .. } => {
+                    stopped_without_drain |= !drain;
+                }
                 InputEvent::MailboxWake => {}
             }
             // Watermarks may emit records too (timers, windows): check after every
@@ -748,7 +789,13 @@ impl StreamTask {
                 last_flush = now;
             }
         }
-        chain.end_input()?;
+        if stopped_without_drain {
+            // Stop-with-savepoint without drain: pass the stop on, flush nothing.
+            chain.broadcast_checkpoint_event(CheckpointEvent::EndOfData { drain: false })?;
+            chain.broadcast_event(StreamEvent::EndOfInput)?;
+        } else {
+            chain.end_input()?;
+        }
         chain.flush()?;
         Ok(Control::Continue)
     }

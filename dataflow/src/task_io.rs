@@ -61,6 +61,14 @@ pub enum InputEvent {
         /// Checkpoint id.
         id: u64,
     },
+    /// The producer of `channel` stopped for a stop-with-savepoint (end of input
+    /// follows); without `drain` this task must not flush its operators.
+    EndOfData {
+        /// The input channel.
+        channel: usize,
+        /// Whether the stop drains the pipeline.
+        drain: bool,
+    },
     /// The waker was called: mail may be pending.
     MailboxWake,
 }

@@ -25,6 +25,7 @@
 //! | `state.backend.lsm.cache-entries` | 65536 | decoded entries an lsm backend caches per subtask |
 //! | `state.checkpoints.dir` | none | checkpoint storage, `file:///abs/path`; bounded jobs write a final snapshot there |
 //! | `state.checkpoints.num-retained` | 1 | completed checkpoints kept |
+//! | `state.savepoints.dir` | none | default target directory of savepoints |
 //! | `execution.checkpointing.incremental` | true for lsm | incremental lsm checkpoints |
 //! | `rest.address` | 127.0.0.1 | IP address the JobManager's REST API binds to; loopback only for now |
 //! | `rest.port` | 8081 | its port; 0 lets the OS choose (the bound URL is printed at start-up) |
@@ -177,6 +178,18 @@ pub struct StateSection {
     pub backend: StateBackendSection,
     /// `state.checkpoints.*`.
     pub checkpoints: CheckpointsSection,
+    /// `state.savepoints.*`.
+    pub savepoints: SavepointsSection,
+}
+
+/// `state.savepoints.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SavepointsSection {
+    /// `state.savepoints.dir`: default target directory of savepoints (`file:///abs`
+    /// or an absolute path); a savepoint request may name its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
 }
 
 /// `state.backend.*`.

@@ -147,6 +147,24 @@ impl RpcEndpoint for Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// The JobMaster gateway of a job that has not ended.
+    fn running_gateway(&self, job: JobId) -> ClusterResult<job_master::Gateway> {
+        let e = self.entry(job)?;
+        if e.status.is_terminal() {
+            return Err(ClusterError::JobTerminal {
+                job,
+                status: e.status,
+            });
+        }
+        e.gateway.clone().ok_or_else(|| {
+            ClusterError::Unavailable(format!(
+                "the JobMaster of job {job} is still starting; try again"
+            ))
+        })
+    }
+}
+
 impl dispatcher::Handler for Dispatcher {
     fn submit_job(
         &mut self,
@@ -201,6 +219,68 @@ impl dispatcher::Handler for Dispatcher {
         match e.gateway.clone() {
             None => Reply::ready(Ok(fallback)),
             Some(gw) => Reply::later(async move { Ok(gw.job_details().await.unwrap_or(fallback)) }),
+        }
+    }
+
+    fn trigger_checkpoint(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+    ) -> Reply<ClusterResult<u64>> {
+        match self.running_gateway(job) {
+            Err(e) => Reply::ready(Err(e)),
+            Ok(gw) => Reply::later(async move {
+                gw.trigger_checkpoint()
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?
+            }),
+        }
+    }
+
+    fn trigger_savepoint(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+        request: SavepointRequest,
+    ) -> Reply<ClusterResult<u64>> {
+        match self.running_gateway(job) {
+            Err(e) => Reply::ready(Err(e)),
+            Ok(gw) => Reply::later(async move {
+                gw.trigger_savepoint(request)
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?
+            }),
+        }
+    }
+
+    fn snapshot_status(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        job: JobId,
+        id: u64,
+    ) -> Reply<ClusterResult<SnapshotStatus>> {
+        let e = match self.entry(job) {
+            Ok(e) => e,
+            Err(err) => return Reply::ready(Err(err)),
+        };
+        if let Some((_, details)) = &e.archived {
+            return Reply::ready(
+                details
+                    .checkpoints
+                    .requests
+                    .iter()
+                    .find(|(r, _)| *r == id)
+                    .map(|(_, s)| s.clone())
+                    .ok_or(ClusterError::SnapshotNotFound { job, id }),
+            );
+        }
+        match e.gateway.clone() {
+            None => Reply::ready(Err(ClusterError::SnapshotNotFound { job, id })),
+            Some(gw) => Reply::later(async move {
+                gw.snapshot_status(id)
+                    .await
+                    .map_err(|e| ClusterError::Unavailable(e.to_string()))?
+            }),
         }
     }
 

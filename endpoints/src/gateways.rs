@@ -43,6 +43,13 @@ rill_runtime::gateway! {
         fn request_job_result(job: JobId) -> ClusterResult<JobResult>;
         /// The registered TaskExecutors and their slots.
         fn list_task_managers() -> ClusterResult<Vec<TaskManagerInfo>>;
+        /// Starts a checkpoint now; answers its id (poll [`snapshot_status`]).
+        fn trigger_checkpoint(job: JobId) -> ClusterResult<u64>;
+        /// Starts a savepoint (or stop-with-savepoint); answers its id (poll
+        /// [`snapshot_status`]).
+        fn trigger_savepoint(job: JobId, request: SavepointRequest) -> ClusterResult<u64>;
+        /// Where checkpoint or savepoint `id` of `job` stands (also after the job ended).
+        fn snapshot_status(job: JobId, id: u64) -> ClusterResult<SnapshotStatus>;
         /// A JobMaster reports its job's new status (internal).
         fn job_status_changed(job: JobId, status: JobStatus);
         /// A JobMaster reports its job's end (internal).
@@ -101,6 +108,12 @@ rill_runtime::gateway! {
         fn job_status() -> JobStatus;
         /// The job's details.
         fn job_details() -> JobDetails;
+        /// Starts a checkpoint now; answers its id.
+        fn trigger_checkpoint() -> ClusterResult<u64>;
+        /// Starts a savepoint (or stop-with-savepoint); answers its id.
+        fn trigger_savepoint(request: SavepointRequest) -> ClusterResult<u64>;
+        /// Where checkpoint or savepoint `id` stands.
+        fn snapshot_status(id: u64) -> ClusterResult<SnapshotStatus>;
         /// Cancels the job.
         fn cancel() -> ClusterResult<()>;
     }
@@ -118,6 +131,9 @@ rill_runtime::gateway! {
         /// A JobMaster starts a checkpoint (or savepoint) at a source task, or at a task
         /// whose input has ended.
         fn trigger_checkpoint(execution: ExecutionAttemptId, checkpoint_id: u64, timestamp_ms: i64, savepoint: bool);
+        /// Stop-with-savepoint: a source task stops reading (`drain`: flushing the
+        /// pipeline first).
+        fn stop_source(execution: ExecutionAttemptId, drain: bool);
         /// Checkpoint `checkpoint_id` of `job` completed (`last`: the job's final one).
         fn notify_checkpoint_complete(job: JobId, checkpoint_id: u64, last: bool);
         /// Checkpoint `checkpoint_id` of `job` was aborted.

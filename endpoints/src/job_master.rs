@@ -235,8 +235,25 @@ impl JobMaster {
             .vertices
             .iter()
             .flat_map(|v| (0..v.parallelism).map(move |k| SubtaskKey(v.id, k)));
-        let checkpoints = JobCheckpoints::new(&services.config, &job.job_id.to_string(), subtasks)
-            .map_err(ClusterError::InvalidJob)?;
+        // A savepoint to start from is checked before anything is deployed.
+        let savepoint = match &job.savepoint_restore {
+            Some(settings) => Some(
+                checkpointing::check_savepoint(&job, settings).map_err(ClusterError::InvalidJob)?,
+            ),
+            None => None,
+        };
+        let first_id = savepoint.as_ref().map_or(1, |(_, id)| id + 1);
+        let mut checkpoints = JobCheckpoints::new(
+            &services.config,
+            &job.job_id.to_string(),
+            subtasks,
+            first_id,
+        )
+        .map_err(ClusterError::InvalidJob)?;
+        if let (Some(c), Some((path, id))) = (&mut checkpoints, &savepoint) {
+            c.restored = Some((*id, path.clone()));
+        }
+        let restore_from = savepoint.map(|(path, _)| path);
         Ok(JobMaster {
             s: services,
             job_bytes,
@@ -271,7 +288,7 @@ impl JobMaster {
             slot_epoch: 0,
             slot_timer_armed: false,
             checkpoints,
-            restore_from: None,
+            restore_from,
             job: Arc::new(job),
         })
     }
@@ -1467,6 +1484,35 @@ impl job_master::Handler for JobMaster {
         execution: ExecutionAttemptId,
     ) {
         self.on_task_input_ended(ctx, execution);
+    }
+
+    fn trigger_checkpoint(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+    ) -> Reply<ClusterResult<u64>> {
+        Reply::ready(self.user_snapshot(ctx, None))
+    }
+
+    fn trigger_savepoint(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        request: SavepointRequest,
+    ) -> Reply<ClusterResult<u64>> {
+        Reply::ready(self.user_snapshot(ctx, Some(request)))
+    }
+
+    fn snapshot_status(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        id: u64,
+    ) -> Reply<ClusterResult<SnapshotStatus>> {
+        let job = self.job_id();
+        Reply::ready(
+            self.checkpoints
+                .as_ref()
+                .and_then(|c| c.request_status(id))
+                .ok_or(ClusterError::SnapshotNotFound { job, id }),
+        )
     }
 
     fn job_status(&mut self, _ctx: &mut EndpointContext<'_, Self>) -> Reply<JobStatus> {

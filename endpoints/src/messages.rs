@@ -49,6 +49,18 @@ pub enum ClusterError {
     /// A call to another component failed.
     #[error("{0}")]
     Unavailable(String),
+    /// A checkpoint or savepoint cannot be started (checkpointing off, no target
+    /// directory, job not running, stop already in progress, …).
+    #[error("{0}")]
+    SnapshotRefused(String),
+    /// No checkpoint or savepoint with this id was triggered for the job.
+    #[error("job {job} has no checkpoint or savepoint {id}")]
+    SnapshotNotFound {
+        /// The job.
+        job: JobId,
+        /// The id asked for.
+        id: u64,
+    },
 }
 
 /// Result type of cluster operations.
@@ -283,6 +295,38 @@ pub struct CheckpointInfo {
     pub failure: Option<String>,
 }
 
+/// What a user asks for with `rill savepoint` / `rill stop` (or REST
+/// `POST /jobs/:id/savepoints` and `/stop`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavepointRequest {
+    /// Where the savepoint goes (a directory under which `savepoint-<job>-<id>` is
+    /// created); `None`: `state.savepoints.dir`.
+    pub target_dir: Option<String>,
+    /// Stop the job after the savepoint (stop-with-savepoint): sources stop, the
+    /// savepoint is taken, the job ends FINISHED.
+    pub terminate: bool,
+    /// With `terminate`: sources emit the final watermark and operators flush (windows
+    /// fire) before the savepoint (`--drain`).
+    pub drain: bool,
+}
+
+/// Where a triggered checkpoint or savepoint stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotStatus {
+    /// Not complete yet.
+    InProgress,
+    /// Complete: its directory (holding `_metadata`).
+    Completed {
+        /// The directory.
+        path: String,
+    },
+    /// It failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
 /// A job's checkpoints.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointsSummary {
@@ -298,6 +342,10 @@ pub struct CheckpointsSummary {
     pub latest_completed: Option<String>,
     /// What the last (re)start restored: `(checkpoint id, directory)`.
     pub restored: Option<(u64, String)>,
+    /// User-triggered checkpoints and savepoints by request id, with where each stands
+    /// (what `snapshot_status` answers, also after the job ended).
+    #[serde(default)]
+    pub requests: Vec<(u64, SnapshotStatus)>,
 }
 
 /// Where a bounded task writes its final snapshot (see [`FinalSnapshotReport`]).

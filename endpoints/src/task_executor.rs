@@ -875,6 +875,17 @@ impl task_executor::Handler for TaskExecutor {
         let _ = t.handle.mailbox().send(Mail::TriggerCheckpoint(barrier));
     }
 
+    fn stop_source(
+        &mut self,
+        _ctx: &mut EndpointContext<'_, Self>,
+        execution: ExecutionAttemptId,
+        drain: bool,
+    ) {
+        if let Some(t) = self.tasks.get(&execution) {
+            let _ = t.handle.mailbox().send(Mail::StopSource { drain });
+        }
+    }
+
     fn notify_checkpoint_complete(
         &mut self,
         _ctx: &mut EndpointContext<'_, Self>,

@@ -15,7 +15,7 @@
 //!
 //! `tag: u8` followed by the fields, little endian: `EndOfPartition` = tag 1; barrier =
 //! tag 2, `id: u64`, `timestamp_ms: i64`, `kind: u8`, `alignment: u8`; cancel marker = tag
-//! 3, `id: u64`. Unknown tags and truncated events are malformed frames.
+//! 3, `id: u64`; end of data = tag 4, `drain: u8` (0 or 1). Unknown tags and truncated events are malformed frames.
 
 use crate::error::NetworkError;
 
@@ -77,11 +77,19 @@ pub enum Event {
         /// Checkpoint id.
         id: u64,
     },
+    /// The producer stops for a stop-with-savepoint: no more data follows (end of
+    /// partition comes next). `drain: false` means the consumer must not flush its
+    /// operators' final results (the job resumes from the savepoint later).
+    EndOfData {
+        /// Whether the stop drains the pipeline.
+        drain: bool,
+    },
 }
 
 const TAG_END: u8 = 1;
 const TAG_BARRIER: u8 = 2;
 const TAG_CANCEL: u8 = 3;
+const TAG_END_OF_DATA: u8 = 4;
 
 /// Largest encoded event, in bytes.
 pub const MAX_EVENT_SIZE: usize = 19;
@@ -127,6 +135,10 @@ impl Event {
                 out.push(TAG_CANCEL);
                 out.extend_from_slice(&id.to_le_bytes());
             }
+            Event::EndOfData { drain } => {
+                out.push(TAG_END_OF_DATA);
+                out.push(u8::from(drain));
+            }
         }
     }
 
@@ -164,6 +176,11 @@ impl Event {
                 )
             }
             Some(&TAG_CANCEL) => (Event::CancelCheckpointMarker { id: u64_at(1)? }, 9),
+            Some(&TAG_END_OF_DATA) => match bytes.get(1) {
+                Some(0) => (Event::EndOfData { drain: false }, 2),
+                Some(1) => (Event::EndOfData { drain: true }, 2),
+                _ => return Err(NetworkError::malformed("bad end-of-data mode")),
+            },
             Some(t) => return Err(NetworkError::malformed(format!("unknown event tag {t}"))),
             None => return Err(NetworkError::malformed("empty event")),
         };
@@ -191,6 +208,8 @@ mod tests {
                 },
             },
             Event::CancelCheckpointMarker { id: 7 },
+            Event::EndOfData { drain: false },
+            Event::EndOfData { drain: true },
         ];
         for e in events {
             let mut v = Vec::new();

@@ -19,7 +19,7 @@
 //!   restarted tasks restore from the newest completed checkpoint; the job details say
 //!   which.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,7 +68,31 @@ pub(crate) struct JobCheckpoints {
     pub(crate) restored: Option<(u64, String)>,
     completed: u64,
     failed: u64,
+    /// User requests (trigger ids) and the checkpoint each started.
+    requests: BTreeMap<u64, UserRequest>,
+    next_request: u64,
+    /// A stop-with-savepoint waiting for every task to end its input.
+    stop: Option<PendingStop>,
+    /// `state.savepoints.dir`.
+    savepoints_dir: Option<String>,
 }
+
+/// A user's checkpoint or savepoint request.
+struct UserRequest {
+    checkpoint: Option<u64>,
+    status: SnapshotStatus,
+}
+
+/// A stop-with-savepoint in progress: the sources were told to stop; the savepoint is
+/// triggered once every task has ended its input.
+struct PendingStop {
+    request: u64,
+    target_dir: String,
+    triggered: bool,
+}
+
+/// How many user requests the job details keep.
+const MAX_REQUESTS: usize = 64;
 
 impl JobCheckpoints {
     /// Checkpointing for a job of `subtasks`, if `config` enables it.
@@ -76,6 +100,7 @@ impl JobCheckpoints {
         config: &RillConfig,
         job_id: &str,
         subtasks: impl IntoIterator<Item = SubtaskKey>,
+        first_id: u64,
     ) -> Result<Option<Self>, String> {
         let c = &config.execution.checkpointing;
         let Some(interval) = c.interval else {
@@ -102,7 +127,7 @@ impl JobCheckpoints {
                 num_retained: config.state.checkpoints.num_retained.max(1) as usize,
             },
             subtasks,
-            1,
+            first_id,
         );
         Ok(Some(JobCheckpoints {
             coordinator,
@@ -120,6 +145,10 @@ impl JobCheckpoints {
             restored: None,
             completed: 0,
             failed: 0,
+            requests: BTreeMap::new(),
+            next_request: 1,
+            stop: None,
+            savepoints_dir: config.state.savepoints.dir.clone(),
         }))
     }
 
@@ -166,7 +195,43 @@ impl JobCheckpoints {
             failed: self.failed,
             latest_completed: self.restore_point().map(|(_, p)| p),
             restored: self.restored.clone(),
+            requests: self
+                .requests
+                .iter()
+                .map(|(id, r)| (*id, r.status.clone()))
+                .collect(),
         }
+    }
+
+    /// Records a new user request; the oldest beyond [`MAX_REQUESTS`] are forgotten.
+    fn new_request(&mut self, checkpoint: Option<u64>) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.requests.insert(
+            id,
+            UserRequest {
+                checkpoint,
+                status: SnapshotStatus::InProgress,
+            },
+        );
+        while self.requests.len() > MAX_REQUESTS {
+            self.requests.pop_first();
+        }
+        id
+    }
+
+    /// Checkpoint `checkpoint` ended: the requests that started it say so.
+    fn settle(&mut self, checkpoint: u64, status: SnapshotStatus) {
+        for r in self.requests.values_mut() {
+            if r.checkpoint == Some(checkpoint) && r.status == SnapshotStatus::InProgress {
+                r.status = status.clone();
+            }
+        }
+    }
+
+    /// Where user request `id` stands.
+    pub(crate) fn request_status(&self, id: u64) -> Option<SnapshotStatus> {
+        self.requests.get(&id).map(|r| r.status.clone())
     }
 
     /// Deletes a checkpoint directory that will not complete (or was discarded).
@@ -197,6 +262,11 @@ impl JobCheckpoints {
             SnapshotRequest::Checkpoint => SnapshotKind::Checkpoint,
             SnapshotRequest::Savepoint { .. } => SnapshotKind::Savepoint,
         };
+        if let SnapshotRequest::Savepoint { target_dir, .. } = request {
+            let path = relocate_savepoint(job, &dir, target_dir, id, timestamp_ms, parts)?;
+            self.delete_dir(&dir);
+            return Ok(path);
+        }
         write_checkpoint_metadata(
             job,
             self.storage.as_ref(),
@@ -206,11 +276,119 @@ impl JobCheckpoints {
             kind,
             parts,
         )?;
-        if kind == SnapshotKind::Checkpoint {
-            self.shared.register(id, &shared);
-        }
+        self.shared.register(id, &shared);
         Ok(dir.display().to_string())
     }
+}
+
+/// Makes a savepoint self-contained: copies every file its `parts` reference (written
+/// into `chk_dir` and, for incremental backends, the job's shared directory) into a new
+/// `savepoint-<job>-<id>` directory under `target_dir`, rewrites the references
+/// relative to it and writes `_metadata` there. The directory can then be moved or
+/// copied anywhere and still restores. Returns its path.
+fn relocate_savepoint(
+    job: &rill_dataflow::JobGraph,
+    chk_dir: &Path,
+    target_dir: &str,
+    id: u64,
+    timestamp_ms: i64,
+    mut parts: Vec<rill_dataflow::state::OperatorSubtaskSnapshot>,
+) -> Result<String, String> {
+    let target = FsCheckpointStorage::from_url(target_dir).map_err(|e| e.to_string())?;
+    let job_id = job.job_id.to_string();
+    let dir = target
+        .root()
+        .join(format!("savepoint-{}-{id}", &job_id[..job_id.len().min(6)]));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot create savepoint directory {}: {e}", dir.display()))?;
+    let mut n = 0usize;
+    let mut relocate = |f: &mut rill_state::snapshot::StateFileRef| -> Result<(), String> {
+        let src = f.resolve(chk_dir);
+        let name = format!(
+            "{n:05}-{}",
+            src.file_name()
+                .map_or_else(|| "state".into(), |s| s.to_string_lossy().into_owned())
+        );
+        n += 1;
+        let dst = dir.join(&name);
+        std::fs::copy(&src, &dst).map_err(|e| {
+            format!(
+                "cannot copy {} into the savepoint {}: {e}",
+                src.display(),
+                dir.display()
+            )
+        })?;
+        f.path = name;
+        f.shared = false;
+        Ok(())
+    };
+    for p in &mut parts {
+        if let Some(k) = &mut p.snapshot.keyed {
+            for f in &mut k.files {
+                relocate(f)?;
+            }
+        }
+        if let Some(o) = &mut p.snapshot.operator {
+            relocate(&mut o.file)?;
+        }
+    }
+    write_checkpoint_metadata(
+        job,
+        &target,
+        &dir,
+        id,
+        timestamp_ms,
+        SnapshotKind::Savepoint,
+        parts,
+    )?;
+    Ok(dir.display().to_string())
+}
+
+/// Checks a job's savepoint before anything is deployed: `_metadata` must be readable,
+/// every operator state in it must belong to an operator uid of the job (unless
+/// `allow_non_restored_state`), and keyed state must have the job's max parallelism (its
+/// key groups). Answers the savepoint's directory and checkpoint id.
+pub(crate) fn check_savepoint(
+    job: &rill_dataflow::JobGraph,
+    settings: &rill_dataflow::SavepointRestoreSettings,
+) -> Result<(String, u64), String> {
+    let storage = FsCheckpointStorage::new("/");
+    let (dir, meta) = rill_state::format::read_metadata(&storage, Path::new(&settings.path))
+        .map_err(|e| format!("cannot restore from savepoint {}: {e}", settings.path))?;
+    let mut uids = BTreeMap::new();
+    for v in &job.vertices {
+        for position in 0..v.operators.len() {
+            uids.insert(
+                rill_dataflow::state::operator_uid(v, position),
+                v.max_parallelism,
+            );
+        }
+    }
+    for op in &meta.operators {
+        match uids.get(&op.uid) {
+            None if !settings.allow_non_restored_state => {
+                return Err(format!(
+                    "savepoint {} has state for operator uid `{}` ({}), which the job does not have; resume with --allow-non-restored-state to drop it",
+                    dir.display(),
+                    op.uid,
+                    op.name
+                ))
+            }
+            None => {
+                tracing::warn!(uid = %op.uid, name = %op.name, "savepoint state of an operator the job lacks is not restored")
+            }
+            Some(max) => {
+                let keyed = op.subtasks.iter().any(|s| s.keyed.is_some());
+                if keyed && *max != op.max_parallelism {
+                    return Err(format!(
+                        "operator `{}` was snapshotted with max parallelism {} but the job has {}: its key groups cannot be redistributed",
+                        op.uid, op.max_parallelism, max
+                    ));
+                }
+            }
+        }
+    }
+    Ok((dir.display().to_string(), meta.checkpoint_id))
 }
 
 impl JobMaster {
@@ -254,7 +432,7 @@ impl JobMaster {
         let Some(c) = &mut self.checkpoints else {
             return;
         };
-        if !all_running || c.final_completed {
+        if !all_running || c.final_completed || c.stop.is_some() {
             return;
         }
         let actions = c.coordinator.tick(Instant::now(), now_ms() as i64);
@@ -285,8 +463,16 @@ impl JobMaster {
                         return;
                     };
                     let result = c.finalize(&job, id, timestamp_ms, &request, acks);
-                    if let Err(e) = &result {
-                        tracing::warn!(job = %self.job.job_id, checkpoint_id = id, error = %e, "cannot complete checkpoint");
+                    match &result {
+                        Ok(path) => {
+                            if matches!(request, SnapshotRequest::Savepoint { .. }) {
+                                tracing::info!(job = %self.job.job_id, checkpoint_id = id, %path, "savepoint completed");
+                            }
+                            c.settle(id, SnapshotStatus::Completed { path: path.clone() });
+                        }
+                        Err(e) => {
+                            tracing::warn!(job = %self.job.job_id, checkpoint_id = id, error = %e, "cannot complete checkpoint")
+                        }
                     }
                     let more = c.coordinator.finalized(id, result, Instant::now());
                     self.apply_checkpoint_actions(ctx, more);
@@ -315,6 +501,19 @@ impl JobMaster {
                         c.failed += 1;
                     }
                     c.final_candidates.remove(&id);
+                    c.settle(
+                        id,
+                        SnapshotStatus::Failed {
+                            reason: format!("checkpoint {id} {reason}"),
+                        },
+                    );
+                    if c.stop.as_ref().is_some_and(|s| {
+                        c.requests.get(&s.request).and_then(|r| r.checkpoint) == Some(id)
+                    }) {
+                        // The job's sources are stopped: it ends with a final checkpoint.
+                        tracing::warn!(job = %self.job.job_id, checkpoint_id = id, "stop-with-savepoint failed; the job finishes with a final checkpoint instead");
+                        c.stop = None;
+                    }
                     tracing::info!(job = %self.job.job_id, checkpoint_id = id, %reason, "checkpoint aborted");
                     let dir = c.layout.checkpoint_dir(id);
                     c.delete_dir(&dir);
@@ -355,7 +554,14 @@ impl JobMaster {
         let Some(c) = &mut self.checkpoints else {
             return;
         };
-        if c.input_ended.len() as u64 == total {
+        let terminating = matches!(
+            request,
+            SnapshotRequest::Savepoint {
+                terminate: true,
+                ..
+            }
+        );
+        if c.input_ended.len() as u64 == total && (c.stop.is_none() || terminating) {
             c.final_candidates.insert(id);
         }
         let savepoint = matches!(request, SnapshotRequest::Savepoint { .. });
@@ -452,10 +658,39 @@ impl JobMaster {
                 let _ = gw.trigger_checkpoint(execution, id, timestamp_ms, savepoint);
             }
         }
-        if c.input_ended.len() as u64 == total
-            && c.coordinator.pending_ids().is_empty()
-            && !c.final_completed
-        {
+        if c.input_ended.len() as u64 != total || c.final_completed {
+            return;
+        }
+        if let Some(stop) = c.stop.as_mut().filter(|s| !s.triggered) {
+            stop.triggered = true;
+            let (request, target_dir) = (stop.request, stop.target_dir.clone());
+            let action = c.coordinator.trigger(
+                SnapshotRequest::Savepoint {
+                    target_dir,
+                    terminate: true,
+                },
+                Instant::now(),
+                now_ms() as i64,
+            );
+            match action {
+                Ok(action) => {
+                    if let (Action::TriggerSources { id, .. }, Some(r)) =
+                        (&action, c.requests.get_mut(&request))
+                    {
+                        r.checkpoint = Some(*id);
+                    }
+                    self.apply_checkpoint_actions(ctx, vec![action]);
+                }
+                Err(e) => {
+                    if let Some(r) = c.requests.get_mut(&request) {
+                        r.status = SnapshotStatus::Failed {
+                            reason: e.to_string(),
+                        };
+                    }
+                    c.stop = None;
+                }
+            }
+        } else if c.stop.is_none() && c.coordinator.pending_ids().is_empty() {
             if let Ok(action) =
                 c.coordinator
                     .trigger(SnapshotRequest::Checkpoint, Instant::now(), now_ms() as i64)
@@ -463,6 +698,110 @@ impl JobMaster {
                 self.apply_checkpoint_actions(ctx, vec![action]);
             }
         }
+    }
+
+    /// A user asks for a checkpoint (`request` `None`) or a savepoint now; answers the
+    /// request id to poll with `snapshot_status`.
+    pub(super) fn user_snapshot(
+        &mut self,
+        ctx: &mut EndpointContext<'_, Self>,
+        request: Option<SavepointRequest>,
+    ) -> ClusterResult<u64> {
+        let all_running = self.status == JobStatus::Running
+            && self.to_deploy.is_empty()
+            && self.executions.len() as u64 == self.total_subtasks()
+            && self
+                .executions
+                .values()
+                .all(|e| e.state == ExecutionState::Running);
+        let job = self.job.job_id;
+        let status = self.status;
+        let total = self.total_subtasks();
+        let Some(c) = &mut self.checkpoints else {
+            return Err(ClusterError::SnapshotRefused(format!(
+                "job {job} takes no checkpoints: checkpoints and savepoints need execution.checkpointing.interval and state.checkpoints.dir"
+            )));
+        };
+        if !all_running {
+            return Err(ClusterError::SnapshotRefused(format!(
+                "job {job} is {status} and not every task is RUNNING; try again when it is"
+            )));
+        }
+        if c.stop.is_some() {
+            return Err(ClusterError::SnapshotRefused(format!(
+                "job {job} is stopping with a savepoint"
+            )));
+        }
+        let now = Instant::now();
+        let (snapshot, stop) = match request {
+            None => (SnapshotRequest::Checkpoint, None),
+            Some(r) => {
+                let target_dir = r
+                    .target_dir
+                    .clone()
+                    .or_else(|| c.savepoints_dir.clone())
+                    .ok_or_else(|| {
+                        ClusterError::SnapshotRefused(
+                            "no savepoint directory: name one or set state.savepoints.dir".into(),
+                        )
+                    })?;
+                FsCheckpointStorage::from_url(&target_dir).map_err(|e| {
+                    ClusterError::SnapshotRefused(format!("bad savepoint directory: {e}"))
+                })?;
+                if r.terminate {
+                    (SnapshotRequest::Checkpoint, Some((target_dir, r.drain)))
+                } else {
+                    (
+                        SnapshotRequest::Savepoint {
+                            target_dir,
+                            terminate: false,
+                        },
+                        None,
+                    )
+                }
+            }
+        };
+        if let Some((target_dir, drain)) = stop {
+            let request = c.new_request(None);
+            c.stop = Some(PendingStop {
+                request,
+                target_dir,
+                triggered: false,
+            });
+            let every_input_ended = c.input_ended.len() as u64 == total;
+            tracing::info!(%job, drain, "stop-with-savepoint: stopping the sources");
+            let sources: Vec<_> = self
+                .executions
+                .iter()
+                .filter(|((v, _), _)| !self.job.edges.iter().any(|e| e.target == *v))
+                .filter_map(|(_, e)| {
+                    let tm = self.task_managers.get(e.task_executor.as_ref()?)?;
+                    Some((tm.gateway.clone(), e.id))
+                })
+                .collect();
+            for (gw, execution) in sources {
+                let _ = gw.stop_source(execution, drain);
+            }
+            // Every input may have ended already (a bounded job at its end).
+            if every_input_ended {
+                if let Some(e) = self.executions.values().next().map(|e| e.id) {
+                    self.on_task_input_ended(ctx, e);
+                }
+            }
+            return Ok(request);
+        }
+        let action = c
+            .coordinator
+            .trigger(snapshot, now, now_ms() as i64)
+            .map_err(|e| ClusterError::SnapshotRefused(format!("cannot trigger: {e}")))?;
+        let Action::TriggerSources { id, .. } = &action else {
+            return Err(ClusterError::SnapshotRefused(
+                "the coordinator did not start a checkpoint".into(),
+            ));
+        };
+        let request = c.new_request(Some(*id));
+        self.apply_checkpoint_actions(ctx, vec![action]);
+        Ok(request)
     }
 
     /// Failover or the end of the job: pending checkpoints are aborted; the subtasks of
@@ -483,6 +822,15 @@ impl JobMaster {
             c.coordinator.abort_all(why, now)
         };
         c.final_candidates.clear();
+        if let Some(stop) = c.stop.take() {
+            if let Some(r) = c.requests.get_mut(&stop.request) {
+                if r.status == SnapshotStatus::InProgress {
+                    r.status = SnapshotStatus::Failed {
+                        reason: format!("stop-with-savepoint did not complete: {why}"),
+                    };
+                }
+            }
+        }
         self.apply_checkpoint_actions(ctx, actions);
     }
 

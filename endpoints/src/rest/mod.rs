@@ -161,7 +161,10 @@ impl From<RpcError> for RestError {
 impl From<ClusterError> for RestError {
     fn from(e: ClusterError) -> Self {
         let status = match &e {
-            ClusterError::JobNotFound(_) => StatusCode::NOT_FOUND,
+            ClusterError::JobNotFound(_) | ClusterError::SnapshotNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ClusterError::SnapshotRefused(_) => StatusCode::CONFLICT,
             ClusterError::DuplicateJob(_) | ClusterError::JobTerminal { .. } => {
                 StatusCode::CONFLICT
             }
