@@ -1,0 +1,274 @@
+//! Checkpoint storage faults on a real cluster: the checkpoint directory is a small
+//! tmpfs the test mounts (root only; without the privilege the test says so and
+//! returns), which the test fills up and remounts read-only while `running-count` runs.
+//! Each failed checkpoint is visible with its reason in `rill checkpoints`; with a
+//! tolerable-failure count the job keeps running through the faults, completes
+//! checkpoints again once the storage is healthy, and its committed output is exact.
+//! Without tolerance, the first failed checkpoint fails the job over.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod support;
+use support::*;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// A tmpfs mounted for the test, unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(at.to_path_buf()))
+    }
+
+    fn remount(&self, mode: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success(), "remount {mode}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn job_id_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
+        .unwrap_or_else(|| panic!("no job id in {stdout:?}"))
+        .trim()
+        .to_owned()
+}
+
+fn rill_out(args: &[&str]) -> (bool, String, String) {
+    let mut cmd = rill();
+    cmd.args(args);
+    let out = run(cmd, LONG);
+    let (stdout, stderr) = text(&out);
+    (out.status.success(), stdout, stderr)
+}
+
+/// Polls `rill checkpoints` until `pred` holds on its output (bounded).
+fn wait_history(job: &str, jm: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, out, _) = rill_out(&["checkpoints", job, "--jobmanager", jm]);
+        if pred(&out) {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not seen within 30 s:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn completed_count(history: &str) -> u64 {
+    history
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("completed "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn input(path: &Path, lines: u64) -> Vec<String> {
+    let mut text = String::new();
+    let mut expected = Vec::new();
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..lines {
+        let key = format!("k{}", (i * 5) % 29);
+        text.push_str(&format!("{key} payload {i}\n"));
+        let n = counts.entry(key.clone()).or_default();
+        *n += 1;
+        expected.push(format!("{key},{n}"));
+    }
+    std::fs::write(path, text).unwrap();
+    expected.sort();
+    expected
+}
+
+fn committed(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if !e.file_name().to_string_lossy().starts_with('.') {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            lines.extend(text.lines().map(String::from));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+#[test]
+fn full_and_read_only_checkpoint_storage_fail_checkpoints_visibly_and_the_job_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&dir.path().join("chk"), "4m") else {
+        eprintln!("cannot mount a tmpfs (needs root): the real full-disk test is skipped");
+        return;
+    };
+    let defines = [
+        "execution.checkpointing.interval=200ms".to_owned(),
+        "execution.checkpointing.tolerable-failed-checkpoints=100000".to_owned(),
+        format!("state.checkpoints.dir=file://{}", fs.0.display()),
+    ];
+    let defines: Vec<&str> = defines.iter().map(String::as_str).collect();
+    let (_jm, addr) = jobmanager(&defines);
+    let _tm = taskmanager(addr, 2, &[]);
+    let jm = addr.to_string();
+    let in_path = dir.path().join("in.txt");
+    let output = dir.path().join("out");
+    let expected = input(&in_path, 5000);
+    let (ok, stdout, stderr) = rill_out(&[
+        "run",
+        "--jobmanager",
+        &jm,
+        "--detached",
+        "-p",
+        "2",
+        "running-count",
+        "--rate",
+        "500",
+        "--input",
+        &in_path.display().to_string(),
+        "--output",
+        &output.display().to_string(),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let job = job_id_of(&stdout);
+    wait_history(&job, &jm, "a completed checkpoint", |h| {
+        completed_count(h) >= 2
+    });
+
+    // Disk full: a filler takes every free byte.
+    let filler = fs.0.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let history = wait_history(&job, &jm, "a checkpoint failing on the full disk", |h| {
+        h.contains("No space left on device")
+    });
+    assert!(history.contains("FAILED"), "{history}");
+    let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+    assert!(status.starts_with("RUNNING"), "{status}");
+    std::fs::remove_file(&filler).unwrap();
+    let before = completed_count(&history);
+    wait_history(&job, &jm, "checkpoints completing again", |h| {
+        completed_count(h) > before + 1
+    });
+
+    // Read-only storage: the same, with its own reason.
+    fs.remount("ro");
+    let history = wait_history(
+        &job,
+        &jm,
+        "a checkpoint failing on read-only storage",
+        |h| h.contains("Read-only file system"),
+    );
+    fs.remount("rw");
+    let before = completed_count(&history);
+    wait_history(&job, &jm, "checkpoints completing again", |h| {
+        completed_count(h) > before + 1
+    });
+
+    // The job never restarted and its output is exact.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+        if status.starts_with("FINISHED") {
+            assert!(status.contains("restarts: 0"), "{status}");
+            break;
+        }
+        assert!(status.starts_with("RUNNING"), "{status}");
+        assert!(Instant::now() < deadline, "job not FINISHED: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(committed(&output), expected);
+}
+
+#[test]
+fn without_tolerance_a_failed_checkpoint_fails_the_job_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount(&dir.path().join("chk"), "4m") else {
+        eprintln!("cannot mount a tmpfs (needs root): the real full-disk test is skipped");
+        return;
+    };
+    let defines = [
+        "execution.checkpointing.interval=200ms".to_owned(),
+        format!("state.checkpoints.dir=file://{}", fs.0.display()),
+        "restart-strategy.type=fixed-delay".to_owned(),
+        "restart-strategy.fixed-delay.attempts=1000".to_owned(),
+        "restart-strategy.fixed-delay.delay=200ms".to_owned(),
+    ];
+    let defines: Vec<&str> = defines.iter().map(String::as_str).collect();
+    let (_jm, addr) = jobmanager(&defines);
+    let _tm = taskmanager(addr, 2, &[]);
+    let jm = addr.to_string();
+    let in_path = dir.path().join("in.txt");
+    let output = dir.path().join("out");
+    let expected = input(&in_path, 4000);
+    let (ok, stdout, stderr) = rill_out(&[
+        "run",
+        "--jobmanager",
+        &jm,
+        "--detached",
+        "-p",
+        "2",
+        "running-count",
+        "--rate",
+        "500",
+        "--input",
+        &in_path.display().to_string(),
+        "--output",
+        &output.display().to_string(),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    let job = job_id_of(&stdout);
+    wait_history(&job, &jm, "a completed checkpoint", |h| {
+        completed_count(h) >= 2
+    });
+    fs.remount("ro");
+    // The failover restores the last completed checkpoint; with the storage still
+    // read-only its next checkpoint fails again, and so on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+        if status.contains("tolerable failure threshold") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no failover seen: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.contains("Read-only file system"), "{status}");
+    fs.remount("rw");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+        if status.starts_with("FINISHED") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "job not FINISHED: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(committed(&output), expected);
+}
