@@ -171,6 +171,8 @@ pub enum AbortReason {
     },
     /// The job failed over, was cancelled or finished.
     JobAbort(String),
+    /// A completed checkpoint that could not be read back when a recovery needed it.
+    Unreadable(String),
 }
 
 impl AbortReason {
@@ -191,6 +193,7 @@ impl fmt::Display for AbortReason {
             AbortReason::FinalizeFailed(e) => write!(f, "cannot write _metadata: {e}"),
             AbortReason::Subsumed { by } => write!(f, "subsumed by checkpoint {by}"),
             AbortReason::JobAbort(why) => write!(f, "aborted: {why}"),
+            AbortReason::Unreadable(why) => write!(f, "unreadable on recovery: {why}"),
         }
     }
 }
@@ -373,6 +376,18 @@ impl<T: Ord + Clone + fmt::Display, A> CheckpointCoordinator<T, A> {
         }
         while self.retained.len() > self.config.num_retained.max(1) {
             self.retained.pop_front();
+        }
+    }
+
+    /// Retained checkpoint `id` cannot be read back (corrupt or missing files): it is
+    /// dropped, so that [`latest_completed`](Self::latest_completed) falls back to the
+    /// previous one, and its history entry says why. Its files are left for inspection.
+    pub fn drop_unreadable(&mut self, id: u64, why: String) {
+        self.retained.retain(|c| c.id != id);
+        if let Some(r) = self.history.iter_mut().rev().find(|r| r.id == id) {
+            r.status = CheckpointStatus::Failed {
+                reason: AbortReason::Unreadable(why),
+            };
         }
     }
 
@@ -695,6 +710,33 @@ mod tests {
             timeout: Duration::from_secs(1),
             ..CoordinatorConfig::default()
         }
+    }
+
+    #[test]
+    fn an_unreadable_checkpoint_is_dropped_and_recovery_falls_back() {
+        let t0 = Instant::now();
+        let mut c = Coord::new(
+            CoordinatorConfig {
+                num_retained: 3,
+                ..config()
+            },
+            [0, 1],
+            1,
+        );
+        for k in 1..=3u64 {
+            let id = triggered(&mut c, ms(t0, 100 * k));
+            complete(&mut c, id, ms(t0, 100 * k + 10));
+        }
+        assert_eq!(c.latest_completed().map(|c| c.id), Some(3));
+        c.drop_unreadable(3, "bad magic".into());
+        assert_eq!(c.latest_completed().map(|c| c.id), Some(2));
+        let r = c.history().find(|r| r.id == 3).unwrap();
+        assert!(
+            matches!(&r.status, CheckpointStatus::Failed { reason: AbortReason::Unreadable(w) } if w == "bad magic")
+        );
+        c.drop_unreadable(2, "gone".into());
+        c.drop_unreadable(1, "gone".into());
+        assert_eq!(c.latest_completed(), None);
     }
 
     fn ms(t0: Instant, n: u64) -> Instant {

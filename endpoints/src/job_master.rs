@@ -532,15 +532,16 @@ impl JobMaster {
         let restarting = placement
             .iter()
             .any(|((v, k), _)| self.executions.contains_key(&(*v, *k)));
-        if let Some(c) = &mut self.checkpoints {
-            c.restored = match c.restore_point() {
-                Some(point) if restarting => {
+        if let Some(c) = self.checkpoints.as_mut().filter(|_| restarting) {
+            match c.readable_restore_point() {
+                Ok(Some(point)) => {
                     tracing::info!(job = %self.job.job_id, checkpoint_id = point.0, path = %point.1, "restoring from checkpoint");
                     self.restore_from = Some(point.1.clone());
-                    Some(point)
+                    c.restored = Some(point);
                 }
-                _ => c.restored.clone(),
-            };
+                Ok(None) => {}
+                Err(why) => return self.fail_job(ctx, why),
+            }
         }
         self.checkpoints_redeploying(placement.iter().map(|((v, k), _)| SubtaskKey(*v, *k)));
         // New attempts first, so consumers can name their producers' partitions.

@@ -159,6 +159,32 @@ impl JobCheckpoints {
             .map(|c| (c.id, c.path.clone()))
     }
 
+    /// The newest completed checkpoint that reads back (its `_metadata` parses and every
+    /// file it references is there with its recorded size); unreadable ones are dropped
+    /// with the reason in the history. `Err` lists them when none is left: restoring
+    /// nothing would replay committed output again.
+    pub(crate) fn readable_restore_point(&mut self) -> Result<Option<(u64, String)>, String> {
+        let mut unreadable = Vec::new();
+        while let Some((id, path)) = self.restore_point() {
+            match check_readable(Path::new(&path)) {
+                Ok(()) => return Ok(Some((id, path))),
+                Err(why) => {
+                    tracing::warn!(checkpoint_id = id, %path, reason = %why, "completed checkpoint is unreadable; falling back to an older one: output that two-phase-commit sinks committed with it is produced again");
+                    self.coordinator.drop_unreadable(id, why.clone());
+                    unreadable.push(format!("checkpoint {id} ({path}): {why}"));
+                }
+            }
+        }
+        if unreadable.is_empty() {
+            Ok(None)
+        } else {
+            Err(format!(
+                "no readable completed checkpoint to recover from: {}",
+                unreadable.join("; ")
+            ))
+        }
+    }
+
     /// For the job details.
     pub(crate) fn summary(&self) -> CheckpointsSummary {
         CheckpointsSummary {
@@ -279,6 +305,39 @@ impl JobCheckpoints {
         self.shared.register(id, &shared);
         Ok(dir.display().to_string())
     }
+}
+
+/// Whether the checkpoint or savepoint in `dir` reads back: `_metadata` parses, and every
+/// state file it references exists with its recorded size.
+pub(crate) fn check_readable(dir: &Path) -> Result<(), String> {
+    let storage = FsCheckpointStorage::new("/");
+    let (dir, meta) =
+        rill_state::format::read_metadata(&storage, dir).map_err(|e| e.to_string())?;
+    for op in &meta.operators {
+        for sub in &op.subtasks {
+            let files = sub
+                .keyed
+                .iter()
+                .flat_map(|k| k.files.iter())
+                .chain(sub.operator.iter().map(|o| &o.file));
+            for f in files {
+                let path = rill_state::shared::normalize(&f.resolve(&dir));
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.len() == f.size => {}
+                    Ok(m) => {
+                        return Err(format!(
+                            "{} has {} bytes, the checkpoint recorded {}",
+                            path.display(),
+                            m.len(),
+                            f.size
+                        ))
+                    }
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes a savepoint self-contained: copies every file its `parts` reference (written
