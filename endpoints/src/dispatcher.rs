@@ -89,6 +89,16 @@ impl Dispatcher {
         }
         job.validate(&self.registry)
             .map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
+        if self.config.checkpointing_enabled() {
+            let socket = job
+                .vertices
+                .iter()
+                .flat_map(|v| &v.operators)
+                .find(|o| o.spec.factory.name == rill_dataflow::builtins::SOCKET);
+            if let Some(op) = socket {
+                tracing::warn!(job = %job.job_id, operator = %op.spec.name, "the socket source cannot rewind: with checkpoints its records are processed at most once after a failure, not exactly once");
+            }
+        }
         let name = job.name.clone();
         let job_master_id: u128 = rand::random();
         let services = JobMasterServices {
