@@ -92,13 +92,10 @@
 //!
 //! # Waking a blocked input
 //!
-//! The input gate parks the task thread on its own condition variable, which the
-//! network does not expose. The gate gets one extra, hidden local channel instead: a
-//! private one-subpartition partition (not registered, no buffers) that only the
-//! [waker](TaskInput::waker) writes to. The waker queues one
-//! [`Event::CancelCheckpointMarker`] there (at most one at a time, an atomic flag), the
-//! subpartition's availability listener wakes the gate, and the reader returns
-//! [`InputEvent::MailboxWake`]. The wake-up is immediate; no polling loop runs.
+//! The input gate parks the task thread on its own condition variable; the
+//! [waker](TaskInput::waker) is the gate's [`GateWaker`], which makes the blocked (or
+//! the next) read return at once, and the input answers [`InputEvent::MailboxWake`].
+//! Wake-ups before a read coalesce; no polling loop runs.
 //!
 //! # Metrics
 //!
@@ -114,14 +111,13 @@
 //! each consumer.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rill_network::partition::ResultPartition;
 use rill_network::{
-    BufferTimeout, ChannelSelector, Event, InputGateBuilder, NetworkEnvironment, NetworkError,
-    PartitionId, ReaderItem, RecordReader, RecordWriter, TaskIoMetrics,
+    BufferTimeout, ChannelSelector, Event, GateWaker, InputGateBuilder, NetworkEnvironment,
+    NetworkError, PartitionId, ReaderItem, RecordReader, RecordWriter, TaskIoMetrics,
 };
 
 use crate::checkpoint::{CheckpointBarrier, CheckpointEvent};
@@ -409,7 +405,7 @@ fn build_input(
             }
         }
     }
-    let input = NetworkInput::new(net, builder, inputs.len(), config.batch_size)?;
+    let input = NetworkInput::new(builder, inputs.len(), config.batch_size)?;
     Ok(Box::new(input))
 }
 
@@ -538,16 +534,6 @@ impl Drop for NetworkOutput {
     }
 }
 
-/// The hidden wake channel's producer side (see the module docs).
-struct WakeChannel {
-    partition: Arc<ResultPartition>,
-    /// A wake event is queued and not yet read.
-    pending: AtomicBool,
-}
-
-/// The token queued on the wake channel; it never leaves this module.
-const WAKE_EVENT: Event = Event::CancelCheckpointMarker { id: u64::MAX };
-
 /// An item read from the gate but not returned yet (it ended the previous batch).
 enum Stashed {
     Record {
@@ -562,7 +548,7 @@ enum Stashed {
 pub struct NetworkInput {
     reader: RecordReader,
     num_channels: usize,
-    wake: Arc<WakeChannel>,
+    waker: GateWaker,
     stash: Option<Stashed>,
     max_batch: usize,
 }
@@ -578,52 +564,24 @@ impl std::fmt::Debug for NetworkInput {
 
 impl NetworkInput {
     /// An input over the `num_channels` channels already added to `builder` (in input
-    /// channel order); adds the hidden wake channel and builds the gate. One poll
-    /// returns at most `max_batch` records.
-    pub fn new(
-        net: &NetworkEnvironment,
-        mut builder: InputGateBuilder,
-        num_channels: usize,
-        max_batch: usize,
-    ) -> Result<Self> {
-        let wake = match Self::add_wake_channel(net, &mut builder, num_channels) {
-            Ok(w) => w,
-            Err(e) => {
-                // Building and dropping the gate cancels remote channels already started.
-                drop(builder.build());
-                return Err(e);
-            }
-        };
+    /// channel order); builds the gate. One poll returns at most `max_batch` records.
+    pub fn new(builder: InputGateBuilder, num_channels: usize, max_batch: usize) -> Result<Self> {
+        if builder.num_channels() as usize != num_channels {
+            let found = builder.num_channels();
+            // Building and dropping the gate cancels remote channels already started.
+            drop(builder.build());
+            return Err(DataflowError::InvalidGraph(format!(
+                "input gate has {found} channels, expected {num_channels}"
+            )));
+        }
+        let gate = builder.build();
         Ok(Self {
-            reader: RecordReader::new(builder.build()),
+            waker: gate.waker(),
+            reader: RecordReader::new(gate),
             num_channels,
-            wake,
             stash: None,
             max_batch: max_batch.max(1),
         })
-    }
-
-    fn add_wake_channel(
-        net: &NetworkEnvironment,
-        builder: &mut InputGateBuilder,
-        num_channels: usize,
-    ) -> Result<Arc<WakeChannel>> {
-        if builder.num_channels() as usize != num_channels {
-            return Err(DataflowError::InvalidGraph(format!(
-                "input gate has {} channels, expected {num_channels}",
-                builder.num_channels()
-            )));
-        }
-        let wake_err = |e| DataflowError::network("creating the input gate's wake channel", e);
-        // Events need no buffers: a pool of zero segments reserves no memory.
-        let pool = net.buffer_pool().create_pool(0, 0).map_err(wake_err)?;
-        // Not registered in the environment: only this input's waker writes to it.
-        let partition = ResultPartition::new(PartitionId(u128::MAX), 1, pool, 1);
-        builder.add_local(&partition, 0).map_err(wake_err)?;
-        Ok(Arc::new(WakeChannel {
-            partition,
-            pending: AtomicBool::new(false),
-        }))
     }
 
     fn read_error(e: NetworkError) -> DataflowError {
@@ -640,13 +598,17 @@ impl NetworkInput {
         }
         .map_err(Self::read_error)?;
         let Some(item) = item else {
-            if block {
-                // The wake channel never ends, so the gate never finishes.
+            if !block {
+                return Ok(None);
+            }
+            if self.reader.gate_mut().is_finished() {
+                // The task stops reading once every channel ended.
                 return Err(DataflowError::ChannelClosed(
                     "input gate finished while a task was reading it".into(),
                 ));
             }
-            return Ok(None);
+            // A blocking read returns nothing only when the waker interrupted it.
+            return Ok(Some(Read::Event(InputEvent::MailboxWake)));
         };
         let n = self.num_channels;
         Ok(Some(match item {
@@ -681,12 +643,6 @@ impl NetworkInput {
                         )))
                     }
                 }
-            }
-            ReaderItem::Event { channel, .. } if channel as usize == n => {
-                // Clear before returning: a waker running after this queues a new event,
-                // one that ran before has pushed its mail before setting the flag.
-                self.wake.pending.swap(false, Ordering::AcqRel);
-                Read::Event(InputEvent::MailboxWake)
             }
             ReaderItem::Event { channel, event } => {
                 let channel = channel as usize;
@@ -781,13 +737,8 @@ impl TaskInput for NetworkInput {
     }
 
     fn waker(&self) -> InputWaker {
-        let wake = self.wake.clone();
-        Arc::new(move || {
-            if !wake.pending.swap(true, Ordering::AcqRel) {
-                // `false`: the gate is gone (task ended) and nobody needs waking.
-                let _ = wake.partition.add_event(0, WAKE_EVENT);
-            }
-        })
+        let waker = self.waker.clone();
+        Arc::new(move || waker.wake())
     }
 
     fn try_poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
@@ -859,7 +810,7 @@ mod tests {
         for i in 0..n {
             net.add_local_channel(&mut b, PartitionId(id), i).unwrap();
         }
-        let input = NetworkInput::new(net, b, n as usize, 1024).unwrap();
+        let input = NetworkInput::new(b, n as usize, 1024).unwrap();
         (NetworkOutput::new(writer, hashed), input, metrics)
     }
 
@@ -927,15 +878,26 @@ mod tests {
             .expect("the waker must end a blocked poll");
         let (first, mut input) = t.join().unwrap();
         assert_eq!(first, Ok(InputEvent::MailboxWake));
-        // Two wakes before a poll coalesce into one.
+        // Two wakes before a blocking poll coalesce into one; a non-blocking poll does
+        // not consume them.
         waker();
         waker();
         let mut records = Vec::new();
-        assert_eq!(
-            input.try_poll(&mut records).unwrap(),
-            Some(InputEvent::MailboxWake)
-        );
         assert_eq!(input.try_poll(&mut records).unwrap(), None);
+        assert_eq!(input.poll(&mut records).unwrap(), InputEvent::MailboxWake);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let r = input.poll(&mut Vec::new()).map_err(|e| e.to_string());
+            let _ = tx.send(());
+            r
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(50)).is_err(),
+            "the second wake was not coalesced"
+        );
+        waker();
+        rx.recv_timeout(WAIT).expect("woken again");
+        assert_eq!(t.join().unwrap(), Ok(InputEvent::MailboxWake));
     }
 
     #[test]

@@ -271,3 +271,177 @@ fn bounded_task_final_snapshot_restores_into_a_new_task() {
     assert_eq!(rows[0], "(0,40,1900)");
     assert_eq!(rows.len(), 5);
 }
+
+/// What a task reported through its [`CheckpointResponder`](crate::checkpoint::CheckpointResponder).
+#[derive(Debug)]
+enum Reported {
+    Ack(u64, Vec<OperatorSubtaskSnapshot>),
+    #[allow(dead_code)] // printed by a failing assertion
+    Decline(u64, String),
+    InputEnded,
+}
+
+struct Responder(crossbeam_channel::Sender<Reported>);
+
+impl crate::checkpoint::CheckpointResponder for Responder {
+    fn acknowledge(
+        &self,
+        id: u64,
+        snapshots: Vec<OperatorSubtaskSnapshot>,
+        _stats: crate::checkpoint::TaskCheckpointStats,
+    ) {
+        let _ = self.0.send(Reported::Ack(id, snapshots));
+    }
+    fn decline(&self, id: u64, reason: String) {
+        let _ = self.0.send(Reported::Decline(id, reason));
+    }
+    fn input_ended(&self) {
+        let _ = self.0.send(Reported::InputEnded);
+    }
+}
+
+/// Exactly-once alignment in a task with two input channels: records behind barrier 1
+/// on the channel that delivered it first stay out of checkpoint 1 (they are processed
+/// after the snapshot); a task restored from the checkpoint holds exactly the records
+/// before the barriers. After its input ended the task waits for its final checkpoint,
+/// triggered by mail, and finishes when that completes.
+#[test]
+fn aligned_barriers_keep_records_behind_a_barrier_out_of_the_checkpoint() {
+    use crate::barrier_handler::BarrierMode;
+    use crate::checkpoint::{
+        CheckpointBarrier, CheckpointEvent, CheckpointOptions, TaskCheckpointing,
+    };
+    use rill_state::storage::CheckpointLayout;
+    use rill_state::{CheckpointStorage, FsCheckpointStorage};
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
+    let layout = CheckpointLayout::new(dir.path(), "job");
+    // Two source subtasks, one aggregate subtask: its channel i reads source i.
+    let job = Arc::new(jobs::keyed_sum(Some(100), 5, None, 1).unwrap());
+    let mut job2 = (*job).clone();
+    job2.vertices[0].parallelism = 2;
+    let job = Arc::new(job2);
+    let net = net();
+    let mut ios = wire(&net, &job);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut config = TaskConfig::default();
+    config.state.checkpoints_dir = Some(format!("file://{}", dir.path().display()));
+    config.checkpointing = Some(TaskCheckpointing {
+        mode: BarrierMode::Aligned,
+        storage: storage.clone(),
+        layout: layout.clone(),
+        responder: Arc::new(Responder(tx)),
+    });
+    let collect = Arc::new(CollectBuffer::new());
+    let env = TaskEnvironment {
+        registry: Arc::new(OperatorRegistry::new()),
+        collect: Some(collect.clone()),
+        config,
+    };
+    let task = StreamTask::new(
+        job.clone(),
+        VertexId(1),
+        0,
+        env,
+        Some(input(&mut ios, 1, 0)),
+        vec![],
+    )
+    .unwrap();
+    let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
+    let barrier = |id| {
+        CheckpointEvent::Barrier(CheckpointBarrier {
+            id,
+            timestamp_ms: 0,
+            options: CheckpointOptions::aligned_checkpoint(),
+        })
+    };
+    let recs =
+        |ids: std::ops::Range<i64>| -> Vec<StreamRecord> { ids.map(StreamRecord::new).collect() };
+    // Channel 0: 0..10, barrier 1, 100..110. Channel 1: 10..20, barrier 1.
+    ch0.emit(&mut recs(0..10), &[0; 10]).unwrap();
+    ch0.emit_checkpoint_event(barrier(1)).unwrap();
+    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
+    ch0.flush().unwrap();
+    let handle = task.spawn(|_| {}).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    ch1.emit(&mut recs(10..20), &[0; 10]).unwrap();
+    ch1.emit_checkpoint_event(barrier(1)).unwrap();
+    ch0.emit_event(StreamEvent::EndOfInput).unwrap();
+    ch1.emit_event(StreamEvent::EndOfInput).unwrap();
+    let next = || rx.recv_timeout(Duration::from_secs(10)).expect("a report");
+    // The acknowledgement comes from the snapshot thread, the end of input from the
+    // task thread: either may be first.
+    let (mut snapshots, mut ended) = (None, false);
+    while snapshots.is_none() || !ended {
+        match next() {
+            Reported::Ack(1, s) => snapshots = Some(s),
+            Reported::InputEnded => ended = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let snapshots = snapshots.expect("checkpoint 1 acknowledged");
+    // The final checkpoint, triggered by mail once the input ended.
+    handle
+        .mailbox()
+        .send(Mail::TriggerCheckpoint(CheckpointBarrier {
+            id: 2,
+            timestamp_ms: 0,
+            options: CheckpointOptions::aligned_checkpoint(),
+        }))
+        .unwrap();
+    assert!(matches!(next(), Reported::Ack(2, _)));
+    handle
+        .mailbox()
+        .send(Mail::CheckpointComplete { id: 2, last: true })
+        .unwrap();
+    assert!(matches!(handle.join(), TaskOutcome::Finished(_)));
+    let rows = |c: &CollectBuffer| -> Vec<String> {
+        let mut r: Vec<String> = c
+            .take()
+            .remove(jobs::KEYED_SUM_COLLECT_ID)
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        r.sort();
+        r
+    };
+    // All 30 records were processed: key 0 is 0,5,10,15,100,105.
+    assert_eq!(rows(&collect)[0], "(0,6,235)");
+
+    // Restored from checkpoint 1: only the 20 records before the barriers.
+    let net = self::net();
+    let mut ios = wire(&net, &job);
+    let collect = Arc::new(CollectBuffer::new());
+    let config = TaskConfig {
+        restore: Some(TaskRestore {
+            snapshot_dir: layout.checkpoint_dir(1),
+            storage,
+            operators: state::group_by_operator(snapshots),
+        }),
+        ..TaskConfig::default()
+    };
+    let task = StreamTask::new(
+        job,
+        VertexId(1),
+        0,
+        TaskEnvironment {
+            registry: Arc::new(OperatorRegistry::new()),
+            collect: Some(collect.clone()),
+            config,
+        },
+        Some(input(&mut ios, 1, 0)),
+        vec![],
+    )
+    .unwrap();
+    let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
+    ch0.emit_event(StreamEvent::EndOfInput).unwrap();
+    ch1.emit_event(StreamEvent::EndOfInput).unwrap();
+    assert!(matches!(task.run(), TaskOutcome::Finished(_)));
+    assert_eq!(
+        rows(&collect)[0],
+        "(0,4,30)",
+        "checkpoint 1 held records behind its barrier"
+    );
+}

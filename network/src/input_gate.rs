@@ -67,6 +67,8 @@ struct GateState {
     available: VecDeque<u32>,
     queued: Vec<bool>,
     error: Option<NetworkError>,
+    /// A [`GateWaker`] was called and no blocking read has returned for it yet.
+    woken: bool,
 }
 
 /// The part of a gate that channels and drivers reach from other threads.
@@ -99,6 +101,30 @@ impl GateShared {
         }
         self.cond.notify_one();
         self.notify.notify_one();
+    }
+}
+
+/// Interrupts a reader blocked on its gate (the task's mailbox uses it: a mail for a
+/// task parked on empty input must be seen at once). Cheap to clone, callable from any
+/// thread; wake-ups before a read coalesce into one.
+#[derive(Clone)]
+pub struct GateWaker {
+    shared: Arc<GateShared>,
+}
+
+impl std::fmt::Debug for GateWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GateWaker").finish_non_exhaustive()
+    }
+}
+
+impl GateWaker {
+    /// Makes the current or next blocking read of the gate return `Ok(None)` (see
+    /// [`InputGate::next_timeout`]), even while no channel has anything.
+    pub fn wake(&self) {
+        self.shared.state.lock().woken = true;
+        self.shared.cond.notify_all();
+        self.shared.notify.notify_one();
     }
 }
 
@@ -296,6 +322,13 @@ impl InputGate {
         self.channels.len() as u32
     }
 
+    /// A waker that interrupts blocking reads of this gate.
+    pub fn waker(&self) -> GateWaker {
+        GateWaker {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Whether every channel delivered end-of-partition.
     pub fn is_finished(&self) -> bool {
         self.num_finished == self.channels.len()
@@ -379,7 +412,9 @@ impl InputGate {
     }
 
     /// Like [`Self::next_blocking`] but gives up after `timeout` with `Ok(None)` while not
-    /// finished.
+    /// finished. Both also return `Ok(None)`, instead of parking (again), once a
+    /// [`GateWaker`] of this gate was called: a reader that uses wakers tells the cases
+    /// apart with [`Self::is_finished`] (and its own clock for timeouts).
     pub fn next_timeout(
         &mut self,
         timeout: Option<Duration>,
@@ -395,7 +430,15 @@ impl InputGate {
             let start = Instant::now();
             {
                 let mut st = self.shared.state.lock();
-                if st.available.is_empty() && st.error.is_none() {
+                let must_wait = st.available.is_empty() && st.error.is_none();
+                // A read that would park returns for a pending wake-up instead (and
+                // consumes it); a poll that cannot wait leaves it for the next read.
+                let can_wait = deadline.is_none_or(|d| d > Instant::now());
+                if must_wait && can_wait && st.woken {
+                    st.woken = false;
+                    return Ok(None);
+                }
+                if must_wait {
                     match deadline {
                         Some(d) => {
                             if self.shared.cond.wait_until(&mut st, d).timed_out() {
@@ -536,7 +579,8 @@ impl RecordReader {
         self.pending_records = self.pending_records.saturating_sub(1);
     }
 
-    /// Returns the next record or event, blocking; `None` once every channel ended.
+    /// Returns the next record or event, blocking; `None` once every channel ended, or
+    /// when a [`GateWaker`] interrupted the wait (see [`InputGate::next_timeout`]).
     #[inline]
     pub fn next_item(&mut self) -> Result<Option<ReaderItem<'_>>, NetworkError> {
         self.next_inner(None)
@@ -841,5 +885,45 @@ mod tests {
         env.release_partition(PartitionId(8));
         drop(p);
         assert_eq!(env.buffer_pool().segments_in_use(), 0);
+    }
+
+    #[test]
+    fn a_waker_interrupts_a_blocked_read_once_per_wake() {
+        let env = env(64);
+        let p = env.create_partition(PartitionId(7), 1).unwrap();
+        let mut gate = local_gate(&env, &p);
+        let waker = gate.waker();
+        let (tx, rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let handle = std::thread::spawn(move || {
+            let first = gate.next_blocking().unwrap().is_none();
+            tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            assert!(gate.next_timeout(Some(Duration::ZERO)).unwrap().is_none());
+            // Two wakes before this read are one: it returns at once, the next times out.
+            let second = gate.next_blocking().unwrap().is_none();
+            let start = Instant::now();
+            let third = gate.next_timeout(Some(Duration::from_millis(50))).unwrap();
+            (
+                first,
+                second,
+                third.is_none(),
+                start.elapsed(),
+                gate.is_finished(),
+            )
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        waker.wake();
+        rx.recv_timeout(WAIT)
+            .expect("the wake ends the blocked read");
+        waker.wake();
+        waker.wake();
+        // A zero-timeout poll does not consume the wake-up (the thread's next blocking
+        // read must see it).
+        go_tx.send(()).unwrap();
+        let (first, second, third, waited, finished) = handle.join().unwrap();
+        assert!(first && second && third);
+        assert!(waited >= Duration::from_millis(50), "{waited:?}");
+        assert!(!finished);
     }
 }

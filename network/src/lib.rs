@@ -40,7 +40,7 @@ pub use config::{BufferTimeout, NetworkConfig};
 pub use environment::NetworkEnvironment;
 pub use error::NetworkError;
 pub use event::{Alignment, CheckpointKind, CheckpointOptions, Event};
-pub use input_gate::{GateItem, InputGate, InputGateBuilder, ReaderItem, RecordReader};
+pub use input_gate::{GateItem, GateWaker, InputGate, InputGateBuilder, ReaderItem, RecordReader};
 pub use metrics::{BackPressureLevel, TaskIoMetrics};
 pub use partition::{PartitionId, ResultPartition};
 pub use record_writer::RecordWriter;
