@@ -13,7 +13,9 @@
 //!   every output;
 //! * the **asynchronous part** (serializing and writing keyed state) runs on a thread of
 //!   its own, then the task's [`CheckpointResponder`] acknowledges the checkpoint with
-//!   the state handles and [`TaskCheckpointStats`], or declines it with the reason.
+//!   the state handles and [`TaskCheckpointStats`], or declines it with the reason (a
+//!   panic there declines too). The task waits for these threads before it closes its
+//!   operators, whose backends they read.
 //!
 //! A failed synchronous part declines the checkpoint and forwards a
 //! `CancelCheckpointMarker` instead of the barrier; the task keeps running (the

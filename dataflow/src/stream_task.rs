@@ -158,6 +158,9 @@ pub struct StreamTask {
     input_ended: bool,
     /// The job's final checkpoint completed: the waiting task finishes.
     final_checkpoint_done: bool,
+    /// Asynchronous parts of checkpoints still running: they read the state backends,
+    /// so the task waits for them before it closes its operators.
+    uploads: Vec<JoinHandle<()>>,
 }
 
 /// A running task's thread and mailbox.
@@ -270,6 +273,7 @@ impl StreamTask {
             last_checkpoint: 0,
             input_ended: false,
             final_checkpoint_done: false,
+            uploads: Vec::new(),
         })
     }
 
@@ -384,6 +388,10 @@ impl StreamTask {
                 }
                 Control::Cancel => Ended::Canceled,
             });
+        // The snapshot threads read the backends that closing the chain drops.
+        for upload in std::mem::take(&mut self.uploads) {
+            let _ = upload.join();
+        }
         let closed = chain.close();
         let ended = res?;
         closed?;
@@ -533,12 +541,23 @@ impl StreamTask {
             };
             responder.acknowledge(id, out, stats);
         };
+        let responder = c.responder.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("checkpoint {id}"))
-            .spawn(upload);
-        if let Err(e) = spawned {
-            c.responder
-                .decline(id, format!("cannot start the snapshot thread: {e}"));
+            .spawn(move || {
+                // A panicking backend declines the checkpoint; it must not vanish.
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(upload)) {
+                    responder.decline(id, panic_error(panic.as_ref()).to_string());
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                self.uploads.retain(|h| !h.is_finished());
+                self.uploads.push(handle);
+            }
+            Err(e) => c
+                .responder
+                .decline(id, format!("cannot start the snapshot thread: {e}")),
         }
         Ok(())
     }

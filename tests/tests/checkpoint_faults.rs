@@ -47,28 +47,11 @@ impl Drop for Tmpfs {
     }
 }
 
-fn job_id_of(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
-        .unwrap_or_else(|| panic!("no job id in {stdout:?}"))
-        .trim()
-        .to_owned()
-}
-
-fn rill_out(args: &[&str]) -> (bool, String, String) {
-    let mut cmd = rill();
-    cmd.args(args);
-    let out = run(cmd, LONG);
-    let (stdout, stderr) = text(&out);
-    (out.status.success(), stdout, stderr)
-}
-
 /// Polls `rill checkpoints` until `pred` holds on its output (bounded).
 fn wait_history(job: &str, jm: &str, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, out, _) = rill_out(&["checkpoints", job, "--jobmanager", jm]);
+        let (_, out, _) = rill_out(LONG, &["checkpoints", job, "--jobmanager", jm]);
         if pred(&out) {
             return out;
         }
@@ -90,35 +73,6 @@ fn completed_count(history: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn input(path: &Path, lines: u64) -> Vec<String> {
-    let mut text = String::new();
-    let mut expected = Vec::new();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..lines {
-        let key = format!("k{}", (i * 5) % 29);
-        text.push_str(&format!("{key} payload {i}\n"));
-        let n = counts.entry(key.clone()).or_default();
-        *n += 1;
-        expected.push(format!("{key},{n}"));
-    }
-    std::fs::write(path, text).unwrap();
-    expected.sort();
-    expected
-}
-
-fn committed(dir: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if !e.file_name().to_string_lossy().starts_with('.') {
-            let text = std::fs::read_to_string(e.path()).unwrap();
-            lines.extend(text.lines().map(String::from));
-        }
-    }
-    lines.sort();
-    lines
-}
-
 #[test]
 fn full_and_read_only_checkpoint_storage_fail_checkpoints_visibly_and_the_job_survives() {
     let dir = tempfile::tempdir().unwrap();
@@ -137,22 +91,25 @@ fn full_and_read_only_checkpoint_storage_fail_checkpoints_visibly_and_the_job_su
     let jm = addr.to_string();
     let in_path = dir.path().join("in.txt");
     let output = dir.path().join("out");
-    let expected = input(&in_path, 5000);
-    let (ok, stdout, stderr) = rill_out(&[
-        "run",
-        "--jobmanager",
-        &jm,
-        "--detached",
-        "-p",
-        "2",
-        "running-count",
-        "--rate",
-        "500",
-        "--input",
-        &in_path.display().to_string(),
-        "--output",
-        &output.display().to_string(),
-    ]);
+    let expected = running_count_input(&in_path, 5000, |i| format!("k{}", (i * 5) % 29));
+    let (ok, stdout, stderr) = rill_out(
+        LONG,
+        &[
+            "run",
+            "--jobmanager",
+            &jm,
+            "--detached",
+            "-p",
+            "2",
+            "running-count",
+            "--rate",
+            "500",
+            "--input",
+            &in_path.display().to_string(),
+            "--output",
+            &output.display().to_string(),
+        ],
+    );
     assert!(ok, "{stdout}\n{stderr}");
     let job = job_id_of(&stdout);
     wait_history(&job, &jm, "a completed checkpoint", |h| {
@@ -170,7 +127,7 @@ fn full_and_read_only_checkpoint_storage_fail_checkpoints_visibly_and_the_job_su
         h.contains("No space left on device")
     });
     assert!(history.contains("FAILED"), "{history}");
-    let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+    let (_, status, _) = rill_out(LONG, &["status", &job, "--jobmanager", &jm]);
     assert!(status.starts_with("RUNNING"), "{status}");
     std::fs::remove_file(&filler).unwrap();
     let before = completed_count(&history);
@@ -195,7 +152,7 @@ fn full_and_read_only_checkpoint_storage_fail_checkpoints_visibly_and_the_job_su
     // The job never restarted and its output is exact.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+        let (_, status, _) = rill_out(LONG, &["status", &job, "--jobmanager", &jm]);
         if status.starts_with("FINISHED") {
             assert!(status.contains("restarts: 0"), "{status}");
             break;
@@ -204,7 +161,7 @@ fn full_and_read_only_checkpoint_storage_fail_checkpoints_visibly_and_the_job_su
         assert!(Instant::now() < deadline, "job not FINISHED: {status}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(committed(&output), expected);
+    assert_eq!(committed_output(&output).0, expected);
 }
 
 #[test]
@@ -227,22 +184,25 @@ fn without_tolerance_a_failed_checkpoint_fails_the_job_over() {
     let jm = addr.to_string();
     let in_path = dir.path().join("in.txt");
     let output = dir.path().join("out");
-    let expected = input(&in_path, 4000);
-    let (ok, stdout, stderr) = rill_out(&[
-        "run",
-        "--jobmanager",
-        &jm,
-        "--detached",
-        "-p",
-        "2",
-        "running-count",
-        "--rate",
-        "500",
-        "--input",
-        &in_path.display().to_string(),
-        "--output",
-        &output.display().to_string(),
-    ]);
+    let expected = running_count_input(&in_path, 4000, |i| format!("k{}", (i * 5) % 29));
+    let (ok, stdout, stderr) = rill_out(
+        LONG,
+        &[
+            "run",
+            "--jobmanager",
+            &jm,
+            "--detached",
+            "-p",
+            "2",
+            "running-count",
+            "--rate",
+            "500",
+            "--input",
+            &in_path.display().to_string(),
+            "--output",
+            &output.display().to_string(),
+        ],
+    );
     assert!(ok, "{stdout}\n{stderr}");
     let job = job_id_of(&stdout);
     wait_history(&job, &jm, "a completed checkpoint", |h| {
@@ -253,7 +213,7 @@ fn without_tolerance_a_failed_checkpoint_fails_the_job_over() {
     // read-only its next checkpoint fails again, and so on.
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
-        let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+        let (_, status, _) = rill_out(LONG, &["status", &job, "--jobmanager", &jm]);
         if status.contains("tolerable failure threshold") {
             break status;
         }
@@ -264,14 +224,14 @@ fn without_tolerance_a_failed_checkpoint_fails_the_job_over() {
     fs.remount("rw");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+        let (_, status, _) = rill_out(LONG, &["status", &job, "--jobmanager", &jm]);
         if status.starts_with("FINISHED") {
             break;
         }
         assert!(Instant::now() < deadline, "job not FINISHED: {status}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(committed(&output), expected);
+    assert_eq!(committed_output(&output).0, expected);
 }
 
 /// The completed checkpoints (`chk-<n>` with `_metadata`) under a job's directory.
@@ -314,22 +274,25 @@ fn a_corrupt_latest_checkpoint_makes_recovery_fall_back_to_an_older_one() {
     let jm = addr.to_string();
     let in_path = dir.path().join("in.txt");
     let output = dir.path().join("out");
-    let expected = input(&in_path, 4000);
-    let (ok, stdout, stderr) = rill_out(&[
-        "run",
-        "--jobmanager",
-        &jm,
-        "--detached",
-        "-p",
-        "2",
-        "running-count",
-        "--rate",
-        "800",
-        "--input",
-        &in_path.display().to_string(),
-        "--output",
-        &output.display().to_string(),
-    ]);
+    let expected = running_count_input(&in_path, 4000, |i| format!("k{}", (i * 5) % 29));
+    let (ok, stdout, stderr) = rill_out(
+        LONG,
+        &[
+            "run",
+            "--jobmanager",
+            &jm,
+            "--detached",
+            "-p",
+            "2",
+            "running-count",
+            "--rate",
+            "800",
+            "--input",
+            &in_path.display().to_string(),
+            "--output",
+            &output.display().to_string(),
+        ],
+    );
     assert!(ok, "{stdout}\n{stderr}");
     let job = job_id_of(&stdout);
     wait_history(&job, &jm, "three completed checkpoints", |h| {
@@ -338,7 +301,7 @@ fn a_corrupt_latest_checkpoint_makes_recovery_fall_back_to_an_older_one() {
     tm.kill();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+        let (_, status, _) = rill_out(LONG, &["status", &job, "--jobmanager", &jm]);
         if status.starts_with("RESTARTING") {
             break;
         }
@@ -364,7 +327,7 @@ fn a_corrupt_latest_checkpoint_makes_recovery_fall_back_to_an_older_one() {
     assert!(history.contains("unreadable on recovery"), "{history}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, status, _) = rill_out(&["status", &job, "--jobmanager", &jm]);
+        let (_, status, _) = rill_out(LONG, &["status", &job, "--jobmanager", &jm]);
         if status.starts_with("FINISHED") {
             break;
         }
@@ -374,7 +337,7 @@ fn a_corrupt_latest_checkpoint_makes_recovery_fall_back_to_an_older_one() {
     // Nothing is lost. The transaction the corrupt checkpoint committed stays committed
     // and its records are replayed from the older checkpoint: falling back gives up
     // exactly-once for that stretch (as in Flink), which the JobManager's log says.
-    let lines = committed(&output);
+    let (lines, _) = committed_output(&output);
     let mut have: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &lines {
         *have.entry(l.as_str()).or_default() += 1;

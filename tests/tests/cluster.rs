@@ -428,29 +428,6 @@ fn bad_submissions_get_clear_errors_and_leave_the_cluster_healthy() {
     assert!(stdout.contains("(OK)"), "{stdout}");
 }
 
-/// The committed `key,count` lines of a running-count output directory, sorted; hidden
-/// (uncommitted) files are counted separately.
-fn committed_lines(dir: &std::path::Path) -> (Vec<String>, usize) {
-    let mut lines = Vec::new();
-    let mut hidden = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            hidden += 1;
-            continue;
-        }
-        lines.extend(
-            std::fs::read_to_string(e.path())
-                .unwrap()
-                .lines()
-                .map(String::from),
-        );
-    }
-    lines.sort();
-    (lines, hidden)
-}
-
 #[test]
 fn running_count_commits_every_update_once_through_the_transactional_file_sink() {
     let (_jm, addr) = jobmanager(&[]);
@@ -489,7 +466,8 @@ fn running_count_commits_every_update_once_through_the_transactional_file_sink()
     let out = run(cmd, LONG);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let (lines, hidden) = committed_lines(&output);
+    let (lines, hidden) = committed_output(&output);
+    let hidden = hidden.len();
     assert_eq!(hidden, 0, "uncommitted files left in {}", output.display());
     assert_eq!(lines.len(), expected.len());
     assert_eq!(lines, expected);
@@ -540,7 +518,8 @@ fn running_count_with_periodic_checkpoints_commits_on_checkpoints_and_ends_with_
     let out = run(cmd, LONG);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    let (lines, hidden) = committed_lines(&output);
+    let (lines, hidden) = committed_output(&output);
+    let hidden = hidden.len();
     assert_eq!(hidden, 0, "uncommitted files left in {}", output.display());
     assert_eq!(lines, expected);
     // Several checkpoints completed; the retained one (num-retained 1) is the final one.

@@ -8,7 +8,6 @@
 //! `RILL_TEST_SEED` replays a run.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rill::admin::AdminClient;
@@ -41,50 +40,22 @@ impl Rng {
     }
 }
 
-/// `lines` input lines over `keys` keys, and the expected committed output, sorted.
-fn input(path: &Path, lines: u64, keys: u64) -> Vec<String> {
-    let mut text = String::new();
-    let mut expected = Vec::new();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..lines {
-        let key = format!("k{}", (i * 7 + i / 13) % keys);
-        text.push_str(&format!("{key} payload {i}\n"));
-        let n = counts.entry(key.clone()).or_default();
-        *n += 1;
-        expected.push(format!("{key},{n}"));
-    }
-    std::fs::write(path, text).unwrap();
-    expected.sort();
-    expected
-}
-
-/// The committed lines of an output directory, sorted, and the names of hidden
-/// (in-progress or pending) files left in it.
-fn committed(dir: &Path) -> (Vec<String>, Vec<String>) {
-    let mut lines = Vec::new();
-    let mut hidden = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            hidden.push(name);
-            continue;
-        }
-        let text = std::fs::read_to_string(e.path()).unwrap();
-        lines.extend(text.lines().map(String::from));
-    }
-    lines.sort();
-    (lines, hidden)
-}
-
 /// Runs `running-count` under repeated TaskManager kills in `mode`; returns the
 /// expected and the committed lines, and the hidden files left.
-fn run_under_kills(mode: &str, kills: usize) -> (Vec<String>, Vec<String>, Vec<String>) {
+fn run_under_kills(
+    mode: &str,
+    backend: &str,
+    kills: usize,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let checkpoints = dir.path().join("checkpoints");
     let defines = [
         "execution.checkpointing.interval=200ms".to_owned(),
         format!("execution.checkpointing.mode={mode}"),
+        format!("state.backend.type={backend}"),
+        // Two retained: discarding the older one must keep the shared files the newer
+        // (incremental lsm) checkpoint still references.
+        "state.checkpoints.num-retained=2".to_owned(),
         format!("state.checkpoints.dir=file://{}", checkpoints.display()),
         "restart-strategy.type=fixed-delay".to_owned(),
         "restart-strategy.fixed-delay.attempts=1000".to_owned(),
@@ -97,7 +68,7 @@ fn run_under_kills(mode: &str, kills: usize) -> (Vec<String>, Vec<String>, Vec<S
     let mut tms: Vec<Proc> = (0..3).map(|_| taskmanager(addr, 1, &[]).0).collect();
     let in_path = dir.path().join("in.txt");
     let output = dir.path().join("out");
-    let expected = input(&in_path, 12_000, 53);
+    let expected = running_count_input(&in_path, 12_000, |i| format!("k{}", (i * 7 + i / 13) % 53));
 
     let mut cmd = rill();
     cmd.args([
@@ -189,24 +160,34 @@ fn run_under_kills(mode: &str, kills: usize) -> (Vec<String>, Vec<String>, Vec<S
         source_out < expected.len() as u64,
         "the last attempt's source read {source_out} lines: it did not resume"
     );
-    let (lines, hidden) = committed(&output);
+    let (lines, hidden) = committed_output(&output);
     (expected, lines, hidden)
 }
 
 #[test]
 fn exactly_once_output_after_ten_taskmanager_kills() {
-    let (expected, lines, hidden) = run_under_kills("exactly_once", 10);
+    let (expected, lines, hidden) = run_under_kills("exactly_once", "heap", 10);
+    assert_exact(&expected, &lines, &hidden);
+}
+
+#[test]
+fn exactly_once_with_incremental_lsm_checkpoints_after_ten_taskmanager_kills() {
+    let (expected, lines, hidden) = run_under_kills("exactly_once", "lsm", 10);
+    assert_exact(&expected, &lines, &hidden);
+}
+
+fn assert_exact(expected: &[String], lines: &[String], hidden: &[String]) {
     assert!(hidden.is_empty(), "uncommitted files left: {hidden:?}");
     assert_eq!(lines.len(), expected.len(), "line count");
     // Record by record: a diff names the first lost or duplicated line.
-    for (i, (got, want)) in lines.iter().zip(&expected).enumerate() {
+    for (i, (got, want)) in lines.iter().zip(expected).enumerate() {
         assert_eq!(got, want, "line {i} of the sorted committed output");
     }
 }
 
 #[test]
 fn at_least_once_loses_nothing_after_taskmanager_kills() {
-    let (expected, lines, _) = run_under_kills("at_least_once", 10);
+    let (expected, lines, _) = run_under_kills("at_least_once", "heap", 10);
     let mut have: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &lines {
         *have.entry(l).or_default() += 1;

@@ -35,15 +35,6 @@ fn wordcount(jobmanager: &std::net::SocketAddr, input: &Path, output: &Path) -> 
     cmd
 }
 
-fn job_id_of(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
-        .unwrap_or_else(|| panic!("no job id in {stdout:?}"))
-        .trim()
-        .to_string()
-}
-
 /// `rill status` of `job`: its stdout.
 fn status(jobmanager: &std::net::SocketAddr, job: &str) -> String {
     let mut cmd = rill();

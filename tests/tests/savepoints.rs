@@ -13,32 +13,6 @@ use support::*;
 
 const LONG: Duration = Duration::from_secs(90);
 
-fn job_id_of(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
-        .unwrap_or_else(|| panic!("no job id in {stdout:?}"))
-        .trim()
-        .to_owned()
-}
-
-/// The committed lines of an output directory, sorted, and the number of hidden files.
-fn committed(dir: &Path) -> (Vec<String>, usize) {
-    let mut lines = Vec::new();
-    let mut hidden = 0;
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        if e.file_name().to_string_lossy().starts_with('.') {
-            hidden += 1;
-            continue;
-        }
-        let text = std::fs::read_to_string(e.path()).unwrap();
-        lines.extend(text.lines().map(String::from));
-    }
-    lines.sort();
-    (lines, hidden)
-}
-
 /// The path a `rill savepoint` / `rill stop` printed.
 fn savepoint_path(stdout: &str) -> String {
     stdout
@@ -152,7 +126,8 @@ fn stop_with_savepoint_and_resume_at_another_parallelism_is_exact() {
     let sp2 = savepoint_path(&stop_out);
     let history = rill_ok(&["checkpoints", &job, "--jobmanager", &jm]);
     assert!(history.contains("savepoint"), "{history}");
-    let (partial, hidden) = committed(Path::new(&output));
+    let (partial, hidden) = committed_output(Path::new(&output));
+    let hidden = hidden.len();
     assert_eq!(hidden, 0);
     assert!(
         partial.len() < expected.len() && !partial.is_empty(),
@@ -195,7 +170,8 @@ fn stop_with_savepoint_and_resume_at_another_parallelism_is_exact() {
         &output,
     ]);
     assert!(resumed.contains("FINISHED"), "{resumed}");
-    let (lines, hidden) = committed(Path::new(&output));
+    let (lines, hidden) = committed_output(Path::new(&output));
+    let hidden = hidden.len();
     assert_eq!(hidden, 0);
     assert_eq!(lines.len(), expected.len());
     assert_eq!(lines, expected);

@@ -218,3 +218,64 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The job id `rill run` printed on submission.
+pub fn job_id_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
+        .unwrap_or_else(|| panic!("no job id in {stdout:?}"))
+        .trim()
+        .to_string()
+}
+
+/// Runs `rill args…` to completion (bounded by `timeout`): success, stdout, stderr.
+pub fn rill_out(timeout: Duration, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = rill();
+    cmd.args(args);
+    let out = run(cmd, timeout);
+    let (stdout, stderr) = text(&out);
+    (out.status.success(), stdout, stderr)
+}
+
+/// Writes a `running-count` input of `lines` lines whose first field is `key(i)` and
+/// returns the committed output it must produce, sorted: for a key that occurs n times,
+/// `key,1` … `key,n`.
+pub fn running_count_input(
+    path: &std::path::Path,
+    lines: u64,
+    key: impl Fn(u64) -> String,
+) -> Vec<String> {
+    let mut text = String::new();
+    let mut expected = Vec::new();
+    let mut counts = std::collections::BTreeMap::<String, u64>::new();
+    for i in 0..lines {
+        let k = key(i);
+        text.push_str(&format!("{k} payload {i}\n"));
+        let n = counts.entry(k.clone()).or_default();
+        *n += 1;
+        expected.push(format!("{k},{n}"));
+    }
+    std::fs::write(path, text).unwrap();
+    expected.sort();
+    expected
+}
+
+/// The committed lines of a transactional file sink's output directory, sorted, and
+/// the names of the hidden (in-progress or pending) files left in it.
+pub fn committed_output(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let mut lines = Vec::new();
+    let mut hidden = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            hidden.push(name);
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        lines.extend(text.lines().map(String::from));
+    }
+    lines.sort();
+    (lines, hidden)
+}
