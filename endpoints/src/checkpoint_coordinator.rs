@@ -723,6 +723,10 @@ mod tests {
             [0, 1],
             1,
         );
+        assert!(
+            c.tick(t0, 0).is_empty(),
+            "the first checkpoint waits one interval"
+        );
         for k in 1..=3u64 {
             let id = triggered(&mut c, ms(t0, 100 * k));
             complete(&mut c, id, ms(t0, 100 * k + 10));

@@ -1,33 +1,45 @@
 //! The JobMaster (DESIGN §3): one per job, fenced by its `JobMasterId`.
 //!
+//! # Parts
+//!
+//! The JobMaster is state plus RPC handlers (DESIGN §3, "Endpoints own pure parts"): the
+//! decisions live in plain structs it owns, which take inputs (and `now`) and return
+//! what to do, and which are unit-tested without a cluster:
+//!
+//! - [`slot_pool`]: the slots offered to the job and the `(sharing group, subtask
+//!   index)` each hosts;
+//! - [`execution_graph`]: the current execution attempt of each subtask and the
+//!   execution state machine (one transition `match`);
+//! - [`failover`]: typed failure causes, what a failure restarts (region or full),
+//!   the restart strategy's verdict, and the failure history;
+//! - [`checkpointing`]: the checkpoint coordinator and the job's checkpoint storage.
+//!
+//! The handlers perform the RPCs (deploy, cancel, free slots) the parts call for, and
+//! move the job status.
+//!
 //! # Scheduling
 //!
-//! The job needs one slot per subtask index per slot sharing group: subtask `k` of every
-//! vertex of group `g` shares slot `(g, k)`, so a group needs as many slots as its
-//! largest parallelism. The JobMaster registers at the ResourceManager, declares that
-//! total, and accepts the slots TaskExecutors offer into its slot pool. Once the pool
-//! covers the vertices to deploy, it creates one execution attempt per subtask, a result
-//! partition id per output edge, and sends [`TaskDeploymentDescriptor`]s in topological
-//! order (so a producer's partitions exist before a consumer on the same TaskExecutor
-//! looks for them). If the slots do not arrive within `slot.request.timeout`, the job
-//! fails with a message saying how many slots it needed and how many the cluster has.
+//! The JobMaster registers at the ResourceManager, declares the slots the job needs
+//! ([`slot_pool`]), and accepts the slots TaskExecutors offer into its slot pool. Once
+//! the pool covers the vertices to deploy, it creates one execution attempt per subtask,
+//! a result partition id per output edge ([`execution_graph`]), and sends
+//! [`TaskDeploymentDescriptor`]s in topological order (so a producer's partitions exist
+//! before a consumer on the same TaskExecutor looks for them). If the slots do not
+//! arrive within `slot.request.timeout`, the job fails with a message saying how many
+//! slots it needed and how many the cluster has.
 //!
 //! # Failover
 //!
 //! A failed task, or a lost TaskExecutor (heartbeat timeout, death-watch, or the
-//! TaskExecutor saying so), fails the executions concerned. The restart strategy
-//! ([`crate::restart`]) decides: restart after a delay, or fail the job. A restart
-//! cancels the failed pipelined region — a connected component of the job graph
-//! (`jobmanager.execution.failover-strategy: region`), or every task (`full`) — waits
-//! until all of its executions are terminal, waits out the delay, and deploys new
-//! attempts into the pool's slots, asking the ResourceManager for replacements of slots
-//! that were lost. Job status moves `CREATED → RUNNING → (RESTARTING → RUNNING)* →
+//! TaskExecutor saying so), fails the executions concerned, and [`failover`] decides:
+//! restart the failed pipelined region (or every task) after a delay, or fail the job.
+//! A restart cancels the affected tasks, waits until all of their executions are
+//! terminal, waits out the delay, and deploys new attempts into the pool's slots; slots
+//! of a lost TaskExecutor leave the pool, which then accepts replacements from the
+//! ResourceManager. Job status moves `CREATED → RUNNING → (RESTARTING → RUNNING)* →
 //! FINISHED | FAILING → FAILED | CANCELLING → CANCELED`; every change is reported to the
-//! Dispatcher.
-//!
-//! Every failure is also kept in a short history ([`JobDetails::failures`]) with what
-//! followed it — a restart after a delay, or the job failing — so that a client following
-//! the job (`rill run`) can say why each restart happened as it happens.
+//! Dispatcher. Every failure is kept in a short history ([`JobDetails::failures`]) with
+//! what followed it.
 //!
 //! # Collect results
 //!
@@ -49,7 +61,7 @@
 //! restart) is logged with the id and ignored; an inconsistency the JobMaster itself
 //! should have prevented fails the job with the ids in the cause, never the process.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -61,7 +73,7 @@ use rill_runtime::{
     EndpointContext, Fencing, FencingToken, Reply, ResourceId, RpcAddress, RpcEndpoint, RpcService,
 };
 
-use crate::config::{FailoverStrategy, RillConfig};
+use crate::config::RillConfig;
 use crate::final_snapshot::{self, FINAL_CHECKPOINT_ID};
 use crate::gateways::{dispatcher, job_master, resource_manager, task_executor};
 use crate::heartbeats::{start_heartbeats, TellTarget};
@@ -69,7 +81,13 @@ use crate::messages::*;
 use crate::restart::RestartStrategy;
 
 mod checkpointing;
+mod execution_graph;
+pub(crate) mod failover;
+mod slot_pool;
 use checkpointing::{JobCheckpoints, SubtaskKey};
+use execution_graph::{ExecutionEffect, ExecutionError, ExecutionEvent, ExecutionGraph, Step};
+use failover::{Decision, Failover, FailureCause, TaskError, TaskName};
+use slot_pool::{SlotKey, SlotPool};
 
 /// One sink subtask's collected values and the attempt that sent them.
 struct CollectedPart {
@@ -107,22 +125,6 @@ pub struct JobMasterServices {
     pub dispatcher: RpcAddress,
 }
 
-struct Execution {
-    id: ExecutionAttemptId,
-    attempt: u32,
-    state: ExecutionState,
-    allocation: Option<AllocationId>,
-    task_executor: Option<ResourceId>,
-    partitions: Vec<PartitionId>,
-    counters: TaskIoCounters,
-}
-
-struct PooledSlot {
-    task_executor: ResourceId,
-    /// The `(sharing group, subtask index)` it hosts.
-    assigned: Option<(String, u32)>,
-}
-
 struct RegisteredTaskManager {
     gateway: task_executor::Gateway,
     location: TaskManagerLocation,
@@ -139,15 +141,13 @@ pub struct JobMaster {
     start_time_ms: u64,
     started: Instant,
     ended: Option<Instant>,
-    failure: Option<String>,
-    restarts: u32,
-    strategy: RestartStrategy,
+    /// Failover decisions and the failure history (see [`failover`]).
+    failover: Failover,
     order: Vec<VertexId>,
-    region_of: BTreeMap<VertexId, usize>,
-    required_slots: u32,
-    executions: BTreeMap<(VertexId, u32), Execution>,
-    by_id: BTreeMap<ExecutionAttemptId, (VertexId, u32)>,
-    pool: BTreeMap<AllocationId, PooledSlot>,
+    /// Executions and their states (see [`execution_graph`]).
+    graph: ExecutionGraph,
+    /// The slots offered to the job (see [`slot_pool`]).
+    slots: SlotPool,
     task_managers: BTreeMap<ResourceId, RegisteredTaskManager>,
     resource_manager: Option<resource_manager::Gateway>,
     dispatcher: Option<dispatcher::Gateway>,
@@ -158,10 +158,6 @@ pub struct JobMaster {
     collected: BTreeMap<String, BTreeMap<u32, CollectedPart>>,
     /// Encoded bytes of `collected` (see the module docs).
     collected_bytes: usize,
-    /// The last failures, oldest first, at most [`MAX_FAILURE_HISTORY`].
-    failures: VecDeque<JobFailure>,
-    /// Failures handled so far (numbers the history entries).
-    failure_count: u32,
     /// Final-snapshot reports of finished subtasks (see [`crate::final_snapshot`]).
     final_snapshots: BTreeMap<(VertexId, u32), FinalSnapshotReport>,
     /// The final snapshot, once the job finished with `state.checkpoints.dir` set.
@@ -218,19 +214,18 @@ impl JobMaster {
         let job_bytes = job
             .to_bytes()
             .map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
-        let mut groups: BTreeMap<String, u32> = BTreeMap::new();
-        for v in &job.vertices {
-            let g = groups.entry(v.slot_sharing_group.clone()).or_default();
-            *g = (*g).max(v.parallelism);
-        }
-        let required_slots = groups.values().sum();
-        let region_of = regions(&job);
-        let strategy = RestartStrategy::new(
+        let restart = RestartStrategy::new(
             &services.config.restart_strategy,
             services.config.checkpointing_enabled(),
             job_master_id as u64,
         );
+        let failover = Failover::new(
+            &job,
+            services.config.jobmanager.execution.failover_strategy,
+            restart,
+        );
         let resource_id = ResourceId::new(format!("jobmaster-{}", job.job_id));
+        let total_subtasks = job.vertices.iter().map(|v| u64::from(v.parallelism)).sum();
         let subtasks = job
             .vertices
             .iter()
@@ -263,16 +258,11 @@ impl JobMaster {
             start_time_ms: now_ms(),
             started: Instant::now(),
             ended: None,
-            failure: None,
-            restarts: 0,
-            strategy,
+            failover,
             to_deploy: order.iter().copied().collect(),
             order,
-            region_of,
-            required_slots,
-            executions: BTreeMap::new(),
-            by_id: BTreeMap::new(),
-            pool: BTreeMap::new(),
+            slots: SlotPool::new(&job),
+            graph: ExecutionGraph::new(total_subtasks),
             task_managers: BTreeMap::new(),
             resource_manager: None,
             dispatcher: None,
@@ -280,8 +270,6 @@ impl JobMaster {
             heartbeat_rm: None,
             collected: BTreeMap::new(),
             collected_bytes: 0,
-            failures: VecDeque::new(),
-            failure_count: 0,
             final_snapshots: BTreeMap::new(),
             final_checkpoint: None,
             delay_pending: false,
@@ -365,7 +353,7 @@ impl JobMaster {
             );
         }
         let _ =
-            gw.declare_required_resources(self.job_id(), self.job_master_id, self.required_slots);
+            gw.declare_required_resources(self.job_id(), self.job_master_id, self.slots.required());
         self.resource_manager = Some(gw);
         self.try_schedule(ctx);
     }
@@ -388,34 +376,6 @@ impl JobMaster {
         self.connect_resource_manager(ctx);
     }
 
-    /// Slots still needed to deploy `to_deploy`, and the `(group, index)` pairs without
-    /// a slot.
-    fn missing_slots(&self) -> Vec<(String, u32)> {
-        let assigned: BTreeSet<(String, u32)> = self
-            .pool
-            .values()
-            .filter_map(|s| s.assigned.clone())
-            .collect();
-        let mut needed = BTreeSet::new();
-        for vertex in self.to_deploy.iter().filter_map(|v| self.job.vertex(*v)) {
-            for k in 0..vertex.parallelism {
-                let key = (vertex.slot_sharing_group.clone(), k);
-                if !assigned.contains(&key) {
-                    needed.insert(key);
-                }
-            }
-        }
-        needed.into_iter().collect()
-    }
-
-    fn free_pool_slots(&self) -> Vec<AllocationId> {
-        self.pool
-            .iter()
-            .filter(|(_, s)| s.assigned.is_none())
-            .map(|(a, _)| *a)
-            .collect()
-    }
-
     /// Deploys `to_deploy` if nothing blocks it.
     fn try_schedule(&mut self, ctx: &mut EndpointContext<'_, Self>) {
         if self.to_deploy.is_empty()
@@ -425,17 +385,10 @@ impl JobMaster {
         {
             return;
         }
-        let busy = self.to_deploy.iter().any(|v| {
-            self.executions
-                .range((*v, 0)..=(*v, u32::MAX))
-                .any(|(_, e)| !e.state.is_terminal() && e.state != ExecutionState::Created)
-        });
-        if busy {
+        if self.to_deploy.iter().any(|v| self.graph.is_busy(*v)) {
             return;
         }
-        let missing = self.missing_slots();
-        let free = self.free_pool_slots();
-        if free.len() < missing.len() {
+        if !self.slots.assign(&self.job, &self.to_deploy) {
             if !self.slot_timer_armed {
                 self.slot_timer_armed = true;
                 self.slot_epoch += 1;
@@ -449,17 +402,12 @@ impl JobMaster {
             return;
         }
         self.slot_timer_armed = false;
-        for (key, allocation) in missing.into_iter().zip(free) {
-            if let Some(slot) = self.pool.get_mut(&allocation) {
-                slot.assigned = Some(key);
-            }
-        }
         self.deploy(ctx);
     }
 
     fn slot_request_timed_out(&mut self, ctx: &mut EndpointContext<'_, Self>) {
-        let needed = self.required_slots;
-        let have = self.pool.len();
+        let needed = self.slots.required();
+        let have = self.slots.len();
         let timeout = self.s.config.slot.request.timeout;
         let rm = self.resource_manager.clone();
         let handle = ctx.handle();
@@ -496,11 +444,6 @@ impl JobMaster {
             .filter(|v| self.to_deploy.contains(v))
             .collect();
         self.to_deploy.clear();
-        let slot_of: BTreeMap<(String, u32), AllocationId> = self
-            .pool
-            .iter()
-            .filter_map(|(a, s)| s.assigned.clone().map(|k| (k, *a)))
-            .collect();
         // Every subtask's slot first: `try_schedule` assigned them, but a missing one must
         // fail the job, not the process.
         let mut placement = Vec::new();
@@ -510,9 +453,10 @@ impl JobMaster {
             };
             for k in 0..vertex.parallelism {
                 let group = &vertex.slot_sharing_group;
-                let slot = slot_of
-                    .get(&(group.clone(), k))
-                    .and_then(|a| self.pool.get(a).map(|s| (*a, s.task_executor.clone())));
+                let slot = self.slots.slot_of(&SlotKey {
+                    group: group.clone(),
+                    index: k,
+                });
                 let Some(slot) = slot else {
                     tracing::error!(job = %self.job_id(), vertex = %v, subtask = k, group, "no slot assigned to a subtask being deployed");
                     return self.fail_job(
@@ -531,7 +475,7 @@ impl JobMaster {
         // A restart restores the newest completed checkpoint.
         let restarting = placement
             .iter()
-            .any(|((v, k), _)| self.executions.contains_key(&(*v, *k)));
+            .any(|(subtask, _)| self.graph.has_attempt(*subtask));
         if let Some(c) = self.checkpoints.as_mut().filter(|_| restarting) {
             match c.readable_restore_point() {
                 Ok(Some(point)) => {
@@ -547,24 +491,14 @@ impl JobMaster {
         // New attempts first, so consumers can name their producers' partitions.
         for ((v, k), (allocation, te)) in placement {
             let outputs = self.job.output_edges(v).count();
-            let old = self.executions.get(&(v, k));
-            let attempt = old.map_or(0, |e| e.attempt + 1);
-            if let Some(old) = old {
-                let superseded = old.id;
-                self.by_id.remove(&superseded);
+            let partitions = (0..outputs).map(|_| PartitionId(rand::random())).collect();
+            let id = ExecutionAttemptId::generate();
+            if let Some(superseded) = self
+                .graph
+                .new_attempt((v, k), id, allocation, te, partitions)
+            {
                 self.drop_collected_of(superseded);
             }
-            let e = Execution {
-                id: ExecutionAttemptId::generate(),
-                attempt,
-                state: ExecutionState::Deploying,
-                allocation: Some(allocation),
-                task_executor: Some(te),
-                partitions: (0..outputs).map(|_| PartitionId(rand::random())).collect(),
-                counters: TaskIoCounters::default(),
-            };
-            self.by_id.insert(e.id, (v, k));
-            self.executions.insert((v, k), e);
         }
         let mut deployments = Vec::new();
         for v in &vertices {
@@ -573,10 +507,10 @@ impl JobMaster {
                 match self.descriptor(*v, k) {
                     Ok((gw, tdd)) => deployments.push((gw, tdd)),
                     Err(e) => {
-                        match self.executions.get(&(*v, k)) {
+                        match self.graph.get((*v, k)) {
                             Some(execution) => {
                                 let id = execution.id;
-                                self.task_failed(ctx, id, format!("cannot deploy: {e}"));
+                                self.task_failed(ctx, id, TaskError::CannotDeploy(e));
                             }
                             None => self.fail_job(
                                 ctx,
@@ -601,12 +535,13 @@ impl JobMaster {
                 let execution = tdd.execution;
                 let error = match gw.submit_task(tdd, token).await {
                     Ok(Ok(())) => continue,
-                    Ok(Err(e)) => e.to_string(),
-                    Err(e) => e.to_string(),
+                    Ok(Err(ClusterError::Rejected(e))) if failover::is_knock_on_refusal(&e) => {
+                        TaskError::KnockOn(format!("deployment failed: {e}"))
+                    }
+                    Ok(Err(e)) => TaskError::DeploymentFailed(e.to_string()),
+                    Err(e) => TaskError::DeploymentFailed(e.to_string()),
                 };
-                handle.run_async(move |jm, ctx| {
-                    jm.task_failed(ctx, execution, format!("deployment failed: {error}"))
-                });
+                handle.run_async(move |jm, ctx| jm.task_failed(ctx, execution, error));
             }
         });
     }
@@ -617,8 +552,8 @@ impl JobMaster {
         k: u32,
     ) -> Result<(task_executor::Gateway, TaskDeploymentDescriptor), String> {
         let e = self
-            .executions
-            .get(&(v, k))
+            .graph
+            .get((v, k))
             .ok_or_else(|| format!("subtask {k} of vertex {v} has no execution"))?;
         let te = e.task_executor.clone().ok_or("no TaskExecutor")?;
         let tm = self
@@ -636,7 +571,7 @@ impl JobMaster {
                 .get(c.edge)
                 .ok_or_else(|| format!("no edge {}", c.edge))?
                 .source;
-            let producer = self.executions.get(&(source, c.upstream)).ok_or_else(|| {
+            let producer = self.graph.get((source, c.upstream)).ok_or_else(|| {
                 format!(
                     "producer subtask {} of vertex {source} has no execution",
                     c.upstream
@@ -703,115 +638,66 @@ impl JobMaster {
         &mut self,
         ctx: &mut EndpointContext<'_, Self>,
         execution: ExecutionAttemptId,
-        cause: String,
+        error: TaskError,
     ) {
-        let Some((key, e)) = self.execution_mut(execution) else {
-            tracing::debug!(job = %self.job_id(), %execution, %cause, "failure of an unknown or superseded execution attempt ignored");
-            return;
+        let key = match self.graph.apply_to(execution, ExecutionEvent::Fail) {
+            Ok((key, _)) => key,
+            Err(ExecutionError::Unknown(_)) => {
+                tracing::debug!(job = %self.job_id(), %execution, %error, "failure of an unknown or superseded execution attempt ignored");
+                return;
+            }
+            // Terminal already.
+            Err(_) => return,
         };
-        if e.state.is_terminal() {
-            return;
-        }
-        e.state = ExecutionState::Failed;
-        let (name, parallelism) = self
-            .job
-            .vertex(key.0)
-            .map_or(("?", 0), |v| (v.name.as_str(), v.parallelism));
-        let cause = format!(
-            "task '{name}' ({}/{parallelism}) failed: {cause}",
-            key.1 + 1
-        );
-        self.handle_failure(ctx, vec![key.0], cause);
+        self.subtask_failed(ctx, key, error);
     }
 
-    /// The current execution of attempt `execution`, with its `(vertex, subtask)`; `None`
-    /// for an id this JobMaster does not know (or no longer: a superseded attempt).
-    fn execution_mut(
-        &mut self,
-        execution: ExecutionAttemptId,
-    ) -> Option<((VertexId, u32), &mut Execution)> {
-        let key = *self.by_id.get(&execution)?;
-        self.executions.get_mut(&key).map(|e| (key, e))
-    }
-
-    fn handle_failure(
+    /// Reacts to the failure of `subtask`, whose execution is FAILED already.
+    fn subtask_failed(
         &mut self,
         ctx: &mut EndpointContext<'_, Self>,
-        vertices: Vec<VertexId>,
-        cause: String,
+        (vertex, subtask): (VertexId, u32),
+        error: TaskError,
     ) {
-        match self.status {
-            JobStatus::Cancelling => {
-                self.check_completion(ctx);
-                return;
-            }
-            JobStatus::Failing => {
-                if self.failure.as_deref().is_some_and(is_knock_on) && !is_knock_on(&cause) {
-                    self.replace_knock_on_cause(&cause);
-                    self.failure = Some(format!(
-                        "{cause}; not restarted: {}",
-                        self.strategy.describe()
-                    ));
+        let (name, parallelism) = self
+            .job
+            .vertex(vertex)
+            .map_or(("?", 0), |v| (v.name.as_str(), v.parallelism));
+        let task = TaskName {
+            vertex,
+            subtask,
+            name: name.to_owned(),
+            parallelism,
+        };
+        self.handle_failure(ctx, FailureCause::Task { task, error });
+    }
+
+    /// Asks failover what `cause` restarts, and does it.
+    fn handle_failure(&mut self, ctx: &mut EndpointContext<'_, Self>, cause: FailureCause) {
+        let status = self.status;
+        let decision =
+            self.failover
+                .on_failure(&cause, status, &self.to_deploy, Instant::now(), now_ms());
+        match decision {
+            Decision::Ignore => {}
+            Decision::CheckCompletion => {
+                if status == JobStatus::Restarting {
+                    tracing::debug!(job = %self.job_id(), %cause, "failure while already restarting");
                 }
                 self.check_completion(ctx);
-                return;
             }
-            s if s.is_terminal() => return,
-            _ => {}
-        }
-        let affected: BTreeSet<VertexId> =
-            match self.s.config.jobmanager.execution.failover_strategy {
-                FailoverStrategy::Full => self.order.iter().copied().collect(),
-                FailoverStrategy::Region => {
-                    let regions: BTreeSet<usize> = vertices
-                        .iter()
-                        .filter_map(|v| self.region_of.get(v))
-                        .copied()
-                        .collect();
-                    self.region_of
-                        .iter()
-                        .filter(|(_, r)| regions.contains(r))
-                        .map(|(v, _)| *v)
-                        .collect()
-                }
-            };
-        if self.status == JobStatus::Restarting && affected.is_subset(&self.to_deploy) {
-            tracing::debug!(job = %self.job_id(), %cause, "failure while already restarting");
-            if self.failure.as_deref().is_some_and(is_knock_on) && !is_knock_on(&cause) {
-                self.replace_knock_on_cause(&cause);
-                self.failure = Some(cause);
+            Decision::Fail => {
+                tracing::warn!(job = %self.job_id(), %cause, "job failure");
+                self.start_failing(ctx);
             }
-            self.check_completion(ctx);
-            return;
-        }
-        tracing::warn!(job = %self.job_id(), %cause, "job failure");
-        match self.strategy.on_failure(Instant::now()) {
-            None => {
-                let strategy = self.strategy.describe();
-                self.record_failure(
-                    cause.clone(),
-                    FailureOutcome::NoRestart {
-                        strategy: strategy.clone(),
-                    },
-                );
-                self.start_failing(ctx, format!("{cause}; not restarted: {strategy}"));
-            }
-            Some(delay) => {
-                self.record_failure(
-                    cause.clone(),
-                    FailureOutcome::Restarting {
-                        restart: self.restarts + 1,
-                        delay_ms: delay.as_millis() as u64,
-                    },
-                );
+            Decision::Restart { vertices, delay } => {
+                tracing::warn!(job = %self.job_id(), %cause, "job failure");
                 self.abort_checkpoints(ctx, &format!("job failover: {cause}"), false);
-                self.failure = Some(cause);
-                self.restarts += 1;
                 self.set_status(JobStatus::Restarting);
-                self.cancel_executions(ctx, &affected);
-                self.to_deploy.extend(affected);
+                self.cancel_executions(ctx, &vertices);
+                self.to_deploy.extend(vertices);
                 self.delay_pending = true;
-                tracing::info!(job = %self.job_id(), ?delay, restart = self.restarts, "restarting");
+                tracing::info!(job = %self.job_id(), ?delay, restart = self.failover.restarts(), "restarting");
                 ctx.run_later(delay, |jm, ctx| {
                     jm.delay_pending = false;
                     jm.try_schedule(ctx);
@@ -820,38 +706,16 @@ impl JobMaster {
         }
     }
 
-    /// Adds a failure to the history, dropping the oldest beyond [`MAX_FAILURE_HISTORY`].
-    fn record_failure(&mut self, cause: String, outcome: FailureOutcome) {
-        self.failure_count += 1;
-        if self.failures.len() == MAX_FAILURE_HISTORY {
-            self.failures.pop_front();
-        }
-        self.failures.push_back(JobFailure {
-            number: self.failure_count,
-            timestamp_ms: now_ms(),
-            cause,
-            outcome,
-        });
-    }
-
-    /// The root cause arrived after its knock-on failure was recorded: the history says
-    /// the root cause.
-    fn replace_knock_on_cause(&mut self, cause: &str) {
-        if let Some(last) = self.failures.back_mut().filter(|f| is_knock_on(&f.cause)) {
-            last.cause = cause.to_owned();
-        }
-    }
-
     /// Fails the job without asking the restart strategy (the cluster cannot run it).
     fn fail_job(&mut self, ctx: &mut EndpointContext<'_, Self>, cause: String) {
-        self.record_failure(cause.clone(), FailureOutcome::JobFailed);
-        self.start_failing(ctx, cause);
+        self.failover.fail(cause, now_ms());
+        self.start_failing(ctx);
     }
 
-    /// Moves to FAILING with `cause` as the job's failure and cancels every task.
-    fn start_failing(&mut self, ctx: &mut EndpointContext<'_, Self>, cause: String) {
+    /// Moves to FAILING (with the failure failover reports) and cancels every task.
+    fn start_failing(&mut self, ctx: &mut EndpointContext<'_, Self>) {
+        let cause = self.failover.failure().unwrap_or_default();
         tracing::warn!(job = %self.job_id(), %cause, "job failing");
-        self.failure = Some(cause);
         self.to_deploy.clear();
         self.slot_timer_armed = false;
         self.set_status(JobStatus::Failing);
@@ -867,29 +731,27 @@ impl JobMaster {
         vertices: &BTreeSet<VertexId>,
     ) {
         let mut canceling = false;
-        for ((v, _), e) in self.executions.iter_mut() {
-            if !vertices.contains(v) || e.state.is_terminal() {
+        for key in self.graph.active(|(v, _), _| vertices.contains(&v)) {
+            let Some((id, gw)) = self.graph.get(key).map(|e| (e.id, self.gateway_of(e))) else {
                 continue;
-            }
-            let tm = e
-                .task_executor
-                .as_ref()
-                .and_then(|te| self.task_managers.get(te));
-            match (e.state, tm) {
-                (ExecutionState::Created | ExecutionState::Scheduled, _) | (_, None) => {
-                    e.state = ExecutionState::Canceled;
-                }
-                (_, Some(tm)) => {
-                    e.state = ExecutionState::Canceling;
-                    canceling = true;
-                    let gw = tm.gateway.clone();
-                    let id = e.id;
-                    ctx.spawn(async move {
-                        if let Err(err) = gw.cancel_task(id).await {
-                            tracing::debug!(execution = %id, error = %err, "cancel_task failed");
-                        }
-                    });
-                }
+            };
+            let event = ExecutionEvent::Cancel {
+                reachable: gw.is_some(),
+            };
+            if let (
+                Ok(Step {
+                    effect: ExecutionEffect::SendCancel,
+                    ..
+                }),
+                Some(gw),
+            ) = (self.graph.apply(key, event), gw)
+            {
+                canceling = true;
+                ctx.spawn(async move {
+                    if let Err(err) = gw.cancel_task(id).await {
+                        tracing::debug!(execution = %id, error = %err, "cancel_task failed");
+                    }
+                });
             }
         }
         if canceling {
@@ -898,10 +760,12 @@ impl JobMaster {
             let timeout = self.s.config.rpc.ask_timeout;
             ctx.run_later(timeout, |jm, ctx| {
                 let mut changed = false;
-                for e in jm.executions.values_mut() {
-                    if e.state == ExecutionState::Canceling {
-                        tracing::warn!(execution = %e.id, "task did not confirm cancellation; giving up on it");
-                        e.state = ExecutionState::Canceled;
+                for key in jm
+                    .graph
+                    .active(|_, e| e.state() == ExecutionState::Canceling)
+                {
+                    if jm.graph.apply(key, ExecutionEvent::CancelTimedOut).is_ok() {
+                        tracing::warn!(vertex = %key.0, subtask = key.1, "task did not confirm cancellation; giving up on it");
                         changed = true;
                     }
                 }
@@ -913,19 +777,13 @@ impl JobMaster {
     }
 
     fn check_completion(&mut self, ctx: &mut EndpointContext<'_, Self>) {
-        let all_terminal = self.executions.values().all(|e| e.state.is_terminal());
+        let all_terminal = self.graph.all_terminal();
         match self.status {
             JobStatus::Failing if all_terminal => self.finalize(ctx, JobStatus::Failed),
             JobStatus::Cancelling if all_terminal => self.finalize(ctx, JobStatus::Canceled),
             JobStatus::Restarting => self.try_schedule(ctx),
             JobStatus::Running
-                if all_terminal
-                    && self.to_deploy.is_empty()
-                    && self.executions.len() as u64 == self.total_subtasks()
-                    && self
-                        .executions
-                        .values()
-                        .all(|e| e.state == ExecutionState::Finished) =>
+                if all_terminal && self.to_deploy.is_empty() && self.graph.all_finished() =>
             {
                 if self.checkpoints.is_none() {
                     self.complete_final_snapshot();
@@ -961,11 +819,13 @@ impl JobMaster {
     }
 
     fn total_subtasks(&self) -> u64 {
-        self.job
-            .vertices
-            .iter()
-            .map(|v| u64::from(v.parallelism))
-            .sum()
+        self.graph.total_subtasks()
+    }
+
+    /// The gateway of the TaskExecutor `e` runs on, if it is registered.
+    fn gateway_of(&self, e: &execution_graph::Execution) -> Option<task_executor::Gateway> {
+        let te = e.task_executor.as_ref()?;
+        self.task_managers.get(te).map(|tm| tm.gateway.clone())
     }
 
     fn finalize(&mut self, ctx: &mut EndpointContext<'_, Self>, status: JobStatus) {
@@ -981,8 +841,8 @@ impl JobMaster {
         if let Some(rm) = &self.resource_manager {
             let _ = rm.disconnect_job_master(self.job_id(), self.job_master_id, reason.clone());
         }
-        for (allocation, slot) in std::mem::take(&mut self.pool) {
-            if let Some(tm) = self.task_managers.get(&slot.task_executor) {
+        for (allocation, te) in self.slots.release_all() {
+            if let Some(tm) = self.task_managers.get(&te) {
                 let _ = tm.gateway.free_slot(allocation, reason.clone());
             }
         }
@@ -1003,7 +863,7 @@ impl JobMaster {
             failure: if status == JobStatus::Finished {
                 None
             } else {
-                self.failure.clone()
+                self.failover.failure().map(str::to_owned)
             },
             duration_ms: self.started.elapsed().as_millis() as u64,
             collected: std::mem::take(&mut self.collected)
@@ -1033,26 +893,31 @@ impl JobMaster {
         if let Some(hb) = &self.heartbeat_tm {
             hb.unmonitor_target(te.clone());
         }
-        self.pool.retain(|_, s| s.task_executor != te);
-        let cause = format!(
-            "TaskExecutor {te} ({}) lost: {reason}",
-            tm.location.rpc_address.host
-        );
+        self.slots.task_executor_lost(&te);
         let mut failed = Vec::new();
-        for ((v, _), e) in self.executions.iter_mut() {
-            if e.task_executor.as_ref() == Some(&te) && !e.state.is_terminal() {
-                e.state = ExecutionState::Failed;
-                failed.push(*v);
+        for key in self
+            .graph
+            .active(|_, e| e.task_executor.as_ref() == Some(&te))
+        {
+            if self.graph.apply(key, ExecutionEvent::Fail).is_ok() {
+                failed.push(key.0);
             }
         }
         if self.status.is_terminal() {
             return;
         }
-        tracing::warn!(job = %self.job_id(), %cause, tasks = failed.len(), "TaskExecutor lost");
-        if failed.is_empty() {
+        let tasks = failed.len();
+        let cause = FailureCause::TaskExecutorLost {
+            task_executor: te,
+            host: tm.location.rpc_address.host.to_string(),
+            reason,
+            vertices: failed,
+        };
+        tracing::warn!(job = %self.job_id(), %cause, tasks, "TaskExecutor lost");
+        if tasks == 0 {
             self.check_completion(ctx);
         } else {
-            self.handle_failure(ctx, failed, cause);
+            self.handle_failure(ctx, cause);
         }
     }
 
@@ -1065,13 +930,15 @@ impl JobMaster {
                 let mut states = BTreeMap::new();
                 let mut locations = Vec::new();
                 let mut attempts = Vec::new();
+                let mut subtasks = Vec::new();
                 let (mut records_in, mut records_out) = (0, 0);
                 for k in 0..vertex.parallelism {
-                    let e = self.executions.get(&(*v, k));
-                    let state = e.map_or(ExecutionState::Created, |e| e.state);
+                    let e = self.graph.get((*v, k));
+                    let state = e.map_or(ExecutionState::Created, |e| e.state());
                     *states.entry(state).or_insert(0) += 1;
                     locations.push(e.and_then(|e| e.task_executor.clone()));
                     attempts.push(e.map_or(0, |e| e.attempt));
+                    subtasks.push(e.map(|e| e.counters).unwrap_or_default());
                     if let Some(e) = e {
                         records_in += e.counters.records_in;
                         records_out += e.counters.records_out;
@@ -1086,16 +953,17 @@ impl JobMaster {
                     records_out,
                     locations,
                     attempts,
+                    subtasks,
                 }
             })
             .collect();
         JobDetails {
             overview: self.overview(),
-            restarts: self.restarts,
-            failure: self.failure.clone(),
+            restarts: self.failover.restarts(),
+            failure: self.failover.failure().map(str::to_owned),
             vertices,
             final_checkpoint: self.final_checkpoint.clone(),
-            failures: self.failures.iter().cloned().collect(),
+            failures: self.failover.history().cloned().collect(),
             checkpoints: self
                 .checkpoints
                 .as_ref()
@@ -1122,51 +990,11 @@ impl JobMaster {
         payload: TaskExecutorToJobManagerHeartbeat,
     ) {
         for (id, counters) in payload.tasks {
-            match self.execution_mut(id) {
-                Some((_, e)) => e.counters = counters,
-                None => {
-                    tracing::debug!(job = %self.job_id(), execution = %id, "counters of an unknown execution attempt ignored")
-                }
+            if !self.graph.set_counters(id, counters) {
+                tracing::debug!(job = %self.job_id(), execution = %id, "counters of an unknown execution attempt ignored")
             }
         }
     }
-}
-
-/// Whether a failure cause is only the consequence of another failure (a task reading a
-/// partition that its failed or canceled producer released). The root cause, when it
-/// arrives, replaces such a cause as the job's reported failure.
-fn is_knock_on(cause: &str) -> bool {
-    // A consumer deployed after its producer failed finds the partition released, or
-    // already unregistered.
-    cause.contains("was released")
-        || (cause.contains("result partition") && cause.contains("not found"))
-}
-
-/// The connected components of the job graph, as a region index per vertex.
-fn regions(job: &JobGraph) -> BTreeMap<VertexId, usize> {
-    let n = job.vertices.len();
-    let mut parent: Vec<usize> = (0..n).collect();
-    fn find(p: &mut [usize], mut x: usize) -> usize {
-        while p[x] != x {
-            p[x] = p[p[x]];
-            x = p[x];
-        }
-        x
-    }
-    for e in &job.edges {
-        let (a, b) = (e.source.0 as usize, e.target.0 as usize);
-        // `JobMaster::new` rejects edges naming missing vertices; skip them regardless.
-        if a >= n || b >= n {
-            continue;
-        }
-        let (a, b) = (find(&mut parent, a), find(&mut parent, b));
-        parent[a] = b;
-    }
-    job.vertices
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.id, find(&mut parent, i)))
-        .collect()
 }
 
 impl RpcEndpoint for JobMaster {
@@ -1292,16 +1120,7 @@ impl job_master::Handler for JobMaster {
         }
         let mut accepted = Vec::new();
         for offer in offers {
-            if self.pool.contains_key(&offer.allocation) {
-                accepted.push(offer);
-            } else if (self.pool.len() as u32) < self.required_slots {
-                self.pool.insert(
-                    offer.allocation,
-                    PooledSlot {
-                        task_executor: from.clone(),
-                        assigned: None,
-                    },
-                );
+            if self.slots.offer(&from, offer.allocation) {
                 accepted.push(offer);
             }
         }
@@ -1314,51 +1133,57 @@ impl job_master::Handler for JobMaster {
         ctx: &mut EndpointContext<'_, Self>,
         update: TaskExecutionStateUpdate,
     ) {
-        // Field by field, not through `execution_mut`: `e` stays borrowed below while
-        // other fields are used.
-        let found = self.by_id.get(&update.execution).copied();
-        let Some((key, e)) = found.and_then(|key| Some((key, self.executions.get_mut(&key)?)))
-        else {
+        let Some((key, e)) = self.graph.current(update.execution) else {
             // Normal for an attempt a restart superseded; anything else is a confused peer.
             tracing::debug!(job = %self.job.job_id, execution = %update.execution, state = ?update.state, "state update of an unknown or superseded execution attempt ignored");
             return;
         };
-        if e.state.is_terminal() {
+        if e.state().is_terminal() {
             return;
         }
+        let gateway = self.gateway_of(e);
         if update.io != TaskIoCounters::default() {
-            e.counters = update.io;
+            self.graph.set_counters(update.execution, update.io);
         }
         if update.state == ExecutionState::Finished {
             if let Some(report) = update.final_snapshot {
                 self.final_snapshots.insert(key, report);
             }
         }
-        match update.state {
-            ExecutionState::Failed => {
-                let cause = update.error.unwrap_or_else(|| "unknown error".into());
-                self.task_failed(ctx, update.execution, cause);
+        match self
+            .graph
+            .apply(key, ExecutionEvent::Reported(update.state))
+        {
+            Err(e) => {
+                tracing::debug!(job = %self.job.job_id, execution = %update.execution, error = %e, "state update ignored");
             }
-            ExecutionState::Canceled if e.state != ExecutionState::Canceling => {
-                self.task_failed(ctx, update.execution, "canceled unexpectedly".into());
+            Ok(Step {
+                effect: ExecutionEffect::Failover { unexpected_cancel },
+                ..
+            }) => {
+                let error = update.error.unwrap_or_else(|| "unknown error".into());
+                let error = match (unexpected_cancel, update.knock_on) {
+                    (true, _) => TaskError::CanceledUnexpectedly,
+                    (false, true) => TaskError::KnockOn(error),
+                    (false, false) => TaskError::Failed(error),
+                };
+                self.subtask_failed(ctx, key, error);
             }
-            ExecutionState::Running if e.state == ExecutionState::Canceling => {
+            Ok(Step {
+                effect: ExecutionEffect::SendCancel,
+                ..
+            }) => {
                 // The cancel overtook the deployment (it found no task): cancel again
                 // now that the task exists.
-                let tm = e
-                    .task_executor
-                    .as_ref()
-                    .and_then(|te| self.task_managers.get(te));
-                if let Some(tm) = tm {
-                    let (gw, id) = (tm.gateway.clone(), e.id);
+                if let Some(gw) = gateway {
+                    let id = update.execution;
                     ctx.spawn(async move {
                         let _ = gw.cancel_task(id).await;
                     });
                 }
             }
-            state => {
-                e.state = state;
-                if state.is_terminal() {
+            Ok(Step { to, .. }) => {
+                if to.is_terminal() {
                     self.check_completion(ctx);
                 }
             }
@@ -1379,7 +1204,7 @@ impl job_master::Handler for JobMaster {
             return;
         }
         // The subtask as this JobMaster deployed it, not as the message says.
-        let Some(&(_, subtask)) = self.by_id.get(&execution) else {
+        let Some((_, subtask)) = self.graph.subtask_of(execution) else {
             tracing::debug!(job = %self.job.job_id, %execution, sink = %id, subtask, "collect values of an unknown or superseded execution attempt ignored");
             return;
         };
@@ -1544,6 +1369,21 @@ impl job_master::Handler for JobMaster {
     }
 }
 
+/// A job of `pipelines` independent source → rebalance → sink pipelines, the sources at
+/// parallelism 2 and the sinks at `sink_parallelism`.
+#[cfg(test)]
+fn test_job(pipelines: i64, sink_parallelism: u32) -> JobGraph {
+    let env = rill_dataflow::StreamExecutionEnvironment::new();
+    env.set_parallelism(2);
+    for i in 0..pipelines {
+        env.add_source(rill_dataflow::builtins::collection(vec![Value::I64(i)]))
+            .rebalance()
+            .sink(rill_dataflow::builtins::blackhole())
+            .parallelism(sink_parallelism);
+    }
+    env.job_graph("test").unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1553,12 +1393,7 @@ mod tests {
     use rill_runtime::RpcServiceConfig;
 
     fn two_vertex_job() -> JobGraph {
-        let env = rill_dataflow::StreamExecutionEnvironment::new();
-        env.set_parallelism(2);
-        env.add_source(rill_dataflow::builtins::collection(vec![Value::I64(1)]))
-            .rebalance()
-            .sink(rill_dataflow::builtins::blackhole());
-        env.job_graph("ids").unwrap()
+        test_job(1, 2)
     }
 
     fn services() -> JobMasterServices {
@@ -1616,12 +1451,15 @@ mod tests {
                             io: TaskIoCounters {
                                 records_in: 1,
                                 records_out: 1,
+                                ..Default::default()
                             },
                             final_snapshot: None,
+                            knock_on: false,
                         },
                     );
                 }
-                jm.task_failed(ctx, unknown, "from a confused peer".into());
+                let error = TaskError::Failed("from a confused peer".into());
+                jm.task_failed(ctx, unknown, error);
                 jm.on_heartbeat_payload(
                     ctx,
                     ResourceId::new("nobody"),
@@ -1656,15 +1494,19 @@ mod tests {
                 let sink = jm.order[1];
                 let v = |xs: &[i64]| xs.iter().map(|x| Value::I64(*x)).collect::<Vec<_>>();
                 let other = ExecutionAttemptId::generate();
-                jm.by_id.insert(first, (sink, 0));
-                jm.by_id.insert(other, (sink, 1));
+                let deploy = |jm: &mut JobMaster, k, id| {
+                    let (allocation, te) = (AllocationId(1), ResourceId::new("te"));
+                    jm.graph
+                        .new_attempt((sink, k), id, allocation, te, Vec::new())
+                };
+                deploy(jm, 0, first);
+                deploy(jm, 1, other);
                 jm.collect(ctx, first, "out".into(), 0, v(&[1, 2]));
                 jm.collect(ctx, other, "out".into(), 1, v(&[10]));
                 // Subtask 0 restarts (as `deploy` does it): its second attempt produces
                 // its output again.
-                jm.by_id.remove(&first);
+                assert_eq!(deploy(jm, 0, second), Some(first));
                 jm.drop_collected_of(first);
-                jm.by_id.insert(second, (sink, 0));
                 jm.collect(ctx, second, "out".into(), 0, v(&[1]));
                 jm.collect(ctx, first, "out".into(), 0, v(&[3])); // late, superseded
                 jm.collect(ctx, second, "out".into(), 0, v(&[2]));
@@ -1684,46 +1526,5 @@ mod tests {
         assert_eq!(bytes, size(&[1]) + size(&[2]) + size(&[10]));
         handle.stop();
         handle.terminated().await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_failure_history_keeps_the_last_failures_with_root_causes() {
-        let mut jm = JobMaster::new(services(), two_vertex_job(), 1).unwrap();
-        for i in 1..=20 {
-            jm.record_failure(
-                format!("cause {i}"),
-                FailureOutcome::Restarting {
-                    restart: i,
-                    delay_ms: 1000,
-                },
-            );
-        }
-        let numbers: Vec<u32> = jm.details().failures.iter().map(|f| f.number).collect();
-        assert_eq!(numbers, (5..=20).collect::<Vec<_>>());
-        // A knock-on cause recorded first is replaced by the root cause; others stay.
-        jm.record_failure(
-            "task 'count' (1/2) failed: result partition 7 was released".into(),
-            FailureOutcome::JobFailed,
-        );
-        jm.replace_knock_on_cause("task 'Source' (1/2) failed: no such file");
-        jm.replace_knock_on_cause("task 'Sink' (1/1) failed: later");
-        let last = jm.details().failures.last().cloned().unwrap();
-        assert_eq!(last.number, 21);
-        assert_eq!(last.cause, "task 'Source' (1/2) failed: no such file");
-        assert_eq!(last.outcome, FailureOutcome::JobFailed);
-    }
-
-    #[test]
-    fn regions_are_connected_components() {
-        let env = rill_dataflow::StreamExecutionEnvironment::new();
-        env.set_parallelism(2);
-        let a = env.add_source(rill_dataflow::builtins::collection(vec![Value::I64(1)]));
-        a.rebalance().sink(rill_dataflow::builtins::blackhole());
-        let b = env.add_source(rill_dataflow::builtins::collection(vec![Value::I64(2)]));
-        b.rebalance().sink(rill_dataflow::builtins::blackhole());
-        let job = env.job_graph("two regions").unwrap();
-        let r = regions(&job);
-        let distinct: BTreeSet<usize> = r.values().copied().collect();
-        assert_eq!(distinct.len(), 2, "{r:?}");
     }
 }

@@ -509,6 +509,12 @@ pub struct TaskExecutionStateUpdate {
     pub io: TaskIoCounters,
     /// For `Finished` with a final snapshot configured: what the task wrote.
     pub final_snapshot: Option<FinalSnapshotReport>,
+    /// For `Failed`: the error is only the consequence of another failure (a producer's
+    /// partition this task reads was released or is gone), so the root cause, when it
+    /// arrives, replaces it as the job's reported failure. Absent (false) from senders
+    /// that predate it.
+    #[serde(default)]
+    pub knock_on: bool,
 }
 
 /// Records and bytes a task moved, reported in TaskExecutor → JobMaster heartbeats.
@@ -518,6 +524,22 @@ pub struct TaskIoCounters {
     pub records_in: u64,
     /// Records written to output partitions (or sinks).
     pub records_out: u64,
+    /// Bytes read from the input gate. Absent (0) from senders that predate it, as are
+    /// the fields below.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Bytes written to output partitions.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Milliseconds spent waiting for an output buffer, since the task started.
+    #[serde(default)]
+    pub back_pressured_ms: u64,
+    /// Milliseconds spent waiting for input, since the task started.
+    #[serde(default)]
+    pub idle_ms: u64,
+    /// Milliseconds neither idle nor backpressured, since the task started.
+    #[serde(default)]
+    pub busy_ms: u64,
 }
 
 /// The payload of a TaskExecutor's heartbeat to a JobMaster.
@@ -561,6 +583,9 @@ pub struct VertexDetails {
     pub locations: Vec<Option<ResourceId>>,
     /// Each subtask's current attempt number (0 until it is restarted).
     pub attempts: Vec<u32>,
+    /// Each subtask's counters as of its last heartbeat (all 0 before the first one).
+    #[serde(default)]
+    pub subtasks: Vec<TaskIoCounters>,
 }
 
 /// `rill status`: a job and its vertices.

@@ -30,6 +30,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rill_dataflow::barrier_handler::BarrierMode;
@@ -107,7 +108,26 @@ struct RunningTask {
     alignment: Alignment,
 }
 
-type TaskCounters = Arc<Mutex<BTreeMap<ExecutionAttemptId, Arc<TaskIoMetrics>>>>;
+/// Each running task's I/O metrics, with when the task started (its busy time is the
+/// rest of its running time).
+type TaskCounters = Arc<Mutex<BTreeMap<ExecutionAttemptId, (Instant, Arc<TaskIoMetrics>)>>>;
+
+/// The figures of `m` reported to the JobMaster, for a task started at `started`.
+fn io_counters(m: &TaskIoMetrics, started: Instant, now: Instant) -> TaskIoCounters {
+    let s = m.snapshot(Duration::ZERO);
+    let ms = |nanos: u64| nanos / 1_000_000;
+    let (back_pressured_ms, idle_ms) = (ms(s.back_pressured_nanos), ms(s.idle_nanos));
+    let running_ms = now.saturating_duration_since(started).as_millis() as u64;
+    TaskIoCounters {
+        records_in: s.records_in,
+        records_out: s.records_out,
+        bytes_in: s.bytes_in,
+        bytes_out: s.bytes_out,
+        back_pressured_ms,
+        idle_ms,
+        busy_ms: running_ms.saturating_sub(back_pressured_ms + idle_ms),
+    }
+}
 
 /// The TaskExecutor endpoint.
 pub struct TaskExecutor {
@@ -568,7 +588,7 @@ impl TaskExecutor {
         let wants_snapshot = tdd.final_snapshot.is_some();
         let handle = ctx.handle();
         let spawned = task.spawn(move |outcome| {
-            let (state, error, snapshot) = match outcome {
+            let (state, error, snapshot, knock_on) = match outcome {
                 TaskOutcome::Finished(parts) => (
                     ExecutionState::Finished,
                     None,
@@ -576,11 +596,19 @@ impl TaskExecutor {
                         Ok(parts) => FinalSnapshotReport::Written(parts.clone()),
                         Err(e) => FinalSnapshotReport::Failed(e.to_string()),
                     }),
+                    false,
                 ),
-                TaskOutcome::Canceled => (ExecutionState::Canceled, None, None),
-                TaskOutcome::Failed(e) => (ExecutionState::Failed, Some(e.to_string()), None),
+                TaskOutcome::Canceled => (ExecutionState::Canceled, None, None, false),
+                TaskOutcome::Failed(e) => (
+                    ExecutionState::Failed,
+                    Some(e.to_string()),
+                    None,
+                    crate::job_master::failover::is_knock_on_error(e),
+                ),
             };
-            handle.run_async(move |te, _| te.task_exited(execution, state, error, snapshot));
+            handle.run_async(move |te, _| {
+                te.task_exited(execution, state, error, snapshot, knock_on)
+            });
         });
         let handle = match spawned {
             Ok(h) => h,
@@ -591,7 +619,9 @@ impl TaskExecutor {
                 )));
             }
         };
-        self.counters.lock().insert(execution, io.metrics.clone());
+        self.counters
+            .lock()
+            .insert(execution, (Instant::now(), io.metrics.clone()));
         self.tasks.insert(
             execution,
             RunningTask {
@@ -612,6 +642,7 @@ impl TaskExecutor {
             error: None,
             io: TaskIoCounters::default(),
             final_snapshot: None,
+            knock_on: false,
         });
         Ok(())
     }
@@ -622,22 +653,22 @@ impl TaskExecutor {
         state: ExecutionState,
         error: Option<String>,
         final_snapshot: Option<FinalSnapshotReport>,
+        knock_on: bool,
     ) {
         let Some(task) = self.tasks.remove(&execution) else {
             return;
         };
-        let (state, error) = match state {
-            ExecutionState::Failed if task.cancel_requested => (ExecutionState::Canceled, None),
-            other => (other, error),
+        let (state, error, knock_on) = match state {
+            ExecutionState::Failed if task.cancel_requested => {
+                (ExecutionState::Canceled, None, false)
+            }
+            other => (other, error, knock_on),
         };
         let io = self
             .counters
             .lock()
             .remove(&execution)
-            .map(|m| TaskIoCounters {
-                records_in: m.records_in(),
-                records_out: m.records_out(),
-            })
+            .map(|(started, m)| io_counters(&m, started, Instant::now()))
             .unwrap_or_default();
         tracing::info!(%execution, %state, error = error.as_deref().unwrap_or(""), "task ended");
         if let Some(gw) = self.jobs.get(&task.job).and_then(|c| c.gateway.as_ref()) {
@@ -647,6 +678,7 @@ impl TaskExecutor {
                 error,
                 io,
                 final_snapshot,
+                knock_on,
             });
         }
     }
@@ -669,15 +701,7 @@ impl TaskExecutor {
             tasks: counters
                 .lock()
                 .iter()
-                .map(|(id, m)| {
-                    (
-                        *id,
-                        TaskIoCounters {
-                            records_in: m.records_in(),
-                            records_out: m.records_out(),
-                        },
-                    )
-                })
+                .map(|(id, (started, m))| (*id, io_counters(m, *started, Instant::now())))
                 .collect(),
         }
     }

@@ -483,11 +483,7 @@ impl JobMaster {
     fn checkpoint_tick(&mut self, ctx: &mut EndpointContext<'_, Self>) {
         let all_running = self.status == JobStatus::Running
             && self.to_deploy.is_empty()
-            && self.executions.len() as u64 == self.total_subtasks()
-            && self
-                .executions
-                .values()
-                .all(|e| e.state == ExecutionState::Running);
+            && self.graph.all_running();
         let Some(c) = &mut self.checkpoints else {
             return;
         };
@@ -551,6 +547,10 @@ impl JobMaster {
                             .gateway
                             .notify_checkpoint_complete(self.job.job_id, id, last);
                     }
+                    // One that started before the last input ended is not final.
+                    if !last {
+                        self.trigger_final_checkpoint(ctx);
+                    }
                 }
                 Action::NotifyAborted { id, reason } => {
                     let Some(c) = &mut self.checkpoints else {
@@ -592,8 +592,8 @@ impl JobMaster {
                     c.delete_dir(Path::new(&checkpoint.path));
                 }
                 Action::FailJob { reason } => {
-                    let all: Vec<VertexId> = self.order.clone();
-                    self.handle_failure(ctx, all, reason);
+                    let cause = super::FailureCause::CheckpointToleranceExceeded { reason };
+                    self.handle_failure(ctx, cause);
                 }
             }
         }
@@ -625,10 +625,10 @@ impl JobMaster {
         }
         let savepoint = matches!(request, SnapshotRequest::Savepoint { .. });
         let targets: Vec<_> = self
-            .executions
+            .graph
             .iter()
             .filter(|((v, k), e)| {
-                e.state == ExecutionState::Running
+                e.state() == ExecutionState::Running
                     && (sources.contains(v) || c.input_ended.contains(&SubtaskKey(*v, *k)))
             })
             .filter_map(|(_, e)| {
@@ -644,7 +644,9 @@ impl JobMaster {
 
     /// The current attempt's subtask of `execution`, if it is current.
     fn current_subtask(&self, execution: ExecutionAttemptId) -> Option<SubtaskKey> {
-        self.by_id.get(&execution).map(|(v, k)| SubtaskKey(*v, *k))
+        self.graph
+            .subtask_of(execution)
+            .map(|(v, k)| SubtaskKey(v, k))
     }
 
     pub(super) fn on_checkpoint_ack(
@@ -702,8 +704,8 @@ impl JobMaster {
         };
         let total = self.total_subtasks();
         let gateway = self
-            .executions
-            .get(&(key.0, key.1))
+            .graph
+            .get((key.0, key.1))
             .and_then(|e| e.task_executor.as_ref())
             .and_then(|te| self.task_managers.get(te))
             .map(|tm| tm.gateway.clone());
@@ -749,13 +751,30 @@ impl JobMaster {
                     c.stop = None;
                 }
             }
-        } else if c.stop.is_none() && c.coordinator.pending_ids().is_empty() {
-            if let Ok(action) =
-                c.coordinator
-                    .trigger(SnapshotRequest::Checkpoint, Instant::now(), now_ms() as i64)
-            {
-                self.apply_checkpoint_actions(ctx, vec![action]);
-            }
+        } else {
+            self.trigger_final_checkpoint(ctx);
+        }
+    }
+
+    /// Every task ended its input and no checkpoint is pending: the job's final
+    /// checkpoint starts now rather than an interval later (the tasks wait for it).
+    fn trigger_final_checkpoint(&mut self, ctx: &mut EndpointContext<'_, Self>) {
+        let total = self.total_subtasks();
+        let Some(c) = &mut self.checkpoints else {
+            return;
+        };
+        let due = c.input_ended.len() as u64 == total
+            && !c.final_completed
+            && c.stop.is_none()
+            && c.coordinator.pending_ids().is_empty();
+        if !due {
+            return;
+        }
+        if let Ok(action) =
+            c.coordinator
+                .trigger(SnapshotRequest::Checkpoint, Instant::now(), now_ms() as i64)
+        {
+            self.apply_checkpoint_actions(ctx, vec![action]);
         }
     }
 
@@ -768,11 +787,7 @@ impl JobMaster {
     ) -> ClusterResult<u64> {
         let all_running = self.status == JobStatus::Running
             && self.to_deploy.is_empty()
-            && self.executions.len() as u64 == self.total_subtasks()
-            && self
-                .executions
-                .values()
-                .all(|e| e.state == ExecutionState::Running);
+            && self.graph.all_running();
         let job = self.job.job_id;
         let status = self.status;
         let total = self.total_subtasks();
@@ -830,7 +845,7 @@ impl JobMaster {
             let every_input_ended = c.input_ended.len() as u64 == total;
             tracing::info!(%job, drain, "stop-with-savepoint: stopping the sources");
             let sources: Vec<_> = self
-                .executions
+                .graph
                 .iter()
                 .filter(|((v, _), _)| !self.job.edges.iter().any(|e| e.target == *v))
                 .filter_map(|(_, e)| {
@@ -843,7 +858,8 @@ impl JobMaster {
             }
             // Every input may have ended already (a bounded job at its end).
             if every_input_ended {
-                if let Some(e) = self.executions.values().next().map(|e| e.id) {
+                let first = self.graph.iter().next().map(|(_, e)| e.id);
+                if let Some(e) = first {
                     self.on_task_input_ended(ctx, e);
                 }
             }
