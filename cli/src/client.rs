@@ -100,6 +100,18 @@ pub fn print_details(d: &JobDetails) {
     if let Some(line) = final_checkpoint_line(d) {
         println!("{line}");
     }
+    let c = &d.checkpoints;
+    if c.enabled {
+        println!(
+            "checkpoints: {} completed, {} failed, latest {}",
+            c.completed,
+            c.failed,
+            c.latest_completed.as_deref().unwrap_or("-")
+        );
+        if let Some((id, path)) = &c.restored {
+            println!("restored:    checkpoint {id} ({path})");
+        }
+    }
     if let Some(f) = &d.failure {
         println!("failure:  {f}");
     }

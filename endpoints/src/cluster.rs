@@ -103,11 +103,12 @@ impl JobManagerProcess {
         let rpc = rpc_service(config, bind, secret, local_calls, None)?;
         // Bound first, so a taken REST port fails the start before any endpoint runs
         // (its task stops when `rest` is dropped).
-        let rest = RestServer::start(&config.rest, rpc.clone(), rpc.address_of(DISPATCHER))
-            .map_err(|source| StartError::Rest {
+        let rest = RestServer::start(config, rpc.clone(), rpc.address_of(DISPATCHER)).map_err(
+            |source| StartError::Rest {
                 bind: config.rest.bind(),
                 source,
-            })?;
+            },
+        )?;
         let dup = |e| StartError::Rpc { bind, source: e };
         let resource_manager = rpc
             .start_endpoint(

@@ -27,15 +27,16 @@
 //! | `state.checkpoints.num-retained` | 1 | completed checkpoints kept |
 //! | `state.savepoints.dir` | none | default target directory of savepoints |
 //! | `execution.checkpointing.incremental` | true for lsm | incremental lsm checkpoints |
-//! | `rest.address` | 127.0.0.1 | IP address the JobManager's REST API binds to; loopback only for now |
+//! | `rest.address` | 127.0.0.1 | IP address the JobManager's REST API binds to; other than loopback only with `rest.auth.token` |
 //! | `rest.port` | 8081 | its port; 0 lets the OS choose (the bound URL is printed at start-up) |
+//! | `rest.auth.token` | none | bearer token every REST request must carry (`Authorization: Bearer <token>`) |
 //!
 //! # REST API
 //!
 //! The JobManager always serves the REST API ([`crate::rest`]), as Flink's does; there is
-//! no off switch. Until `rest.auth.token` exists (issue #12), `rest.address` must be a
-//! loopback address: the API can cancel jobs, and Flink's open API must not be exposed
-//! beyond the host by a default.
+//! no off switch. On a loopback `rest.address` the API is open, as Flink's is, unless
+//! `rest.auth.token` is set. Any other address needs `rest.auth.token`: the API submits
+//! and cancels jobs, so it is never exposed beyond the host without a token.
 //!
 //! # Restart strategy selection
 //!
@@ -401,6 +402,8 @@ pub struct RestConfig {
     pub address: IpAddr,
     /// `rest.port`: the port (8081); 0 lets the OS choose.
     pub port: u16,
+    /// `rest.auth.*`.
+    pub auth: RestAuthConfig,
 }
 
 impl Default for RestConfig {
@@ -408,7 +411,26 @@ impl Default for RestConfig {
         RestConfig {
             address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: DEFAULT_REST_PORT,
+            auth: RestAuthConfig::default(),
         }
+    }
+}
+
+/// `rest.auth.*`: who may use the REST API.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestAuthConfig {
+    /// `rest.auth.token`: when set, every request must carry
+    /// `Authorization: Bearer <token>`; unset, the API is open (loopback only).
+    pub token: Option<String>,
+}
+
+/// Shows whether a token is set, never the token.
+impl std::fmt::Debug for RestAuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestAuthConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 
@@ -421,12 +443,20 @@ impl RestConfig {
 
 impl Validate for RestConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if !self.address.is_loopback() {
+        if let Some(token) = &self.auth.token {
+            if token.trim().is_empty() || token.chars().any(|c| c.is_whitespace()) {
+                return Err(ConfigError::validation(
+                    "rest.auth.token",
+                    "must be a non-empty token without whitespace",
+                ));
+            }
+        } else if !self.address.is_loopback() {
             return Err(ConfigError::validation(
                 "rest.address",
                 format!(
-                    "must be a loopback address, is {}: a REST API reachable from other hosts \
-                     needs rest.auth.token, which rill does not support yet",
+                    "is {}, not a loopback address: a REST API reachable from other hosts \
+                     needs rest.auth.token (set rest.auth.token, or bind rest.address to \
+                     127.0.0.1)",
                     self.address
                 ),
             ));
@@ -793,7 +823,25 @@ mod tests {
         assert_eq!(c.rest.bind(), "[::1]:0".parse().unwrap());
         let err = with(&["rest.address=0.0.0.0"]).unwrap_err().to_string();
         assert!(err.contains("rest.address"), "{err}");
+        assert!(err.contains("rest.auth.token"), "{err}");
         assert!(with(&["rest.address=localhost"]).is_err());
+    }
+
+    #[test]
+    fn rest_token_opens_other_addresses_and_stays_out_of_debug_output() {
+        assert_eq!(with(&[]).unwrap().rest.auth.token, None);
+        let c = with(&["rest.address=0.0.0.0", "rest.auth.token=s3cr3t-token"]).unwrap();
+        assert_eq!(c.rest.bind(), "0.0.0.0:8081".parse().unwrap());
+        assert_eq!(c.rest.auth.token.as_deref(), Some("s3cr3t-token"));
+        assert!(!format!("{c:?}").contains("s3cr3t-token"));
+        let c = with(&["rest.auth.token=loopback-too"]).unwrap();
+        assert_eq!(c.rest.auth.token.as_deref(), Some("loopback-too"));
+        for bad in ["rest.auth.token=", "rest.auth.token=two words"] {
+            let err = with(&[bad, "rest.address=0.0.0.0"])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("rest.auth.token"), "{bad}: {err}");
+        }
     }
 
     #[test]

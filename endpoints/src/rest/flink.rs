@@ -19,7 +19,8 @@ use rill_runtime::ResourceId;
 use serde_json::{json, Map, Value};
 
 use crate::messages::{
-    ExecutionState, JobDetails, JobOverview, JobResult, JobStatus, TaskManagerInfo, VertexDetails,
+    ExecutionState, JobDetails, JobOverview, JobResult, JobStatus, TaskIoCounters, TaskManagerInfo,
+    VertexDetails,
 };
 
 /// The version string sent as `flink-version`: rill's own, so nobody mistakes it for a
@@ -74,7 +75,7 @@ pub fn vertex_id(v: VertexId) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} {input:?}: expected 32 hex digits")]
 pub struct BadId {
-    /// `job id` or `vertex id`.
+    /// `job id`, `vertex id` or `trigger id`.
     pub what: &'static str,
     /// What was given (at most 64 characters).
     pub input: String,
@@ -426,22 +427,42 @@ fn status_durations() -> Map<String, Value> {
         .collect()
 }
 
-/// `GET /jobs/:jobid/vertices/:vertexid` (Flink's `JobVertexDetailsInfo`). rill counts
-/// records per vertex, not per subtask: each subtask's record counters are 0 and marked
-/// incomplete; the vertex's totals are in `aggregated.metrics.*.sum`.
+/// Flink's `IOMetricsInfo` of one subtask from its last heartbeat's counters; `complete`
+/// once the subtask ended (its counters are final).
+fn subtask_io_metrics(c: &TaskIoCounters, complete: bool) -> Value {
+    json!({
+        "read-bytes": c.bytes_in,
+        "read-bytes-complete": complete,
+        "write-bytes": c.bytes_out,
+        "write-bytes-complete": complete,
+        "read-records": c.records_in,
+        "read-records-complete": complete,
+        "write-records": c.records_out,
+        "write-records-complete": complete,
+        "accumulated-backpressured-time": c.back_pressured_ms,
+        "accumulated-idle-time": c.idle_ms,
+        "accumulated-busy-time": c.busy_ms as f64,
+    })
+}
+
+/// `GET /jobs/:jobid/vertices/:vertexid` (Flink's `JobVertexDetailsInfo`). Each
+/// subtask's `metrics` are its counters as of its last heartbeat; the vertex's record
+/// totals (`aggregated.metrics.*-records.sum`) are the JobMaster's per-vertex sums.
 pub fn vertex_details(v: &VertexDetails, task_managers: &[TaskManagerInfo], now_ms: u64) -> Value {
+    let counters = |i: usize| v.subtasks.get(i).copied().unwrap_or_default();
     let subtasks: Vec<Value> = (0..v.parallelism as usize)
         .map(|i| {
             let location = v.locations.get(i).and_then(Option::as_ref);
+            let state = subtask_state(v, i);
             json!({
                 "subtask": i,
-                "status": subtask_state(v, i).name(),
+                "status": state.name(),
                 "attempt": v.attempts.get(i).copied().unwrap_or(0),
                 "endpoint": endpoint_of(location, task_managers),
                 "start-time": -1,
                 "end-time": -1,
                 "duration": -1,
-                "metrics": io_metrics(0, 0, false),
+                "metrics": subtask_io_metrics(&counters(i), state.is_terminal()),
                 "taskmanager-id": location.map_or("(unassigned)", |r| r.as_str()),
                 "status-duration": status_durations(),
             })
@@ -450,6 +471,25 @@ pub fn vertex_details(v: &VertexDetails, task_managers: &[TaskManagerInfo], now_
     let agg = |sum: u64| {
         json!({
             "min": 0, "max": 0, "avg": 0, "sum": sum,
+            "median": 0, "p25": 0, "p75": 0, "p95": 0,
+        })
+    };
+    // Min, max, average and sum over the subtasks; the percentiles are not kept (0).
+    let over_subtasks = |f: fn(&TaskIoCounters) -> u64, sum: Option<u64>| {
+        let values: Vec<u64> = (0..v.parallelism as usize)
+            .map(|i| f(&counters(i)))
+            .collect();
+        let total: u64 = values.iter().sum();
+        let avg = if values.is_empty() {
+            0
+        } else {
+            total / values.len() as u64
+        };
+        json!({
+            "min": values.iter().min().copied().unwrap_or(0),
+            "max": values.iter().max().copied().unwrap_or(0),
+            "avg": avg,
+            "sum": sum.unwrap_or(total),
             "median": 0, "p25": 0, "p75": 0, "p95": 0,
         })
     };
@@ -462,13 +502,13 @@ pub fn vertex_details(v: &VertexDetails, task_managers: &[TaskManagerInfo], now_
         "subtasks": subtasks,
         "aggregated": {
             "metrics": {
-                "read-bytes": agg(0),
-                "write-bytes": agg(0),
-                "read-records": agg(v.records_in),
-                "write-records": agg(v.records_out),
-                "accumulated-backpressured-time": agg(0),
-                "accumulated-idle-time": agg(0),
-                "accumulated-busy-time": agg(0),
+                "read-bytes": over_subtasks(|c| c.bytes_in, None),
+                "write-bytes": over_subtasks(|c| c.bytes_out, None),
+                "read-records": over_subtasks(|c| c.records_in, Some(v.records_in)),
+                "write-records": over_subtasks(|c| c.records_out, Some(v.records_out)),
+                "accumulated-backpressured-time": over_subtasks(|c| c.back_pressured_ms, None),
+                "accumulated-idle-time": over_subtasks(|c| c.idle_ms, None),
+                "accumulated-busy-time": over_subtasks(|c| c.busy_ms, None),
             },
             "status-duration": STATUS_DURATION_STATES
                 .iter()
@@ -636,6 +676,7 @@ mod tests {
                 records_out: 42,
                 locations: vec![Some(ResourceId::new("taskmanager-0")), None],
                 attempts: vec![1, 0],
+                subtasks: Vec::new(),
             }],
             final_checkpoint: None,
             checkpoints: Default::default(),
@@ -988,6 +1029,30 @@ mod tests {
             .collect();
         assert_eq!(statuses, set(&["RUNNING", "FINISHED"]));
         assert_eq!(v["aggregated"]["metrics"]["write-records"]["sum"], 42);
+
+        let mut vx = d.vertices[0].clone();
+        vx.subtasks = vec![
+            TaskIoCounters {
+                records_out: 40,
+                bytes_out: 400,
+                busy_ms: 7,
+                ..Default::default()
+            },
+            TaskIoCounters {
+                records_out: 2,
+                bytes_out: 20,
+                ..Default::default()
+            },
+        ];
+        let v = vertex_details(&vx, &[tm()], 5);
+        assert_eq!(v["subtasks"][0]["metrics"]["write-records"], 40);
+        assert_eq!(v["subtasks"][0]["metrics"]["write-bytes"], 400);
+        assert_eq!(v["subtasks"][0]["metrics"]["accumulated-busy-time"], 7.0);
+        let bytes = &v["aggregated"]["metrics"]["write-bytes"];
+        assert_eq!(
+            (&bytes["min"], &bytes["max"], &bytes["sum"]),
+            (&json!(20), &json!(400), &json!(420))
+        );
     }
 
     #[test]

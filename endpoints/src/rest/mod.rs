@@ -14,21 +14,46 @@
 //! | `GET /config` | dashboard configuration |
 //! | `GET /overview` | TaskManagers, slots, jobs per state |
 //! | `GET /jobs` | ids and statuses |
+//! | `POST /jobs` | rill's own: submits a built-in job by name ([`submit`]) |
 //! | `GET /jobs/overview` | one summary per job |
 //! | `GET /jobs/:jobid` | a job's details and vertices |
 //! | `GET /jobs/:jobid/status` | its status |
 //! | `GET /jobs/:jobid/exceptions[?maxExceptions=n]` | its failure history |
 //! | `GET /jobs/:jobid/execution-result` | `IN_PROGRESS`, or its result |
 //! | `GET /jobs/:jobid/vertices/:vertexid` | a vertex and its subtasks |
+//! | `GET /jobs/:jobid/vertices/:vertexid/backpressure` | its subtasks' backpressure ([`metrics`]) |
+//! | `GET /jobs/:jobid/vertices/:vertexid/subtasks/metrics[?get=…&agg=…&subtasks=…]` | metric ids, or their aggregates over subtasks |
+//! | `GET /jobs/:jobid/vertices/:vertexid/watermarks` | each subtask's input watermark |
 //! | `GET /taskmanagers`, `GET /taskmanagers/:tmid` | TaskManagers |
 //! | `PATCH /jobs/:jobid[?mode=cancel]` | cancels: 202 with `{}` |
+//! | `GET /jobs/:jobid/checkpoints` | checkpoint counts, summary, latest, history |
+//! | `GET /jobs/:jobid/checkpoints/config` | the checkpoint settings |
+//! | `POST /jobs/:jobid/checkpoints` | triggers a checkpoint: 202 with `request-id` |
+//! | `GET /jobs/:jobid/checkpoints/:triggerid` | where that checkpoint stands |
+//! | `POST /jobs/:jobid/savepoints` | triggers a savepoint (`cancel-job`: then stops) |
+//! | `POST /jobs/:jobid/stop` | stop-with-savepoint (`drain`) |
+//! | `GET /jobs/:jobid/savepoints/:triggerid` | where that savepoint or stop stands |
+//!
+//! With `rest.auth.token` set, every request must carry `Authorization: Bearer <token>`;
+//! others are answered 401 before any route is looked at ([`auth`]).
 //!
 //! Errors are always Flink's `{"errors":["…"]}`: 400 for a malformed id, query or body,
+//! 401 for a missing or wrong token,
 //! 404 for an unknown id or route, 405 for a wrong method, 409 for cancelling a job that
-//! already ended, 503 when the Dispatcher cannot be reached or the job's JobMaster is
-//! still starting (retrying makes sense).
+//! already ended or a checkpoint or savepoint the job cannot take now, 503
+//! when the Dispatcher cannot be reached or the job's JobMaster is still starting
+//! (retrying makes sense).
+//!
+//! Checkpoint and savepoint triggers are one Dispatcher call each; their trigger ids
+//! and bodies are [`checkpoints`]'. A trigger carrying the client's own `triggerId` is
+//! made under one lock, so two requests with the same id start one operation, as
+//! Flink's idempotent triggers do.
 
+pub mod auth;
+pub mod checkpoints;
 pub mod flink;
+pub mod metrics;
+pub mod submit;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,9 +62,9 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::future::join_all;
 use rill_dataflow::JobId;
@@ -48,9 +73,12 @@ use rill_runtime::{RpcAddress, RpcError, RpcService};
 use serde_json::Value;
 use tokio::sync::OnceCell;
 
-use crate::config::RestConfig;
+use crate::config::RillConfig;
 use crate::gateways::dispatcher;
-use crate::messages::{now_ms, ClusterError, TaskManagerInfo};
+use crate::messages::{
+    now_ms, ClusterError, SavepointRequest, SnapshotStatus, TaskManagerInfo, VertexDetails,
+};
+use checkpoints::{CheckpointSettings, ClientTriggers, TriggerKind};
 
 /// A running REST server.
 pub struct RestServer {
@@ -59,13 +87,16 @@ pub struct RestServer {
 }
 
 impl RestServer {
-    /// Binds `config`'s socket and serves the API from the Dispatcher at `dispatcher`
-    /// (reached through `rpc`). Must be called inside a tokio runtime.
+    /// Binds `cluster.rest`'s socket and serves the API from the Dispatcher at
+    /// `dispatcher` (reached through `rpc`), with the cluster's checkpoint settings for
+    /// `GET /jobs/:jobid/checkpoints/config`. Must be called inside a tokio runtime.
     pub fn start(
-        config: &RestConfig,
+        cluster: &RillConfig,
         rpc: RpcService,
         dispatcher: RpcAddress,
     ) -> std::io::Result<Self> {
+        let checkpointing = CheckpointSettings::from_config(cluster);
+        let config = &cluster.rest;
         let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
         let listener = std::net::TcpListener::bind(config.bind())?;
         listener.set_nonblocking(true)?;
@@ -74,18 +105,29 @@ impl RestServer {
             let _guard = runtime.enter();
             tokio::net::TcpListener::from_std(listener)?
         };
-        let app = router(Api {
-            rpc,
-            address: dispatcher,
-            gateway: Arc::new(OnceCell::new()),
-        });
+        let access = auth::Access::new(config.auth.token.as_deref());
+        let app = router(
+            Api {
+                rpc,
+                address: dispatcher,
+                gateway: Arc::new(OnceCell::new()),
+                checkpointing: Arc::new(checkpointing),
+                triggers: Arc::new(tokio::sync::Mutex::new(ClientTriggers::default())),
+                sampler: Arc::new(parking_lot::Mutex::new(metrics::Sampler::default())),
+            },
+            access,
+        );
         let tasks = TaskSet::new(runtime);
         tasks.spawn("rest-server", async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::warn!(error = %e, "the REST server stopped");
             }
         });
-        tracing::info!(address = %local_addr, "REST endpoint listening");
+        tracing::info!(
+            address = %local_addr,
+            token = config.auth.token.is_some(),
+            "REST endpoint listening"
+        );
         Ok(RestServer { local_addr, tasks })
     }
 
@@ -105,12 +147,19 @@ impl RestServer {
     }
 }
 
-/// What every handler shares: the way to the Dispatcher.
+/// What every handler shares: the way to the Dispatcher, the cluster's checkpoint
+/// settings if known, and the client-chosen trigger ids.
 #[derive(Clone)]
 struct Api {
     rpc: RpcService,
     address: RpcAddress,
     gateway: Arc<OnceCell<dispatcher::Gateway>>,
+    checkpointing: Arc<CheckpointSettings>,
+    /// Held across the trigger call of a request with a client's `triggerId` (see the
+    /// module docs); a tokio lock, as it is held across an await.
+    triggers: Arc<tokio::sync::Mutex<ClientTriggers>>,
+    /// The subtasks' last heartbeats seen, for backpressure ratios and rates.
+    sampler: Arc<parking_lot::Mutex<metrics::Sampler>>,
 }
 
 impl Api {
@@ -124,6 +173,37 @@ impl Api {
 
     async fn task_managers(&self) -> Result<Vec<TaskManagerInfo>, RestError> {
         Ok(self.dispatcher().await?.list_task_managers().await??)
+    }
+
+    /// The vertex `vertexid` of job `jobid`, as the JobMaster reports it now.
+    async fn vertex(
+        &self,
+        jobid: &str,
+        vertexid: &str,
+    ) -> Result<(JobId, VertexDetails), RestError> {
+        let job = flink::parse_job_id(jobid)?;
+        let vertex = flink::parse_vertex_id(vertexid)?;
+        let details = self.dispatcher().await?.job_details(job).await??;
+        let v = vertex
+            .and_then(|id| details.vertices.into_iter().find(|v| v.vertex == id))
+            .ok_or_else(|| {
+                RestError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("job {job} has no vertex {vertexid}"),
+                )
+            })?;
+        Ok((job, v))
+    }
+
+    /// The ratios of `v`'s subtasks over their latest intervals; a job that ended is
+    /// forgotten by the sampler, its subtasks' counters being final.
+    fn ratios(&self, job: JobId, v: &VertexDetails) -> Vec<metrics::Ratios> {
+        let mut sampler = self.sampler.lock();
+        let ratios = sampler.observe(job, v);
+        if flink::vertex_state(v).is_terminal() {
+            sampler.forget(job);
+        }
+        ratios
     }
 }
 
@@ -177,6 +257,24 @@ impl From<ClusterError> for RestError {
     }
 }
 
+impl From<checkpoints::BodyError> for RestError {
+    fn from(e: checkpoints::BodyError) -> Self {
+        RestError::new(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
+impl From<submit::SubmitError> for RestError {
+    fn from(e: submit::SubmitError) -> Self {
+        RestError::new(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
+impl From<metrics::MetricsQueryError> for RestError {
+    fn from(e: metrics::MetricsQueryError) -> Self {
+        RestError::new(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
 impl From<flink::BadId> for RestError {
     fn from(e: flink::BadId) -> Self {
         RestError::new(StatusCode::BAD_REQUEST, e.to_string())
@@ -201,17 +299,44 @@ fn path<T>(params: PathParams<T>) -> Result<T, RestError> {
         .map_err(|e| RestError::new(e.status(), e.body_text()))
 }
 
-fn router(api: Api) -> Router {
+fn router(api: Api, access: auth::Access) -> Router {
     let routes = Router::new()
         .route("/config", get(config))
         .route("/overview", get(overview))
-        .route("/jobs", get(jobs))
+        .route("/jobs", get(jobs).post(submit_job))
         .route("/jobs/overview", get(jobs_overview))
         .route("/jobs/{jobid}", get(job).patch(cancel))
         .route("/jobs/{jobid}/status", get(job_status))
         .route("/jobs/{jobid}/exceptions", get(job_exceptions))
         .route("/jobs/{jobid}/execution-result", get(execution_result))
         .route("/jobs/{jobid}/vertices/{vertexid}", get(vertex))
+        .route(
+            "/jobs/{jobid}/vertices/{vertexid}/backpressure",
+            get(backpressure),
+        )
+        .route(
+            "/jobs/{jobid}/vertices/{vertexid}/subtasks/metrics",
+            get(subtask_metrics),
+        )
+        .route(
+            "/jobs/{jobid}/vertices/{vertexid}/watermarks",
+            get(watermarks),
+        )
+        .route(
+            "/jobs/{jobid}/checkpoints",
+            get(checkpoint_statistics).post(trigger_checkpoint),
+        )
+        .route("/jobs/{jobid}/checkpoints/config", get(checkpoint_config))
+        .route(
+            "/jobs/{jobid}/checkpoints/{triggerid}",
+            get(checkpoint_trigger_status),
+        )
+        .route("/jobs/{jobid}/savepoints", post(trigger_savepoint))
+        .route(
+            "/jobs/{jobid}/savepoints/{triggerid}",
+            get(savepoint_trigger_status),
+        )
+        .route("/jobs/{jobid}/stop", post(stop_with_savepoint))
         .route("/taskmanagers", get(task_managers))
         .route("/taskmanagers/{tmid}", get(task_manager));
     Router::new()
@@ -219,7 +344,35 @@ fn router(api: Api) -> Router {
         .merge(routes)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            require_token,
+        ))
         .with_state(api)
+}
+
+/// Lets a request through only with the configured bearer token (see [`auth`]).
+async fn require_token(
+    State(access): State<Arc<auth::Access>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    match access.check(header) {
+        Ok(()) => next.run(request).await,
+        Err(denied) => {
+            tracing::debug!(path = %request.uri().path(), reason = %denied, "REST request refused");
+            let mut answer =
+                RestError::new(StatusCode::UNAUTHORIZED, denied.to_string()).into_response();
+            answer
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            answer
+        }
+    }
 }
 
 async fn not_found(uri: Uri) -> RestError {
@@ -310,20 +463,44 @@ async fn execution_result(State(api): State<Api>, jobid: PathParams<String>) -> 
 
 async fn vertex(State(api): State<Api>, ids: PathParams<(String, String)>) -> Answer {
     let (jobid, vertexid) = path(ids)?;
-    let job = flink::parse_job_id(&jobid)?;
-    let vertex = flink::parse_vertex_id(&vertexid)?;
-    let details = api.dispatcher().await?.job_details(job).await??;
-    let v = vertex
-        .and_then(|id| details.vertices.iter().find(|v| v.vertex == id))
-        .ok_or_else(|| {
-            RestError::new(
-                StatusCode::NOT_FOUND,
-                format!("job {job} has no vertex {vertexid}"),
-            )
-        })?;
+    let (_, v) = api.vertex(&jobid, &vertexid).await?;
     // Without the TaskManager list the subtasks' endpoints show as unassigned.
     let tms = api.task_managers().await.unwrap_or_default();
-    Ok(Json(flink::vertex_details(v, &tms, now_ms())))
+    Ok(Json(flink::vertex_details(&v, &tms, now_ms())))
+}
+
+async fn backpressure(State(api): State<Api>, ids: PathParams<(String, String)>) -> Answer {
+    let (jobid, vertexid) = path(ids)?;
+    let (job, v) = api.vertex(&jobid, &vertexid).await?;
+    let ratios = api.ratios(job, &v);
+    Ok(Json(metrics::backpressure(&v, &ratios, now_ms())))
+}
+
+async fn subtask_metrics(
+    State(api): State<Api>,
+    ids: PathParams<(String, String)>,
+    params: Params,
+) -> Answer {
+    let (jobid, vertexid) = path(ids)?;
+    let q = metrics::MetricsQuery::parse(&query(params)?)?;
+    let (job, v) = api.vertex(&jobid, &vertexid).await?;
+    let ratios = api.ratios(job, &v);
+    Ok(Json(metrics::subtask_metrics(&v, &ratios, &q)))
+}
+
+async fn watermarks(State(api): State<Api>, ids: PathParams<(String, String)>) -> Answer {
+    let (jobid, vertexid) = path(ids)?;
+    let (_, v) = api.vertex(&jobid, &vertexid).await?;
+    Ok(Json(metrics::watermarks(&v)))
+}
+
+/// `POST /jobs` (rill's, see [`submit`]): 200 with `{"jobid": …}`.
+async fn submit_job(State(api): State<Api>, b: Body) -> Answer {
+    let job = submit::build(&body(b)?)?;
+    let name = job.name.clone();
+    let id = api.dispatcher().await?.submit_job(job).await??;
+    tracing::info!(job = %id, %name, "job submitted through the REST API");
+    Ok(Json(serde_json::json!({ "jobid": id.to_string() })))
 }
 
 async fn task_managers(State(api): State<Api>) -> Answer {
@@ -378,4 +555,193 @@ async fn cancel(
     api.dispatcher().await?.cancel_job(job).await??;
     tracing::info!(%job, "job cancelled through the REST API");
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))
+}
+
+/// A request body; axum's rejection (a body that cannot be read) becomes Flink's error.
+type Body = Result<Bytes, BytesRejection>;
+
+fn body(body: Body) -> Result<Bytes, RestError> {
+    body.map_err(|e| RestError::new(e.status(), e.body_text()))
+}
+
+/// What a trigger asks the Dispatcher for.
+enum Trigger {
+    Checkpoint,
+    Savepoint(SavepointRequest),
+}
+
+impl Trigger {
+    fn kind(&self) -> TriggerKind {
+        match self {
+            Trigger::Checkpoint => TriggerKind::Checkpoint,
+            Trigger::Savepoint(_) => TriggerKind::Savepoint,
+        }
+    }
+}
+
+impl Api {
+    /// Starts `trigger` for `job`; answers its trigger id: the client's own `client` id
+    /// (a second trigger with the same id starts nothing), else one of rill's.
+    async fn trigger(
+        &self,
+        job: JobId,
+        trigger: Trigger,
+        client: Option<u128>,
+    ) -> Result<u128, RestError> {
+        let d = self.dispatcher().await?;
+        let kind = trigger.kind();
+        let start = async {
+            let request = match trigger {
+                Trigger::Checkpoint => d.trigger_checkpoint(job).await??,
+                Trigger::Savepoint(r) => d.trigger_savepoint(job, r).await??,
+            };
+            Ok::<u64, RestError>(request)
+        };
+        let Some(id) = client else {
+            let request = start.await?;
+            tracing::info!(%job, kind = kind.name(), request, "triggered through the REST API");
+            return Ok(checkpoints::trigger_id(kind, request));
+        };
+        let mut triggers = self.triggers.lock().await;
+        if triggers.get(job, kind, id).is_none() {
+            let request = start.await?;
+            tracing::info!(%job, kind = kind.name(), request, "triggered through the REST API");
+            triggers.insert(job, kind, id, request);
+        }
+        Ok(id)
+    }
+
+    /// Where the operation trigger id `trigger` of `job` names stands, with the job's
+    /// checkpoints for a completed checkpoint's id.
+    async fn trigger_status(
+        &self,
+        job: JobId,
+        kind: TriggerKind,
+        trigger: &str,
+    ) -> Result<SnapshotStatus, RestError> {
+        let id = checkpoints::parse_trigger_id(trigger)?;
+        let unknown = || {
+            RestError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "There is no {} operation with trigger id {trigger} for job {job}",
+                    kind.name()
+                ),
+            )
+        };
+        let request = self
+            .triggers
+            .lock()
+            .await
+            .resolve(job, kind, id)
+            .ok_or_else(unknown)?;
+        match self
+            .dispatcher()
+            .await?
+            .snapshot_status(job, request)
+            .await?
+        {
+            Ok(status) => Ok(status),
+            Err(ClusterError::SnapshotNotFound { .. }) => Err(unknown()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// 202 with Flink's `TriggerResponse`.
+fn accepted(trigger: u128) -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::ACCEPTED,
+        Json(checkpoints::trigger_response(trigger)),
+    )
+}
+
+async fn checkpoint_statistics(State(api): State<Api>, jobid: PathParams<String>) -> Answer {
+    let job = flink::parse_job_id(&path(jobid)?)?;
+    let details = api.dispatcher().await?.job_details(job).await??;
+    Ok(Json(checkpoints::checkpointing_statistics(
+        &details.checkpoints,
+    )))
+}
+
+/// 404 for a job without checkpoints, as Flink answers.
+async fn checkpoint_config(State(api): State<Api>, jobid: PathParams<String>) -> Answer {
+    let job = flink::parse_job_id(&path(jobid)?)?;
+    let details = api.dispatcher().await?.job_details(job).await??;
+    if !details.checkpoints.enabled {
+        return Err(RestError::new(
+            StatusCode::NOT_FOUND,
+            format!("Checkpointing is not enabled for this job ({job})."),
+        ));
+    }
+    Ok(Json(checkpoints::checkpoint_config(&api.checkpointing)))
+}
+
+async fn trigger_checkpoint(
+    State(api): State<Api>,
+    jobid: PathParams<String>,
+    b: Body,
+) -> Result<(StatusCode, Json<Value>), RestError> {
+    let job = flink::parse_job_id(&path(jobid)?)?;
+    let t = checkpoints::parse_checkpoint_trigger(&body(b)?)?;
+    Ok(accepted(
+        api.trigger(job, Trigger::Checkpoint, t.trigger_id).await?,
+    ))
+}
+
+async fn trigger_savepoint(
+    State(api): State<Api>,
+    jobid: PathParams<String>,
+    b: Body,
+) -> Result<(StatusCode, Json<Value>), RestError> {
+    let job = flink::parse_job_id(&path(jobid)?)?;
+    let t = checkpoints::parse_savepoint_trigger(&body(b)?)?;
+    let trigger = Trigger::Savepoint(t.request);
+    Ok(accepted(api.trigger(job, trigger, t.trigger_id).await?))
+}
+
+async fn stop_with_savepoint(
+    State(api): State<Api>,
+    jobid: PathParams<String>,
+    b: Body,
+) -> Result<(StatusCode, Json<Value>), RestError> {
+    let job = flink::parse_job_id(&path(jobid)?)?;
+    let t = checkpoints::parse_stop(&body(b)?)?;
+    let trigger = Trigger::Savepoint(t.request);
+    Ok(accepted(api.trigger(job, trigger, t.trigger_id).await?))
+}
+
+async fn checkpoint_trigger_status(
+    State(api): State<Api>,
+    ids: PathParams<(String, String)>,
+) -> Answer {
+    let (jobid, trigger) = path(ids)?;
+    let job = flink::parse_job_id(&jobid)?;
+    let status = api
+        .trigger_status(job, TriggerKind::Checkpoint, &trigger)
+        .await?;
+    let checkpoint = match &status {
+        SnapshotStatus::Completed { path } => {
+            // The history names the checkpoint of a directory; without it, its name does.
+            let history = match api.dispatcher().await?.job_details(job).await? {
+                Ok(d) => d.checkpoints,
+                Err(_) => Default::default(),
+            };
+            checkpoints::checkpoint_id_of(&history, path)
+        }
+        _ => None,
+    };
+    Ok(Json(checkpoints::checkpoint_status(&status, checkpoint)))
+}
+
+async fn savepoint_trigger_status(
+    State(api): State<Api>,
+    ids: PathParams<(String, String)>,
+) -> Answer {
+    let (jobid, trigger) = path(ids)?;
+    let job = flink::parse_job_id(&jobid)?;
+    let status = api
+        .trigger_status(job, TriggerKind::Savepoint, &trigger)
+        .await?;
+    Ok(Json(checkpoints::savepoint_status(&status)))
 }
