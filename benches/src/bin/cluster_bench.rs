@@ -34,22 +34,20 @@
 //! Usage: `cargo run --release -p rill-benches --bin cluster_bench -- [--only startup|rss|throughput|recovery] [--rows N] [--keys K] [--rill PATH]`
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use rill::admin::AdminClient;
-use rill_benches::{find_rill, process_cpu};
+use rill_benches::{
+    all_running, block_on, cancel_and_wait, ensure_recovering, machine_cpu, process_cpu,
+    spawn_jobmanager, spawn_taskmanager, start_mini_cluster, wait_all_running, Bench, Flags,
+    ProcessCluster, Row,
+};
 use rill_dataflow::{jobs, JobId, OperatorRegistry, Value};
-use rill_endpoints::messages::{ExecutionState, JobDetails};
 use rill_endpoints::{JobStatus, MiniCluster, MiniClusterOptions, RillConfig};
 use rill_runtime::security::ClusterSecret;
-use tokio::sync::mpsc;
 
 /// The passphrase every process of the multi-process figures shares.
 const SECRET: &str = "rill-cluster-bench";
@@ -63,8 +61,8 @@ const RECOVERY_RATE: f64 = 100_000.0;
 const RECOVERY_WARMUP: Duration = Duration::from_secs(3);
 /// Every wait on the cluster is bounded by this.
 const WAIT_LIMIT: Duration = Duration::from_secs(30);
-/// Linux's `USER_HZ`: the unit of utime/stime in `/proc/*/stat`.
-const CLOCK_TICKS_PER_S: f64 = 100.0;
+/// How long the multi-process figures wait for their TaskManagers' slots.
+const SLOTS_LIMIT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Figure {
@@ -90,16 +88,14 @@ impl Figure {
             Figure::Recovery => "recovery",
         }
     }
-
-    fn parse(s: &str) -> Result<Self> {
-        Figure::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .with_context(|| {
-                format!("unknown figure {s}; one of startup, rss, throughput, recovery")
-            })
-    }
 }
+
+const BENCH: Bench<Figure> = Bench {
+    name: "cluster-bench",
+    figures: &Figure::ALL,
+    figure_name: Figure::name,
+    processes: &[Figure::Rss, Figure::Recovery],
+};
 
 struct Args {
     only: Option<Figure>,
@@ -117,18 +113,14 @@ fn parse_args() -> Result<Args> {
         keys: 1000,
         rill: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .with_context(|| format!("{a} needs a value; {USAGE}"))
-        };
-        match a.as_str() {
-            "--only" => args.only = Some(Figure::parse(&value()?)?),
-            "--rows" => args.rows = value()?.replace('_', "").parse()?,
-            "--keys" => args.keys = value()?.replace('_', "").parse()?,
-            "--rill" => args.rill = Some(PathBuf::from(value()?)),
-            other => bail!("unknown argument {other}; {USAGE}"),
+    let mut flags = Flags::from_env(USAGE);
+    while let Some(flag) = flags.next_flag() {
+        match flag.as_str() {
+            "--only" => args.only = Some(BENCH.parse_figure(&flags.value()?)?),
+            "--rows" => args.rows = flags.number()?,
+            "--keys" => args.keys = flags.number()?,
+            "--rill" => args.rill = Some(PathBuf::from(flags.value()?)),
+            _ => return Err(flags.unknown()),
         }
     }
     ensure!(
@@ -136,65 +128,6 @@ fn parse_args() -> Result<Args> {
         "--rows and --keys must be positive"
     );
     Ok(args)
-}
-
-/// One line of the summary table.
-struct Row {
-    figure: String,
-    value: String,
-    target: String,
-    /// `None` when the figure has no target.
-    met: Option<bool>,
-}
-
-impl Row {
-    fn new(figure: impl Into<String>, value: impl Into<String>) -> Self {
-        Row {
-            figure: figure.into(),
-            value: value.into(),
-            target: "-".into(),
-            met: None,
-        }
-    }
-
-    fn target(mut self, target: impl Into<String>, met: bool) -> Self {
-        self.target = target.into();
-        self.met = Some(met);
-        self
-    }
-}
-
-fn print_table(rows: &[Row]) {
-    let w0 = rows
-        .iter()
-        .map(|r| r.figure.len())
-        .max()
-        .unwrap_or(0)
-        .max(6);
-    let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(0).max(5);
-    let w2 = rows
-        .iter()
-        .map(|r| r.target.len())
-        .max()
-        .unwrap_or(0)
-        .max(6);
-    println!();
-    println!(
-        "{:<w0$}  {:>w1$}  {:<w2$}  verdict",
-        "figure", "value", "target"
-    );
-    println!("{}", "-".repeat(w0 + w1 + w2 + 13));
-    for r in rows {
-        let verdict = match r.met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "",
-        };
-        println!(
-            "{:<w0$}  {:>w1$}  {:<w2$}  {verdict}",
-            r.figure, r.value, r.target
-        );
-    }
 }
 
 fn median(xs: &[Duration]) -> Duration {
@@ -215,13 +148,6 @@ fn range(xs: &[Duration]) -> String {
     let min = xs.iter().min().copied().unwrap_or_default();
     let max = xs.iter().max().copied().unwrap_or_default();
     format!("min {} max {}", ms(min), ms(max))
-}
-
-fn all_running(d: &JobDetails) -> bool {
-    d.overview.status == JobStatus::Running
-        && d.vertices
-            .iter()
-            .all(|v| v.states.get(&ExecutionState::Running).copied().unwrap_or(0) == v.parallelism)
 }
 
 /// Polls the job's status every `interval` until it is terminal; returns when it was
@@ -361,158 +287,8 @@ async fn startup(registry: &Arc<OperatorRegistry>) -> Result<Vec<Row>> {
     ])
 }
 
-// ---------------------------------------------------------------------------------------
-// Child processes
-
-/// A `rill` child process: SIGKILLed and reaped when dropped. Its stdout lines arrive on
-/// a channel; its stderr goes to a log file.
-struct Proc {
-    name: String,
-    child: Child,
-    stdout: mpsc::UnboundedReceiver<String>,
-}
-
-impl Proc {
-    fn spawn(rill: &Path, logs: &Path, name: &str, rill_log: &str, args: &[&str]) -> Result<Self> {
-        let log = logs.join(format!("{name}.log"));
-        let stderr =
-            File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = Command::new(rill)
-            .arg("-D")
-            .arg(format!("security.cluster-secret={SECRET}"))
-            .args(args)
-            // No stray ./rill.toml.
-            .current_dir(logs)
-            .env("RILL_LOG", rill_log)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("cannot start {}", rill.display()))?;
-        let out = child.stdout.take();
-        let (tx, rx) = mpsc::unbounded_channel();
-        // From here on the guard owns the child: an early return kills it.
-        let proc = Proc {
-            name: name.into(),
-            child,
-            stdout: rx,
-        };
-        let out = out.context("stdout is piped")?;
-        // Drains stdout for the child's whole life, so it never blocks on a full pipe.
-        std::thread::Builder::new()
-            .name(format!("{name}-stdout"))
-            .spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    // Once nobody listens, lines are dropped, but still drained.
-                    let _ = tx.send(line);
-                }
-            })?;
-        Ok(proc)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The next stdout line containing `needle`.
-    async fn line_with(&mut self, needle: &str) -> Result<String> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match tokio::time::timeout_at(deadline, self.stdout.recv()).await {
-                Ok(Some(line)) if line.contains(needle) => return Ok(line),
-                Ok(Some(_)) => {}
-                Ok(None) => bail!(
-                    "{} exited ({:?}) before printing {needle:?}",
-                    self.name,
-                    self.child.try_wait()
-                ),
-                Err(_) => bail!("{} printed no {needle:?} within 10 s", self.name),
-            }
-        }
-    }
-
-    /// Sends SIGKILL (what `Child::kill` does on Unix) and reaps the process.
-    fn sigkill(&mut self) -> Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `rill jobmanager --bind 127.0.0.1:0` with `-D` `defines`; returns it and its
-/// RPC address.
-async fn spawn_jobmanager(
-    rill: &Path,
-    logs: &Path,
-    name: &str,
-    rill_log: &str,
-    defines: &[&str],
-) -> Result<(Proc, SocketAddr)> {
-    // An OS-chosen REST port, so the bench never fights over Flink's 8081.
-    let mut args = vec!["-D", "rest.port=0"];
-    for d in defines {
-        args.extend(["-D", d]);
-    }
-    args.extend(["jobmanager", "--bind", "127.0.0.1:0"]);
-    let mut jm = Proc::spawn(rill, logs, name, rill_log, &args)?;
-    let line = jm.line_with("JobManager listening on").await?;
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .with_context(|| format!("no address in {line:?}"))?
-        .parse()
-        .with_context(|| format!("bad address in {line:?}"))?;
-    Ok((jm, addr))
-}
-
-/// Starts `rill taskmanager`; returns it and its resource id.
-async fn spawn_taskmanager(
-    rill: &Path,
-    logs: &Path,
-    name: &str,
-    rill_log: &str,
-    jobmanager: SocketAddr,
-    slots: Option<u32>,
-) -> Result<(Proc, String)> {
-    let jm = jobmanager.to_string();
-    let slots = slots.map(|s| s.to_string());
-    let mut args = vec!["taskmanager", "--jobmanager", jm.as_str()];
-    if let Some(s) = &slots {
-        args.extend(["--slots", s.as_str()]);
-    }
-    let mut tm = Proc::spawn(rill, logs, name, rill_log, &args)?;
-    let line = tm.line_with("TaskManager ").await?;
-    let id = line
-        .split("TaskManager ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .with_context(|| format!("no resource id in {line:?}"))?
-        .to_owned();
-    Ok((tm, id))
-}
-
 fn cluster_secret() -> Result<ClusterSecret> {
     Ok(ClusterSecret::from_bytes(SECRET.as_bytes())?)
-}
-
-async fn wait_for_slots(client: &AdminClient, want: u32) -> Result<()> {
-    let have = client.wait_for_slots(want, Duration::from_secs(10)).await?;
-    ensure!(
-        have >= want,
-        "only {have} of {want} slots registered within 10 s"
-    );
-    Ok(())
 }
 
 /// `(name, kB)` of the `Vm*` lines of `/proc/PID/status`, and its thread count.
@@ -545,11 +321,12 @@ fn mib(kb: u64) -> f64 {
 async fn rss(rill: &Path, logs: &Path) -> Result<Vec<Row>> {
     println!("== idle TaskExecutor RSS (`rill taskmanager` process, 1 slot, default config)");
     let level = std::env::var("RILL_LOG").unwrap_or_else(|_| "warn".into());
-    let (jm, addr) = spawn_jobmanager(rill, logs, "rss-jobmanager", &level, &[]).await?;
-    let (tm, id) = spawn_taskmanager(rill, logs, "rss-taskmanager", &level, addr, None).await?;
+    let (jm, addr) = spawn_jobmanager(rill, logs, "rss-jobmanager", SECRET, &level, &[]).await?;
+    let (tm, id) =
+        spawn_taskmanager(rill, logs, "rss-taskmanager", SECRET, &level, addr, None).await?;
     let client = AdminClient::connect(addr, &cluster_secret()?).await?;
     let outcome = async {
-        wait_for_slots(&client, 1).await?;
+        rill_benches::wait_for_slots(&client, 1, SLOTS_LIMIT).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (vm, threads) = proc_status(tm.pid())?;
         let (jm_vm, _) = proc_status(jm.pid())?;
@@ -636,29 +413,6 @@ fn describe_keyed_sum(values: &[Value], rows: u64, keys: u64) -> String {
     )
 }
 
-/// CPU time all processes of the machine have used so far (`/proc/stat`: user, nice,
-/// system, irq, softirq, steal).
-fn machine_cpu() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("cpu "))?;
-            let f: Vec<u64> = line
-                .split_whitespace()
-                .skip(1)
-                .map(|x| x.parse().unwrap_or(0))
-                .collect();
-            Some(
-                [0, 1, 2, 5, 6, 7]
-                    .iter()
-                    .map(|&i| f.get(i).copied().unwrap_or(0))
-                    .sum::<u64>(),
-            )
-        })
-        .unwrap_or(0);
-    Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS_PER_S)
-}
-
 async fn throughput_once(
     registry: &Arc<OperatorRegistry>,
     parallelism: u32,
@@ -667,19 +421,8 @@ async fn throughput_once(
 ) -> Result<Vec<Row>> {
     let mut config = RillConfig::default();
     config.taskmanager.number_of_task_slots = parallelism;
-    let cluster = MiniCluster::start(
-        &config,
-        &MiniClusterOptions::default(),
-        &ClusterSecret::generate(),
-        registry.clone(),
-    )?;
-    let client = AdminClient::with_service(
-        cluster.jobmanager().rpc().clone(),
-        cluster.jobmanager().address(),
-    )
-    .await?;
+    let (cluster, client) = start_mini_cluster(&config, registry.clone(), parallelism).await?;
     let outcome = async {
-        wait_for_slots(&client, parallelism).await?;
         let job = jobs::keyed_sum(Some(rows), keys, None, parallelism)?;
         let cpu0 = process_cpu();
         let machine0 = machine_cpu();
@@ -770,47 +513,23 @@ struct RecoveryRun {
 
 async fn recovery_once(rill: &Path, logs: &Path, run: usize) -> Result<RecoveryRun> {
     let level = std::env::var("RILL_LOG").unwrap_or_else(|_| "info".into());
-    let (_jm, addr) = spawn_jobmanager(
+    let mut procs = ProcessCluster::spawn(
         rill,
         logs,
-        &format!("recovery{run}-jobmanager"),
+        &format!("recovery{run}"),
+        SECRET,
         &level,
         &["restart-strategy.type=exponential-delay"],
+        &[2, 2],
     )
     .await?;
-    let mut tms = BTreeMap::new();
-    for i in 0..2 {
-        let (tm, id) = spawn_taskmanager(
-            rill,
-            logs,
-            &format!("recovery{run}-taskmanager{i}"),
-            &level,
-            addr,
-            Some(2),
-        )
-        .await?;
-        tms.insert(id, tm);
-    }
-    let client = AdminClient::connect(addr, &cluster_secret()?).await?;
+    let client = procs.client().await?;
     let outcome = async {
-        wait_for_slots(&client, 4).await?;
+        rill_benches::wait_for_slots(&client, 4, SLOTS_LIMIT).await?;
         let job = client
             .submit(jobs::keyed_sum(None, 1000, Some(RECOVERY_RATE), 2)?)
             .await?;
-        let t = Instant::now();
-        let details = loop {
-            let d = client.job_details(job).await?;
-            if all_running(&d) {
-                break d;
-            }
-            ensure!(
-                !d.overview.status.is_terminal() && t.elapsed() < WAIT_LIMIT,
-                "job never ran: {} {:?}",
-                d.overview.status,
-                d.failure
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let details = wait_all_running(&client, job, WAIT_LIMIT).await?;
         let phase = Duration::from_secs(1) * (run as u32 - 1) / RECOVERY_RUNS as u32;
         let warmup = RECOVERY_WARMUP + phase;
         tokio::time::sleep(warmup).await;
@@ -833,11 +552,7 @@ async fn recovery_once(rill: &Path, logs: &Path, run: usize) -> Result<RecoveryR
             "  run {run}: tasks per TaskManager {hosted:?}; SIGKILL {victim} after {} RUNNING",
             secs(warmup)
         );
-        let proc = tms
-            .get_mut(&victim)
-            .with_context(|| format!("{victim} is none of the TaskManagers started"))?;
-        let killed = Instant::now();
-        proc.sigkill()?;
+        let killed = procs.sigkill_taskmanager(&victim)?;
 
         let mut jm_noticed = None;
         let mut rm_dropped = None;
@@ -873,12 +588,7 @@ async fn recovery_once(rill: &Path, logs: &Path, run: usize) -> Result<RecoveryR
             if d.restarts >= 1 && all_running(&d) {
                 break (now, d);
             }
-            ensure!(
-                !d.overview.status.is_terminal(),
-                "job went {} instead of recovering: {:?}",
-                d.overview.status,
-                d.failure
-            );
+            ensure_recovering(&d)?;
             ensure!(
                 now < WAIT_LIMIT,
                 "job not RUNNING again {} after the kill: {} restarts {} states {:?}",
@@ -916,19 +626,7 @@ async fn recovery_once(rill: &Path, logs: &Path, run: usize) -> Result<RecoveryR
             },
             failure.as_deref().unwrap_or("none recorded")
         );
-        client.cancel(job).await?;
-        let t = Instant::now();
-        loop {
-            let s = client.job_status(job).await?;
-            if s.is_terminal() {
-                break;
-            }
-            ensure!(
-                t.elapsed() < Duration::from_secs(10),
-                "cancel did not finish: {s}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        cancel_and_wait(&client, job, Duration::from_secs(10)).await?;
         Ok(RecoveryRun {
             jm_noticed: jm_noticed.unwrap_or(running_again),
             rm_dropped,
@@ -987,69 +685,33 @@ async fn recovery(rill: &Path, logs: &Path) -> Result<Vec<Row>> {
         ));
     }
     let resumed = runs.iter().filter(|r| r.resumed).count();
-    rows.push(
-        Row::new(
-            "  records flowing again after recovery",
-            format!("{resumed} of {} runs", runs.len()),
-        )
-        .target("all runs", resumed == runs.len()),
-    );
+    rows.push(Row::all_runs(
+        "  records flowing again after recovery",
+        resumed,
+        runs.len(),
+    ));
     Ok(rows)
 }
 
 // ---------------------------------------------------------------------------------------
 
 async fn run(args: Args) -> Result<()> {
-    let wanted = |f: Figure| args.only.is_none_or(|o| o == f);
     let registry = Arc::new(OperatorRegistry::new());
-    let needs_processes = wanted(Figure::Rss) || wanted(Figure::Recovery);
-    let rill = if needs_processes {
-        Some(find_rill(args.rill.clone())?)
-    } else {
-        None
-    };
-    let logs = std::env::temp_dir().join(format!("rill-cluster-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&logs)?;
-    if let Some(r) = &rill {
-        println!("rill binary: {}", r.display());
-    }
-    let started = Instant::now();
-    let mut rows = Vec::new();
-    let mut errors = Vec::new();
-    for f in Figure::ALL.into_iter().filter(|f| wanted(*f)) {
-        let outcome = match (f, &rill) {
-            (Figure::Startup, _) => startup(&registry).await,
-            (Figure::Throughput, _) => throughput(&registry, args.rows, args.keys).await,
-            (Figure::Rss, Some(r)) => rss(r, &logs).await,
-            (Figure::Recovery, Some(r)) => recovery(r, &logs).await,
-            (_, None) => {
-                unreachable!("the rill binary is looked up when a process figure is wanted")
+    BENCH
+        .run(args.only, args.rill.clone(), async |f, rill, logs| {
+            match (f, rill) {
+                (Figure::Startup, _) => startup(&registry).await,
+                (Figure::Throughput, _) => throughput(&registry, args.rows, args.keys).await,
+                (Figure::Rss, Some(r)) => rss(r, logs).await,
+                (Figure::Recovery, Some(r)) => recovery(r, logs).await,
+                (_, None) => {
+                    unreachable!("the rill binary is looked up when a process figure is wanted")
+                }
             }
-        };
-        match outcome {
-            Ok(r) => rows.extend(r),
-            Err(e) => {
-                println!("  {} FAILED: {e:#}", f.name());
-                rows.push(Row::new(f.name(), "FAILED").target("-", false));
-                errors.push(f.name());
-            }
-        }
-    }
-    print_table(&rows);
-    println!(
-        "\ntotal {:.1} s; child process logs in {}",
-        started.elapsed().as_secs_f64(),
-        logs.display()
-    );
-    ensure!(errors.is_empty(), "figures failed: {}", errors.join(", "));
-    Ok(())
+        })
+        .await
 }
 
 fn main() -> Result<()> {
-    let args = parse_args()?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("bench-io")
-        .build()?
-        .block_on(run(args))
+    block_on(run(parse_args()?))
 }
