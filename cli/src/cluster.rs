@@ -207,6 +207,7 @@ pub fn taskmanager(
             tm.data_address(),
             args.jobmanager
         );
+        println!("rill: Prometheus metrics {}", tm.metrics_url());
         shutdown_signal().await;
         eprintln!("rill: shutting down the TaskManager");
         tm.shutdown().await;

@@ -11,15 +11,27 @@
 //! with `force_remote` every RPC — even between endpoints of one process — goes through
 //! rmp-serde, QUIC and authentication, and TaskExecutors read each other's partitions over
 //! QUIC, so a single-process test covers the wire.
+//!
+//! A TaskManager also serves Prometheus metrics ([`crate::rest::prometheus`]) on
+//! `metrics.reporter.prom.port` at its RPC bind address: a small axum server, one named
+//! task of the process, bound before the TaskExecutor starts so that its address is in
+//! the TaskExecutor's registration, and stopped with the process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use rill_dataflow::OperatorRegistry;
 use rill_network::NetworkEnvironment;
 use rill_runtime::address::HostPort;
 use rill_runtime::security::admission::PendingBudget;
 use rill_runtime::security::ClusterSecret;
+use rill_runtime::tasks::TaskSet;
 use rill_runtime::{
     EndpointHandle, LocalCalls, ResourceId, RpcAddress, RpcService, RpcServiceConfig,
     ServiceDirectory,
@@ -28,9 +40,11 @@ use rill_runtime::{
 use crate::config::RillConfig;
 use crate::dispatcher::Dispatcher;
 use crate::gateways::{DISPATCHER, RESOURCE_MANAGER, TASK_EXECUTOR};
+use crate::messages::ExecutionAttemptId;
 use crate::resource_manager::ResourceManager;
+use crate::rest::prometheus::{self, ProcessSample, TaskSample, TaskSampler};
 use crate::rest::RestServer;
-use crate::task_executor::{TaskExecutor, TaskExecutorServices};
+use crate::task_executor::{TaskCounters, TaskExecutor, TaskExecutorServices};
 
 /// Why a cluster process could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +68,14 @@ pub enum StartError {
     /// The REST server could not bind `rest.address:rest.port`.
     #[error("cannot start the REST endpoint on {bind}: {source}")]
     Rest {
+        /// The address.
+        bind: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A TaskManager's metrics endpoint could not bind `metrics.reporter.prom.port`.
+    #[error("cannot start the Prometheus metrics endpoint on {bind}: {source}")]
+    Metrics {
         /// The address.
         bind: SocketAddr,
         /// Why.
@@ -190,13 +212,80 @@ pub struct TaskManagerOptions {
     pub resource_id: Option<ResourceId>,
 }
 
-/// A running TaskManager: one TaskExecutor and the process's data plane.
+/// A running TaskManager: one TaskExecutor, the process's data plane and its metrics
+/// endpoint.
 pub struct TaskManagerProcess {
     rpc: RpcService,
     network: Arc<NetworkEnvironment>,
     task_executor: EndpointHandle<TaskExecutor>,
     resource_id: ResourceId,
     data_address: SocketAddr,
+    metrics_address: SocketAddr,
+    metrics: TaskSet,
+}
+
+/// What a TaskManager's `GET /metrics` reads: the TaskExecutor's running tasks, and
+/// what the previous scrape saw of them (for the rates).
+struct TaskManagerMetrics {
+    tm_id: String,
+    tasks: TaskCounters,
+    sampler: parking_lot::Mutex<TaskSampler<ExecutionAttemptId>>,
+}
+
+impl TaskManagerMetrics {
+    /// The Prometheus text of the running tasks as of `now`, and of the process.
+    fn scrape(&self, now: Instant) -> String {
+        let running: Vec<_> = self
+            .tasks
+            .lock()
+            .iter()
+            .map(|(id, t)| (*id, t.clone()))
+            .collect();
+        let counters: Vec<_> = running
+            .iter()
+            .map(|(id, t)| (*id, t.counters(now)))
+            .collect();
+        let ratios = self.sampler.lock().observe(&counters);
+        let samples: Vec<TaskSample> = running
+            .iter()
+            .zip(counters)
+            .zip(ratios)
+            .map(|(((_, t), (_, counters)), ratios)| TaskSample {
+                job_id: t.job.to_string(),
+                job_name: t.job_name.clone(),
+                task_name: t.task_name.clone(),
+                subtask_index: t.subtask,
+                tm_id: self.tm_id.clone(),
+                counters,
+                ratios,
+            })
+            .collect();
+        prometheus::task_manager_metrics(&samples, ProcessSample::read())
+    }
+}
+
+async fn task_manager_metrics(State(m): State<Arc<TaskManagerMetrics>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)],
+        m.scrape(Instant::now()),
+    )
+        .into_response()
+}
+
+async fn metrics_not_found() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// Binds the metrics endpoint's socket (inside the current tokio runtime).
+fn bind_metrics(bind: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, TaskSet)> {
+    let runtime = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let listener = std::net::TcpListener::bind(bind)?;
+    listener.set_nonblocking(true)?;
+    let listener = {
+        let _guard = runtime.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    Ok((listener, TaskSet::new(runtime)))
 }
 
 impl TaskManagerProcess {
@@ -240,6 +329,14 @@ impl TaskManagerProcess {
         let resource_id = options
             .resource_id
             .unwrap_or_else(|| ResourceId::generate("taskmanager", &mut rand::thread_rng()));
+        let metrics_bind =
+            SocketAddr::new(options.rpc_bind.ip(), config.metrics.reporter.prom.port);
+        let metrics_error = |source| StartError::Metrics {
+            bind: metrics_bind,
+            source,
+        };
+        let (listener, metrics) = bind_metrics(metrics_bind).map_err(metrics_error)?;
+        let metrics_address = listener.local_addr().map_err(metrics_error)?;
         let services = TaskExecutorServices {
             rpc: rpc.clone(),
             network: network.clone(),
@@ -249,13 +346,32 @@ impl TaskManagerProcess {
             resource_id: resource_id.clone(),
             resource_manager: RpcAddress::new(options.jobmanager, RESOURCE_MANAGER),
             force_remote_data,
+            metrics_address: Some(metrics_address),
         };
-        let task_executor = rpc
-            .start_endpoint(TASK_EXECUTOR, TaskExecutor::new(services))
-            .map_err(|source| StartError::Rpc {
-                bind: options.rpc_bind,
-                source,
-            })?;
+        let te = TaskExecutor::new(services);
+        let app = Router::new()
+            .route("/metrics", get(task_manager_metrics))
+            .fallback(metrics_not_found)
+            .with_state(Arc::new(TaskManagerMetrics {
+                tm_id: resource_id.to_string(),
+                tasks: te.task_metrics(),
+                sampler: Default::default(),
+            }));
+        metrics.spawn("taskmanager-metrics", async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!(error = %e, "the TaskManager's metrics endpoint stopped");
+            }
+        });
+        tracing::info!(
+            url = %prometheus::metrics_url(metrics_address),
+            "Prometheus metrics endpoint listening"
+        );
+        let task_executor =
+            rpc.start_endpoint(TASK_EXECUTOR, te)
+                .map_err(|source| StartError::Rpc {
+                    bind: options.rpc_bind,
+                    source,
+                })?;
         task_executor.start();
         Ok(TaskManagerProcess {
             rpc,
@@ -263,6 +379,8 @@ impl TaskManagerProcess {
             task_executor,
             resource_id,
             data_address,
+            metrics_address,
+            metrics,
         })
     }
 
@@ -281,8 +399,15 @@ impl TaskManagerProcess {
         self.data_address
     }
 
-    /// Stops the TaskExecutor (canceling its tasks), the data plane and the RPC service.
+    /// The Prometheus metrics endpoint's URL, e.g. `http://127.0.0.1:9249/metrics`.
+    pub fn metrics_url(&self) -> String {
+        prometheus::metrics_url(self.metrics_address)
+    }
+
+    /// Stops the metrics endpoint, the TaskExecutor (canceling its tasks), the data
+    /// plane and the RPC service.
     pub async fn shutdown(self) {
+        self.metrics.shutdown();
         self.task_executor.stop();
         self.task_executor.terminated().await;
         self.network.shutdown();
@@ -346,10 +471,13 @@ impl MiniCluster {
             local_calls.clone(),
         )?;
         let host = options.bind.ip();
+        // Several TaskManagers of one process cannot share a metrics port.
+        let mut tm_config = config.clone();
+        tm_config.metrics.reporter.prom.port = 0;
         let task_managers = (0..options.task_managers)
             .map(|i| {
                 TaskManagerProcess::start(
-                    config,
+                    &tm_config,
                     TaskManagerOptions {
                         rpc_bind: SocketAddr::new(host, 0),
                         data_bind: SocketAddr::new(host, 0),

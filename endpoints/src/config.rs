@@ -30,6 +30,7 @@
 //! | `rest.address` | 127.0.0.1 | IP address the JobManager's REST API binds to; other than loopback only with `rest.auth.token` |
 //! | `rest.port` | 8081 | its port; 0 lets the OS choose (the bound URL is printed at start-up) |
 //! | `rest.auth.token` | none | bearer token every REST request must carry (`Authorization: Bearer <token>`) |
+//! | `metrics.reporter.prom.port` | 0 | port of a TaskManager's Prometheus endpoint (`GET /metrics`); 0 lets the OS choose (the URL is logged and shown in `GET /taskmanagers`) |
 //!
 //! # REST API
 //!
@@ -37,6 +38,14 @@
 //! no off switch. On a loopback `rest.address` the API is open, as Flink's is, unless
 //! `rest.auth.token` is set. Any other address needs `rest.auth.token`: the API submits
 //! and cancels jobs, so it is never exposed beyond the host without a token.
+//!
+//! # Metrics
+//!
+//! The JobManager serves Prometheus metrics at `/metrics` on the REST port; each
+//! TaskManager serves its own on `metrics.reporter.prom.port` (Flink's key), bound to
+//! the TaskManager's RPC address. Flink's reporter accepts a port range there; rill
+//! takes one port, and 0 by default so several TaskManagers on one host never collide
+//! ([`crate::rest::prometheus`]). The endpoint is read-only and, as Flink's, open.
 //!
 //! # Restart strategy selection
 //!
@@ -101,6 +110,8 @@ pub struct RillConfig {
     pub collect: CollectConfig,
     /// `rest.*`.
     pub rest: RestConfig,
+    /// `metrics.*`.
+    pub metrics: MetricsConfig,
 }
 
 impl RillConfig {
@@ -465,6 +476,30 @@ impl Validate for RestConfig {
     }
 }
 
+/// `metrics.*`: metrics reporters (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsConfig {
+    /// `metrics.reporter.*`.
+    pub reporter: MetricsReporterConfig,
+}
+
+/// `metrics.reporter.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsReporterConfig {
+    /// `metrics.reporter.prom.*`: the TaskManagers' Prometheus endpoint.
+    pub prom: PrometheusReporterConfig,
+}
+
+/// `metrics.reporter.prom.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PrometheusReporterConfig {
+    /// `metrics.reporter.prom.port`: the TaskManager's metrics port (0: the OS chooses).
+    pub port: u16,
+}
+
 /// Serde for an optional [`Duration`] in the runtime's duration syntax.
 mod optional_duration {
     use std::time::Duration;
@@ -825,6 +860,14 @@ mod tests {
         assert!(err.contains("rest.address"), "{err}");
         assert!(err.contains("rest.auth.token"), "{err}");
         assert!(with(&["rest.address=localhost"]).is_err());
+    }
+
+    #[test]
+    fn prometheus_port_defaults_to_a_free_port_and_takes_flinks_key() {
+        assert_eq!(with(&[]).unwrap().metrics.reporter.prom.port, 0);
+        let c = with(&["metrics.reporter.prom.port=9249"]).unwrap();
+        assert_eq!(c.metrics.reporter.prom.port, 9249);
+        assert!(with(&["metrics.reporter.prom.port=99999"]).is_err());
     }
 
     #[test]

@@ -144,6 +144,10 @@ pub struct TaskManagerLocation {
     pub rpc_address: RpcAddress,
     /// Where its data plane (QUIC) listens.
     pub data_address: SocketAddr,
+    /// Where its Prometheus metrics endpoint (`GET /metrics`) listens; `None` from a
+    /// TaskManager that predates it.
+    #[serde(default)]
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// A TaskExecutor's registration at the ResourceManager.

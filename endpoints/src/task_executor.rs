@@ -79,6 +79,9 @@ pub struct TaskExecutorServices {
     pub resource_manager: RpcAddress,
     /// Read even same-process partitions over QUIC (tests of the wire).
     pub force_remote_data: bool,
+    /// Where the TaskManager's Prometheus endpoint listens, told to the cluster in its
+    /// [`TaskManagerLocation`].
+    pub metrics_address: Option<SocketAddr>,
 }
 
 struct SlotAllocation {
@@ -108,9 +111,35 @@ struct RunningTask {
     alignment: Alignment,
 }
 
-/// Each running task's I/O metrics, with when the task started (its busy time is the
-/// rest of its running time).
-type TaskCounters = Arc<Mutex<BTreeMap<ExecutionAttemptId, (Instant, Arc<TaskIoMetrics>)>>>;
+/// A running task's I/O metrics, when it started (its busy time is the rest of its
+/// running time) and who it is: what heartbeats to the JobMaster report and the
+/// TaskManager's Prometheus endpoint shows.
+#[derive(Clone)]
+pub struct RunningTaskMetrics {
+    /// When the task started.
+    pub started: Instant,
+    /// Its counters, updated by the task.
+    pub metrics: Arc<TaskIoMetrics>,
+    /// Its job.
+    pub job: JobId,
+    /// Its job's name.
+    pub job_name: String,
+    /// Its vertex's name.
+    pub task_name: String,
+    /// Its subtask index.
+    pub subtask: u32,
+}
+
+impl RunningTaskMetrics {
+    /// Its cumulative figures as of `now`.
+    pub fn counters(&self, now: Instant) -> TaskIoCounters {
+        io_counters(&self.metrics, self.started, now)
+    }
+}
+
+/// Each running task's metrics by attempt, shared with the TaskManager's metrics
+/// endpoint ([`TaskExecutor::task_metrics`]).
+pub type TaskCounters = Arc<Mutex<BTreeMap<ExecutionAttemptId, RunningTaskMetrics>>>;
 
 /// The figures of `m` reported to the JobMaster, for a task started at `started`.
 fn io_counters(m: &TaskIoMetrics, started: Instant, now: Instant) -> TaskIoCounters {
@@ -153,6 +182,7 @@ impl TaskExecutor {
             resource_id: services.resource_id.clone(),
             rpc_address: services.rpc.address_of(crate::gateways::TASK_EXECUTOR),
             data_address: services.data_address,
+            metrics_address: services.metrics_address,
         };
         let mut te = TaskExecutor {
             s: services,
@@ -170,6 +200,11 @@ impl TaskExecutor {
         };
         te.update_slot_report();
         te
+    }
+
+    /// Its running tasks' metrics, shared: for the TaskManager's metrics endpoint.
+    pub fn task_metrics(&self) -> TaskCounters {
+        self.counters.clone()
     }
 
     fn update_slot_report(&mut self) {
@@ -486,6 +521,11 @@ impl TaskExecutor {
         job.validate(&self.s.registry)
             .map_err(|e| ClusterError::InvalidJob(e.to_string()))?;
         let job = Arc::new(job);
+        let job_name = job.name.clone();
+        let task_name = job
+            .vertex(tdd.vertex)
+            .map(|v| v.name.clone())
+            .unwrap_or_default();
         let me = &self.s.resource_id;
         let inputs = tdd
             .inputs
@@ -619,9 +659,17 @@ impl TaskExecutor {
                 )));
             }
         };
-        self.counters
-            .lock()
-            .insert(execution, (Instant::now(), io.metrics.clone()));
+        self.counters.lock().insert(
+            execution,
+            RunningTaskMetrics {
+                started: Instant::now(),
+                metrics: io.metrics.clone(),
+                job: tdd.job,
+                job_name,
+                task_name,
+                subtask: tdd.subtask,
+            },
+        );
         self.tasks.insert(
             execution,
             RunningTask {
@@ -668,7 +716,7 @@ impl TaskExecutor {
             .counters
             .lock()
             .remove(&execution)
-            .map(|(started, m)| io_counters(&m, started, Instant::now()))
+            .map(|t| t.counters(Instant::now()))
             .unwrap_or_default();
         tracing::info!(%execution, %state, error = error.as_deref().unwrap_or(""), "task ended");
         if let Some(gw) = self.jobs.get(&task.job).and_then(|c| c.gateway.as_ref()) {
@@ -701,7 +749,7 @@ impl TaskExecutor {
             tasks: counters
                 .lock()
                 .iter()
-                .map(|(id, (started, m))| (*id, io_counters(m, *started, Instant::now())))
+                .map(|(id, t)| (*id, t.counters(Instant::now())))
                 .collect(),
         }
     }

@@ -701,6 +701,7 @@ mod tests {
                     "taskexecutor",
                 ),
                 data_address: "127.0.0.1:7001".parse().unwrap(),
+                metrics_address: None,
             },
             slots_total: 4,
             slots_free: 3,

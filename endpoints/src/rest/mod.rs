@@ -24,7 +24,8 @@
 //! | `GET /jobs/:jobid/vertices/:vertexid/backpressure` | its subtasks' backpressure ([`metrics`]) |
 //! | `GET /jobs/:jobid/vertices/:vertexid/subtasks/metrics[?get=…&agg=…&subtasks=…]` | metric ids, or their aggregates over subtasks |
 //! | `GET /jobs/:jobid/vertices/:vertexid/watermarks` | each subtask's input watermark |
-//! | `GET /taskmanagers`, `GET /taskmanagers/:tmid` | TaskManagers |
+//! | `GET /taskmanagers`, `GET /taskmanagers/:tmid` | TaskManagers (with rill's `metricsUrl`) |
+//! | `GET /metrics` | Prometheus text format ([`prometheus`]) |
 //! | `PATCH /jobs/:jobid[?mode=cancel]` | cancels: 202 with `{}` |
 //! | `GET /jobs/:jobid/checkpoints` | checkpoint counts, summary, latest, history |
 //! | `GET /jobs/:jobid/checkpoints/config` | the checkpoint settings |
@@ -53,6 +54,7 @@ pub mod auth;
 pub mod checkpoints;
 pub mod flink;
 pub mod metrics;
+pub mod prometheus;
 pub mod submit;
 
 use std::collections::HashMap;
@@ -338,7 +340,8 @@ fn router(api: Api, access: auth::Access) -> Router {
         )
         .route("/jobs/{jobid}/stop", post(stop_with_savepoint))
         .route("/taskmanagers", get(task_managers))
-        .route("/taskmanagers/{tmid}", get(task_manager));
+        .route("/taskmanagers/{tmid}", get(task_manager))
+        .route("/metrics", get(prometheus_metrics));
     Router::new()
         .nest("/v1", routes.clone())
         .merge(routes)
@@ -504,7 +507,48 @@ async fn submit_job(State(api): State<Api>, b: Body) -> Answer {
 }
 
 async fn task_managers(State(api): State<Api>) -> Answer {
-    Ok(Json(flink::task_managers(&api.task_managers().await?)))
+    let tms = api.task_managers().await?;
+    let mut body = flink::task_managers(&tms);
+    prometheus::add_metrics_urls(&mut body, &tms);
+    Ok(Json(body))
+}
+
+/// `GET /metrics`: the cluster, every listed job and the JobManager process in
+/// Prometheus' text format. A job whose details cannot be had now (gone, or its
+/// JobMaster still starting) is left out of this scrape.
+async fn prometheus_metrics(State(api): State<Api>) -> Result<Response, RestError> {
+    let d = api.dispatcher().await?;
+    let jobs = d.list_jobs().await?;
+    let tms = api.task_managers().await?;
+    let cluster = prometheus::ClusterSample {
+        task_managers: tms.len() as u64,
+        slots_total: tms.iter().map(|t| u64::from(t.slots_total)).sum(),
+        slots_available: tms.iter().map(|t| u64::from(t.slots_free)).sum(),
+        running_jobs: jobs
+            .iter()
+            .filter(|j| j.status == crate::messages::JobStatus::Running)
+            .count() as u64,
+    };
+    let mut checkpoints = Vec::with_capacity(jobs.len());
+    let mut tasks = Vec::new();
+    for answer in join_all(jobs.iter().map(|j| d.job_details(j.job))).await {
+        match answer? {
+            Ok(job) => {
+                let (c, t) = prometheus::job_samples(&job, |v| api.ratios(job.overview.job, v));
+                checkpoints.push(c);
+                tasks.extend(t);
+            }
+            Err(ClusterError::JobNotFound(_) | ClusterError::Unavailable(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let text = prometheus::job_manager_metrics(
+        &cluster,
+        &checkpoints,
+        &tasks,
+        prometheus::ProcessSample::read(),
+    );
+    Ok(([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response())
 }
 
 async fn task_manager(State(api): State<Api>, tmid: PathParams<String>) -> Answer {
