@@ -745,6 +745,13 @@ impl TaskInput for NetworkInput {
         self.next(false, records)
     }
 
+    fn set_input_watermark(&mut self, watermark: i64) {
+        self.reader
+            .gate_mut()
+            .metrics()
+            .set_input_watermark(watermark);
+    }
+
     fn resume_consumption(&mut self, channel: usize) -> Result<()> {
         if channel >= self.num_channels {
             return Err(DataflowError::ChannelClosed(format!(

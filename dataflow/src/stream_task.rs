@@ -749,12 +749,14 @@ impl StreamTask {
                 InputEvent::Event { event, .. } => match event {
                     StreamEvent::Watermark(w) => {
                         if let Some(w) = valve.input_watermark(channel, w) {
+                            input.set_input_watermark(w);
                             chain.watermark(w)?;
                         }
                     }
                     StreamEvent::WatermarkStatus(s) => {
                         let out = valve.input_status(channel, s);
                         if let Some(w) = out.watermark {
+                            input.set_input_watermark(w);
                             chain.watermark(w)?;
                         }
                         if let Some(s) = out.status {
@@ -765,6 +767,7 @@ impl StreamTask {
                         ended[channel] = true;
                         remaining -= 1;
                         if let Some(w) = valve.input_ended(channel) {
+                            input.set_input_watermark(w);
                             chain.watermark(w)?;
                         }
                         if let Some(h) = &mut handler {

@@ -90,6 +90,10 @@ pub trait TaskInput: Send {
 
     /// Lets `channel` deliver again after an aligned barrier blocked it.
     fn resume_consumption(&mut self, channel: usize) -> Result<()>;
+
+    /// The task's input watermark (the minimum over its active channels) advanced to
+    /// `watermark`: reported as the task's `currentInputWatermark`.
+    fn set_input_watermark(&mut self, _watermark: i64) {}
 }
 
 /// One output edge of a task.

@@ -544,6 +544,9 @@ pub struct TaskIoCounters {
     /// Milliseconds neither idle nor backpressured, since the task started.
     #[serde(default)]
     pub busy_ms: u64,
+    /// The task's `currentInputWatermark` (ms), if it has one yet.
+    #[serde(default)]
+    pub input_watermark: Option<i64>,
 }
 
 /// The payload of a TaskExecutor's heartbeat to a JobMaster.

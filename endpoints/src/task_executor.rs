@@ -155,6 +155,7 @@ fn io_counters(m: &TaskIoMetrics, started: Instant, now: Instant) -> TaskIoCount
         back_pressured_ms,
         idle_ms,
         busy_ms: running_ms.saturating_sub(back_pressured_ms + idle_ms),
+        input_watermark: m.input_watermark(),
     }
 }
 

@@ -13,7 +13,7 @@
 //! output buffer), as in Flink. The backpressure level classifies the backpressured ratio:
 //! `OK ≤ 0.10 < LOW ≤ 0.5 < HIGH`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Cumulative I/O counters of one task.
@@ -25,6 +25,9 @@ pub struct TaskIoMetrics {
     bytes_out: AtomicU64,
     back_pressured_nanos: AtomicU64,
     idle_nanos: AtomicU64,
+    /// `currentInputWatermark`: the watermark the task last derived from its inputs.
+    input_watermark: AtomicI64,
+    has_input_watermark: AtomicBool,
 }
 
 impl TaskIoMetrics {
@@ -50,6 +53,21 @@ impl TaskIoMetrics {
     pub fn add_idle(&self, d: Duration) {
         self.idle_nanos
             .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// The task's input watermark advanced to `watermark` (Flink's
+    /// `currentInputWatermark`: the minimum over its active input channels).
+    pub fn set_input_watermark(&self, watermark: i64) {
+        self.input_watermark.store(watermark, Ordering::Relaxed);
+        self.has_input_watermark.store(true, Ordering::Release);
+    }
+
+    /// The task's input watermark, if one was set (sources and tasks before their first
+    /// watermark have none).
+    pub fn input_watermark(&self) -> Option<i64> {
+        self.has_input_watermark
+            .load(Ordering::Acquire)
+            .then(|| self.input_watermark.load(Ordering::Relaxed))
     }
 
     /// Records consumed so far.

@@ -358,6 +358,23 @@ fn metrics_endpoints_parse_and_count_a_bounded_jobs_records_exactly() {
         .find(|(n, _)| n.as_str() != "Source: datagen")
         .unwrap();
     assert_eq!(*keyed_in, ROWS, "{keyed}");
+    // The source has no input watermark; the keyed vertex saw the final one (the
+    // bounded source's end of input).
+    let watermarks: Vec<_> = values(
+        &jm_samples,
+        "rill_taskmanager_job_task_currentInputWatermark",
+    )
+    .filter(|s| s.labels.get("job_id") == Some(&job))
+    .collect();
+    assert_eq!(watermarks.len(), 4, "two vertices of two subtasks");
+    for s in watermarks {
+        let want = if s.labels["task_name"] == "Source: datagen" {
+            i64::MIN
+        } else {
+            i64::MAX
+        };
+        assert_eq!(s.value, want as f64, "{s:?}");
+    }
     for name in [
         "rill_taskmanager_job_task_numBytesIn",
         "rill_taskmanager_job_task_numBytesOut",

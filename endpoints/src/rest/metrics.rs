@@ -322,14 +322,20 @@ pub fn subtask_metrics(v: &VertexDetails, ratios: &[Ratios], q: &MetricsQuery) -
 }
 
 /// `GET /jobs/:jobid/vertices/:vertexid/watermarks` (Flink's `JobVertexWatermarksHandler`):
-/// each subtask's `currentInputWatermark`, a string as all Flink metric values are.
+/// each subtask's `currentInputWatermark` as of its last heartbeat, a string as all Flink
+/// metric values are; `Long.MIN_VALUE` before its first watermark (and for sources).
 pub fn watermarks(v: &VertexDetails) -> Value {
     Value::Array(
         (0..v.parallelism)
             .map(|i| {
+                let w = v
+                    .subtasks
+                    .get(i as usize)
+                    .and_then(|c| c.input_watermark)
+                    .unwrap_or(NO_WATERMARK);
                 json!({
                     "id": format!("{i}.currentInputWatermark"),
-                    "value": NO_WATERMARK.to_string(),
+                    "value": w.to_string(),
                 })
             })
             .collect(),

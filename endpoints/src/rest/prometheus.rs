@@ -24,6 +24,7 @@
 //! | `rill_taskmanager_job_task_numRecordsIn`, `…_numRecordsOut` | task labels | records (never watermarks, barriers or other events) since the attempt started |
 //! | `rill_taskmanager_job_task_numBytesIn`, `…_numBytesOut` | task labels | bytes since the attempt started |
 //! | `rill_taskmanager_job_task_busyTimeMsPerSecond`, `…_backPressuredTimeMsPerSecond`, `…_idleTimeMsPerSecond` | task labels | ms per second over the latest interval (see below) |
+//! | `rill_taskmanager_job_task_currentInputWatermark` | task labels | the subtask's input watermark, ms (`Long.MIN_VALUE` before its first) |
 //! | `rill_jobmanager_Status_Process_Memory_RSS`, `rill_taskmanager_Status_Process_Memory_RSS` | | the process's resident set, bytes |
 //! | `rill_jobmanager_Status_Process_CPU_Time`, `rill_taskmanager_Status_Process_CPU_Time` | | CPU time (user + system) the process used, seconds |
 //!
@@ -304,6 +305,15 @@ fn register_tasks(registry: &mut Registry, tasks: &[TaskSample]) {
         let series = tasks.iter().map(|t| (labels(t), share(&t.ratios) * 1000.0));
         scope.register(name, help, Gauges(series.collect()));
     }
+    let watermarks = tasks.iter().map(|t| {
+        let w = t.counters.input_watermark.unwrap_or(i64::MIN);
+        (labels(t), w as f64)
+    });
+    scope.register(
+        "currentInputWatermark",
+        "The subtask's input watermark, ms (Long.MIN_VALUE before its first watermark)",
+        Gauges(watermarks.collect()),
+    );
 }
 
 /// Registers `process`'s figures under `scope` (`jobmanager` or `taskmanager`).
@@ -571,6 +581,7 @@ mod tests {
                 back_pressured_ms: 100,
                 idle_ms: 300,
                 busy_ms: 600,
+                input_watermark: (subtask == 1).then_some(42),
             },
             ratios: Ratios {
                 back_pressured: 0.1,
@@ -654,6 +665,10 @@ mod tests {
             [1048576.0]
         );
         assert_eq!(value(&s, "rill_jobmanager_Status_Process_CPU_Time"), [1.5]);
+        assert_eq!(
+            value(&s, "rill_taskmanager_job_task_currentInputWatermark"),
+            [i64::MIN as f64, 42.0]
+        );
         let (_, labels, _) = s
             .iter()
             .find(|(n, l, _)| {
