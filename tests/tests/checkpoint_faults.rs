@@ -63,6 +63,74 @@ fn wait_history(job: &str, jm: &str, what: &str, pred: impl Fn(&str) -> bool) ->
     }
 }
 
+/// A JobManager started with `defines`, one two-slot TaskManager, and `running-count`
+/// (p = 2, `rate` lines/s) submitted detached over `lines` lines of input in `dir`.
+struct RunningCount {
+    _jm: Proc,
+    addr: std::net::SocketAddr,
+    tm: Proc,
+    /// The JobManager's address, as the CLI takes it.
+    jm: String,
+    job: String,
+    output: PathBuf,
+    /// The committed output the job must produce.
+    expected: Vec<String>,
+}
+
+impl RunningCount {
+    fn start(dir: &Path, defines: &[String], lines: u64, rate: u32) -> RunningCount {
+        let defines: Vec<&str> = defines.iter().map(String::as_str).collect();
+        let (jm_proc, addr) = jobmanager(&defines);
+        let tm = taskmanager(addr, 2, &[]).0;
+        let jm = addr.to_string();
+        let in_path = dir.join("in.txt");
+        let output = dir.join("out");
+        let expected = running_count_input(&in_path, lines, |i| format!("k{}", (i * 5) % 29));
+        let (ok, stdout, stderr) = rill_out(
+            LONG,
+            &[
+                "run",
+                "--jobmanager",
+                &jm,
+                "--detached",
+                "-p",
+                "2",
+                "running-count",
+                "--rate",
+                &rate.to_string(),
+                "--input",
+                &in_path.display().to_string(),
+                "--output",
+                &output.display().to_string(),
+            ],
+        );
+        assert!(ok, "{stdout}\n{stderr}");
+        RunningCount {
+            _jm: jm_proc,
+            addr,
+            tm,
+            job: job_id_of(&stdout),
+            jm,
+            output,
+            expected,
+        }
+    }
+}
+
+/// Polls `rill status` until its first line is `status` (bounded by `limit`); returns
+/// the whole output.
+fn wait_status(job: &str, jm: &str, status: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (_, out, _) = rill_out(LONG, &["status", job, "--jobmanager", jm]);
+        if out.starts_with(status) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "job not {status}: {out}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn completed_count(history: &str) -> u64 {
     history
         .lines()
@@ -85,33 +153,15 @@ fn full_and_read_only_checkpoint_storage_fail_checkpoints_visibly_and_the_job_su
         "execution.checkpointing.tolerable-failed-checkpoints=100000".to_owned(),
         format!("state.checkpoints.dir=file://{}", fs.0.display()),
     ];
-    let defines: Vec<&str> = defines.iter().map(String::as_str).collect();
-    let (_jm, addr) = jobmanager(&defines);
-    let _tm = taskmanager(addr, 2, &[]);
-    let jm = addr.to_string();
-    let in_path = dir.path().join("in.txt");
-    let output = dir.path().join("out");
-    let expected = running_count_input(&in_path, 5000, |i| format!("k{}", (i * 5) % 29));
-    let (ok, stdout, stderr) = rill_out(
-        LONG,
-        &[
-            "run",
-            "--jobmanager",
-            &jm,
-            "--detached",
-            "-p",
-            "2",
-            "running-count",
-            "--rate",
-            "500",
-            "--input",
-            &in_path.display().to_string(),
-            "--output",
-            &output.display().to_string(),
-        ],
-    );
-    assert!(ok, "{stdout}\n{stderr}");
-    let job = job_id_of(&stdout);
+    let RunningCount {
+        _jm,
+        addr: _,
+        tm: _tm,
+        jm,
+        job,
+        output,
+        expected,
+    } = RunningCount::start(dir.path(), &defines, 5000, 500);
     wait_history(&job, &jm, "a completed checkpoint", |h| {
         completed_count(h) >= 2
     });
@@ -178,33 +228,15 @@ fn without_tolerance_a_failed_checkpoint_fails_the_job_over() {
         "restart-strategy.fixed-delay.attempts=1000".to_owned(),
         "restart-strategy.fixed-delay.delay=200ms".to_owned(),
     ];
-    let defines: Vec<&str> = defines.iter().map(String::as_str).collect();
-    let (_jm, addr) = jobmanager(&defines);
-    let _tm = taskmanager(addr, 2, &[]);
-    let jm = addr.to_string();
-    let in_path = dir.path().join("in.txt");
-    let output = dir.path().join("out");
-    let expected = running_count_input(&in_path, 4000, |i| format!("k{}", (i * 5) % 29));
-    let (ok, stdout, stderr) = rill_out(
-        LONG,
-        &[
-            "run",
-            "--jobmanager",
-            &jm,
-            "--detached",
-            "-p",
-            "2",
-            "running-count",
-            "--rate",
-            "500",
-            "--input",
-            &in_path.display().to_string(),
-            "--output",
-            &output.display().to_string(),
-        ],
-    );
-    assert!(ok, "{stdout}\n{stderr}");
-    let job = job_id_of(&stdout);
+    let RunningCount {
+        _jm,
+        addr: _,
+        tm: _tm,
+        jm,
+        job,
+        output,
+        expected,
+    } = RunningCount::start(dir.path(), &defines, 4000, 500);
     wait_history(&job, &jm, "a completed checkpoint", |h| {
         completed_count(h) >= 2
     });
@@ -222,15 +254,7 @@ fn without_tolerance_a_failed_checkpoint_fails_the_job_over() {
     };
     assert!(status.contains("Read-only file system"), "{status}");
     fs.remount("rw");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, status, _) = rill_out(LONG, &["status", &job, "--jobmanager", &jm]);
-        if status.starts_with("FINISHED") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "job not FINISHED: {status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_status(&job, &jm, "FINISHED", Duration::from_secs(60));
     assert_eq!(committed_output(&output).0, expected);
 }
 
@@ -268,46 +292,20 @@ fn a_corrupt_latest_checkpoint_makes_recovery_fall_back_to_an_older_one() {
         "restart-strategy.fixed-delay.attempts=10".to_owned(),
         "restart-strategy.fixed-delay.delay=2s".to_owned(),
     ];
-    let defines: Vec<&str> = defines.iter().map(String::as_str).collect();
-    let (_jm, addr) = jobmanager(&defines);
-    let mut tm = taskmanager(addr, 2, &[]).0;
-    let jm = addr.to_string();
-    let in_path = dir.path().join("in.txt");
-    let output = dir.path().join("out");
-    let expected = running_count_input(&in_path, 4000, |i| format!("k{}", (i * 5) % 29));
-    let (ok, stdout, stderr) = rill_out(
-        LONG,
-        &[
-            "run",
-            "--jobmanager",
-            &jm,
-            "--detached",
-            "-p",
-            "2",
-            "running-count",
-            "--rate",
-            "800",
-            "--input",
-            &in_path.display().to_string(),
-            "--output",
-            &output.display().to_string(),
-        ],
-    );
-    assert!(ok, "{stdout}\n{stderr}");
-    let job = job_id_of(&stdout);
+    let RunningCount {
+        _jm,
+        addr,
+        mut tm,
+        jm,
+        job,
+        output,
+        expected,
+    } = RunningCount::start(dir.path(), &defines, 4000, 800);
     wait_history(&job, &jm, "three completed checkpoints", |h| {
         completed_count(h) >= 4
     });
     tm.kill();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, status, _) = rill_out(LONG, &["status", &job, "--jobmanager", &jm]);
-        if status.starts_with("RESTARTING") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not RESTARTING: {status}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_status(&job, &jm, "RESTARTING", Duration::from_secs(20));
     // No checkpoint completes while the job restarts: corrupt the newest one.
     let retained = completed_checkpoints(&chk);
     assert_eq!(retained.len(), 3, "{retained:?}");
@@ -325,15 +323,7 @@ fn a_corrupt_latest_checkpoint_makes_recovery_fall_back_to_an_older_one() {
         .unwrap_or_else(|| panic!("{history}"));
     assert!(restored < latest, "restored {restored}, corrupted {latest}");
     assert!(history.contains("unreadable on recovery"), "{history}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, status, _) = rill_out(LONG, &["status", &job, "--jobmanager", &jm]);
-        if status.starts_with("FINISHED") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "job not FINISHED: {status}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_status(&job, &jm, "FINISHED", Duration::from_secs(60));
     // Nothing is lost. The transaction the corrupt checkpoint committed stays committed
     // and its records are replayed from the older checkpoint: falling back gives up
     // exactly-once for that stretch (as in Flink), which the JobManager's log says.

@@ -246,27 +246,15 @@ impl SourceOperator for DatagenSource {
 mod tests {
     use std::collections::BTreeSet;
     use std::path::Path;
-    use std::sync::Arc;
 
-    use rill_state::snapshot::{OperatorSnapshot, SnapshotKind};
-    use rill_state::storage::CheckpointLayout;
-    use rill_state::{CheckpointStorage, FsCheckpointStorage, SnapshotTarget};
+    use rill_state::snapshot::OperatorSnapshot;
+    use rill_state::SnapshotTarget;
 
     use super::*;
-    use crate::ids::JobId;
+    use crate::builtins::source_tests;
 
     fn ctx(i: u32, p: u32) -> OperatorContext {
-        OperatorContext {
-            job_id: JobId([0; 16]),
-            operator_name: "datagen".into(),
-            operator_uid: "datagen".into(),
-            subtask_index: i,
-            parallelism: p,
-            max_parallelism: 128,
-            key_selector: None,
-            collect: None,
-            state: crate::state::StateContext::default(),
-        }
+        source_tests::ctx("datagen", i, p)
     }
 
     fn ids(records: Vec<StreamRecord>) -> Vec<i64> {
@@ -334,47 +322,12 @@ mod tests {
 
     // ---- checkpoints: snapshot → restore (same or other parallelism) ----
 
-    fn target(dir: &Path, id: u64) -> SnapshotTarget {
-        let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir));
-        CheckpointLayout::new(dir, "job").target(storage, id, SnapshotKind::Checkpoint)
-    }
-
-    /// Snapshots every subtask (subtask `i` = `sources[i]`) into checkpoint `id` through
-    /// the real operator-state backend and checkpoint storage.
     fn snapshot_all(
         sources: &mut [DatagenSource],
         dir: &Path,
         id: u64,
     ) -> (SnapshotTarget, OperatorSnapshot) {
-        let target = target(dir, id);
-        let ctx = SnapshotContext {
-            checkpoint_id: id,
-            target: target.clone(),
-        };
-        let subtasks = sources
-            .iter_mut()
-            .enumerate()
-            .map(|(i, s)| s.snapshot_state(&ctx).unwrap().run(i as u32).unwrap())
-            .collect();
-        let snapshot = OperatorSnapshot {
-            uid: "datagen".into(),
-            name: "datagen".into(),
-            parallelism: sources.len() as u32,
-            max_parallelism: 128,
-            subtasks,
-        };
-        (target, snapshot)
-    }
-
-    fn init_from(from: Option<&(SnapshotTarget, OperatorSnapshot)>) -> StateInitContext {
-        match from {
-            Some((t, snap)) => StateInitContext::restoring(
-                t.exclusive_dir.clone(),
-                snap.clone(),
-                t.storage.clone(),
-            ),
-            None => StateInitContext::empty(),
-        }
+        source_tests::snapshot_all(sources, "datagen", dir, id)
     }
 
     /// `p` initialized subtasks, restored from `from` (or fresh).
@@ -386,7 +339,8 @@ mod tests {
         (0..p)
             .map(|i| {
                 let mut s = DatagenSource::new(c.clone(), &ctx(i, p)).unwrap();
-                s.initialize_state(&mut init_from(from)).unwrap();
+                s.initialize_state(&mut source_tests::init_from(from))
+                    .unwrap();
                 s
             })
             .collect()
@@ -459,7 +413,7 @@ mod tests {
         old[0].sequences[0].step = 0;
         let snap = snapshot_all(&mut old, chk.path(), 1);
         let mut s = DatagenSource::new(c, &ctx(0, 1)).unwrap();
-        let r = s.initialize_state(&mut init_from(Some(&snap)));
+        let r = s.initialize_state(&mut source_tests::init_from(Some(&snap)));
         assert!(
             matches!(r, Err(DataflowError::State(StateError::Restore { .. }))),
             "{r:?}"

@@ -308,27 +308,15 @@ impl SourceOperator for FileLinesSource {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
-    use rill_state::snapshot::{OperatorSnapshot, SnapshotKind};
-    use rill_state::storage::CheckpointLayout;
-    use rill_state::{CheckpointStorage, FsCheckpointStorage, SnapshotTarget};
+    use rill_state::snapshot::OperatorSnapshot;
+    use rill_state::SnapshotTarget;
 
     use super::*;
-    use crate::ids::JobId;
+    use crate::builtins::source_tests;
 
     fn ctx(i: u32, p: u32) -> OperatorContext {
-        OperatorContext {
-            job_id: JobId([0; 16]),
-            operator_name: "f".into(),
-            operator_uid: "f".into(),
-            subtask_index: i,
-            parallelism: p,
-            max_parallelism: 128,
-            key_selector: None,
-            collect: None,
-            state: crate::state::StateContext::default(),
-        }
+        source_tests::ctx("f", i, p)
     }
 
     fn config(path: &Path) -> FileLinesConfig {
@@ -382,47 +370,12 @@ mod tests {
 
     // ---- checkpoints: snapshot → restore (same or other parallelism) ----
 
-    fn target(dir: &Path, id: u64) -> SnapshotTarget {
-        let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir));
-        CheckpointLayout::new(dir, "job").target(storage, id, SnapshotKind::Checkpoint)
-    }
-
-    /// Snapshots every subtask (subtask `i` = `sources[i]`) into checkpoint `id` through
-    /// the real operator-state backend and checkpoint storage.
     fn snapshot_all(
         sources: &mut [FileLinesSource],
         dir: &Path,
         id: u64,
     ) -> (SnapshotTarget, OperatorSnapshot) {
-        let target = target(dir, id);
-        let ctx = SnapshotContext {
-            checkpoint_id: id,
-            target: target.clone(),
-        };
-        let subtasks = sources
-            .iter_mut()
-            .enumerate()
-            .map(|(i, s)| s.snapshot_state(&ctx).unwrap().run(i as u32).unwrap())
-            .collect();
-        let snapshot = OperatorSnapshot {
-            uid: "f".into(),
-            name: "f".into(),
-            parallelism: sources.len() as u32,
-            max_parallelism: 128,
-            subtasks,
-        };
-        (target, snapshot)
-    }
-
-    fn init_from(from: Option<&(SnapshotTarget, OperatorSnapshot)>) -> StateInitContext {
-        match from {
-            Some((t, snap)) => StateInitContext::restoring(
-                t.exclusive_dir.clone(),
-                snap.clone(),
-                t.storage.clone(),
-            ),
-            None => StateInitContext::empty(),
-        }
+        source_tests::snapshot_all(sources, "f", dir, id)
     }
 
     /// `p` initialized subtasks reading `path`, `batch` lines per poll, restored from
@@ -437,7 +390,8 @@ mod tests {
             .map(|i| {
                 let mut s = FileLinesSource::new(config(path), &ctx(i, p)).unwrap();
                 s.batch = batch;
-                s.initialize_state(&mut init_from(from)).unwrap();
+                s.initialize_state(&mut source_tests::init_from(from))
+                    .unwrap();
                 s
             })
             .collect()
@@ -582,7 +536,8 @@ mod tests {
             &ctx(0, 1),
         )
         .unwrap();
-        s.initialize_state(&mut init_from(Some(&snap))).unwrap();
+        s.initialize_state(&mut source_tests::init_from(Some(&snap)))
+            .unwrap();
         let t = Instant::now();
         let mut out = Vec::new();
         assert_eq!(s.poll_next(&mut out, t).unwrap(), SourceStatus::More);

@@ -26,6 +26,8 @@ mod file_sink;
 mod file_source;
 mod sinks;
 mod socket_source;
+#[cfg(test)]
+mod source_tests;
 pub mod transactional_file_sink;
 mod transforms;
 
