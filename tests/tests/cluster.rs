@@ -436,19 +436,14 @@ fn running_count_commits_every_update_once_through_the_transactional_file_sink()
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.txt");
     let output = dir.path().join("out");
-    let mut text_in = String::new();
-    let mut expected = Vec::new();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..3000u64 {
-        let key = format!("k{}", (i * 7) % 97);
-        text_in.push_str(&format!("{key} payload {i}\n"));
-        let n = counts.entry(key.clone()).or_default();
-        *n += 1;
-        expected.push(format!("{key},{n}"));
-    }
-    text_in.push_str("\n   \n"); // blank lines have no key
-    std::fs::write(&input, &text_in).unwrap();
-    expected.sort();
+    let expected = running_count_input(&input, 3000, |i| format!("k{}", (i * 7) % 97));
+    // Blank lines have no key.
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    f.write_all(b"\n   \n").unwrap();
 
     let mut cmd = rill();
     cmd.args([
@@ -487,18 +482,7 @@ fn running_count_with_periodic_checkpoints_commits_on_checkpoints_and_ends_with_
     let _tm2 = taskmanager(addr, 2, &[]);
     let input = dir.path().join("in.txt");
     let output = dir.path().join("out");
-    let mut text_in = String::new();
-    let mut expected = Vec::new();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..2000u64 {
-        let key = format!("k{}", (i * 7) % 31);
-        text_in.push_str(&format!("{key} payload {i}\n"));
-        let n = counts.entry(key.clone()).or_default();
-        *n += 1;
-        expected.push(format!("{key},{n}"));
-    }
-    std::fs::write(&input, &text_in).unwrap();
-    expected.sort();
+    let expected = running_count_input(&input, 2000, |i| format!("k{}", (i * 7) % 31));
 
     let mut cmd = rill();
     cmd.args([

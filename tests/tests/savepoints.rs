@@ -63,18 +63,7 @@ fn stop_with_savepoint_and_resume_at_another_parallelism_is_exact() {
 
     let input = dir.path().join("in.txt");
     let output = dir.path().join("out");
-    let mut text_in = String::new();
-    let mut expected = Vec::new();
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    for i in 0..4000u64 {
-        let key = format!("k{}", (i * 11) % 37);
-        text_in.push_str(&format!("{key} payload {i}\n"));
-        let n = counts.entry(key.clone()).or_default();
-        *n += 1;
-        expected.push(format!("{key},{n}"));
-    }
-    std::fs::write(&input, &text_in).unwrap();
-    expected.sort();
+    let expected = running_count_input(&input, 4000, |i| format!("k{}", (i * 11) % 37));
     let (input, output) = (input.display().to_string(), output.display().to_string());
 
     let stdout = rill_ok(&[
