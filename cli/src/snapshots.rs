@@ -158,22 +158,23 @@ pub fn print_history(s: &CheckpointsSummary) {
         println!("restored from checkpoint {id}: {path}");
     }
     println!(
-        "{:>6}  {:<10}  {:<11}  {:>9}  {:>10}  {:>11}  {:>7}  DETAIL",
-        "ID", "KIND", "STATUS", "DURATION", "SIZE", "ALIGNMENT", "ACKED"
+        "{:>6}  {:<10}  {:<11}  {:>9}  {:>10}  {:>11}  {:>10}  {:>7}  DETAIL",
+        "ID", "KIND", "STATUS", "DURATION", "SIZE", "ALIGNMENT", "IN-FLIGHT", "ACKED"
     );
     for r in &s.history {
         println!(
-            "{:>6}  {:<10}  {:<11}  {:>9}  {:>10}  {:>11}  {:>7}  {}",
+            "{:>6}  {:<10}  {:<11}  {:>9}  {:>10}  {:>11}  {:>10}  {:>7}  {}",
             r.id,
-            if r.savepoint {
-                "savepoint"
-            } else {
-                "checkpoint"
+            match (r.savepoint, r.unaligned) {
+                (true, _) => "savepoint",
+                (false, true) => "unaligned",
+                (false, false) => "checkpoint",
             },
             r.status,
             r.duration_ms.map_or("-".into(), |d| format!("{d} ms")),
             format!("{} B", r.bytes),
             format!("{} ms", r.alignment_ms),
+            format!("{} B", r.in_flight_bytes),
             format!("{}/{}", r.acknowledged, r.expected),
             r.path.as_deref().or(r.failure.as_deref()).unwrap_or("")
         );

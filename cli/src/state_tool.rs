@@ -244,6 +244,20 @@ fn inspect_snapshot(
             "  parallelism {}, max parallelism {}",
             op.parallelism, op.max_parallelism
         )?;
+        let in_flight: Vec<_> = op
+            .subtasks
+            .iter()
+            .filter_map(|s| s.in_flight.as_ref())
+            .collect();
+        if !in_flight.is_empty() {
+            let input: u64 = in_flight.iter().map(|h| h.input_bytes).sum();
+            let output: u64 = in_flight.iter().map(|h| h.output_bytes).sum();
+            writeln!(
+                out,
+                "  in-flight data (unaligned checkpoint): {input} bytes input, {output} bytes output, {} subtasks",
+                in_flight.len()
+            )?;
+        }
         let states = operator_states(op);
         if states.is_empty() {
             writeln!(out, "  no state")?;

@@ -182,6 +182,7 @@ fn checkpoint(dir: &Path) -> PathBuf {
                         file: fo,
                         states: vec![(offsets_meta(), 2)],
                     }),
+                    in_flight: None,
                 }],
             },
             OperatorSnapshot {
@@ -194,11 +195,13 @@ fn checkpoint(dir: &Path) -> PathBuf {
                         subtask_index: 0,
                         keyed: Some(keyed(r0, vec![f0])),
                         operator: None,
+                        in_flight: None,
                     },
                     SubtaskSnapshot {
                         subtask_index: 1,
                         keyed: Some(keyed(r1, vec![f1, f2])),
                         operator: None,
+                        in_flight: None,
                     },
                 ],
             },

@@ -17,6 +17,18 @@
 //!   triggers when the last live channel delivered one. Records behind an early barrier
 //!   are processed before the snapshot, so they may be replayed after a recovery.
 //!
+//! * **Unaligned** (exactly-once, `execution.checkpointing.unaligned.enabled`): the
+//!   first barrier of a checkpoint triggers the snapshot at once — it overtook the data
+//!   queued before it — and every other live channel is *recorded* from then until its
+//!   own barrier arrives: that data is before the checkpoint on its channel but after the
+//!   snapshot, so it is stored with the checkpoint (in-flight data) and still processed.
+//!   When every channel delivered the barrier the in-flight data is complete.
+//! * **Aligned with a timeout** (`execution.checkpointing.aligned-checkpoint-timeout`):
+//!   an aligned checkpoint barrier starts an alignment as above; when it has lasted the
+//!   timeout ([`BarrierHandler::on_timeout`] at [`BarrierHandler::alignment_deadline`],
+//!   or a barrier arriving later) it turns unaligned: snapshot now, resume the blocked
+//!   channels, record the others until their barriers. Savepoints never time out.
+//!
 //! A channel that ended (end of partition) takes part in no later alignment: it can
 //! deliver no barrier, and the records it sent are all before any barrier still to come.
 
@@ -32,6 +44,18 @@ pub enum BarrierMode {
     AtLeastOnce,
 }
 
+/// How one barrier is handled (from its options and the task's configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BarrierKind {
+    /// Aligned; with a timeout, a slow alignment turns unaligned.
+    Aligned {
+        /// `execution.checkpointing.aligned-checkpoint-timeout` (checkpoints only).
+        timeout: Option<Duration>,
+    },
+    /// Unaligned: the barrier overtook the data before it.
+    Unaligned,
+}
+
 /// What the task must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BarrierAction {
@@ -39,8 +63,26 @@ pub enum BarrierAction {
     Trigger {
         /// Checkpoint id.
         id: u64,
-        /// Time from the first barrier of `id` at this task to the last.
+        /// Time from the first barrier of `id` at this task to the last (to the switch,
+        /// for an alignment that timed out).
         alignment: Duration,
+        /// Unaligned snapshot: the channels whose data must be recorded from now on
+        /// until their barrier arrives ([`BarrierAction::StopRecording`]), and `Some`
+        /// even if none is left. `None`: aligned, nothing in flight.
+        record: Option<Vec<usize>>,
+    },
+    /// `channel` delivered the barrier of unaligned checkpoint `id`: stop recording it.
+    StopRecording {
+        /// Checkpoint id.
+        id: u64,
+        /// The channel.
+        channel: usize,
+    },
+    /// Every channel delivered the barrier of unaligned checkpoint `id`: its in-flight
+    /// data is complete.
+    InFlightComplete {
+        /// Checkpoint id.
+        id: u64,
     },
     /// Checkpoint `id` will not be taken here: tell the JobMaster (decline) and forward
     /// a cancel marker downstream.
@@ -83,6 +125,10 @@ pub struct BarrierHandler {
 struct Progress {
     arrived: Vec<bool>,
     first: Instant,
+    /// Turn unaligned after this long (aligned checkpoints with a timeout).
+    timeout: Option<Duration>,
+    /// The snapshot was taken (unaligned): arrivals only end recordings now.
+    snapshotted: bool,
 }
 
 impl BarrierHandler {
@@ -107,18 +153,175 @@ impl BarrierHandler {
     /// Channels blocked by the current alignment.
     pub fn blocked(&self) -> Vec<usize> {
         match (self.mode, self.pending.values().next()) {
-            (BarrierMode::Aligned, Some(p)) => channels(&p.arrived),
+            (BarrierMode::Aligned, Some(p)) if !p.snapshotted => channels(&p.arrived),
             _ => Vec::new(),
         }
     }
 
-    /// Barrier `id` arrived on `channel`.
+    /// When the alignment in progress turns unaligned, if it has a timeout.
+    pub fn alignment_deadline(&self) -> Option<Instant> {
+        let p = self.pending.values().next()?;
+        if self.mode != BarrierMode::Aligned || p.snapshotted {
+            return None;
+        }
+        p.timeout.map(|t| p.first + t)
+    }
+
+    /// Turns the alignment in progress unaligned if its timeout has passed at `now`.
+    pub fn on_timeout(&mut self, now: Instant) -> Vec<BarrierAction> {
+        let mut actions = Vec::new();
+        if self.alignment_deadline().is_some_and(|d| d <= now) {
+            let id = *self
+                .pending
+                .keys()
+                .next()
+                .expect("deadline implies pending");
+            self.switch_to_unaligned(id, now, &mut actions);
+        }
+        actions
+    }
+
+    /// Snapshots the aligning checkpoint `id` now, resumes the channels it blocked and
+    /// records the others.
+    fn switch_to_unaligned(&mut self, id: u64, now: Instant, actions: &mut Vec<BarrierAction>) {
+        let ended = &self.ended;
+        let p = self.pending.get_mut(&id).expect("aligning");
+        p.snapshotted = true;
+        let record = (0..ended.len())
+            .filter(|&c| !p.arrived[c] && !ended[c])
+            .collect();
+        let blocked = channels(&p.arrived);
+        actions.push(BarrierAction::Trigger {
+            id,
+            alignment: now.duration_since(p.first),
+            record: Some(record),
+        });
+        if !blocked.is_empty() {
+            actions.push(BarrierAction::Resume(blocked));
+        }
+        self.done_up_to = self.done_up_to.max(id);
+        self.complete_ready(now, actions);
+    }
+
+    /// Barrier `id` of `kind` arrived on `channel` (at-least-once mode tracks every
+    /// kind alike).
+    pub fn on_barrier_of(
+        &mut self,
+        channel: usize,
+        id: u64,
+        kind: BarrierKind,
+        now: Instant,
+    ) -> Vec<BarrierAction> {
+        match (self.mode, kind) {
+            (BarrierMode::Aligned, BarrierKind::Unaligned) => {
+                self.on_unaligned_barrier(channel, id, now)
+            }
+            (BarrierMode::Aligned, BarrierKind::Aligned { timeout }) => {
+                self.on_aligned_barrier(channel, id, timeout, now)
+            }
+            (BarrierMode::AtLeastOnce, _) => self.on_aligned_barrier(channel, id, None, now),
+        }
+    }
+
+    /// An aligned barrier `id` (no timeout) arrived on `channel`.
     pub fn on_barrier(&mut self, channel: usize, id: u64, now: Instant) -> Vec<BarrierAction> {
+        self.on_aligned_barrier(channel, id, None, now)
+    }
+
+    /// Drops the pending checkpoint older than `id` (only one is pending in
+    /// exactly-once mode): abort it, resume what it blocked.
+    fn subsume_older(&mut self, id: u64, actions: &mut Vec<BarrierAction>) {
+        if let Some((&old, _)) = self.pending.iter().next() {
+            if old < id {
+                let p = self.pending.remove(&old).expect("present");
+                self.done_up_to = self.done_up_to.max(old);
+                actions.push(BarrierAction::Abort {
+                    id: old,
+                    reason: AbortCause::Subsumed { by: id },
+                });
+                let blocked = if p.snapshotted {
+                    Vec::new()
+                } else {
+                    channels(&p.arrived)
+                };
+                if !blocked.is_empty() {
+                    actions.push(BarrierAction::Resume(blocked));
+                }
+            }
+        }
+    }
+
+    fn on_unaligned_barrier(
+        &mut self,
+        channel: usize,
+        id: u64,
+        now: Instant,
+    ) -> Vec<BarrierAction> {
+        let mut actions = Vec::new();
+        if channel >= self.ended.len() || self.ended[channel] {
+            return actions;
+        }
+        if id <= self.done_up_to && !self.pending.contains_key(&id) {
+            return actions; // stale; unaligned barriers block nothing
+        }
+        self.subsume_older(id, &mut actions);
+        let n = self.ended.len();
+        let p = self.pending.entry(id).or_insert_with(|| Progress {
+            arrived: vec![false; n],
+            first: now,
+            timeout: None,
+            snapshotted: false,
+        });
+        if p.arrived[channel] {
+            return actions;
+        }
+        p.arrived[channel] = true;
+        if p.snapshotted {
+            actions.push(BarrierAction::StopRecording { id, channel });
+        } else {
+            // Any aligned arrivals of `id` so far blocked their channels.
+            p.arrived[channel] = false;
+            let was_blocked = channels(&p.arrived);
+            p.arrived[channel] = true;
+            p.snapshotted = true;
+            let ended = &self.ended;
+            let record = (0..n).filter(|&c| !p.arrived[c] && !ended[c]).collect();
+            actions.push(BarrierAction::Trigger {
+                id,
+                alignment: now.duration_since(p.first),
+                record: Some(record),
+            });
+            if !was_blocked.is_empty() {
+                actions.push(BarrierAction::Resume(was_blocked));
+            }
+            self.done_up_to = self.done_up_to.max(id);
+        }
+        self.complete_ready(now, &mut actions);
+        actions
+    }
+
+    fn on_aligned_barrier(
+        &mut self,
+        channel: usize,
+        id: u64,
+        timeout: Option<Duration>,
+        now: Instant,
+    ) -> Vec<BarrierAction> {
         let mut actions = Vec::new();
         if channel >= self.ended.len() || self.ended[channel] {
             return actions;
         }
         let blocking = self.mode == BarrierMode::Aligned;
+        if let Some(p) = self.pending.get_mut(&id).filter(|p| p.snapshotted) {
+            // An alignment that timed out: the barrier only ends the channel's recording.
+            if !p.arrived[channel] {
+                p.arrived[channel] = true;
+                actions.push(BarrierAction::StopRecording { id, channel });
+            }
+            actions.push(BarrierAction::Resume(vec![channel]));
+            self.complete_ready(now, &mut actions);
+            return actions;
+        }
         if id <= self.done_up_to {
             if blocking {
                 actions.push(BarrierAction::Resume(vec![channel]));
@@ -127,35 +330,29 @@ impl BarrierHandler {
         }
         if blocking {
             // Only one alignment at a time: a newer barrier abandons the older one.
-            if let Some((&old, _)) = self.pending.iter().next() {
-                if old < id {
-                    let p = self.pending.remove(&old).expect("present");
-                    self.done_up_to = self.done_up_to.max(old);
-                    actions.push(BarrierAction::Abort {
-                        id: old,
-                        reason: AbortCause::Subsumed { by: id },
-                    });
-                    let blocked = channels(&p.arrived);
-                    if !blocked.is_empty() {
-                        actions.push(BarrierAction::Resume(blocked));
-                    }
-                }
-            }
+            self.subsume_older(id, &mut actions);
         }
         let n = self.ended.len();
         let p = self.pending.entry(id).or_insert_with(|| Progress {
             arrived: vec![false; n],
             first: now,
+            timeout: if blocking { timeout } else { None },
+            snapshotted: false,
         });
         p.arrived[channel] = true;
         self.complete_ready(now, &mut actions);
+        // A barrier arriving after the timeout turns the alignment unaligned too.
+        if self.pending.contains_key(&id) {
+            actions.extend(self.on_timeout(now));
+        }
         actions
     }
 
     /// A cancel marker for checkpoint `id` arrived on some channel.
     pub fn on_cancel(&mut self, id: u64) -> Vec<BarrierAction> {
         let mut actions = Vec::new();
-        if id <= self.done_up_to {
+        // A snapshotted unaligned checkpoint is still pending: it can be cancelled.
+        if id <= self.done_up_to && !self.pending.contains_key(&id) {
             return actions;
         }
         // Everything up to `id` is over here; in at-least-once mode older checkpoints
@@ -164,7 +361,7 @@ impl BarrierHandler {
         let mut resumed = Vec::new();
         for k in over {
             let p = self.pending.remove(&k).expect("present");
-            if self.mode == BarrierMode::Aligned {
+            if self.mode == BarrierMode::Aligned && !p.snapshotted {
                 resumed.extend(channels(&p.arrived));
             }
             if k != id {
@@ -181,7 +378,7 @@ impl BarrierHandler {
         if !resumed.is_empty() {
             actions.push(BarrierAction::Resume(resumed));
         }
-        self.done_up_to = id;
+        self.done_up_to = self.done_up_to.max(id);
         actions
     }
 
@@ -190,6 +387,11 @@ impl BarrierHandler {
         let mut actions = Vec::new();
         if channel < self.ended.len() && !self.ended[channel] {
             self.ended[channel] = true;
+            for (&id, p) in &self.pending {
+                if p.snapshotted && !p.arrived[channel] {
+                    actions.push(BarrierAction::StopRecording { id, channel });
+                }
+            }
             self.complete_ready(now, &mut actions);
         }
         actions
@@ -207,6 +409,11 @@ impl BarrierHandler {
             all.then_some(*id)
         });
         let Some(id) = ready else { return };
+        if self.pending[&id].snapshotted {
+            self.pending.remove(&id);
+            actions.push(BarrierAction::InFlightComplete { id });
+            return;
+        }
         // The newest complete one triggers; older incomplete ones (at-least-once) are
         // subsumed by it.
         let older: Vec<u64> = self.pending.range(..id).map(|(k, _)| *k).collect();
@@ -221,6 +428,7 @@ impl BarrierHandler {
         actions.push(BarrierAction::Trigger {
             id,
             alignment: now.duration_since(p.first),
+            record: None,
         });
         if self.mode == BarrierMode::Aligned {
             let blocked = channels(&p.arrived);
@@ -252,7 +460,135 @@ mod tests {
         BarrierAction::Trigger {
             id,
             alignment: Duration::from_millis(ms),
+            record: None,
         }
+    }
+
+    fn unaligned(id: u64, ms: u64, record: Vec<usize>) -> BarrierAction {
+        BarrierAction::Trigger {
+            id,
+            alignment: Duration::from_millis(ms),
+            record: Some(record),
+        }
+    }
+
+    fn stop(id: u64, channel: usize) -> BarrierAction {
+        BarrierAction::StopRecording { id, channel }
+    }
+
+    const UNALIGNED: BarrierKind = BarrierKind::Unaligned;
+
+    #[test]
+    fn unaligned_triggers_on_the_first_barrier_and_records_the_others_until_theirs() {
+        let t0 = Instant::now();
+        let mut h = BarrierHandler::new(BarrierMode::Aligned, 3);
+        assert_eq!(
+            h.on_barrier_of(1, 4, UNALIGNED, t0),
+            vec![unaligned(4, 0, vec![0, 2])]
+        );
+        assert!(h.blocked().is_empty(), "unaligned blocks nothing");
+        assert_eq!(
+            h.on_barrier_of(0, 4, UNALIGNED, at(t0, 2)),
+            vec![stop(4, 0)]
+        );
+        assert!(
+            h.on_barrier_of(0, 4, UNALIGNED, at(t0, 2)).is_empty(),
+            "twice is once"
+        );
+        assert_eq!(
+            h.on_barrier_of(2, 4, UNALIGNED, at(t0, 3)),
+            vec![stop(4, 2), BarrierAction::InFlightComplete { id: 4 }]
+        );
+        // Done: a late duplicate is stale.
+        assert!(h.on_barrier_of(2, 4, UNALIGNED, at(t0, 4)).is_empty());
+        // One channel: trigger and complete at once.
+        let mut one = BarrierHandler::new(BarrierMode::Aligned, 1);
+        assert_eq!(
+            one.on_barrier_of(0, 1, UNALIGNED, t0),
+            vec![
+                unaligned(1, 0, vec![]),
+                BarrierAction::InFlightComplete { id: 1 }
+            ]
+        );
+    }
+
+    #[test]
+    fn unaligned_recording_ends_with_a_channel_and_aborts_on_cancel_or_a_newer_barrier() {
+        let t0 = Instant::now();
+        let mut h = BarrierHandler::new(BarrierMode::Aligned, 3);
+        h.on_barrier_of(0, 1, UNALIGNED, t0);
+        assert_eq!(h.on_end_of_partition(1, t0), vec![stop(1, 1)]);
+        // A newer barrier subsumes 1 (no channel to resume: nothing was blocked).
+        assert_eq!(
+            h.on_barrier_of(2, 2, UNALIGNED, t0),
+            vec![
+                BarrierAction::Abort {
+                    id: 1,
+                    reason: AbortCause::Subsumed { by: 2 }
+                },
+                unaligned(2, 0, vec![0]),
+            ]
+        );
+        assert!(
+            h.on_barrier_of(2, 1, UNALIGNED, t0).is_empty(),
+            "1 is stale"
+        );
+        assert_eq!(
+            h.on_cancel(2),
+            vec![BarrierAction::Abort {
+                id: 2,
+                reason: AbortCause::Cancelled
+            }]
+        );
+        assert!(h.on_barrier_of(0, 2, UNALIGNED, t0).is_empty());
+    }
+
+    #[test]
+    fn an_alignment_that_times_out_turns_unaligned() {
+        let t0 = Instant::now();
+        let kind = BarrierKind::Aligned {
+            timeout: Some(Duration::from_millis(10)),
+        };
+        let mut h = BarrierHandler::new(BarrierMode::Aligned, 3);
+        assert!(h.on_barrier_of(0, 7, kind, t0).is_empty());
+        assert_eq!(h.alignment_deadline(), Some(at(t0, 10)));
+        assert!(h.on_timeout(at(t0, 9)).is_empty());
+        assert_eq!(
+            h.on_timeout(at(t0, 10)),
+            vec![unaligned(7, 10, vec![1, 2]), BarrierAction::Resume(vec![0])]
+        );
+        assert_eq!(h.alignment_deadline(), None);
+        assert!(h.blocked().is_empty());
+        // The later aligned barriers block their channels: stop recording and resume.
+        assert_eq!(
+            h.on_barrier_of(1, 7, kind, at(t0, 12)),
+            vec![stop(7, 1), BarrierAction::Resume(vec![1])]
+        );
+        assert_eq!(
+            h.on_barrier_of(2, 7, kind, at(t0, 13)),
+            vec![
+                stop(7, 2),
+                BarrierAction::Resume(vec![2]),
+                BarrierAction::InFlightComplete { id: 7 }
+            ]
+        );
+        // A barrier arriving after the deadline switches too; within it, it aligns.
+        assert!(h.on_barrier_of(0, 8, kind, at(t0, 20)).is_empty());
+        assert_eq!(
+            h.on_barrier_of(1, 8, kind, at(t0, 31)),
+            vec![unaligned(8, 11, vec![2]), BarrierAction::Resume(vec![0, 1])]
+        );
+        let mut fast = BarrierHandler::new(BarrierMode::Aligned, 2);
+        fast.on_barrier_of(0, 1, kind, t0);
+        assert_eq!(
+            fast.on_barrier_of(1, 1, kind, at(t0, 5)),
+            vec![trigger(1, 5), BarrierAction::Resume(vec![0, 1])]
+        );
+        // Without a timeout (savepoints) it never switches.
+        let mut sp = BarrierHandler::new(BarrierMode::Aligned, 2);
+        sp.on_barrier_of(0, 1, BarrierKind::Aligned { timeout: None }, t0);
+        assert_eq!(sp.alignment_deadline(), None);
+        assert!(sp.on_timeout(at(t0, 1_000_000)).is_empty());
     }
 
     #[test]

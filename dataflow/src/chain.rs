@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::checkpoint::CheckpointEvent;
+use crate::checkpoint::{CheckpointBarrier, CheckpointEvent};
 use crate::collect::CollectSink;
 use crate::element::{StreamEvent, StreamRecord};
 use crate::error::{DataflowError, Result};
@@ -440,6 +440,42 @@ impl OperatorChain {
             o.output.emit_checkpoint_event(event)?;
         }
         Ok(())
+    }
+
+    /// Sends an unaligned barrier to every output ahead of its queued data; returns the
+    /// overtaken bytes as `(output edge, subpartition, bytes)`, empty parts left out.
+    pub(crate) fn broadcast_priority_barrier(
+        &mut self,
+        barrier: CheckpointBarrier,
+    ) -> Result<Vec<(u32, u32, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for (edge, o) in (0u32..).zip(&mut self.outputs) {
+            for (sub, bytes) in (0u32..).zip(o.output.emit_priority_barrier(barrier)?) {
+                if !bytes.is_empty() {
+                    out.push((edge, sub, bytes));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes output in-flight data restored from an unaligned checkpoint.
+    pub(crate) fn restore_output_in_flight(&mut self, parts: &[(u32, u32, Vec<u8>)]) -> Result<()> {
+        let count = self.outputs.len();
+        for (edge, sub, bytes) in parts {
+            let o = self.outputs.get_mut(*edge as usize).ok_or_else(|| {
+                DataflowError::InvalidGraph(format!(
+                    "restored in-flight data for output edge {edge} of a task with {count} outputs"
+                ))
+            })?;
+            o.output.restore_in_flight(*sub, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The context of the chain's first operator.
+    pub(crate) fn head_context(&self) -> Option<&OperatorContext> {
+        self.nodes.first().map(|n| &n.ctx)
     }
 
     /// Flushes every output.

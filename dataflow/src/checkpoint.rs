@@ -17,6 +17,13 @@
 //!   panic there declines too). The task waits for these threads before it closes its
 //!   operators, whose backends they read.
 //!
+//! **Unaligned checkpoints** (`execution.checkpointing.unaligned.enabled`): the barrier
+//! overtakes the data queued in the task's outputs, and the snapshot is taken at the
+//! first barrier; the data that crosses the checkpoint in the channels is stored with it
+//! (see [`in_flight`](crate::in_flight)) and the acknowledgement waits until the last
+//! barrier arrived. With `execution.checkpointing.aligned-checkpoint-timeout` a
+//! checkpoint starts aligned and turns unaligned where its alignment is slow.
+//!
 //! A failed synchronous part declines the checkpoint and forwards a
 //! `CancelCheckpointMarker` instead of the barrier; the task keeps running (the
 //! coordinator counts the failure against `execution.checkpointing.tolerable-failed-checkpoints`).
@@ -124,6 +131,11 @@ pub struct TaskCheckpointing {
     pub layout: CheckpointLayout,
     /// Where acknowledgements go.
     pub responder: Arc<dyn CheckpointResponder>,
+    /// `execution.checkpointing.aligned-checkpoint-timeout` when unaligned checkpoints
+    /// are enabled with a timeout: an aligned checkpoint (never a savepoint) whose
+    /// alignment at this task lasts longer turns unaligned (see
+    /// [`barrier_handler`](crate::barrier_handler)).
+    pub aligned_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for TaskCheckpointing {
@@ -131,11 +143,26 @@ impl std::fmt::Debug for TaskCheckpointing {
         f.debug_struct("TaskCheckpointing")
             .field("mode", &self.mode)
             .field("layout", &self.layout)
+            .field("aligned_timeout", &self.aligned_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl TaskCheckpointing {
+    /// How this task handles `barrier` at its input.
+    pub fn barrier_kind(&self, barrier: &CheckpointBarrier) -> crate::barrier_handler::BarrierKind {
+        use crate::barrier_handler::BarrierKind;
+        match barrier.options.alignment {
+            Alignment::Unaligned => BarrierKind::Unaligned,
+            Alignment::Aligned | Alignment::AtLeastOnce => BarrierKind::Aligned {
+                timeout: match barrier.options.kind {
+                    CheckpointKind::Checkpoint => self.aligned_timeout,
+                    CheckpointKind::Savepoint => None,
+                },
+            },
+        }
+    }
+
     /// Where checkpoint `barrier` writes (`chk-<id>`; savepoints are copied into their
     /// own directory by the JobMaster when they complete).
     pub fn target(&self, barrier: &CheckpointBarrier) -> SnapshotTarget {

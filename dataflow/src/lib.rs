@@ -62,6 +62,7 @@ pub mod environment;
 pub mod error;
 pub mod functions;
 pub mod ids;
+mod in_flight;
 pub mod job_graph;
 pub mod jobs;
 pub mod key;

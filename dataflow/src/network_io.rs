@@ -517,6 +517,27 @@ impl TaskOutput for NetworkOutput {
             .map_err(|e| self.error(e))
     }
 
+    fn emit_priority_barrier(&mut self, barrier: CheckpointBarrier) -> Result<Vec<Vec<u8>>> {
+        if self.finished {
+            return Ok(Vec::new());
+        }
+        self.writer
+            .broadcast_priority_event(barrier.to_event())
+            .map_err(|e| self.error(e))
+    }
+
+    fn restore_in_flight(&mut self, channel: u32, bytes: &[u8]) -> Result<()> {
+        let channels = self.writer.partition().num_subpartitions();
+        if channel >= channels {
+            return Err(DataflowError::InvalidGraph(format!(
+                "restored in-flight data for output channel {channel} of {channels}"
+            )));
+        }
+        self.writer
+            .write_raw(channel, bytes)
+            .map_err(|e| self.error(e))
+    }
+
     fn flush(&mut self) -> Result<()> {
         self.writer.flush_all().map_err(|e| self.error(e))
     }
@@ -588,13 +609,28 @@ impl NetworkInput {
         DataflowError::network("reading the input gate", e)
     }
 
-    /// Reads the next item; `Ok(None)` if `block` is false and nothing is ready.
+    fn check_channel(&self, channel: usize) -> Result<u32> {
+        if channel >= self.num_channels {
+            return Err(DataflowError::ChannelClosed(format!(
+                "input channel {channel} of {}",
+                self.num_channels
+            )));
+        }
+        Ok(channel as u32)
+    }
+
+    /// Reads the next item; `Ok(None)` if nothing is ready within `wait` (`None`: block
+    /// until something is, or the waker is called).
     /// Records are appended to `records` and returned as the channel they came from.
-    fn read(&mut self, block: bool, records: &mut Vec<StreamRecord>) -> Result<Option<Read>> {
-        let item = if block {
-            self.reader.next_item()
-        } else {
-            self.reader.next_timeout(Duration::ZERO)
+    fn read(
+        &mut self,
+        wait: Option<Duration>,
+        records: &mut Vec<StreamRecord>,
+    ) -> Result<Option<Read>> {
+        let block = wait.is_none();
+        let item = match wait {
+            None => self.reader.next_item(),
+            Some(t) => self.reader.next_timeout(t),
         }
         .map_err(Self::read_error)?;
         let Some(item) = item else {
@@ -685,7 +721,7 @@ impl NetworkInput {
     ) -> Result<InputEvent> {
         while records.len() - start < self.max_batch {
             let before = records.len();
-            match self.read(false, records)? {
+            match self.read(Some(Duration::ZERO), records)? {
                 None => break,
                 Some(Read::Record(c)) if c == channel => {}
                 Some(Read::Record(c)) => {
@@ -705,7 +741,11 @@ impl NetworkInput {
         Ok(InputEvent::Records { channel })
     }
 
-    fn next(&mut self, block: bool, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
+    fn next(
+        &mut self,
+        wait: Option<Duration>,
+        records: &mut Vec<StreamRecord>,
+    ) -> Result<Option<InputEvent>> {
         let start = records.len();
         match self.stash.take() {
             Some(Stashed::Event(e)) => return Ok(Some(e)),
@@ -715,7 +755,7 @@ impl NetworkInput {
             }
             None => {}
         }
-        match self.read(block, records)? {
+        match self.read(wait, records)? {
             None => Ok(None),
             Some(Read::Record(channel)) => self.fill(channel, start, records).map(Some),
             Some(Read::Event(e)) => Ok(Some(e)),
@@ -742,7 +782,52 @@ impl TaskInput for NetworkInput {
     }
 
     fn try_poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
-        self.next(false, records)
+        self.next(Some(Duration::ZERO), records)
+    }
+
+    fn poll_timeout(
+        &mut self,
+        records: &mut Vec<StreamRecord>,
+        timeout: Duration,
+    ) -> Result<Option<InputEvent>> {
+        match self.next(Some(timeout), records)? {
+            Some(InputEvent::MailboxWake) | None => Ok(None),
+            Some(e) => Ok(Some(e)),
+        }
+    }
+
+    fn unconsumed(&self, channel: usize) -> Result<Vec<u8>> {
+        let ch = self.check_channel(channel)?;
+        // A record read ahead (see `fill`) was taken from the channel's buffer but not
+        // handed to the task: it comes first, framed as the writer frames records.
+        let mut out = Vec::new();
+        if let Some(Stashed::Record { channel: c, record }) = &self.stash {
+            if *c == channel {
+                let mut encoded = Vec::new();
+                codec::encode_record(record, &mut encoded);
+                out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+                out.extend_from_slice(&encoded);
+            }
+        }
+        out.extend(self.reader.unconsumed(ch).map_err(Self::read_error)?);
+        Ok(out)
+    }
+
+    fn start_recording(&mut self, channel: usize) -> Result<()> {
+        let ch = self.check_channel(channel)?;
+        self.reader.start_recording(ch).map_err(Self::read_error)
+    }
+
+    fn stop_recording(&mut self, channel: usize) -> Result<Vec<u8>> {
+        let ch = self.check_channel(channel)?;
+        self.reader.stop_recording(ch).map_err(Self::read_error)
+    }
+
+    fn restore_in_flight(&mut self, channel: usize, bytes: Vec<u8>) -> Result<()> {
+        let ch = self.check_channel(channel)?;
+        self.reader
+            .restore_in_flight(ch, bytes)
+            .map_err(Self::read_error)
     }
 
     fn set_input_watermark(&mut self, watermark: i64) {
@@ -766,7 +851,7 @@ impl TaskInput for NetworkInput {
     }
 
     fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent> {
-        match self.next(true, records)? {
+        match self.next(None, records)? {
             Some(e) => Ok(e),
             // A blocking read returns an item or an error.
             None => Err(DataflowError::ChannelClosed(

@@ -284,6 +284,7 @@ impl OperatorStateSnapshot {
             subtask_index,
             keyed,
             operator: self.operator,
+            in_flight: None,
         })
     }
 }

@@ -48,12 +48,14 @@ use std::time::{Duration, Instant};
 use crate::barrier_handler::{AbortCause, BarrierAction, BarrierHandler};
 use crate::chain::OperatorChain;
 use crate::checkpoint::{
-    millis, CheckpointBarrier, CheckpointEvent, TaskCheckpointStats, TaskCheckpointing,
+    millis, Alignment, CheckpointBarrier, CheckpointEvent, CheckpointOptions, TaskCheckpointStats,
+    TaskCheckpointing,
 };
 use crate::collect::CollectSink;
 use crate::element::{StreamEvent, StreamRecord};
 use crate::error::{DataflowError, Result};
 use crate::ids::VertexId;
+use crate::in_flight::{self, InFlightCollector};
 use crate::job_graph::JobGraph;
 use crate::mailbox::{Mail, Mailbox, MailboxSender};
 use crate::operator::SourceStatus;
@@ -161,6 +163,8 @@ pub struct StreamTask {
     /// Asynchronous parts of checkpoints still running: they read the state backends,
     /// so the task waits for them before it closes its operators.
     uploads: Vec<JoinHandle<()>>,
+    /// The unaligned checkpoint whose barriers are still passing this task's input.
+    in_flight: Option<InFlightCollector>,
 }
 
 /// A running task's thread and mailbox.
@@ -274,6 +278,7 @@ impl StreamTask {
             input_ended: false,
             final_checkpoint_done: false,
             uploads: Vec::new(),
+            in_flight: None,
         })
     }
 
@@ -368,6 +373,7 @@ impl StreamTask {
         )?;
         let res = chain
             .initialize_state(self.env.config.restore.as_ref())
+            .and_then(|()| self.restore_in_flight(&mut chain))
             .and_then(|()| chain.open())
             .and_then(|()| {
                 let control = if chain.is_source() {
@@ -388,7 +394,9 @@ impl StreamTask {
                 }
                 Control::Cancel => Ended::Canceled,
             });
-        // The snapshot threads read the backends that closing the chain drops.
+        // The snapshot threads read the backends that closing the chain drops; one
+        // waiting for in-flight data that will not come ends without acknowledging.
+        self.in_flight = None;
         for upload in std::mem::take(&mut self.uploads) {
             let _ = upload.join();
         }
@@ -396,6 +404,39 @@ impl StreamTask {
         let ended = res?;
         closed?;
         Ok(ended)
+    }
+
+    /// Replays the in-flight data of the unaligned checkpoint the task restores from, if
+    /// any: the output part is queued before anything the operators emit, the input part
+    /// before anything the channels deliver.
+    fn restore_in_flight(&mut self, chain: &mut OperatorChain) -> Result<()> {
+        let (Some(restore), Some(head)) = (&self.env.config.restore, chain.head_context()) else {
+            return Ok(());
+        };
+        let Some(data) = in_flight::restore_in_flight(
+            restore,
+            &head.operator_uid,
+            self.subtask_index,
+            head.parallelism,
+        )?
+        else {
+            return Ok(());
+        };
+        chain.restore_output_in_flight(&data.output)?;
+        match &mut self.input {
+            Some(input) => {
+                for (channel, bytes) in data.input {
+                    input.restore_in_flight(channel as usize, bytes)?;
+                }
+            }
+            None if data.input.is_empty() => {}
+            None => {
+                return Err(DataflowError::InvalidGraph(
+                    "restored in-flight input data for a task without input".into(),
+                ))
+            }
+        }
+        Ok(())
     }
 
     /// After a normal end of input: snapshots every stateful operator into
@@ -462,11 +503,17 @@ impl StreamTask {
     /// downstream, then the asynchronous part on a thread of its own, which
     /// acknowledges. A failing synchronous part declines the checkpoint and sends a
     /// cancel marker downstream instead; the task goes on.
+    ///
+    /// `record` makes it unaligned: the barrier overtakes the queued output, and the
+    /// input channels listed are recorded until their barriers arrive (see
+    /// [`in_flight`](crate::in_flight)); the acknowledgement waits for that.
     fn checkpoint(
         &mut self,
         chain: &mut OperatorChain,
+        mut input: Option<&mut dyn TaskInput>,
         barrier: CheckpointBarrier,
         alignment: Duration,
+        record: Option<Vec<usize>>,
     ) -> Result<()> {
         let Some(c) = self.env.config.checkpointing.clone() else {
             return Err(DataflowError::Unsupported(format!(
@@ -505,7 +552,45 @@ impl StreamTask {
             );
             named.push((uid, meta, snap));
         }
-        chain.broadcast_checkpoint_event(CheckpointEvent::Barrier(barrier))?;
+        let in_flight = match record {
+            None => {
+                chain.broadcast_checkpoint_event(CheckpointEvent::Barrier(barrier))?;
+                None
+            }
+            Some(record) => {
+                // Downstream, the checkpoint is unaligned too (also where this task's
+                // alignment timed out).
+                let forwarded = CheckpointBarrier {
+                    options: CheckpointOptions {
+                        alignment: Alignment::Unaligned,
+                        ..barrier.options
+                    },
+                    ..barrier
+                };
+                let output = chain.broadcast_priority_barrier(forwarded)?;
+                if let Some(old) = self.in_flight.take() {
+                    old.discard(input.as_deref_mut())?;
+                }
+                let (tx, rx) = std::sync::mpsc::channel();
+                let no_input = input.is_none();
+                let collector = InFlightCollector::start(id, input, &record, output, tx)?;
+                if no_input {
+                    // A source (or a task whose input ended): nothing more to wait for.
+                    collector.complete(None)?;
+                } else {
+                    self.in_flight = Some(collector);
+                }
+                let head = chain.head_context().map(|h| {
+                    (
+                        h.operator_uid.clone(),
+                        h.operator_name.clone(),
+                        h.parallelism,
+                        h.max_parallelism,
+                    )
+                });
+                Some((rx, head, c.target(&barrier)))
+            }
+        };
         let sync_ms = millis(started.elapsed());
         let subtask = self.subtask_index;
         let responder = c.responder.clone();
@@ -532,9 +617,46 @@ impl StreamTask {
                     }
                 }
             }
+            let mut in_flight_bytes = 0;
+            if let Some((rx, head, target)) = in_flight {
+                // Dropped without data: the checkpoint was aborted here (and declined).
+                let Ok(data) = rx.recv() else { return };
+                in_flight_bytes = data.input_bytes() + data.output_bytes();
+                let Some((uid, name, parallelism, max_parallelism)) = head else {
+                    return responder.decline(
+                        id,
+                        format!("{task}: in-flight data of a task without operators"),
+                    );
+                };
+                match in_flight::write_in_flight(&target, &uid, subtask, &data) {
+                    Ok(None) => {}
+                    Ok(Some(handle)) => {
+                        bytes += handle.file.size;
+                        match out.iter_mut().find(|o| o.uid == uid) {
+                            Some(o) => o.snapshot.in_flight = Some(handle),
+                            None => out.push(OperatorSubtaskSnapshot {
+                                uid,
+                                name,
+                                parallelism,
+                                max_parallelism,
+                                snapshot: rill_state::snapshot::SubtaskSnapshot {
+                                    subtask_index: subtask,
+                                    keyed: None,
+                                    operator: None,
+                                    in_flight: Some(handle),
+                                },
+                            }),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(checkpoint_id = id, error = %e, "writing in-flight data failed");
+                        return responder.decline(id, format!("{task}: in-flight data: {e}"));
+                    }
+                }
+            }
             let stats = TaskCheckpointStats {
                 bytes,
-                in_flight_bytes: 0,
+                in_flight_bytes,
                 sync_ms,
                 async_ms: millis(started.elapsed()),
                 alignment_ms: millis(alignment),
@@ -572,14 +694,33 @@ impl StreamTask {
     ) -> Result<()> {
         for action in actions {
             match action {
-                BarrierAction::Trigger { id, alignment } => {
+                BarrierAction::Trigger {
+                    id,
+                    alignment,
+                    record,
+                } => {
                     if let Some(barrier) = barriers.get(&id).copied() {
-                        self.checkpoint(chain, barrier, alignment)?;
+                        self.checkpoint(chain, Some(&mut *input), barrier, alignment, record)?;
+                    }
+                }
+                BarrierAction::StopRecording { id, channel } => {
+                    if let Some(c) = self.in_flight.as_mut().filter(|c| c.id() == id) {
+                        c.stop_recording(&mut *input, channel)?;
+                    }
+                }
+                BarrierAction::InFlightComplete { id } => {
+                    if self.in_flight.as_ref().is_some_and(|c| c.id() == id) {
+                        let c = self.in_flight.take().expect("checked");
+                        c.complete(Some(&mut *input))?;
                     }
                 }
                 BarrierAction::Abort { id, reason } => {
                     if id > self.last_checkpoint {
                         self.last_checkpoint = id;
+                    }
+                    if self.in_flight.as_ref().is_some_and(|c| c.id() == id) {
+                        let c = self.in_flight.take().expect("checked");
+                        c.discard(Some(&mut *input))?;
                     }
                     let why = match reason {
                         AbortCause::Subsumed { by } => {
@@ -620,7 +761,9 @@ impl StreamTask {
                 Mail::FlushOutputs => chain.flush()?,
                 Mail::TriggerCheckpoint(barrier) => {
                     if chain.is_source() || self.input_ended {
-                        self.checkpoint(chain, barrier, Duration::ZERO)?;
+                        let record =
+                            (barrier.options.alignment == Alignment::Unaligned).then(Vec::new);
+                        self.checkpoint(chain, None, barrier, Duration::ZERO, record)?;
                     } else {
                         // Barriers reach this task through its input.
                         tracing::debug!(
@@ -720,12 +863,32 @@ impl StreamTask {
                     return Ok(Control::Cancel);
                 }
             }
+            let deadline = handler
+                .as_ref()
+                .and_then(BarrierHandler::alignment_deadline);
+            if let (Some(h), Some(d)) = (&mut handler, deadline) {
+                let now = Instant::now();
+                if d <= now {
+                    let actions = h.on_timeout(now);
+                    self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
+                    continue;
+                }
+            }
             let event = match input.try_poll(&mut records)? {
                 Some(e) => e,
                 None => {
                     chain.flush()?;
                     last_flush = Instant::now();
-                    input.poll(&mut records)?
+                    match deadline {
+                        // An alignment that may time out waits no longer than that.
+                        Some(d) => match input
+                            .poll_timeout(&mut records, d.saturating_duration_since(last_flush))?
+                        {
+                            Some(e) => e,
+                            None => continue,
+                        },
+                        None => input.poll(&mut records)?,
+                    }
                 }
             };
             let channel = match event {
@@ -783,7 +946,11 @@ impl StreamTask {
                             barrier.id
                         )));
                     };
-                    let actions = h.on_barrier(channel, barrier.id, Instant::now());
+                    let kind = self.env.config.checkpointing.as_ref().map_or(
+                        crate::barrier_handler::BarrierKind::Aligned { timeout: None },
+                        |c| c.barrier_kind(&barrier),
+                    );
+                    let actions = h.on_barrier_of(channel, barrier.id, kind, Instant::now());
                     if barrier.id > self.last_checkpoint {
                         barriers.insert(barrier.id, barrier);
                     }

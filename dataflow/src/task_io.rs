@@ -91,9 +91,32 @@ pub trait TaskInput: Send {
     /// Lets `channel` deliver again after an aligned barrier blocked it.
     fn resume_consumption(&mut self, channel: usize) -> Result<()>;
 
+    /// Like [`poll`](Self::poll), but returns `Ok(None)` when nothing arrived within
+    /// `timeout`.
+    fn poll_timeout(
+        &mut self,
+        records: &mut Vec<StreamRecord>,
+        timeout: std::time::Duration,
+    ) -> Result<Option<InputEvent>>;
+
     /// The task's input watermark (the minimum over its active channels) advanced to
     /// `watermark`: reported as the task's `currentInputWatermark`.
     fn set_input_watermark(&mut self, _watermark: i64) {}
+
+    /// What `channel` delivered that the task has not been handed yet, as the channel's
+    /// raw byte stream (a record begun in an earlier buffer, records read ahead): the
+    /// start of the channel's in-flight data when an unaligned checkpoint is taken now.
+    fn unconsumed(&self, channel: usize) -> Result<Vec<u8>>;
+
+    /// Starts recording the raw bytes `channel` delivers (until its barrier arrives).
+    fn start_recording(&mut self, channel: usize) -> Result<()>;
+
+    /// Stops recording `channel`; returns the bytes recorded.
+    fn stop_recording(&mut self, channel: usize) -> Result<Vec<u8>>;
+
+    /// Queues `channel`'s in-flight data restored from an unaligned checkpoint: it is
+    /// read before anything new from the channel. Call it before the first poll.
+    fn restore_in_flight(&mut self, channel: usize, bytes: Vec<u8>) -> Result<()>;
 }
 
 /// One output edge of a task.
@@ -111,6 +134,15 @@ pub trait TaskOutput: Send {
     /// everything emitted before it (it overtakes nothing and needs no credit). A no-op
     /// once the output has ended.
     fn emit_checkpoint_event(&mut self, event: CheckpointEvent) -> Result<()>;
+
+    /// Sends an unaligned checkpoint barrier to every channel ahead of the data still
+    /// queued there (it overtakes it; the data is still sent, after the barrier) and
+    /// returns, per channel, the bytes overtaken. Empty once the output has ended.
+    fn emit_priority_barrier(&mut self, barrier: CheckpointBarrier) -> Result<Vec<Vec<u8>>>;
+
+    /// Writes `channel`'s in-flight data restored from an unaligned checkpoint (the raw
+    /// byte stream the barrier overtook) before anything emitted afterwards.
+    fn restore_in_flight(&mut self, channel: u32, bytes: &[u8]) -> Result<()>;
 
     /// Makes everything emitted so far visible downstream.
     fn flush(&mut self) -> Result<()>;

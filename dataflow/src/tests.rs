@@ -332,6 +332,7 @@ fn aligned_barriers_keep_records_behind_a_barrier_out_of_the_checkpoint() {
         storage: storage.clone(),
         layout: layout.clone(),
         responder: Arc::new(Responder(tx)),
+        aligned_timeout: None,
     });
     let collect = Arc::new(CollectBuffer::new());
     let env = TaskEnvironment {
@@ -443,5 +444,195 @@ fn aligned_barriers_keep_records_behind_a_barrier_out_of_the_checkpoint() {
         rows(&collect)[0],
         "(0,4,30)",
         "checkpoint 1 held records behind its barrier"
+    );
+}
+
+/// Unaligned checkpoints in a task with two input channels, end to end at the task
+/// boundary: the barrier overtakes what its producer queued (the producer keeps those
+/// bytes), the task snapshots at the first barrier and records the other channel until
+/// its barrier, and acknowledges only then, with the recording as in-flight data. A
+/// task restored from the checkpoint, whose producers first resend what their barriers
+/// overtook, processes every record exactly once: the same result as the run that was
+/// never interrupted.
+#[test]
+fn unaligned_barriers_overtake_and_in_flight_data_restores_exactly_once() {
+    use crate::barrier_handler::BarrierMode;
+    use crate::checkpoint::{
+        Alignment, CheckpointBarrier, CheckpointKind, CheckpointOptions, TaskCheckpointing,
+    };
+    use rill_state::storage::CheckpointLayout;
+    use rill_state::{CheckpointStorage, FsCheckpointStorage};
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
+    let layout = CheckpointLayout::new(dir.path(), "job");
+    let job = Arc::new(jobs::keyed_sum(Some(100), 5, None, 1).unwrap());
+    let mut job2 = (*job).clone();
+    job2.vertices[0].parallelism = 2;
+    let job = Arc::new(job2);
+    let unaligned = |id| CheckpointBarrier {
+        id,
+        timestamp_ms: 0,
+        options: CheckpointOptions {
+            kind: CheckpointKind::Checkpoint,
+            alignment: Alignment::Unaligned,
+        },
+    };
+    let recs =
+        |ids: std::ops::Range<i64>| -> Vec<StreamRecord> { ids.map(StreamRecord::new).collect() };
+    let rows = |c: &CollectBuffer| -> Vec<String> {
+        let mut r: Vec<String> = c
+            .take()
+            .remove(jobs::KEYED_SUM_COLLECT_ID)
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        r.sort();
+        r
+    };
+    let task_for = |ios: &mut std::collections::BTreeMap<
+        (VertexId, u32),
+        crate::network_io::NetworkTaskIo,
+    >,
+                    config: TaskConfig,
+                    collect: Arc<CollectBuffer>| {
+        StreamTask::new(
+            job.clone(),
+            VertexId(1),
+            0,
+            TaskEnvironment {
+                registry: Arc::new(OperatorRegistry::new()),
+                collect: Some(collect),
+                config,
+            },
+            Some(input(ios, 1, 0)),
+            vec![],
+        )
+        .unwrap()
+    };
+
+    let net = net();
+    let mut ios = wire(&net, &job);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut config = TaskConfig::default();
+    config.state.checkpoints_dir = Some(format!("file://{}", dir.path().display()));
+    config.checkpointing = Some(TaskCheckpointing {
+        mode: BarrierMode::Aligned,
+        storage: storage.clone(),
+        layout: layout.clone(),
+        responder: Arc::new(Responder(tx)),
+        aligned_timeout: None,
+    });
+    let collect = Arc::new(CollectBuffer::new());
+    let task = task_for(&mut ios, config, collect.clone());
+    let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
+    // Channel 0: 0..10 queued, then the barrier overtakes them; 100..110 after it.
+    ch0.emit(&mut recs(0..10), &[0; 10]).unwrap();
+    let overtaken0 = ch0.emit_priority_barrier(unaligned(1)).unwrap();
+    assert_eq!(overtaken0.len(), 1);
+    assert!(
+        !overtaken0[0].is_empty(),
+        "the queued records were overtaken"
+    );
+    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
+    ch0.flush().unwrap();
+    let handle = task.spawn(|_| {}).unwrap();
+    // Channel 1: 10..20 reach the task after its snapshot (it is recording channel 1).
+    std::thread::sleep(Duration::from_millis(50));
+    ch1.emit(&mut recs(10..20), &[0; 10]).unwrap();
+    ch1.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let next = || rx.recv_timeout(Duration::from_secs(10)).expect("a report");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "no acknowledgement before the last barrier"
+    );
+    let overtaken1 = ch1.emit_priority_barrier(unaligned(1)).unwrap();
+    ch1.emit(&mut recs(110..120), &[0; 10]).unwrap();
+    ch0.emit_event(StreamEvent::EndOfInput).unwrap();
+    ch1.emit_event(StreamEvent::EndOfInput).unwrap();
+    let (mut snapshots, mut ended) = (None, false);
+    while snapshots.is_none() || !ended {
+        match next() {
+            Reported::Ack(1, s) => snapshots = Some(s),
+            Reported::InputEnded => ended = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let snapshots = snapshots.expect("checkpoint 1 acknowledged");
+    let in_flight = snapshots
+        .iter()
+        .find_map(|s| s.snapshot.in_flight.clone())
+        .expect("in-flight data on the first operator");
+    // 10..20 are either in the task's recording or in what channel 1's barrier overtook.
+    assert_eq!(
+        overtaken1.iter().all(Vec::is_empty),
+        in_flight.input_bytes > 0,
+        "{in_flight:?} / overtaken {}",
+        overtaken1.iter().map(Vec::len).sum::<usize>()
+    );
+    assert_eq!(in_flight.output_bytes, 0, "the task has no network output");
+    handle
+        .mailbox()
+        .send(Mail::TriggerCheckpoint(unaligned(2)))
+        .unwrap();
+    assert!(matches!(next(), Reported::Ack(2, _)));
+    handle
+        .mailbox()
+        .send(Mail::CheckpointComplete { id: 2, last: true })
+        .unwrap();
+    assert!(matches!(handle.join(), TaskOutcome::Finished(_)));
+    // All 40 records: key 0 is 0,5,10,15,100,105,110,115.
+    let all = rows(&collect);
+    assert_eq!(all[0], "(0,8,460)");
+
+    // Restored from checkpoint 1; the producers resend what their barriers overtook.
+    let net = self::net();
+    let mut ios = wire(&net, &job);
+    let collect = Arc::new(CollectBuffer::new());
+    let config = TaskConfig {
+        restore: Some(TaskRestore {
+            snapshot_dir: layout.checkpoint_dir(1),
+            storage: storage.clone(),
+            operators: state::group_by_operator(snapshots.clone()),
+        }),
+        ..TaskConfig::default()
+    };
+    let task = task_for(&mut ios, config, collect.clone());
+    let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
+    for (out, overtaken) in [(&mut ch0, &overtaken0), (&mut ch1, &overtaken1)] {
+        for (sub, bytes) in (0u32..).zip(overtaken.iter()) {
+            out.restore_in_flight(sub, bytes).unwrap();
+        }
+    }
+    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
+    ch1.emit(&mut recs(110..120), &[0; 10]).unwrap();
+    ch0.emit_event(StreamEvent::EndOfInput).unwrap();
+    ch1.emit_event(StreamEvent::EndOfInput).unwrap();
+    assert!(matches!(task.run(), TaskOutcome::Finished(_)));
+    assert_eq!(
+        rows(&collect),
+        all,
+        "every record exactly once after the restore"
+    );
+
+    // The same checkpoint cannot restore the task at another parallelism.
+    let mut rescaled = (*job).clone();
+    rescaled.vertices[1].parallelism = 2;
+    let err = crate::in_flight::restore_in_flight(
+        &TaskRestore {
+            snapshot_dir: layout.checkpoint_dir(1),
+            storage,
+            operators: state::group_by_operator(snapshots),
+        },
+        "keyed-sum-agg",
+        0,
+        2,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("at that parallelism only"),
+        "{err}"
     );
 }

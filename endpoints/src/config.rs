@@ -19,6 +19,8 @@
 //! | `execution.checkpointing.max-concurrent-checkpoints` | 1 | checkpoints in progress at once |
 //! | `execution.checkpointing.tolerable-failed-checkpoints` | 0 | consecutive failed checkpoints tolerated before the job fails over |
 //! | `execution.checkpointing.mode` | `exactly_once` | `exactly_once` (aligned barriers) or `at_least_once` |
+//! | `execution.checkpointing.unaligned.enabled` | false | checkpoint barriers overtake in-flight data, which is stored with the checkpoint (exactly-once, at most one concurrent checkpoint); savepoints stay aligned |
+//! | `execution.checkpointing.aligned-checkpoint-timeout` | 0 | with unaligned checkpoints: start aligned, turn unaligned where alignment takes longer (0: unaligned from the start) |
 //! | `collect.max-bytes` | 8 MiB | collect-sink results a job may accumulate in its JobMaster; past it the job fails |
 //! | `state.backend.type` | `heap` | keyed state backend: `heap` (alias `hashmap`) or `lsm` (alias `rocksdb`) |
 //! | `state.backend.lsm.localdir` | OS temp dir | lsm working directories (alias `state.backend.rocksdb.localdir`) |
@@ -304,6 +306,24 @@ pub struct CheckpointingSection {
     /// `execution.checkpointing.mode`: `exactly_once` (aligned barriers, default) or
     /// `at_least_once` (barriers only tracked).
     pub mode: CheckpointingModeSetting,
+    /// `execution.checkpointing.unaligned.*`.
+    pub unaligned: UnalignedSection,
+    /// `execution.checkpointing.aligned-checkpoint-timeout` (0): with unaligned
+    /// checkpoints enabled, a positive timeout starts every checkpoint aligned and turns
+    /// it unaligned at a task whose alignment lasts longer; 0 makes them unaligned from
+    /// the start.
+    #[serde(with = "rill_runtime::config::duration")]
+    pub aligned_checkpoint_timeout: Duration,
+}
+
+/// `execution.checkpointing.unaligned.*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UnalignedSection {
+    /// `execution.checkpointing.unaligned.enabled` (false): barriers overtake buffered
+    /// data, which is stored with the checkpoint and replayed on recovery, so
+    /// checkpoints take no longer under backpressure. Savepoints stay aligned.
+    pub enabled: bool,
 }
 
 impl Default for CheckpointingSection {
@@ -316,6 +336,8 @@ impl Default for CheckpointingSection {
             max_concurrent_checkpoints: 1,
             tolerable_failed_checkpoints: 0,
             mode: CheckpointingModeSetting::ExactlyOnce,
+            unaligned: UnalignedSection::default(),
+            aligned_checkpoint_timeout: Duration::ZERO,
         }
     }
 }
@@ -358,6 +380,18 @@ impl Validate for CheckpointingSection {
             return Err(ConfigError::validation(
                 "execution.checkpointing.max-concurrent-checkpoints",
                 "must be at least 1",
+            ));
+        }
+        if self.unaligned.enabled && self.mode != CheckpointingModeSetting::ExactlyOnce {
+            return Err(ConfigError::validation(
+                "execution.checkpointing.unaligned.enabled",
+                "unaligned checkpoints need execution.checkpointing.mode = exactly_once",
+            ));
+        }
+        if self.unaligned.enabled && self.max_concurrent_checkpoints > 1 {
+            return Err(ConfigError::validation(
+                "execution.checkpointing.unaligned.enabled",
+                "unaligned checkpoints need execution.checkpointing.max-concurrent-checkpoints = 1",
             ));
         }
         Ok(())
@@ -944,6 +978,49 @@ mod tests {
         ] {
             let c = with(&[&format!("restart-strategy.type={name}")]).unwrap();
             assert_eq!(c.restart_strategy_type(), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn unaligned_checkpoints_take_flinks_keys_and_need_exactly_once() {
+        let base = [
+            "execution.checkpointing.interval=10s",
+            "state.checkpoints.dir=file:///tmp/rill-checkpoints",
+        ];
+        let c = with(&base).unwrap();
+        assert!(!c.execution.checkpointing.unaligned.enabled);
+        assert_eq!(
+            c.execution.checkpointing.aligned_checkpoint_timeout,
+            Duration::ZERO
+        );
+        let c = with(&[
+            base[0],
+            base[1],
+            "execution.checkpointing.unaligned.enabled=true",
+            "execution.checkpointing.aligned-checkpoint-timeout=30s",
+        ])
+        .unwrap();
+        assert!(c.execution.checkpointing.unaligned.enabled);
+        assert_eq!(
+            c.execution.checkpointing.aligned_checkpoint_timeout,
+            Duration::from_secs(30)
+        );
+        for extra in [
+            "execution.checkpointing.mode=at_least_once",
+            "execution.checkpointing.max-concurrent-checkpoints=2",
+        ] {
+            let e = with(&[
+                base[0],
+                base[1],
+                "execution.checkpointing.unaligned.enabled=true",
+                extra,
+            ])
+            .unwrap_err();
+            assert_eq!(
+                e.key(),
+                Some("execution.checkpointing.unaligned.enabled"),
+                "{e}"
+            );
         }
     }
 

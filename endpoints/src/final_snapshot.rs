@@ -132,6 +132,7 @@ mod tests {
                 subtask_index: subtask,
                 keyed: None,
                 operator: None,
+                in_flight: None,
             },
         }])
     }

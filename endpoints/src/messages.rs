@@ -253,6 +253,15 @@ pub struct TaskCheckpointSpec {
     pub checkpoints_dir: String,
     /// `execution.checkpointing.mode = exactly_once`: align barriers.
     pub exactly_once: bool,
+    /// `execution.checkpointing.unaligned.enabled` with no aligned-checkpoint timeout:
+    /// checkpoint barriers (not savepoints) are unaligned from the sources on.
+    #[serde(default)]
+    pub unaligned: bool,
+    /// `execution.checkpointing.aligned-checkpoint-timeout` when unaligned checkpoints
+    /// are enabled with a positive timeout: a task whose alignment lasts longer turns
+    /// the checkpoint unaligned.
+    #[serde(default)]
+    pub aligned_timeout: Option<std::time::Duration>,
 }
 
 /// What a task acknowledges a checkpoint with.
@@ -293,6 +302,12 @@ pub struct CheckpointInfo {
     pub bytes: u64,
     /// Longest alignment of a task, ms.
     pub alignment_ms: u64,
+    /// In-flight data stored by the acknowledged tasks (unaligned checkpoints), bytes.
+    #[serde(default)]
+    pub in_flight_bytes: u64,
+    /// Taken unaligned (barriers overtook in-flight data), at least in part.
+    #[serde(default)]
+    pub unaligned: bool,
     /// Where a completed checkpoint is.
     pub path: Option<String>,
     /// Why it failed.

@@ -681,6 +681,7 @@ impl TaskExecutor {
                 cancel_requested: false,
                 alignment: match &tdd.checkpointing {
                     Some(c) if !c.exactly_once => Alignment::AtLeastOnce,
+                    Some(c) if c.unaligned => Alignment::Unaligned,
                     _ => Alignment::Aligned,
                 },
             },
@@ -941,7 +942,11 @@ impl task_executor::Handler for TaskExecutor {
                 } else {
                     CheckpointKind::Checkpoint
                 },
-                alignment: t.alignment,
+                // Savepoints are always aligned.
+                alignment: match t.alignment {
+                    Alignment::Unaligned if savepoint => Alignment::Aligned,
+                    a => a,
+                },
             },
         };
         // `Err`: the task has just ended; the JobMaster learns that from its state.
@@ -1054,6 +1059,7 @@ fn task_checkpointing(
         storage: Arc::new(storage),
         layout,
         responder,
+        aligned_timeout: spec.aligned_timeout,
     })
 }
 

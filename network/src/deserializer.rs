@@ -205,6 +205,24 @@ impl RecordDeserializer {
         Ok(())
     }
 
+    /// The bytes received but not yet returned as records, as the channel sent them: a
+    /// record (or length prefix) begun in an earlier buffer, then the unread rest of the
+    /// current buffer. An unaligned checkpoint stores them, and a deserializer restored
+    /// by pushing them as a buffer continues exactly where this one is.
+    pub fn unconsumed(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(len) = self.spanning {
+            out.extend_from_slice(&(len as u32).to_le_bytes());
+            out.extend_from_slice(&self.scratch);
+        } else {
+            out.extend_from_slice(&self.len_buf[..self.len_have]);
+        }
+        if let Some(buf) = &self.current {
+            out.extend_from_slice(&buf[self.pos.min(buf.len())..]);
+        }
+        out
+    }
+
     /// Drops all buffered state (on cancellation).
     pub fn clear(&mut self) {
         self.current = None;
@@ -302,6 +320,62 @@ mod tests {
             segment in prop_oneof![Just(1024usize), Just(1030usize), Just(4096usize)],
         ) {
             prop_assert_eq!(round_trip(&records, segment), records);
+        }
+
+        /// What an unaligned checkpoint relies on: a deserializer stopped after any
+        /// buffer, or inside one, hands over what it has not returned, and a fresh one
+        /// fed those bytes and then the remaining buffers returns exactly the rest.
+        #[test]
+        fn unconsumed_bytes_continue_in_a_new_deserializer(
+            records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 1..30),
+            segment in prop_oneof![Just(1024usize), Just(1030usize)],
+            cut in 0usize..200,
+            within in 0usize..4,
+        ) {
+            let global = NetworkBufferPool::new(4096, segment);
+            let mut sink = VecSink { pool: global.create_pool(1, 4096).unwrap(), out: Vec::new() };
+            let mut current = None;
+            for r in &records {
+                serialize_record(&mut current, r, &mut sink).unwrap();
+            }
+            if let Some(b) = current.take() {
+                sink.finish(b).unwrap();
+            }
+            let buffers = std::mem::take(&mut sink.out);
+            let cut = cut % (buffers.len() + 1);
+            let mut first = RecordDeserializer::new(1 << 24);
+            let mut got = Vec::new();
+            for b in &buffers[..cut] {
+                first.push_buffer(b.clone());
+                while first.next_record().unwrap() {
+                    got.push(first.record().to_vec());
+                }
+            }
+            // Stop `within` records into the next buffer, if there is one.
+            let mut rest = &buffers[cut..];
+            if let Some((b, tail)) = rest.split_first() {
+                first.push_buffer(b.clone());
+                for _ in 0..within {
+                    if !first.next_record().unwrap() {
+                        break;
+                    }
+                    got.push(first.record().to_vec());
+                }
+                rest = tail;
+            }
+            let mut second = RecordDeserializer::new(1 << 24);
+            second.push_buffer(Bytes::from(first.unconsumed()));
+            while second.next_record().unwrap() {
+                got.push(second.record().to_vec());
+            }
+            for b in rest {
+                second.push_buffer(b.clone());
+                while second.next_record().unwrap() {
+                    got.push(second.record().to_vec());
+                }
+            }
+            second.finish().unwrap();
+            prop_assert_eq!(got, records);
         }
     }
 }

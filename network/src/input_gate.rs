@@ -529,6 +529,11 @@ pub struct RecordReader {
     current: Option<u32>,
     pending_records: u64,
     pending_bytes: u64,
+    /// Per channel, the bytes of every buffer taken from it while it is recorded (an
+    /// unaligned checkpoint's in-flight input).
+    recording: Vec<Option<Vec<u8>>>,
+    /// Restored in-flight input, read before anything of the gate.
+    restored: VecDeque<(u32, Bytes)>,
 }
 
 impl std::fmt::Debug for RecordReader {
@@ -547,11 +552,58 @@ impl RecordReader {
             deserializers: (0..gate.num_channels())
                 .map(|_| RecordDeserializer::new(max))
                 .collect(),
+            recording: vec![None; gate.num_channels() as usize],
             gate,
             current: None,
             pending_records: 0,
             pending_bytes: 0,
+            restored: VecDeque::new(),
         }
+    }
+
+    fn check_channel(&self, channel: u32) -> Result<usize, NetworkError> {
+        let count = self.gate.num_channels();
+        if channel >= count {
+            return Err(NetworkError::SubpartitionOutOfRange {
+                index: channel,
+                count,
+            });
+        }
+        Ok(channel as usize)
+    }
+
+    /// What `channel` delivered but the reader has not returned yet (a record begun in
+    /// an earlier buffer; see [`RecordDeserializer::unconsumed`]). Together with what
+    /// [`Self::start_recording`] records afterwards, it is the channel's in-flight data
+    /// for an unaligned checkpoint taken now.
+    pub fn unconsumed(&self, channel: u32) -> Result<Vec<u8>, NetworkError> {
+        let i = self.check_channel(channel)?;
+        Ok(self.deserializers[i].unconsumed())
+    }
+
+    /// Starts copying the bytes of every buffer taken from `channel` from now on.
+    pub fn start_recording(&mut self, channel: u32) -> Result<(), NetworkError> {
+        let i = self.check_channel(channel)?;
+        self.recording[i].get_or_insert_with(Vec::new);
+        Ok(())
+    }
+
+    /// Stops recording `channel` and returns what was recorded since
+    /// [`Self::start_recording`] (empty if it was not recorded).
+    pub fn stop_recording(&mut self, channel: u32) -> Result<Vec<u8>, NetworkError> {
+        let i = self.check_channel(channel)?;
+        Ok(self.recording[i].take().unwrap_or_default())
+    }
+
+    /// Queues in-flight input restored from an unaligned checkpoint: `bytes` continue
+    /// `channel`'s byte stream where the checkpoint cut it, so they are read before
+    /// anything the gate delivers (call it before the first read).
+    pub fn restore_in_flight(&mut self, channel: u32, bytes: Vec<u8>) -> Result<(), NetworkError> {
+        let _ = self.check_channel(channel)?;
+        if !bytes.is_empty() {
+            self.restored.push_back((channel, Bytes::from(bytes)));
+        }
+        Ok(())
     }
 
     /// The gate read from.
@@ -633,10 +685,18 @@ impl RecordReader {
                 self.current = None;
             }
             self.publish();
+            if let Some((channel, data)) = self.restored.pop_front() {
+                self.deserializers[channel as usize].push_buffer(data);
+                self.current = Some(channel);
+                continue;
+            }
             match self.gate.next_timeout(timeout)? {
                 None => return Ok(None),
                 Some(GateItem::Buffer { channel, data }) => {
                     self.pending_bytes += data.len() as u64;
+                    if let Some(r) = &mut self.recording[channel as usize] {
+                        r.extend_from_slice(&data);
+                    }
                     self.deserializers[channel as usize].push_buffer(data);
                     self.current = Some(channel);
                 }
@@ -796,6 +856,105 @@ mod tests {
             gate.try_next().unwrap(),
             Some(GateItem::Buffer { channel: 0, .. })
         ));
+    }
+
+    #[test]
+    fn unaligned_barrier_overtakes_queued_data_which_restores_byte_exactly() {
+        let env = env(64);
+        let p = env.create_partition(PartitionId(9), 1).unwrap();
+        let mut w = writer(&p, ChannelSelector::Forward, BufferTimeout::Never);
+        let mut r = RecordReader::new(local_gate(&env, &p));
+        let end = Event::CancelCheckpointMarker { id: 1 };
+        w.emit(b"before-event").unwrap();
+        w.broadcast_event(end).unwrap();
+        // Records spanning buffers: the barrier may cut the stream inside one.
+        let big = vec![7u8; 9000];
+        w.emit(&big).unwrap();
+        w.emit(b"small").unwrap();
+        let barrier = Event::CheckpointBarrier {
+            id: 2,
+            timestamp_ms: 1,
+            options: CheckpointOptions {
+                kind: crate::event::CheckpointKind::Checkpoint,
+                alignment: crate::event::Alignment::Unaligned,
+            },
+        };
+        // Read the first record and half of the big one's buffers.
+        let Some(ReaderItem::Record { record, .. }) = r.next_timeout(WAIT).unwrap() else {
+            panic!("first record");
+        };
+        assert_eq!(record, b"before-event");
+        assert!(
+            matches!(r.next_timeout(WAIT).unwrap(), Some(ReaderItem::Event { event, .. }) if event == end)
+        );
+        let first = r.gate_mut().try_next().unwrap().unwrap();
+        let GateItem::Buffer { data: first, .. } = first else {
+            panic!("a buffer of the big record");
+        };
+        let mut consumer = RecordDeserializer::new(1 << 20);
+        consumer.push_buffer(first);
+        assert!(!consumer.next_record().unwrap());
+        let overtaken = w.broadcast_priority_event(barrier).unwrap();
+        w.emit(b"after").unwrap();
+        w.flush_all().unwrap();
+        assert_eq!(overtaken.len(), 1);
+        // The barrier comes next, then the overtaken buffers, then what followed.
+        assert!(
+            matches!(r.gate_mut().try_next().unwrap(), Some(GateItem::Event { event, .. }) if event == barrier)
+        );
+        let mut live = Vec::new();
+        while let Some(GateItem::Buffer { data, .. }) = r.gate_mut().try_next().unwrap() {
+            live.extend_from_slice(&data);
+        }
+        assert!(live.starts_with(&overtaken[0]));
+        // A consumer restored from the checkpoint: its unconsumed bytes, then the
+        // producer's overtaken bytes, yield exactly the records after the cut.
+        let mut restored = RecordDeserializer::new(1 << 20);
+        let mut stream = consumer.unconsumed();
+        stream.extend_from_slice(&overtaken[0]);
+        restored.push_buffer(Bytes::from(stream));
+        let mut got = Vec::new();
+        while restored.next_record().unwrap() {
+            got.push(restored.record().to_vec());
+        }
+        restored.finish().unwrap();
+        assert_eq!(got, vec![big, b"small".to_vec()]);
+    }
+
+    #[test]
+    fn recorded_and_restored_in_flight_input_round_trips_through_a_reader() {
+        let env = env(64);
+        let p = env.create_partition(PartitionId(10), 2).unwrap();
+        let mut w = writer(&p, ChannelSelector::Forward, BufferTimeout::Never);
+        let mut r = RecordReader::new(local_gate(&env, &p));
+        r.start_recording(1).unwrap();
+        for i in 0..3u8 {
+            w.emit_to(1, &[i; 3000]).unwrap();
+        }
+        w.flush_all().unwrap();
+        let mut seen = 0;
+        while let Some(ReaderItem::Record { channel, .. }) = r.next_timeout(Duration::ZERO).unwrap()
+        {
+            assert_eq!(channel, 1);
+            seen += 1;
+        }
+        assert_eq!(seen, 3);
+        let recorded = r.stop_recording(1).unwrap();
+        assert_eq!(r.stop_recording(0).unwrap(), Vec::<u8>::new());
+        // A new reader restored with the recording returns the same records first.
+        let p2 = env.create_partition(PartitionId(11), 2).unwrap();
+        let mut r2 = RecordReader::new(local_gate(&env, &p2));
+        r2.restore_in_flight(1, recorded).unwrap();
+        for i in 0..3u8 {
+            let Some(ReaderItem::Record { channel, record }) =
+                r2.next_timeout(Duration::ZERO).unwrap()
+            else {
+                panic!("restored record {i}");
+            };
+            assert_eq!((channel, record), (1, &[i; 3000][..]));
+        }
+        assert!(r2.next_timeout(Duration::ZERO).unwrap().is_none());
+        assert!(r2.restore_in_flight(2, vec![1]).is_err());
     }
 
     #[test]

@@ -25,6 +25,15 @@
 //! share this single implementation; the remote driver calls it when a
 //! `ResumeConsumption` message arrives.
 //!
+//! # Priority events
+//!
+//! An unaligned checkpoint barrier does not wait behind the data queued before it: it
+//! is inserted ahead of the data buffers at the end of the queue (never ahead of another
+//! event, so end of partition and earlier barriers keep their order), and the writer gets
+//! a copy of the bytes it overtook, which the task stores with its checkpoint and sends
+//! again first when it is restored from it. The overtaken buffers are still delivered
+//! after the barrier.
+//!
 //! # Release
 //!
 //! Releasing a partition (task cancelled or failed) or dropping a view discards queued
@@ -130,6 +139,40 @@ impl Subpartition {
             l();
         }
         true
+    }
+
+    /// Queues `event` ahead of the data buffers at the end of the queue (after the last
+    /// queued event, so events keep their order) and returns a copy of the overtaken
+    /// buffers' bytes, oldest first; empty if the subpartition was released.
+    fn add_priority(&self, event: Event) -> Vec<u8> {
+        let (overtaken, listener) = {
+            let mut st = self.state.lock();
+            if st.released {
+                return Vec::new();
+            }
+            let at = st
+                .queue
+                .iter()
+                .rposition(|p| !p.is_data())
+                .map_or(0, |i| i + 1);
+            let mut overtaken = Vec::new();
+            for p in st.queue.range(at..) {
+                if let Payload::Data(b) = p {
+                    overtaken.extend_from_slice(b);
+                }
+            }
+            st.queue.insert(at, Payload::Event(event));
+            let listener = if st.queue.len() == 1 && !st.blocked {
+                st.listener.clone()
+            } else {
+                None
+            };
+            (overtaken, listener)
+        };
+        if let Some(l) = listener {
+            l();
+        }
+        overtaken
     }
 
     /// Data buffers queued.
@@ -257,6 +300,17 @@ impl ResultPartition {
         for s in self.subpartitions.iter() {
             s.add(Payload::Event(event));
         }
+    }
+
+    /// Queues a priority event on every subpartition ahead of its queued data buffers
+    /// (an unaligned checkpoint barrier, see the module docs); returns, per
+    /// subpartition, the bytes of the buffers it overtook (empty where none). Flush the
+    /// writer first so that no record written before is left outside the queue.
+    pub fn broadcast_priority_event(&self, event: Event) -> Vec<Vec<u8>> {
+        self.subpartitions
+            .iter()
+            .map(|s| s.add_priority(event))
+            .collect()
     }
 
     /// Data buffers queued over all subpartitions.

@@ -415,6 +415,35 @@ impl RecordWriter {
         Ok(())
     }
 
+    /// Flushes, then sends `event` on every channel ahead of the data still queued there
+    /// (an unaligned checkpoint barrier); returns per channel the bytes it overtook, a
+    /// copy: the buffers themselves are still sent after the event.
+    pub fn broadcast_priority_event(&mut self, event: Event) -> Result<Vec<Vec<u8>>, NetworkError> {
+        self.flush_all()?;
+        Ok(self.partition.broadcast_priority_event(event))
+    }
+
+    /// Queues `bytes` on `channel` as they are, before anything written afterwards: the
+    /// overtaken data of an unaligned checkpoint that this writer's task was restored
+    /// from. The bytes are the channel's byte stream (length-prefixed records, possibly
+    /// starting or ending inside a record), so they are cut into buffers anywhere. Call
+    /// it before writing records; may wait for buffers (backpressure).
+    pub fn write_raw(&mut self, channel: u32, mut bytes: &[u8]) -> Result<(), NetworkError> {
+        self.flush_channel(channel)?;
+        let mut sink = Sink {
+            partition: &self.partition,
+            index: channel,
+            metrics: &self.metrics,
+        };
+        while !bytes.is_empty() {
+            let mut buffer = sink.request()?;
+            let n = buffer.append(bytes);
+            bytes = &bytes[n..];
+            sink.finish(buffer)?;
+        }
+        Ok(())
+    }
+
     /// Flushes and sends end-of-partition on every channel; the writer accepts no more
     /// records afterwards.
     pub fn finish(&mut self) -> Result<(), NetworkError> {

@@ -13,7 +13,8 @@
 //!   a (possibly rescaled) job.
 //! * [`storage`]: [`CheckpointStorage`] and its file-system implementation, the
 //!   checkpoint directory layout, retention and cleaning; [`shared`] reference-counts
-//!   files shared by incremental checkpoints.
+//!   files shared by incremental checkpoints; [`in_flight`] stores the channel data of
+//!   unaligned checkpoints.
 //!
 //! rill-state knows nothing of the network or of operators: dataflow holds a backend per
 //! keyed operator subtask and calls it.
@@ -22,6 +23,7 @@ pub mod descriptor;
 pub mod error;
 pub mod format;
 pub mod heap;
+pub mod in_flight;
 pub mod key_group;
 pub mod keyed;
 pub mod lsm;

@@ -164,7 +164,7 @@ pub fn operator_state_for(
 fn has_state(op: &OperatorSnapshot) -> bool {
     op.subtasks
         .iter()
-        .any(|s| s.keyed.is_some() || s.operator.is_some())
+        .any(|s| s.keyed.is_some() || s.operator.is_some() || s.in_flight.is_some())
 }
 
 /// Checks that a job whose operators are `job_operators` (`(uid, max parallelism)`)

@@ -149,6 +149,30 @@ pub struct SubtaskSnapshot {
     pub keyed: Option<KeyedStateHandle>,
     /// Operator state, if any.
     pub operator: Option<OperatorStateHandle>,
+    /// The in-flight channel data of an unaligned checkpoint (on the task's first
+    /// operator, see [`in_flight`](crate::in_flight)), if any.
+    #[serde(default)]
+    pub in_flight: Option<crate::in_flight::InFlightHandle>,
+}
+
+impl SubtaskSnapshot {
+    /// Every file the subtask's handles reference.
+    pub fn files(&self) -> impl Iterator<Item = &StateFileRef> {
+        self.keyed
+            .iter()
+            .flat_map(|k| k.files.iter())
+            .chain(self.operator.iter().map(|o| &o.file))
+            .chain(self.in_flight.iter().map(|f| &f.file))
+    }
+
+    /// Every file the subtask's handles reference, to rewrite them.
+    pub fn files_mut(&mut self) -> impl Iterator<Item = &mut StateFileRef> {
+        self.keyed
+            .iter_mut()
+            .flat_map(|k| k.files.iter_mut())
+            .chain(self.operator.iter_mut().map(|o| &mut o.file))
+            .chain(self.in_flight.iter_mut().map(|f| &mut f.file))
+    }
 }
 
 /// One operator in a snapshot.

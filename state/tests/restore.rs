@@ -63,6 +63,7 @@ fn checkpoint(
             subtask_index: i as u32,
             keyed: None,
             operator: s.backend.snapshot(&target, UID, i as u32).unwrap(),
+            in_flight: None,
         })
         .collect();
     let meta = CheckpointMetadata {
@@ -252,6 +253,7 @@ fn keyed_op(uid: &str, parallelism: u32, max: u32) -> OperatorSnapshot {
                 subtask_index: i,
                 keyed: Some(keyed_handle(KeyGroupRange::of_subtask(i, parallelism, max))),
                 operator: None,
+                in_flight: None,
             })
             .collect(),
     }

@@ -46,6 +46,7 @@ fn run_under_kills(
     mode: &str,
     backend: &str,
     kills: usize,
+    extra: &[&str],
 ) -> (Vec<String>, Vec<String>, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let checkpoints = dir.path().join("checkpoints");
@@ -61,7 +62,11 @@ fn run_under_kills(
         "restart-strategy.fixed-delay.attempts=1000".to_owned(),
         "restart-strategy.fixed-delay.delay=100ms".to_owned(),
     ];
-    let defines: Vec<&str> = defines.iter().map(String::as_str).collect();
+    let defines: Vec<&str> = defines
+        .iter()
+        .map(String::as_str)
+        .chain(extra.iter().copied())
+        .collect();
     let (_jm, addr) = jobmanager(&defines);
     // One slot each and parallelism 3: every TaskManager runs a share of the job, so
     // every kill hits it.
@@ -155,6 +160,16 @@ fn run_under_kills(
     eprintln!("checkpoints: {:?}", d.checkpoints);
     assert!(d.checkpoints.restored.is_some(), "{:?}", d.checkpoints);
     assert!(d.checkpoints.completed >= 10, "{:?}", d.checkpoints);
+    let unaligned = extra.contains(&UNALIGNED);
+    assert!(
+        d.checkpoints
+            .history
+            .iter()
+            .filter(|c| c.status == "COMPLETED")
+            .all(|c| c.unaligned == unaligned),
+        "{:?}",
+        d.checkpoints.history
+    );
     let source_out = d.vertices[0].records_out;
     assert!(
         source_out < expected.len() as u64,
@@ -166,13 +181,23 @@ fn run_under_kills(
 
 #[test]
 fn exactly_once_output_after_ten_taskmanager_kills() {
-    let (expected, lines, hidden) = run_under_kills("exactly_once", "heap", 10);
+    let (expected, lines, hidden) = run_under_kills("exactly_once", "heap", 10, &[]);
+    assert_exact(&expected, &lines, &hidden);
+}
+
+const UNALIGNED: &str = "execution.checkpointing.unaligned.enabled=true";
+
+/// The same with unaligned checkpoints: barriers overtake the buffered data, which is
+/// stored with the checkpoints and replayed first after each restore.
+#[test]
+fn exactly_once_with_unaligned_checkpoints_after_ten_taskmanager_kills() {
+    let (expected, lines, hidden) = run_under_kills("exactly_once", "heap", 10, &[UNALIGNED]);
     assert_exact(&expected, &lines, &hidden);
 }
 
 #[test]
 fn exactly_once_with_incremental_lsm_checkpoints_after_ten_taskmanager_kills() {
-    let (expected, lines, hidden) = run_under_kills("exactly_once", "lsm", 10);
+    let (expected, lines, hidden) = run_under_kills("exactly_once", "lsm", 10, &[]);
     assert_exact(&expected, &lines, &hidden);
 }
 
@@ -187,7 +212,7 @@ fn assert_exact(expected: &[String], lines: &[String], hidden: &[String]) {
 
 #[test]
 fn at_least_once_loses_nothing_after_taskmanager_kills() {
-    let (expected, lines, _) = run_under_kills("at_least_once", "heap", 10);
+    let (expected, lines, _) = run_under_kills("at_least_once", "heap", 10, &[]);
     let mut have: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &lines {
         *have.entry(l).or_default() += 1;

@@ -35,7 +35,7 @@ pub use collection::CollectionConfig;
 pub use datagen::DatagenConfig;
 pub use file_sink::{FileLayout, FileSinkConfig};
 pub use file_source::FileLinesConfig;
-pub use sinks::{CollectConfig, PrintConfig};
+pub use sinks::{CollectConfig, PrintConfig, ThrottleConfig};
 pub use socket_source::SocketConfig;
 pub use transforms::CountConfig;
 
@@ -59,6 +59,8 @@ pub const FILE_SINK: &str = "rill.sink.file";
 pub const TRANSACTIONAL_FILE_SINK: &str = "rill.sink.transactional-file";
 /// `rill.sink.blackhole`.
 pub const BLACKHOLE: &str = "rill.sink.blackhole";
+/// Factory name of [`throttled_blackhole`].
+pub const THROTTLED_BLACKHOLE: &str = "rill.sink.throttled-blackhole";
 /// `rill.sink.collect`.
 pub const COLLECT: &str = "rill.sink.collect";
 /// `rill.flat_map.split_words`.
@@ -89,6 +91,11 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
             transactional_file_sink::operator,
         ),
         r.register_operator(BLACKHOLE, OperatorKind::Sink, sinks::BlackholeSink::new),
+        r.register_operator(
+            THROTTLED_BLACKHOLE,
+            OperatorKind::Sink,
+            sinks::ThrottledBlackholeSink::new,
+        ),
         r.register_operator(COLLECT, OperatorKind::Sink, sinks::CollectSinkOperator::new),
         r.register_flat_map(SPLIT_WORDS, |()| Ok(transforms::split_words)),
         r.register_flat_map(FIRST_FIELD, |()| Ok(transforms::first_field)),
@@ -197,6 +204,12 @@ pub fn transactional_file_sink(dir: impl Into<String>) -> FactoryRef {
 /// Sink: discards everything.
 pub fn blackhole() -> FactoryRef {
     FactoryRef::unit(BLACKHOLE)
+}
+
+/// Sink: discards values at no more than `rate` per second (a slow sink: its task
+/// sleeps, so backpressure builds up behind it).
+pub fn throttled_blackhole(rate: f64) -> FactoryRef {
+    FactoryRef::builtin(THROTTLED_BLACKHOLE, &sinks::ThrottleConfig { rate })
 }
 
 /// Sink: hands values to the runtime's collect hook under `id`.

@@ -136,6 +136,9 @@ impl JobCheckpoints {
             spec: TaskCheckpointSpec {
                 checkpoints_dir: dir,
                 exactly_once: mode == CheckpointingMode::ExactlyOnce,
+                unaligned: c.unaligned.enabled && c.aligned_checkpoint_timeout.is_zero(),
+                aligned_timeout: (c.unaligned.enabled && !c.aligned_checkpoint_timeout.is_zero())
+                    .then_some(c.aligned_checkpoint_timeout),
             },
             input_ended: BTreeSet::new(),
             final_candidates: BTreeSet::new(),
@@ -212,6 +215,9 @@ impl JobCheckpoints {
                         expected: r.expected,
                         bytes: r.stats.bytes,
                         alignment_ms: r.stats.alignment_ms,
+                        in_flight_bytes: r.stats.in_flight_bytes,
+                        unaligned: !r.savepoint
+                            && (self.spec.unaligned || r.stats.in_flight_bytes > 0),
                         path,
                         failure,
                     }
@@ -315,12 +321,7 @@ pub(crate) fn check_readable(dir: &Path) -> Result<(), String> {
         rill_state::format::read_metadata(&storage, dir).map_err(|e| e.to_string())?;
     for op in &meta.operators {
         for sub in &op.subtasks {
-            let files = sub
-                .keyed
-                .iter()
-                .flat_map(|k| k.files.iter())
-                .chain(sub.operator.iter().map(|o| &o.file));
-            for f in files {
+            for f in sub.files() {
                 let path = rill_state::shared::normalize(&f.resolve(&dir));
                 match std::fs::metadata(&path) {
                     Ok(m) if m.len() == f.size => {}
@@ -382,13 +383,8 @@ fn relocate_savepoint(
         Ok(())
     };
     for p in &mut parts {
-        if let Some(k) = &mut p.snapshot.keyed {
-            for f in &mut k.files {
-                relocate(f)?;
-            }
-        }
-        if let Some(o) = &mut p.snapshot.operator {
-            relocate(&mut o.file)?;
+        for f in p.snapshot.files_mut() {
+            relocate(f)?;
         }
     }
     write_checkpoint_metadata(

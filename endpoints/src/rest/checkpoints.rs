@@ -452,10 +452,14 @@ fn checkpoint_statistics(c: &CheckpointInfo) -> Value {
         "end_to_end_duration": c.duration_ms.map_or(-1, |d| d as i64),
         "alignment_buffered": 0,
         "processed_data": 0,
-        "persisted_data": 0,
+        "persisted_data": c.in_flight_bytes,
         "num_subtasks": c.expected,
         "num_acknowledged_subtasks": c.acknowledged,
-        "checkpoint_type": if c.savepoint { "SAVEPOINT" } else { "CHECKPOINT" },
+        "checkpoint_type": match (c.savepoint, c.unaligned) {
+            (true, _) => "SAVEPOINT",
+            (false, true) => "UNALIGNED_CHECKPOINT",
+            (false, false) => "CHECKPOINT",
+        },
         "tasks": {},
     });
     match c.status.as_str() {
@@ -566,6 +570,10 @@ pub struct CheckpointSettings {
     pub tolerable_failed: u32,
     /// `state.backend.type` (rill's name).
     pub state_backend: &'static str,
+    /// `execution.checkpointing.unaligned.enabled`.
+    pub unaligned: bool,
+    /// `execution.checkpointing.aligned-checkpoint-timeout`, ms.
+    pub aligned_timeout_ms: u64,
 }
 
 impl CheckpointSettings {
@@ -580,6 +588,8 @@ impl CheckpointSettings {
             max_concurrent: c.max_concurrent_checkpoints,
             tolerable_failed: c.tolerable_failed_checkpoints,
             state_backend: config.state.backend.kind.name(),
+            unaligned: c.unaligned.enabled,
+            aligned_timeout_ms: c.aligned_checkpoint_timeout.as_millis() as u64,
         }
     }
 }
@@ -587,7 +597,7 @@ impl CheckpointSettings {
 /// `GET /jobs/:jobid/checkpoints/config` (Flink's `CheckpointConfigInfo`): `mode` in
 /// Flink's lower case, times in ms. Completed checkpoints stay in
 /// `state.checkpoints.dir` when a job is cancelled (Flink's retained externalized
-/// checkpoints); rill has no unaligned checkpoints and no changelog.
+/// checkpoints); rill has no changelog.
 pub fn checkpoint_config(s: &CheckpointSettings) -> Value {
     json!({
         "mode": if s.exactly_once { "exactly_once" } else { "at_least_once" },
@@ -598,9 +608,9 @@ pub fn checkpoint_config(s: &CheckpointSettings) -> Value {
         "externalization": {"enabled": true, "delete_on_cancellation": false},
         "state_backend": s.state_backend,
         "checkpoint_storage": "filesystem",
-        "unaligned_checkpoints": false,
+        "unaligned_checkpoints": s.unaligned,
         "tolerable_failed_checkpoints": s.tolerable_failed,
-        "aligned_checkpoint_timeout": 0,
+        "aligned_checkpoint_timeout": s.aligned_timeout_ms,
         "checkpoints_after_tasks_finish": true,
         "state_changelog_enabled": false,
         "changelog_periodic_materialization_interval": -1,
@@ -642,6 +652,8 @@ mod tests {
             expected: 2,
             bytes: 100 * id,
             alignment_ms: 0,
+            in_flight_bytes: 0,
+            unaligned: false,
             path: (status == "COMPLETED").then(|| format!("/chk/job/chk-{id}")),
             failure: (status == "FAILED").then(|| "declined".into()),
         }

@@ -756,6 +756,8 @@ mod tests {
             expected: 1,
             bytes,
             alignment_ms: 0,
+            in_flight_bytes: 0,
+            unaligned: false,
             path: None,
             failure: None,
         };
