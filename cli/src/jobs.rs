@@ -108,6 +108,10 @@ pub enum Job {
         /// Source rate limit in lines per second.
         #[arg(long)]
         rate: Option<f64>,
+        /// Limit the counts to this many records per second before the sink: a slow
+        /// stage, so backpressure builds up (to watch checkpoints under it).
+        #[arg(long)]
+        throttle: Option<f64>,
     },
 }
 
@@ -121,7 +125,8 @@ fn build(args: &RunArgs) -> anyhow::Result<JobGraph> {
             input,
             output,
             rate,
-        } => jobs::running_count(input, output, *rate, args.parallelism),
+            throttle,
+        } => jobs::running_count(input, output, *rate, *throttle, args.parallelism),
     }
     .context("cannot build the job")
 }

@@ -84,6 +84,18 @@ impl InFlightCollector {
         self.id
     }
 
+    /// The channels still recorded.
+    pub(crate) fn recording(&self) -> Vec<usize> {
+        self.recording.iter().copied().collect()
+    }
+
+    /// Appends `bytes` to `channel`'s input part (what follows everything recorded).
+    pub(crate) fn add_input(&mut self, channel: usize, bytes: Vec<u8>) {
+        if !bytes.is_empty() {
+            self.input.entry(channel).or_default().extend(bytes);
+        }
+    }
+
     /// `channel` delivered the barrier: its recording is part of the data.
     pub(crate) fn stop_recording(
         &mut self,

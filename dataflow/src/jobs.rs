@@ -44,13 +44,15 @@ pub fn wordcount(input: &str, output: &str, parallelism: u32) -> Result<JobGraph
 
 /// running-count: text lines of `input` (at most `rate` lines/s if set) → key = the
 /// line's first whitespace-separated field → running count per key, one `key,count` line
-/// per record → exactly-once part files under `output` (committed when a checkpoint
+/// per record (at most `throttle` per second and subtask if set: a slow stage whose
+/// backpressure reaches the source) → exactly-once part files under `output` (committed when a checkpoint
 /// completes, and at the end of the input). For every key that occurs `n` times the
 /// committed output holds exactly `key,1` … `key,n`.
 pub fn running_count(
     input: &str,
     output: &str,
     rate: Option<f64>,
+    throttle: Option<f64>,
     parallelism: u32,
 ) -> Result<JobGraph> {
     let env = StreamExecutionEnvironment::new();
@@ -65,7 +67,14 @@ pub fn running_count(
         }
         None => builtins::file_lines(input),
     };
-    env.add_source(source)
+    if let Some(t) = throttle.filter(|t| !(t.is_finite() && *t > 0.0)) {
+        return Err(DataflowError::InvalidConfig {
+            factory: "running-count".into(),
+            reason: format!("throttle must be a positive number of records per second, got {t}"),
+        });
+    }
+    let mut counts = env
+        .add_source(source)
         .name("Source: lines")
         .uid("running-count-source")
         .flat_map(builtins::first_field())
@@ -75,7 +84,11 @@ pub fn running_count(
         .name("running count")
         .uid("running-count-count")
         .map(builtins::csv())
-        .name("csv")
+        .name("csv");
+    if let Some(t) = throttle {
+        counts = counts.map(builtins::throttle(t)).name("throttle");
+    }
+    counts
         .sink(builtins::transactional_file_sink(output))
         .name("Sink: transactional files")
         .uid("running-count-sink");

@@ -518,9 +518,8 @@ impl TaskOutput for NetworkOutput {
     }
 
     fn emit_priority_barrier(&mut self, barrier: CheckpointBarrier) -> Result<Vec<Vec<u8>>> {
-        if self.finished {
-            return Ok(Vec::new());
-        }
+        // Also after the end of input: the barrier overtakes a queued end of partition
+        // (and the data before it) that its consumer has not read yet.
         self.writer
             .broadcast_priority_event(barrier.to_event())
             .map_err(|e| self.error(e))
@@ -681,31 +680,7 @@ impl NetworkInput {
                 }
             }
             ReaderItem::Event { channel, event } => {
-                let channel = channel as usize;
-                match event {
-                    Event::EndOfPartition => Read::Event(InputEvent::Event {
-                        channel,
-                        event: StreamEvent::EndOfInput,
-                    }),
-                    Event::CheckpointBarrier {
-                        id,
-                        timestamp_ms,
-                        options,
-                    } => Read::Event(InputEvent::Barrier {
-                        channel,
-                        barrier: CheckpointBarrier {
-                            id,
-                            timestamp_ms,
-                            options,
-                        },
-                    }),
-                    Event::CancelCheckpointMarker { id } => {
-                        Read::Event(InputEvent::CancelMarker { channel, id })
-                    }
-                    Event::EndOfData { drain } => {
-                        Read::Event(InputEvent::EndOfData { channel, drain })
-                    }
-                }
+                Read::Event(input_event(channel as usize, event))
             }
         }))
     }
@@ -747,19 +722,54 @@ impl NetworkInput {
         records: &mut Vec<StreamRecord>,
     ) -> Result<Option<InputEvent>> {
         let start = records.len();
-        match self.stash.take() {
-            Some(Stashed::Event(e)) => return Ok(Some(e)),
-            Some(Stashed::Record { channel, record }) => {
-                records.push(record);
-                return self.fill(channel, start, records).map(Some);
+        if let Some(Stashed::Event(e)) = self.stash.take_if(|s| matches!(s, Stashed::Event(_))) {
+            return Ok(Some(e));
+        }
+        // The event returned last was handled: what a priority event overtook is no
+        // longer unconsumed (see `RecordReader::unconsumed`).
+        self.reader.forget_overtaken();
+        // An unaligned barrier goes first, ahead of the current buffer's records and of
+        // a record read ahead (which stays stashed; `unconsumed` covers it).
+        if self.reader.has_priority_event() {
+            if let Some(ReaderItem::Event { channel, event }) =
+                self.reader.next_priority().map_err(Self::read_error)?
+            {
+                return Ok(Some(input_event(channel as usize, event)));
             }
-            None => {}
+        }
+        if let Some(Stashed::Record { channel, record }) = self.stash.take() {
+            records.push(record);
+            return self.fill(channel, start, records).map(Some);
         }
         match self.read(wait, records)? {
             None => Ok(None),
             Some(Read::Record(channel)) => self.fill(channel, start, records).map(Some),
             Some(Read::Event(e)) => Ok(Some(e)),
         }
+    }
+}
+
+/// The task's view of a network event on `channel`.
+fn input_event(channel: usize, event: Event) -> InputEvent {
+    match event {
+        Event::EndOfPartition => InputEvent::Event {
+            channel,
+            event: StreamEvent::EndOfInput,
+        },
+        Event::CheckpointBarrier {
+            id,
+            timestamp_ms,
+            options,
+        } => InputEvent::Barrier {
+            channel,
+            barrier: CheckpointBarrier {
+                id,
+                timestamp_ms,
+                options,
+            },
+        },
+        Event::CancelCheckpointMarker { id } => InputEvent::CancelMarker { channel, id },
+        Event::EndOfData { drain } => InputEvent::EndOfData { channel, drain },
     }
 }
 
@@ -811,6 +821,11 @@ impl TaskInput for NetworkInput {
         }
         out.extend(self.reader.unconsumed(ch).map_err(Self::read_error)?);
         Ok(out)
+    }
+
+    fn end_received(&self, channel: usize) -> Result<Option<Vec<u8>>> {
+        let ch = self.check_channel(channel)?;
+        self.reader.received_end(ch).map_err(Self::read_error)
     }
 
     fn start_recording(&mut self, channel: usize) -> Result<()> {

@@ -955,6 +955,36 @@ impl StreamTask {
                         barriers.insert(barrier.id, barrier);
                     }
                     self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
+                    // Recorded channels whose producer has finished send no barrier:
+                    // their queued rest is in flight, and they are done at once.
+                    let ended: Vec<(usize, Vec<u8>)> = match &self.in_flight {
+                        Some(c) => c
+                            .recording()
+                            .into_iter()
+                            .filter_map(|ch| {
+                                input
+                                    .end_received(ch)
+                                    .transpose()
+                                    .map(|r| r.map(|b| (ch, b)))
+                            })
+                            .collect::<Result<_>>()?,
+                        None => Vec::new(),
+                    };
+                    for (ch, rest) in ended {
+                        let Some(c) = self.in_flight.as_mut() else {
+                            break;
+                        };
+                        let id = c.id();
+                        c.stop_recording(&mut *input, ch)?;
+                        c.add_input(ch, rest);
+                        let actions = h.on_barrier_of(
+                            ch,
+                            id,
+                            crate::barrier_handler::BarrierKind::Unaligned,
+                            Instant::now(),
+                        );
+                        self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
+                    }
                 }
                 InputEvent::CancelMarker { id, .. } => {
                     let Some(h) = &mut handler else {

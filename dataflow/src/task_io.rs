@@ -108,6 +108,12 @@ pub trait TaskInput: Send {
     /// start of the channel's in-flight data when an unaligned checkpoint is taken now.
     fn unconsumed(&self, channel: usize) -> Result<Vec<u8>>;
 
+    /// If `channel`'s producer has finished and its end has arrived but not been read
+    /// (so no barrier can come on it any more): the raw bytes still queued before the
+    /// end. An unaligned checkpoint takes them as the channel's in-flight data at once
+    /// instead of waiting until the task has read up to the end.
+    fn end_received(&self, channel: usize) -> Result<Option<Vec<u8>>>;
+
     /// Starts recording the raw bytes `channel` delivers (until its barrier arrives).
     fn start_recording(&mut self, channel: usize) -> Result<()>;
 
@@ -137,7 +143,8 @@ pub trait TaskOutput: Send {
 
     /// Sends an unaligned checkpoint barrier to every channel ahead of the data still
     /// queued there (it overtakes it; the data is still sent, after the barrier) and
-    /// returns, per channel, the bytes overtaken. Empty once the output has ended.
+    /// returns, per channel, the bytes overtaken. Also after the output ended: ahead of
+    /// an end of partition its consumer has not read yet (nothing where it has).
     fn emit_priority_barrier(&mut self, barrier: CheckpointBarrier) -> Result<Vec<Vec<u8>>>;
 
     /// Writes `channel`'s in-flight data restored from an unaligned checkpoint (the raw

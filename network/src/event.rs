@@ -109,6 +109,21 @@ impl Event {
         )
     }
 
+    /// Whether this event overtakes the data queued before it (an unaligned checkpoint
+    /// barrier): producers and input channels queue it ahead of their data buffers.
+    pub fn is_priority(&self) -> bool {
+        matches!(
+            self,
+            Event::CheckpointBarrier {
+                options: CheckpointOptions {
+                    alignment: Alignment::Unaligned,
+                    ..
+                },
+                ..
+            }
+        )
+    }
+
     /// Appends the wire encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match *self {

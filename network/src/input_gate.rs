@@ -60,6 +60,19 @@ pub enum GateItem {
         /// The event.
         event: Event,
     },
+    /// A priority event (unaligned checkpoint barrier) from `channel`, possibly taken out
+    /// of turn ([`InputGate::poll_priority`]), with the bytes of the data it overtook in
+    /// the channel's receive queue (empty for local channels, where the producer's queue
+    /// is read directly and the producer keeps what its barrier overtook). Those buffers
+    /// are still delivered, after it.
+    PriorityEvent {
+        /// Channel index within the gate.
+        channel: u32,
+        /// The event.
+        event: Event,
+        /// The overtaken buffers' bytes, oldest first.
+        overtaken: Vec<u8>,
+    },
 }
 
 #[derive(Default)]
@@ -69,6 +82,8 @@ struct GateState {
     error: Option<NetworkError>,
     /// A [`GateWaker`] was called and no blocking read has returned for it yet.
     woken: bool,
+    /// Channels that queued a priority event, oldest first.
+    priority: VecDeque<u32>,
 }
 
 /// The part of a gate that channels and drivers reach from other threads.
@@ -76,6 +91,8 @@ pub(crate) struct GateShared {
     state: Mutex<GateState>,
     cond: Condvar,
     notify: Notify,
+    /// `!state.priority.is_empty()`, read without the lock once per batch.
+    has_priority: std::sync::atomic::AtomicBool,
 }
 
 impl GateShared {
@@ -84,7 +101,19 @@ impl GateShared {
             state: Mutex::new(GateState::default()),
             cond: Condvar::new(),
             notify: Notify::new(),
+            has_priority: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Channel `index` queued a priority event: the reader takes it out of turn.
+    pub(crate) fn notify_priority(&self, index: u32) {
+        {
+            let mut st = self.state.lock();
+            st.priority.push_back(index);
+            self.has_priority
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        self.notify_channel(index);
     }
 
     pub(crate) fn notify_channel(&self, index: u32) {
@@ -128,10 +157,30 @@ impl GateWaker {
     }
 }
 
+/// A remote channel's next element, whether more follows, and what a priority event
+/// overtook.
+type Polled = (Payload, bool, Option<Vec<u8>>);
+
 #[derive(Default)]
 struct InboxState {
     items: VecDeque<Payload>,
+    /// Per priority event in `items`, in the same order: the bytes it overtook.
+    overtaken: VecDeque<Vec<u8>>,
     error: Option<NetworkError>,
+}
+
+impl InboxState {
+    /// Pops the front; a priority event comes with what it overtook.
+    fn pop(&mut self) -> Option<(Payload, Option<Vec<u8>>)> {
+        let p = self.items.pop_front()?;
+        let overtaken = match &p {
+            Payload::Event(e) if e.is_priority() => {
+                Some(self.overtaken.pop_front().unwrap_or_default())
+            }
+            _ => None,
+        };
+        Some((p, overtaken))
+    }
 }
 
 /// Control requests from the reader to a remote channel's driver.
@@ -156,8 +205,32 @@ pub(crate) struct RemoteInbox {
 }
 
 impl RemoteInbox {
-    /// Hands a received element to the reader.
+    /// Hands a received element to the reader. A priority event (unaligned barrier)
+    /// overtakes the data buffers queued at the end (never an event), whose bytes it
+    /// carries along for the checkpoint, and is taken by the reader out of turn.
     pub(crate) fn push(&self, payload: Payload) {
+        if let Payload::Event(e) = &payload {
+            if e.is_priority() {
+                {
+                    let mut st = self.state.lock();
+                    // Nothing after the end is read: `ended = false` keeps the
+                    // position rule (ahead of a queued end of partition) and else
+                    // goes last.
+                    let at = crate::partition::priority_position(&st.items, false)
+                        .unwrap_or(st.items.len());
+                    let mut overtaken = Vec::new();
+                    for p in st.items.range(at..) {
+                        if let Payload::Data(b) = p {
+                            overtaken.extend_from_slice(b);
+                        }
+                    }
+                    st.items.insert(at, payload);
+                    st.overtaken.push_back(overtaken);
+                }
+                self.gate.notify_priority(self.index);
+                return;
+            }
+        }
         let was_empty = {
             let mut st = self.state.lock();
             st.items.push_back(payload);
@@ -183,16 +256,51 @@ impl RemoteInbox {
         self.control_notify.notify_one();
     }
 
-    fn poll(&self) -> Result<Option<(Payload, bool)>, NetworkError> {
+    /// The next element, whether more follows, and what a priority event overtook.
+    fn poll(&self) -> Result<Option<Polled>, NetworkError> {
         let mut st = self.state.lock();
-        match st.items.pop_front() {
+        match st.pop() {
             // A failure behind the last item counts as "more": fail() did not re-queue
             // the channel if it was queued already, so this read must.
-            Some(p) => Ok(Some((p, !st.items.is_empty() || st.error.is_some()))),
+            Some((p, o)) => Ok(Some((p, !st.items.is_empty() || st.error.is_some(), o))),
             None => match &st.error {
                 Some(e) => Err(e.clone()),
                 None => Ok(None),
             },
+        }
+    }
+
+    /// If the producer's end of partition was received but not read yet (and no
+    /// priority event is queued before it): the bytes of the data before it.
+    fn data_before_received_end(&self) -> Option<Vec<u8>> {
+        let st = self.state.lock();
+        let end = st
+            .items
+            .iter()
+            .position(|p| matches!(p, Payload::Event(Event::EndOfPartition)))?;
+        let mut out = Vec::new();
+        for p in st.items.range(..end) {
+            match p {
+                Payload::Data(b) => out.extend_from_slice(b),
+                Payload::Event(e) if e.is_priority() => return None,
+                Payload::Event(_) => {}
+            }
+        }
+        Some(out)
+    }
+
+    /// Takes the front element if it is a priority event.
+    fn poll_priority(&self) -> Option<(Event, Vec<u8>)> {
+        let mut st = self.state.lock();
+        match st.items.front() {
+            Some(Payload::Event(e)) if e.is_priority() => {
+                let (p, o) = st.pop().expect("front exists");
+                let Payload::Event(e) = p else {
+                    unreachable!("checked above")
+                };
+                Some((e, o.unwrap_or_default()))
+            }
+            _ => None,
         }
     }
 }
@@ -248,9 +356,12 @@ impl InputGateBuilder {
         let index = self.next_index();
         self.shared.state.lock().queued.push(false);
         let shared = self.shared.clone();
-        let view = match partition
-            .create_view(subpartition, Arc::new(move || shared.notify_channel(index)))
-        {
+        let priority = self.shared.clone();
+        let view = match partition.create_view_with_priority(
+            subpartition,
+            Arc::new(move || shared.notify_channel(index)),
+            Some(Arc::new(move || priority.notify_priority(index))),
+        ) {
             Ok(v) => v,
             Err(e) => {
                 self.shared.state.lock().queued.pop();
@@ -381,12 +492,12 @@ impl InputGate {
                 }
             };
             let polled = match &self.channels[ch as usize] {
-                Channel::Local(view) => {
-                    view.poll_next(true)?.map(|p| (p.payload, p.more_available))
-                }
+                Channel::Local(view) => view
+                    .poll_next(true)?
+                    .map(|p| (p.payload, p.more_available, None)),
                 Channel::Remote(inbox) => inbox.poll()?,
             };
-            let Some((payload, more)) = polled else {
+            let Some((payload, more, overtaken)) = polled else {
                 continue; // spurious notification
             };
             if more {
@@ -394,6 +505,11 @@ impl InputGate {
             }
             return Ok(Some(match payload {
                 Payload::Data(data) => GateItem::Buffer { channel: ch, data },
+                Payload::Event(event) if event.is_priority() => GateItem::PriorityEvent {
+                    channel: ch,
+                    event,
+                    overtaken: overtaken.unwrap_or_default(),
+                },
                 Payload::Event(event) => {
                     if event == Event::EndOfPartition && !self.finished[ch as usize] {
                         self.finished[ch as usize] = true;
@@ -402,6 +518,58 @@ impl InputGate {
                     GateItem::Event { channel: ch, event }
                 }
             }));
+        }
+    }
+
+    /// For a remote channel whose producer's end of partition has been received but not
+    /// read yet (its producer has finished and sends nothing more, not even a barrier),
+    /// the bytes of the data still queued before that end. `None` otherwise (local
+    /// channels: the producer's own queue is read, and its barriers overtake a queued
+    /// end).
+    pub fn received_end(&self, channel: u32) -> Option<Vec<u8>> {
+        match self.channels.get(channel as usize)? {
+            Channel::Remote(inbox) => inbox.data_before_received_end(),
+            Channel::Local(_) => None,
+        }
+    }
+
+    /// Whether a channel queued a priority event since the last [`Self::poll_priority`]
+    /// (a cheap check, made once per batch).
+    pub fn has_priority_event(&self) -> bool {
+        self.shared
+            .has_priority
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Takes a priority event out of turn: an unaligned barrier at the front of its
+    /// channel, ahead of whatever other channels (and the reader's current buffer)
+    /// hold. `None` if there is none (it may have been taken in turn already).
+    pub fn poll_priority(&mut self) -> Result<Option<GateItem>, NetworkError> {
+        loop {
+            let ch = {
+                let mut st = self.shared.state.lock();
+                let ch = st.priority.pop_front();
+                if st.priority.is_empty() {
+                    self.shared
+                        .has_priority
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
+                match ch {
+                    Some(ch) => ch,
+                    None => return Ok(None),
+                }
+            };
+            let taken = match &self.channels[ch as usize] {
+                Channel::Local(view) => view.poll_priority()?.map(|e| (e, Vec::new())),
+                Channel::Remote(inbox) => inbox.poll_priority(),
+            };
+            if let Some((event, overtaken)) = taken {
+                return Ok(Some(GateItem::PriorityEvent {
+                    channel: ch,
+                    event,
+                    overtaken,
+                }));
+            }
         }
     }
 
@@ -534,6 +702,12 @@ pub struct RecordReader {
     recording: Vec<Option<Vec<u8>>>,
     /// Restored in-flight input, read before anything of the gate.
     restored: VecDeque<(u32, Bytes)>,
+    /// Per channel, what the priority event returned last overtook in the receive
+    /// queue, until the channel delivers anything else: part of
+    /// [`Self::unconsumed`].
+    overtaken: Vec<Vec<u8>>,
+    /// Some entry of `overtaken` is not empty.
+    any_overtaken: bool,
 }
 
 impl std::fmt::Debug for RecordReader {
@@ -553,6 +727,8 @@ impl RecordReader {
                 .map(|_| RecordDeserializer::new(max))
                 .collect(),
             recording: vec![None; gate.num_channels() as usize],
+            overtaken: vec![Vec::new(); gate.num_channels() as usize],
+            any_overtaken: false,
             gate,
             current: None,
             pending_records: 0,
@@ -578,7 +754,75 @@ impl RecordReader {
     /// for an unaligned checkpoint taken now.
     pub fn unconsumed(&self, channel: u32) -> Result<Vec<u8>, NetworkError> {
         let i = self.check_channel(channel)?;
-        Ok(self.deserializers[i].unconsumed())
+        let mut out = self.deserializers[i].unconsumed();
+        // Restored in-flight data not read yet comes next (it precedes all the gate
+        // delivers), then what a priority event overtook in the receive queue.
+        for (c, b) in &self.restored {
+            if *c == channel {
+                out.extend_from_slice(b);
+            }
+        }
+        out.extend_from_slice(&self.overtaken[i]);
+        Ok(out)
+    }
+
+    /// Forgets what priority events overtook: call it once the item after them is
+    /// wanted (a checkpoint taken at the event has read it with [`Self::unconsumed`];
+    /// the overtaken buffers themselves are delivered later, in turn).
+    #[inline]
+    pub fn forget_overtaken(&mut self) {
+        if self.any_overtaken {
+            self.any_overtaken = false;
+            for o in &mut self.overtaken {
+                o.clear();
+            }
+        }
+    }
+
+    /// See [`InputGate::received_end`].
+    pub fn received_end(&self, channel: u32) -> Result<Option<Vec<u8>>, NetworkError> {
+        let _ = self.check_channel(channel)?;
+        Ok(self.gate.received_end(channel))
+    }
+
+    /// Whether a priority event waits to be taken out of turn ([`Self::next_priority`]).
+    #[inline]
+    pub fn has_priority_event(&self) -> bool {
+        self.gate.has_priority_event()
+    }
+
+    /// Takes a priority event (unaligned barrier) out of turn, even while the current
+    /// buffer still holds records: those stay for the next reads. What it overtook in
+    /// its channel's receive queue is recorded if the channel is, and otherwise kept
+    /// for [`Self::unconsumed`].
+    pub fn next_priority(&mut self) -> Result<Option<ReaderItem<'_>>, NetworkError> {
+        match self.gate.poll_priority()? {
+            Some(item) => Ok(self.priority_item(item)),
+            None => Ok(None),
+        }
+    }
+
+    fn priority_item(&mut self, item: GateItem) -> Option<ReaderItem<'_>> {
+        let GateItem::PriorityEvent {
+            channel,
+            event,
+            overtaken,
+        } = item
+        else {
+            return None;
+        };
+        let i = channel as usize;
+        match &mut self.recording[i] {
+            Some(r) => {
+                r.extend_from_slice(&overtaken);
+                self.overtaken[i].clear();
+            }
+            None => {
+                self.any_overtaken |= !overtaken.is_empty();
+                self.overtaken[i] = overtaken;
+            }
+        }
+        Some(ReaderItem::Event { channel, event })
     }
 
     /// Starts copying the bytes of every buffer taken from `channel` from now on.
@@ -692,7 +936,11 @@ impl RecordReader {
             }
             match self.gate.next_timeout(timeout)? {
                 None => return Ok(None),
+                Some(item @ GateItem::PriorityEvent { .. }) => {
+                    return Ok(self.priority_item(item));
+                }
                 Some(GateItem::Buffer { channel, data }) => {
+                    self.overtaken[channel as usize].clear();
                     self.pending_bytes += data.len() as u64;
                     if let Some(r) = &mut self.recording[channel as usize] {
                         r.extend_from_slice(&data);
@@ -701,6 +949,7 @@ impl RecordReader {
                     self.current = Some(channel);
                 }
                 Some(GateItem::Event { channel, event }) => {
+                    self.overtaken[channel as usize].clear();
                     if event == Event::EndOfPartition {
                         self.deserializers[channel as usize].finish()?;
                     }
@@ -811,6 +1060,103 @@ mod tests {
         ));
     }
 
+    fn unaligned_barrier(id: u64) -> Event {
+        Event::CheckpointBarrier {
+            id,
+            timestamp_ms: 1,
+            options: CheckpointOptions {
+                kind: crate::event::CheckpointKind::Checkpoint,
+                alignment: crate::event::Alignment::Unaligned,
+            },
+        }
+    }
+
+    #[test]
+    fn a_priority_event_overtakes_the_receive_queue_and_carries_its_bytes() {
+        let env = env(16);
+        let mut b = env
+            .input_gate_builder(Arc::new(TaskIoMetrics::default()))
+            .unwrap();
+        let inbox = b.add_remote(env.buffer_pool().create_pool(1, 1).unwrap());
+        let mut gate = b.build();
+        inbox.push(Payload::Event(Event::CancelCheckpointMarker { id: 1 }));
+        inbox.push(Payload::Data(Bytes::from_static(b"ab")));
+        inbox.push(Payload::Data(Bytes::from_static(b"cd")));
+        assert!(!gate.has_priority_event());
+        inbox.push(Payload::Event(unaligned_barrier(2)));
+        inbox.push(Payload::Data(Bytes::from_static(b"ef")));
+        assert!(gate.has_priority_event());
+        // Out of turn: behind the cancel marker (an event keeps its place), ahead of
+        // the two buffers, which it carries.
+        assert!(
+            gate.poll_priority().unwrap().is_none(),
+            "the marker is in front"
+        );
+        assert!(!gate.has_priority_event());
+        assert!(matches!(
+            gate.try_next().unwrap(),
+            Some(GateItem::Event { .. })
+        ));
+        let Some(GateItem::PriorityEvent {
+            channel: 0,
+            event,
+            overtaken,
+        }) = gate.try_next().unwrap()
+        else {
+            panic!("the barrier comes next, in turn");
+        };
+        assert_eq!((event, overtaken), (unaligned_barrier(2), b"abcd".to_vec()));
+        let mut rest = Vec::new();
+        while let Some(GateItem::Buffer { data, .. }) = gate.try_next().unwrap() {
+            rest.extend_from_slice(&data);
+        }
+        assert_eq!(rest, b"abcdef", "the overtaken buffers are still delivered");
+        // Without anything in front it is taken out of turn at once.
+        inbox.push(Payload::Data(Bytes::from_static(b"gh")));
+        inbox.push(Payload::Event(unaligned_barrier(3)));
+        assert!(matches!(
+            gate.poll_priority().unwrap(),
+            Some(GateItem::PriorityEvent { overtaken, .. }) if overtaken == b"gh"
+        ));
+    }
+
+    #[test]
+    fn a_reader_takes_a_priority_event_mid_buffer_and_keeps_the_rest_unconsumed() {
+        let env = env(64);
+        let p = env.create_partition(PartitionId(12), 2).unwrap();
+        let mut w = writer(&p, ChannelSelector::Forward, BufferTimeout::Never);
+        let mut r = RecordReader::new(local_gate(&env, &p));
+        for i in 0..4u8 {
+            w.emit_to(0, &[i; 10]).unwrap();
+        }
+        w.flush_all().unwrap();
+        let Some(ReaderItem::Record { channel: 0, record }) = r.next_timeout(WAIT).unwrap() else {
+            panic!("first record");
+        };
+        assert_eq!(record, &[0u8; 10]);
+        let overtaken = w.broadcast_priority_event(unaligned_barrier(5)).unwrap();
+        assert!(
+            overtaken.iter().all(Vec::is_empty),
+            "the buffer was taken already"
+        );
+        assert!(r.has_priority_event());
+        assert!(matches!(
+            r.next_priority().unwrap(),
+            Some(ReaderItem::Event { channel: 0 | 1, event }) if event == unaligned_barrier(5)
+        ));
+        // Three records of the current buffer are unconsumed: a checkpoint now stores
+        // them, and they are still read afterwards.
+        let rest = r.unconsumed(0).unwrap();
+        assert_eq!(rest.len(), 3 * 14);
+        let mut after = 0;
+        while let Some(item) = r.next_timeout(Duration::ZERO).unwrap() {
+            if let ReaderItem::Record { channel: 0, .. } = item {
+                after += 1;
+            }
+        }
+        assert_eq!(after, 3);
+    }
+
     #[test]
     fn local_channel_shares_the_producers_segment_without_copying() {
         let env = env(16);
@@ -899,9 +1245,10 @@ mod tests {
         w.flush_all().unwrap();
         assert_eq!(overtaken.len(), 1);
         // The barrier comes next, then the overtaken buffers, then what followed.
-        assert!(
-            matches!(r.gate_mut().try_next().unwrap(), Some(GateItem::Event { event, .. }) if event == barrier)
-        );
+        assert!(matches!(
+            r.gate_mut().try_next().unwrap(),
+            Some(GateItem::PriorityEvent { event, overtaken, .. }) if event == barrier && overtaken.is_empty()
+        ));
         let mut live = Vec::new();
         while let Some(GateItem::Buffer { data, .. }) = r.gate_mut().try_next().unwrap() {
             live.extend_from_slice(&data);
@@ -944,7 +1291,10 @@ mod tests {
         // A new reader restored with the recording returns the same records first.
         let p2 = env.create_partition(PartitionId(11), 2).unwrap();
         let mut r2 = RecordReader::new(local_gate(&env, &p2));
-        r2.restore_in_flight(1, recorded).unwrap();
+        r2.restore_in_flight(1, recorded.clone()).unwrap();
+        // A checkpoint taken before the restored data is read stores it again.
+        assert_eq!(r2.unconsumed(1).unwrap(), recorded);
+        assert!(r2.unconsumed(0).unwrap().is_empty());
         for i in 0..3u8 {
             let Some(ReaderItem::Record { channel, record }) =
                 r2.next_timeout(Duration::ZERO).unwrap()

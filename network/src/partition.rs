@@ -28,8 +28,9 @@
 //! # Priority events
 //!
 //! An unaligned checkpoint barrier does not wait behind the data queued before it: it
-//! is inserted ahead of the data buffers at the end of the queue (never ahead of another
-//! event, so end of partition and earlier barriers keep their order), and the writer gets
+//! is inserted ahead of the data buffers at the end of the queue and ahead of a queued
+//! end of partition (never ahead of another event, so earlier barriers and markers keep
+//! their order; nothing is inserted once the consumer read the end), and the writer gets
 //! a copy of the bytes it overtook, which the task stores with its checkpoint and sends
 //! again first when it is restored from it. The overtaken buffers are still delivered
 //! after the barrier.
@@ -101,7 +102,11 @@ struct SubState {
     blocked: bool,
     has_reader: bool,
     released: bool,
+    /// End of partition was queued.
+    ended: bool,
     listener: Option<AvailabilityListener>,
+    /// Called when a priority event is queued (the reader takes it out of turn).
+    priority_listener: Option<AvailabilityListener>,
     /// Buffers discarded because the subpartition was released.
     dropped: u64,
 }
@@ -128,6 +133,7 @@ impl Subpartition {
                 st.data_backlog += 1;
                 self.backlog_hint.store(st.data_backlog, Ordering::Relaxed);
             }
+            st.ended |= matches!(payload, Payload::Event(Event::EndOfPartition));
             st.queue.push_back(payload);
             if st.queue.len() == 1 && !st.blocked {
                 st.listener.clone()
@@ -150,11 +156,9 @@ impl Subpartition {
             if st.released {
                 return Vec::new();
             }
-            let at = st
-                .queue
-                .iter()
-                .rposition(|p| !p.is_data())
-                .map_or(0, |i| i + 1);
+            let Some(at) = priority_position(&st.queue, st.ended) else {
+                return Vec::new();
+            };
             let mut overtaken = Vec::new();
             for p in st.queue.range(at..) {
                 if let Payload::Data(b) = p {
@@ -162,14 +166,19 @@ impl Subpartition {
                 }
             }
             st.queue.insert(at, Payload::Event(event));
-            let listener = if st.queue.len() == 1 && !st.blocked {
-                st.listener.clone()
+            let listeners = if st.blocked {
+                (None, None)
             } else {
-                None
+                // At the front, the event is readable now even by a reader that waits
+                // for credit (events need none): tell it.
+                (
+                    st.priority_listener.clone(),
+                    (at == 0).then(|| st.listener.clone()).flatten(),
+                )
             };
-            (overtaken, listener)
+            (overtaken, listeners)
         };
-        if let Some(l) = listener {
+        for l in [listener.0, listener.1].into_iter().flatten() {
             l();
         }
         overtaken
@@ -203,11 +212,30 @@ impl Subpartition {
             st.data_backlog = 0;
             self.backlog_hint.store(0, Ordering::Relaxed);
             st.listener = None;
+            st.priority_listener = None;
             std::mem::take(&mut st.queue)
         };
         drop(dropped);
         self.space.notify_all();
     }
+}
+
+/// Where a priority event goes in `queue`: after the last event other than end of
+/// partition (a finished producer's data can still be overtaken: its consumer records
+/// it, or the producer stores it), ahead of the data behind it. `None` once the end of
+/// partition was read (`ended` and none queued): the consumer has seen the end and
+/// expects nothing more.
+pub(crate) fn priority_position(queue: &VecDeque<Payload>, ended: bool) -> Option<usize> {
+    let is_end = |p: &Payload| matches!(p, Payload::Event(Event::EndOfPartition));
+    if ended && !queue.iter().any(is_end) {
+        return None;
+    }
+    Some(
+        queue
+            .iter()
+            .rposition(|p| !p.is_data() && !is_end(p))
+            .map_or(0, |i| i + 1),
+    )
 }
 
 /// The output of one producer subtask: one subpartition per consumer channel.
@@ -328,6 +356,18 @@ impl ResultPartition {
         index: u32,
         listener: AvailabilityListener,
     ) -> Result<SubpartitionView, NetworkError> {
+        self.create_view_with_priority(index, listener, None)
+    }
+
+    /// Like [`Self::create_view`]; `priority` is called when a priority event (unaligned
+    /// barrier) is queued, so that the reader can take it out of turn
+    /// ([`SubpartitionView::poll_priority`]).
+    pub fn create_view_with_priority(
+        self: &Arc<Self>,
+        index: u32,
+        listener: AvailabilityListener,
+        priority: Option<AvailabilityListener>,
+    ) -> Result<SubpartitionView, NetworkError> {
         let sub = self.subpartition(index)?;
         let notify_now = {
             let mut st = sub.state.lock();
@@ -342,6 +382,7 @@ impl ResultPartition {
             }
             st.has_reader = true;
             st.listener = Some(listener.clone());
+            st.priority_listener = priority;
             !st.queue.is_empty() && !st.blocked
         };
         if notify_now {
@@ -446,6 +487,29 @@ impl SubpartitionView {
             sub.space.notify_one();
         }
         Ok(Some(polled))
+    }
+
+    /// Takes the next element if it is a priority event (an unaligned barrier at the
+    /// front of the queue), out of the reader's turn.
+    pub fn poll_priority(&self) -> Result<Option<Event>, NetworkError> {
+        let sub = self.sub();
+        let mut st = sub.state.lock();
+        if st.released {
+            return Err(NetworkError::PartitionReleased {
+                partition: self.partition.id,
+            });
+        }
+        if st.blocked {
+            return Ok(None);
+        }
+        match st.queue.front() {
+            Some(Payload::Event(e)) if e.is_priority() => {
+                let e = *e;
+                st.queue.pop_front();
+                Ok(Some(e))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Whether the next element is a data buffer that can be read now (for credit checks).

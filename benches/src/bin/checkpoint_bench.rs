@@ -16,6 +16,15 @@
 //!   fixed time. The job details keep only the last 10 checkpoints, so the history is
 //!   polled every 500 ms and distinct ids collected. p50 / p99 of duration, bytes and
 //!   alignment over the completed ones (the first, full lsm checkpoint reported apart).
+//! * **backpressure**: aligned vs unaligned checkpoints under backpressure. An unbounded
+//!   full-speed datagen → key = id % K → running count per key (emitting every update) →
+//!   `throttle` (at most `--throttle` records/s per subtask) → blackhole, on a
+//!   MiniCluster with P = `--backpressure-parallelism` (2) slots: the throttle sleeps, so
+//!   the count's input channels stay full and a barrier waits behind them. Checkpoints
+//!   every 1 s, aligned and then unaligned (`execution.checkpointing.unaligned.enabled`),
+//!   alternated for `--rounds` rounds of `--backpressure-secs` each; p50 / p99 of the
+//!   completed checkpoints' duration and alignment, the in-flight data unaligned ones
+//!   stored, and the throttled throughput (unchanged by design).
 //! * **recovery**: a `rill jobmanager` and two `rill taskmanager --slots 1` processes run
 //!   keyed-sum (p = 1, unbounded, full speed) with checkpoints every 1 s; after at least
 //!   one completed checkpoint the TaskManager running the tasks gets SIGKILL. Measured
@@ -29,7 +38,7 @@
 //! executable (build it first: `cargo build --release -p rill`) or given with `--rill`.
 //! Children's stderr goes to log files in a directory printed at the end.
 //!
-//! Usage: `cargo run --release -p rill-benches --bin checkpoint_bench -- [--only cost|size|recovery] [--rounds N] [--warmup S] [--window S] [--keys K] [--parallelism P] [--size-keys K] [--size-secs S] [--recovery-runs N] [--restart fixed|default|both] [--rill PATH]`
+//! Usage: `cargo run --release -p rill-benches --bin checkpoint_bench -- [--only cost|size|backpressure|recovery] [--rounds N] [--warmup S] [--window S] [--keys K] [--parallelism P] [--size-keys K] [--size-secs S] [--throttle R] [--backpressure-secs S] [--backpressure-parallelism P] [--recovery-runs N] [--restart fixed|default|both] [--rill PATH]`
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -65,16 +74,23 @@ const AGG: &str = "count+sum";
 enum Figure {
     Cost,
     Size,
+    Backpressure,
     Recovery,
 }
 
 impl Figure {
-    const ALL: [Figure; 3] = [Figure::Cost, Figure::Size, Figure::Recovery];
+    const ALL: [Figure; 4] = [
+        Figure::Cost,
+        Figure::Size,
+        Figure::Backpressure,
+        Figure::Recovery,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Figure::Cost => "cost",
             Figure::Size => "size",
+            Figure::Backpressure => "backpressure",
             Figure::Recovery => "recovery",
         }
     }
@@ -125,12 +141,15 @@ struct Args {
     parallelism: u32,
     size_keys: u64,
     size_time: Duration,
+    throttle: f64,
+    backpressure_time: Duration,
+    backpressure_parallelism: u32,
     recovery_runs: usize,
     restarts: Vec<Restart>,
     rill: Option<PathBuf>,
 }
 
-const USAGE: &str = "usage: checkpoint_bench [--only cost|size|recovery] [--rounds N] [--warmup S] [--window S] [--keys K] [--parallelism P] [--size-keys K] [--size-secs S] [--recovery-runs N] [--restart fixed|default|both] [--rill PATH]";
+const USAGE: &str = "usage: checkpoint_bench [--only cost|size|backpressure|recovery] [--rounds N] [--warmup S] [--window S] [--keys K] [--parallelism P] [--size-keys K] [--size-secs S] [--throttle R] [--backpressure-secs S] [--backpressure-parallelism P] [--recovery-runs N] [--restart fixed|default|both] [--rill PATH]";
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
@@ -142,6 +161,9 @@ fn parse_args() -> Result<Args> {
         parallelism: 1,
         size_keys: 1_000_000,
         size_time: Duration::from_secs(60),
+        throttle: 20_000.0,
+        backpressure_time: Duration::from_secs(20),
+        backpressure_parallelism: 2,
         recovery_runs: 3,
         restarts: vec![Restart::Fixed, Restart::Default],
         rill: None,
@@ -157,6 +179,9 @@ fn parse_args() -> Result<Args> {
             "--parallelism" => args.parallelism = flags.number()?,
             "--size-keys" => args.size_keys = flags.number()?,
             "--size-secs" => args.size_time = flags.seconds()?,
+            "--throttle" => args.throttle = flags.number::<u64>()? as f64,
+            "--backpressure-secs" => args.backpressure_time = flags.seconds()?,
+            "--backpressure-parallelism" => args.backpressure_parallelism = flags.number()?,
             "--recovery-runs" => args.recovery_runs = flags.number()?,
             "--restart" => {
                 args.restarts = match flags.value()?.as_str() {
@@ -178,7 +203,10 @@ fn parse_args() -> Result<Args> {
         args.rounds > 0 && args.recovery_runs > 0 && args.keys > 0 && args.size_keys > 0,
         "--rounds, --recovery-runs, --keys and --size-keys must be positive"
     );
-    ensure!(args.parallelism > 0, "--parallelism must be positive");
+    ensure!(
+        args.parallelism > 0 && args.backpressure_parallelism > 0 && args.throttle > 0.0,
+        "--parallelism, --backpressure-parallelism and --throttle must be positive"
+    );
     Ok(args)
 }
 
@@ -233,6 +261,16 @@ impl Cluster {
         checkpoints: bool,
         parallelism: u32,
     ) -> Result<Self> {
+        Self::start_with(registry, backend, checkpoints, parallelism, |_| {}).await
+    }
+
+    async fn start_with(
+        registry: &Arc<OperatorRegistry>,
+        backend: BackendKind,
+        checkpoints: bool,
+        parallelism: u32,
+        tune: impl FnOnce(&mut RillConfig),
+    ) -> Result<Self> {
         let chk = tempfile::tempdir()?;
         let local = tempfile::tempdir()?;
         let mut config = RillConfig::default();
@@ -246,6 +284,7 @@ impl Cluster {
                 config.execution.checkpointing.incremental = Some(true);
             }
         }
+        tune(&mut config);
         config.validate()?;
         let (cluster, client) = start_mini_cluster(&config, registry.clone(), parallelism).await?;
         Ok(Cluster {
@@ -759,7 +798,178 @@ async fn size(registry: &Arc<OperatorRegistry>, args: &Args) -> Result<Vec<Row>>
 }
 
 // ---------------------------------------------------------------------------------------
-// 3. Recovery from SIGKILL
+// 3. Aligned vs unaligned under backpressure
+
+/// The running count of the backpressure figure: datagen → count per key (every
+/// update) → throttle → blackhole.
+fn throttled_count(keys: u64, parallelism: u32, rate: f64) -> Result<rill_dataflow::JobGraph> {
+    use rill_dataflow::builtins::{self, DatagenConfig};
+    use rill_dataflow::{key, StreamExecutionEnvironment};
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    env.add_source(builtins::datagen(DatagenConfig::default()))
+        .name("Source: datagen")
+        .key_by(key::by_i64_mod(keys as i64))
+        .process(builtins::count_per_key(true))
+        .name(AGG)
+        .map(builtins::throttle(rate))
+        .name("throttle")
+        .sink(builtins::blackhole())
+        .name("Sink: blackhole");
+    Ok(env.job_graph("throttled-count")?)
+}
+
+struct PressureRound {
+    done: Vec<CheckpointInfo>,
+    failed: usize,
+    rate: f64,
+}
+
+async fn backpressure_once(
+    registry: &Arc<OperatorRegistry>,
+    unaligned: bool,
+    args: &Args,
+) -> Result<PressureRound> {
+    let p = args.backpressure_parallelism;
+    let c = Cluster::start_with(registry, BackendKind::Heap, true, p, |config| {
+        config.execution.checkpointing.unaligned.enabled = unaligned;
+    })
+    .await?;
+    let outcome = async {
+        let job = c
+            .client
+            .submit(throttled_count(args.keys, p, args.throttle)?)
+            .await?;
+        wait_all_running(&c.client, job).await?;
+        // Let the buffers fill before the first counted checkpoint.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let first = c.client.job_details(job).await?;
+        let skip = first
+            .checkpoints
+            .history
+            .iter()
+            .map(|i| i.id)
+            .max()
+            .unwrap_or(0);
+        let t = Instant::now();
+        let mut seen = BTreeMap::<u64, CheckpointInfo>::new();
+        let mut last = first.clone();
+        while t.elapsed() < args.backpressure_time {
+            tokio::time::sleep(HISTORY_POLL).await;
+            last = c.client.job_details(job).await?;
+            ensure_running(&last, "under backpressure")?;
+            for i in last.checkpoints.history.iter().filter(|i| i.id > skip) {
+                seen.insert(i.id, i.clone());
+            }
+        }
+        let records = agg_records_in(&last)? - agg_records_in(&first)?;
+        Ok((job, seen, records, t.elapsed()))
+    }
+    .await;
+    let (job, seen, records, elapsed) = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            c.client.close().await;
+            c.cluster.shutdown().await;
+            return Err(e);
+        }
+    };
+    c.stop(job).await?;
+    Ok(PressureRound {
+        done: seen
+            .values()
+            .filter(|i| i.status == "COMPLETED")
+            .cloned()
+            .collect(),
+        failed: seen.values().filter(|i| i.status == "FAILED").count(),
+        rate: records as f64 / elapsed.as_secs_f64(),
+    })
+}
+
+async fn backpressure(registry: &Arc<OperatorRegistry>, args: &Args) -> Result<Vec<Row>> {
+    println!(
+        "== aligned vs unaligned checkpoints under backpressure: datagen → count per key ({} keys) → throttle {} records/s per subtask → blackhole, p={}, checkpoints every 1 s, {} rounds of {} each, alternated",
+        args.keys,
+        args.throttle,
+        args.backpressure_parallelism,
+        args.rounds,
+        secs(args.backpressure_time)
+    );
+    let mut all: BTreeMap<bool, (Vec<CheckpointInfo>, usize, Vec<f64>)> = BTreeMap::new();
+    for round in 0..args.rounds {
+        for unaligned in [false, true] {
+            let r = backpressure_once(registry, unaligned, args).await?;
+            let name = if unaligned { "unaligned" } else { "aligned" };
+            let dur: Vec<f64> = r
+                .done
+                .iter()
+                .filter_map(|i| i.duration_ms)
+                .map(|d| d as f64)
+                .collect();
+            println!(
+                "  round {} {name:<9}: {} completed, {} failed, duration p50 {:.0} ms, {} events/s",
+                round + 1,
+                r.done.len(),
+                r.failed,
+                quantile(&dur, 0.5),
+                mega(r.rate)
+            );
+            let e = all.entry(unaligned).or_default();
+            e.0.extend(r.done);
+            e.1 += r.failed;
+            e.2.push(r.rate);
+        }
+    }
+    let mut rows = Vec::new();
+    let mut p50 = BTreeMap::new();
+    for (unaligned, (done, failed, rates)) in &all {
+        let name = if *unaligned { "unaligned" } else { "aligned" };
+        ensure!(
+            !done.is_empty(),
+            "{name}: no checkpoint completed under backpressure"
+        );
+        let q = |f: &dyn Fn(&CheckpointInfo) -> f64, at: f64| {
+            let xs: Vec<f64> = done.iter().map(f).collect();
+            quantile(&xs, at)
+        };
+        let dur = |i: &CheckpointInfo| i.duration_ms.unwrap_or(0) as f64;
+        let align = |i: &CheckpointInfo| i.alignment_ms as f64;
+        let in_flight = |i: &CheckpointInfo| i.in_flight_bytes as f64;
+        p50.insert(*unaligned, q(&dur, 0.5));
+        rows.push(Row::new(
+            format!(
+                "{name}: checkpoint duration p50 / p99 ({} checkpoints)",
+                done.len()
+            ),
+            format!("{:.0} ms / {:.0} ms", q(&dur, 0.5), q(&dur, 0.99)),
+        ));
+        rows.push(Row::new(
+            format!("  {name} alignment p50 / p99"),
+            format!("{:.0} ms / {:.0} ms", q(&align, 0.5), q(&align, 0.99)),
+        ));
+        rows.push(Row::new(
+            format!("  {name} in-flight data stored p50 / p99"),
+            format!("{} / {}", mib(q(&in_flight, 0.5)), mib(q(&in_flight, 0.99))),
+        ));
+        rows.push(Row::new(
+            format!("  {name} throttled events/s (median of rounds); failed checkpoints"),
+            format!("{}; {failed}", mega(median(rates))),
+        ));
+    }
+    if let (Some(a), Some(u)) = (p50.get(&false), p50.get(&true)) {
+        rows.push(
+            Row::new(
+                "unaligned / aligned checkpoint duration p50",
+                format!("{:.3}", u / a.max(1.0)),
+            )
+            .target("unaligned faster", u < a),
+        );
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Recovery from SIGKILL
 
 struct RecoveryRun {
     running_again: Duration,
@@ -956,6 +1166,7 @@ async fn run(args: Args) -> Result<()> {
             match (f, rill) {
                 (Figure::Cost, _) => cost(&registry, &args).await,
                 (Figure::Size, _) => size(&registry, &args).await,
+                (Figure::Backpressure, _) => backpressure(&registry, &args).await,
                 (Figure::Recovery, Some(r)) => recovery(r, logs, &args).await,
                 (Figure::Recovery, None) => {
                     unreachable!("the rill binary is looked up when recovery is wanted")

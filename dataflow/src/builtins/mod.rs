@@ -35,9 +35,9 @@ pub use collection::CollectionConfig;
 pub use datagen::DatagenConfig;
 pub use file_sink::{FileLayout, FileSinkConfig};
 pub use file_source::FileLinesConfig;
-pub use sinks::{CollectConfig, PrintConfig, ThrottleConfig};
+pub use sinks::{CollectConfig, PrintConfig};
 pub use socket_source::SocketConfig;
-pub use transforms::CountConfig;
+pub use transforms::{CountConfig, ThrottleConfig};
 
 use crate::registry::{OperatorKind, OperatorRegistry};
 use crate::spec::FactoryRef;
@@ -59,8 +59,6 @@ pub const FILE_SINK: &str = "rill.sink.file";
 pub const TRANSACTIONAL_FILE_SINK: &str = "rill.sink.transactional-file";
 /// `rill.sink.blackhole`.
 pub const BLACKHOLE: &str = "rill.sink.blackhole";
-/// Factory name of [`throttled_blackhole`].
-pub const THROTTLED_BLACKHOLE: &str = "rill.sink.throttled-blackhole";
 /// `rill.sink.collect`.
 pub const COLLECT: &str = "rill.sink.collect";
 /// `rill.flat_map.split_words`.
@@ -69,6 +67,8 @@ pub const SPLIT_WORDS: &str = "rill.flat_map.split_words";
 pub const FIRST_FIELD: &str = "rill.flat_map.first_field";
 /// `rill.map.csv`.
 pub const CSV: &str = "rill.map.csv";
+/// `rill.map.throttle`.
+pub const THROTTLE: &str = "rill.map.throttle";
 /// `rill.process.count`.
 pub const COUNT: &str = "rill.process.count";
 /// `rill.process.count_sum`.
@@ -91,11 +91,7 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
             transactional_file_sink::operator,
         ),
         r.register_operator(BLACKHOLE, OperatorKind::Sink, sinks::BlackholeSink::new),
-        r.register_operator(
-            THROTTLED_BLACKHOLE,
-            OperatorKind::Sink,
-            sinks::ThrottledBlackholeSink::new,
-        ),
+        r.register_map(THROTTLE, transforms::throttle),
         r.register_operator(COLLECT, OperatorKind::Sink, sinks::CollectSinkOperator::new),
         r.register_flat_map(SPLIT_WORDS, |()| Ok(transforms::split_words)),
         r.register_flat_map(FIRST_FIELD, |()| Ok(transforms::first_field)),
@@ -206,12 +202,6 @@ pub fn blackhole() -> FactoryRef {
     FactoryRef::unit(BLACKHOLE)
 }
 
-/// Sink: discards values at no more than `rate` per second (a slow sink: its task
-/// sleeps, so backpressure builds up behind it).
-pub fn throttled_blackhole(rate: f64) -> FactoryRef {
-    FactoryRef::builtin(THROTTLED_BLACKHOLE, &sinks::ThrottleConfig { rate })
-}
-
 /// Sink: hands values to the runtime's collect hook under `id`.
 pub fn collect(id: impl Into<String>) -> FactoryRef {
     FactoryRef::builtin(COLLECT, &CollectConfig { id: id.into() })
@@ -232,6 +222,13 @@ pub fn first_field() -> FactoryRef {
 /// text.
 pub fn csv() -> FactoryRef {
     FactoryRef::unit(CSV)
+}
+
+/// Map: passes values through unchanged at no more than `rate` per second. Its task
+/// sleeps when ahead, so its input backs up: backpressure for every task upstream (a
+/// slow operator, as in checkpoint-under-backpressure benchmarks and tests).
+pub fn throttle(rate: f64) -> FactoryRef {
+    FactoryRef::builtin(THROTTLE, &transforms::ThrottleConfig { rate })
 }
 
 /// Keyed process: counts records per key; emits `(key, count)` after every record when

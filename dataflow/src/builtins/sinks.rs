@@ -94,55 +94,6 @@ impl Operator for BlackholeSink {
     }
 }
 
-/// Configuration of `rill.sink.throttled-blackhole`.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct ThrottleConfig {
-    /// Records per second the sink takes at most (> 0).
-    pub rate: f64,
-}
-
-/// Discards records, taking at most `rate` per second: it sleeps on the task thread
-/// when ahead, so its input backs up and backpressure reaches every upstream task (a
-/// slow sink, for benchmarks of checkpoints under backpressure).
-pub(crate) struct ThrottledBlackholeSink {
-    limiter: crate::rate_limiter::RateLimiter,
-}
-
-impl ThrottledBlackholeSink {
-    pub(crate) fn new(c: ThrottleConfig, _ctx: &OperatorContext) -> Result<Self> {
-        if !(c.rate.is_finite() && c.rate > 0.0) {
-            return Err(crate::error::DataflowError::InvalidConfig {
-                factory: super::THROTTLED_BLACKHOLE.into(),
-                reason: format!(
-                    "rate must be a positive number of records per second, got {}",
-                    c.rate
-                ),
-            });
-        }
-        Ok(Self {
-            limiter: crate::rate_limiter::RateLimiter::new(c.rate),
-        })
-    }
-}
-
-impl Operator for ThrottledBlackholeSink {
-    fn process_batch(
-        &mut self,
-        input: &mut Vec<StreamRecord>,
-        _out: &mut Vec<StreamRecord>,
-    ) -> Result<()> {
-        let mut left = input.len();
-        while left > 0 {
-            match self.limiter.acquire(left, std::time::Instant::now()) {
-                Ok(n) => left -= n,
-                Err(wait) => std::thread::sleep(wait),
-            }
-        }
-        input.clear();
-        Ok(())
-    }
-}
-
 /// Configuration of `rill.sink.collect`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CollectConfig {

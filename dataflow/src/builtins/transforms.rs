@@ -177,3 +177,32 @@ mod tests {
         assert!(split_words(Value::I64(1), &mut Collector::new(&mut Vec::new(), None)).is_err());
     }
 }
+
+/// Configuration of `rill.map.throttle`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct ThrottleConfig {
+    /// Records per second at most (> 0).
+    pub rate: f64,
+}
+
+/// The throttle map: the identity, sleeping on the task thread to stay at `rate`.
+pub(crate) fn throttle(
+    c: ThrottleConfig,
+) -> Result<impl FnMut(Value) -> Result<Value> + Send + 'static> {
+    if !(c.rate.is_finite() && c.rate > 0.0) {
+        return Err(DataflowError::InvalidConfig {
+            factory: super::THROTTLE.into(),
+            reason: format!(
+                "rate must be a positive number of records per second, got {}",
+                c.rate
+            ),
+        });
+    }
+    let mut limiter = crate::rate_limiter::RateLimiter::new(c.rate);
+    Ok(move |v: Value| {
+        while let Err(wait) = limiter.acquire(1, std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        Ok(v)
+    })
+}

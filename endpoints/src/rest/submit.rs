@@ -68,6 +68,8 @@ struct FilesArgs {
     output: String,
     #[serde(default)]
     rate: Option<f64>,
+    #[serde(default)]
+    throttle: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -110,10 +112,13 @@ pub fn build(body: &[u8]) -> Result<JobGraph, SubmitError> {
     let (name, built) = match r.job.as_str() {
         "wordcount" => {
             let a: FilesArgs = args("wordcount", r.args)?;
-            if a.rate.is_some() {
+            if let Some(field) = [("rate", a.rate), ("throttle", a.throttle)]
+                .into_iter()
+                .find_map(|(f, v)| v.map(|_| f))
+            {
                 return Err(SubmitError::BadArgs {
                     job: "wordcount",
-                    reason: "unknown field `rate`".into(),
+                    reason: format!("unknown field `{field}`"),
                 });
             }
             (
@@ -132,7 +137,7 @@ pub fn build(body: &[u8]) -> Result<JobGraph, SubmitError> {
             let a: FilesArgs = args("running-count", r.args)?;
             (
                 "running-count",
-                jobs::running_count(&a.input, &a.output, a.rate, parallelism),
+                jobs::running_count(&a.input, &a.output, a.rate, a.throttle, parallelism),
             )
         }
         other => return Err(SubmitError::UnknownJob(other.chars().take(64).collect())),
