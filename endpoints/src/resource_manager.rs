@@ -32,6 +32,8 @@ struct RegisteredTaskExecutor {
     location: TaskManagerLocation,
     /// Bumped on each registration, so a stale death-watch cannot remove a newer one.
     epoch: u64,
+    /// When it last registered or sent a heartbeat (`timeSinceLastHeartbeat` in REST).
+    last_heard: std::time::Instant,
 }
 
 struct RegisteredJobMaster {
@@ -114,6 +116,7 @@ impl ResourceManager {
                 gateway,
                 location: registration.location,
                 epoch,
+                last_heard: std::time::Instant::now(),
             },
         );
         self.match_slots(ctx);
@@ -309,6 +312,9 @@ impl resource_manager::Handler for ResourceManager {
         from: ResourceId,
         report: SlotReport,
     ) {
+        if let Some(r) = self.task_executors.get_mut(&from) {
+            r.last_heard = std::time::Instant::now();
+        }
         if let Some(hb) = &self.heartbeat_te {
             hb.receive_heartbeat(from, report);
         }
@@ -426,6 +432,7 @@ impl resource_manager::Handler for ResourceManager {
                         location: r.location.clone(),
                         slots_total,
                         slots_free,
+                        since_heartbeat_ms: r.last_heard.elapsed().as_millis() as u64,
                     }
                 })
                 .collect(),

@@ -156,6 +156,15 @@ fn io_counters(m: &TaskIoMetrics, started: Instant, now: Instant) -> TaskIoCount
         idle_ms,
         busy_ms: running_ms.saturating_sub(back_pressured_ms + idle_ms),
         input_watermark: m.input_watermark(),
+        in_pool: pool_usage(m.in_pool_usage()),
+        out_pool: pool_usage(m.out_pool_usage()),
+    }
+}
+
+fn pool_usage(u: rill_network::metrics::BufferUsage) -> PoolUsage {
+    PoolUsage {
+        used: u.used as u64,
+        size: u.size as u64,
     }
 }
 

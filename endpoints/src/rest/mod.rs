@@ -20,6 +20,7 @@
 //! | `GET /jobs/:jobid/status` | its status |
 //! | `GET /jobs/:jobid/exceptions[?maxExceptions=n]` | its failure history |
 //! | `GET /jobs/:jobid/execution-result` | `IN_PROGRESS`, or its result |
+//! | `GET /jobs/:jobid/metrics[?get=…]` | job metric ids, or their values (`numRestarts`) |
 //! | `GET /jobs/:jobid/vertices/:vertexid` | a vertex and its subtasks |
 //! | `GET /jobs/:jobid/vertices/:vertexid/backpressure` | its subtasks' backpressure ([`metrics`]) |
 //! | `GET /jobs/:jobid/vertices/:vertexid/subtasks/metrics[?get=…&agg=…&subtasks=…]` | metric ids, or their aggregates over subtasks |
@@ -311,6 +312,7 @@ fn router(api: Api, access: auth::Access) -> Router {
         .route("/jobs/{jobid}/status", get(job_status))
         .route("/jobs/{jobid}/exceptions", get(job_exceptions))
         .route("/jobs/{jobid}/execution-result", get(execution_result))
+        .route("/jobs/{jobid}/metrics", get(job_metrics))
         .route("/jobs/{jobid}/vertices/{vertexid}", get(vertex))
         .route(
             "/jobs/{jobid}/vertices/{vertexid}/backpressure",
@@ -453,6 +455,16 @@ async fn job_exceptions(
     };
     let details = api.dispatcher().await?.job_details(job).await??;
     Ok(Json(flink::job_exceptions(&details, max)))
+}
+
+async fn job_metrics(State(api): State<Api>, jobid: PathParams<String>, params: Params) -> Answer {
+    let job = flink::parse_job_id(&path(jobid)?)?;
+    let q = query(params)?;
+    let details = api.dispatcher().await?.job_details(job).await??;
+    Ok(Json(flink::job_metrics(
+        &details,
+        q.get("get").map(String::as_str),
+    )))
 }
 
 async fn execution_result(State(api): State<Api>, jobid: PathParams<String>) -> Answer {
