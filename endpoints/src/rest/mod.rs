@@ -36,8 +36,11 @@
 //! | `POST /jobs/:jobid/stop` | stop-with-savepoint (`drain`) |
 //! | `GET /jobs/:jobid/savepoints/:triggerid` | where that savepoint or stop stands |
 //!
-//! With `rest.auth.token` set, every request must carry `Authorization: Bearer <token>`;
-//! others are answered 401 before any route is looked at ([`auth`]).
+//! The web dashboard ([`dashboard`]) is served at `/`, `/index.html` and `/web/<asset>`.
+//!
+//! With `rest.auth.token` set, every request but the dashboard's static ones must carry
+//! `Authorization: Bearer <token>`; others are answered 401 before any route is looked
+//! at ([`auth`]).
 //!
 //! Errors are always Flink's `{"errors":["…"]}`: 400 for a malformed id, query or body,
 //! 401 for a missing or wrong token,
@@ -53,6 +56,7 @@
 
 pub mod auth;
 pub mod checkpoints;
+pub mod dashboard;
 pub mod flink;
 pub mod metrics;
 pub mod prometheus;
@@ -344,7 +348,7 @@ fn router(api: Api, access: auth::Access) -> Router {
         .route("/taskmanagers", get(task_managers))
         .route("/taskmanagers/{tmid}", get(task_manager))
         .route("/metrics", get(prometheus_metrics));
-    Router::new()
+    let api_routes = Router::new()
         .nest("/v1", routes.clone())
         .merge(routes)
         .fallback(not_found)
@@ -352,7 +356,11 @@ fn router(api: Api, access: auth::Access) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
             require_token,
-        ))
+        ));
+    // The dashboard's static routes come without the token check (see [`dashboard`]).
+    dashboard::routes()
+        .method_not_allowed_fallback(method_not_allowed)
+        .merge(api_routes)
         .with_state(api)
 }
 
