@@ -133,6 +133,11 @@ pub struct SlotStatus {
 pub struct SlotReport {
     /// One entry per slot.
     pub slots: Vec<SlotStatus>,
+    /// The TaskExecutor process's resident memory (`VmRSS`), bytes, when it sent the
+    /// report; `None` at registration, where it cannot be read, and from senders that
+    /// predate it.
+    #[serde(default)]
+    pub process_rss_bytes: Option<u64>,
 }
 
 /// How to reach a TaskExecutor.
@@ -738,6 +743,9 @@ pub struct TaskManagerInfo {
     /// ResourceManager.
     #[serde(default)]
     pub since_heartbeat_ms: u64,
+    /// Its process's resident memory as of its last heartbeat, bytes, if it reported one.
+    #[serde(default)]
+    pub process_rss_bytes: Option<u64>,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

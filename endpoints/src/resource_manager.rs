@@ -34,6 +34,8 @@ struct RegisteredTaskExecutor {
     epoch: u64,
     /// When it last registered or sent a heartbeat (`timeSinceLastHeartbeat` in REST).
     last_heard: std::time::Instant,
+    /// Its process's resident memory, from its last heartbeat.
+    process_rss_bytes: Option<u64>,
 }
 
 struct RegisteredJobMaster {
@@ -117,6 +119,7 @@ impl ResourceManager {
                 location: registration.location,
                 epoch,
                 last_heard: std::time::Instant::now(),
+                process_rss_bytes: None,
             },
         );
         self.match_slots(ctx);
@@ -314,6 +317,7 @@ impl resource_manager::Handler for ResourceManager {
     ) {
         if let Some(r) = self.task_executors.get_mut(&from) {
             r.last_heard = std::time::Instant::now();
+            r.process_rss_bytes = report.process_rss_bytes.or(r.process_rss_bytes);
         }
         if let Some(hb) = &self.heartbeat_te {
             hb.receive_heartbeat(from, report);
@@ -433,6 +437,7 @@ impl resource_manager::Handler for ResourceManager {
                         slots_total,
                         slots_free,
                         since_heartbeat_ms: r.last_heard.elapsed().as_millis() as u64,
+                        process_rss_bytes: r.process_rss_bytes,
                     }
                 })
                 .collect(),

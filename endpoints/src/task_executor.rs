@@ -59,6 +59,7 @@ use crate::config::RillConfig;
 use crate::gateways::{job_master, resource_manager, task_executor};
 use crate::heartbeats::{start_heartbeats, TellTarget};
 use crate::messages::*;
+use crate::rest::prometheus::ProcessSample;
 
 /// What a TaskExecutor is started with.
 #[derive(Clone)]
@@ -231,6 +232,7 @@ impl TaskExecutor {
                     allocation: s.as_ref().map(|a| (a.job, a.allocation)),
                 })
                 .collect(),
+            process_rss_bytes: None,
         };
         *self.slot_report.lock() = report;
     }
@@ -801,7 +803,10 @@ impl RpcEndpoint for TaskExecutor {
             "ResourceManager",
             Self::resource_manager_lost,
             |_, _, _, ()| {},
-            move |_| report.lock().clone(),
+            move |_| SlotReport {
+                process_rss_bytes: ProcessSample::read().map(|p| p.rss_bytes),
+                ..report.lock().clone()
+            },
         ));
         let counters = self.counters.clone();
         self.heartbeat_jm = Some(start_heartbeats(

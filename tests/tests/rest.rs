@@ -520,6 +520,15 @@ fn flinks_rest_api_reports_and_cancels_a_job() {
     assert_eq!(tm["id"], tm_id.as_str());
     assert_eq!(tm["slotsNumber"], 2);
     assert_eq!(tm["freeSlots"], 0, "both slots run the job");
+    // rill's own: the TaskManager's resident memory from its heartbeats (1 s apart), and
+    // the time since the last one.
+    let tms = http.poll("the TaskManager reports its memory", "/taskmanagers", |t| {
+        t["taskmanagers"][0]["processMemoryRss"]
+            .as_i64()
+            .is_some_and(|b| b > 1 << 20)
+    });
+    let since = tms["taskmanagers"][0]["timeSinceLastHeartbeat"].as_u64();
+    assert!(since.is_some_and(|ms| ms < 60_000), "{tms}");
     let detail = http.ok(&format!("/taskmanagers/{tm_id}"));
     assert_fields(
         "taskmanager details",

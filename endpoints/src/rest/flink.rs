@@ -585,9 +585,12 @@ fn unknown_resources() -> Value {
     })
 }
 
-/// One entry of `GET /taskmanagers` (Flink's `TaskManagerInfo`).
+/// One entry of `GET /taskmanagers` (Flink's `TaskManagerInfo`), with rill's
+/// `processMemoryRss`: the TaskManager process's resident memory as of its last
+/// heartbeat, bytes (-1 before the first).
 pub fn task_manager(t: &TaskManagerInfo) -> Value {
     json!({
+        "processMemoryRss": t.process_rss_bytes.map_or(-1, |b| b as i64),
         "id": t.location.resource_id.as_str(),
         "path": t.location.rpc_address.to_string(),
         "dataPort": t.location.data_address.port(),
@@ -748,6 +751,7 @@ mod tests {
             slots_total: 4,
             slots_free: 3,
             since_heartbeat_ms: 250,
+            process_rss_bytes: Some(12 << 20),
         }
     }
 
@@ -1155,8 +1159,12 @@ mod tests {
             "hardware",
             "memoryConfiguration",
             "blocked",
+            // rill's own
+            "processMemoryRss",
         ];
         assert_eq!(keys(t), set(&base));
+        assert_eq!(t["timeSinceLastHeartbeat"], 250);
+        assert_eq!(t["processMemoryRss"], 12 << 20);
         assert_eq!(t["slotsNumber"], 4);
         assert_eq!(t["freeSlots"], 3);
         assert_eq!(t["dataPort"], 7001);

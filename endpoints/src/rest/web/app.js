@@ -179,7 +179,9 @@
     },
     async update() {
       const { taskmanagers } = await api("/taskmanagers");
+      // rill's processMemoryRss (the process's resident memory), else Flink's hardware.
       const memory = (t) => {
+        if (t.processMemoryRss >= 0) return bytes(t.processMemoryRss) + " RSS";
         const m = t.hardware && t.hardware.physicalMemory;
         return m >= 0 ? bytes(m) : "—";
       };
