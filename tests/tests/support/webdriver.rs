@@ -280,6 +280,13 @@ impl Session {
         self.call("POST", "/execute/sync", Some(body))
     }
 
+    /// Runs `script` asynchronously: it ends by calling its last argument (after `args`)
+    /// with the result, within the session's script timeout (10 s).
+    pub fn execute_async(&self, script: &str, args: Value) -> WdResult<Value> {
+        let body = json!({ "script": script, "args": args });
+        self.call("POST", "/execute/async", Some(body))
+    }
+
     /// Polls `f` every 50 ms until it answers `Some`, at most `timeout`; a WebDriver
     /// error inside (a stale element while the page re-renders, say) counts as not yet.
     /// Panics with `what` and the last error on timeout.
