@@ -2,9 +2,10 @@
 // Routes (location hash): #/ overview and jobs, #/jobs/<id> one job, #/taskmanagers.
 // Each view builds its skeleton once (so buttons and inputs survive refreshes) and then
 // refills its sections every REFRESH_MS; a refresh still running when the next tick
-// comes makes that tick skip. Every element a test or a user may look for has a stable
-// id or data attribute: #job-name, #job-state[data-state], #job-graph[data-vertex-count],
-// #cancel-job, #trigger-savepoint, #stop-job, #operation-status[data-status].
+// comes makes that tick skip, and one that outlived its view draws nothing. Every
+// element a test or a user may look for has a stable id or data attribute: #job-name,
+// #job-state[data-state], #job-graph[data-vertex-count], #cancel-job,
+// #trigger-savepoint, #stop-job, #operation-status[data-status].
 "use strict";
 (() => {
   const REFRESH_MS = 2000;
@@ -134,8 +135,9 @@
         h("div", { class: "panel", id: "job-list" }),
       );
     },
-    async update() {
+    async update(live) {
       const [o, jobs] = await Promise.all([api("/overview"), api("/jobs/overview")]);
+      if (!live()) return;
       const card = (label, value, id) =>
         h("div", { class: "card", id }, h("div", { class: "value" }, value), h("div", { class: "label" }, label));
       fill(
@@ -177,8 +179,9 @@
     mount(view) {
       fill(view, h("h3", {}, "TaskManagers"), h("div", { class: "panel", id: "tm-list" }));
     },
-    async update() {
+    async update(live) {
       const { taskmanagers } = await api("/taskmanagers");
+      if (!live()) return;
       // rill's processMemoryRss (the process's resident memory), else Flink's hardware.
       const memory = (t) => {
         if (t.processMemoryRss >= 0) return bytes(t.processMemoryRss) + " RSS";
@@ -346,18 +349,22 @@
 
   /** #/jobs/<id> */
   function jobView(job) {
-    // Operations started from this page, shown until the next one.
+    // The savepoint trigger this page follows, until the next operation.
     let operation = null;
+    // This view's route generation: once the user navigates away, nothing is drawn and
+    // polling stops.
+    let mine = -1;
+    const shown = () => mine === generation;
 
     const status = (state, text) => {
       const el = $("operation-status");
-      if (!el) return;
+      if (!el || !shown()) return;
       el.setAttribute("data-status", state);
       el.textContent = text;
     };
 
     async function pollSavepoint(what, trigger) {
-      for (let i = 0; i < 600 && operation === trigger; i++) {
+      for (let i = 0; i < 600 && operation === trigger && shown(); i++) {
         let answer;
         try {
           answer = await api(`/jobs/${job}/savepoints/${trigger}`);
@@ -419,6 +426,7 @@
 
     return {
       mount(view) {
+        mine = generation;
         fill(
           view,
           h(
@@ -456,7 +464,7 @@
         );
       },
 
-      async update() {
+      async update(live) {
         const [d, checkpoints, exceptions, metrics] = await Promise.all([
           api(`/jobs/${job}`),
           maybe(`/jobs/${job}/checkpoints`),
@@ -464,6 +472,7 @@
           maybe(`/jobs/${job}/metrics?get=numRestarts`),
         ]);
         const stats = await vertexStats(job, d.vertices);
+        if (!live()) return;
         document.title = `${d.name} · rill`;
         $("job-name").textContent = d.name;
         const state = $("job-state");
@@ -589,7 +598,8 @@
     busy = true;
     const { view, generation: g } = current;
     try {
-      await view.update();
+      // After a route change, the old view's late answers are dropped, not drawn.
+      await view.update(() => g === generation);
       if (g === generation) {
         banner(null);
         $("refresh-status").textContent = "updated " + new Date().toLocaleTimeString("en-GB");
