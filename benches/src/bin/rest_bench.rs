@@ -15,8 +15,9 @@
 //!   `/usr/bin/chromedriver` is missing) loads the dashboard `--loads` times (default 7)
 //!   from `about:blank`; per load: first contentful paint from
 //!   `performance.getEntriesByType('paint')`, the navigation's `loadEventEnd`, and the
-//!   time until the overview's job table holds every job (a MutationObserver in the page,
-//!   so WebDriver's polling adds nothing), all from the navigation's start; medians.
+//!   time until the overview's job table holds every job (a MutationObserver and a
+//!   PerformanceObserver in the page, so WebDriver's polling adds nothing), all from the
+//!   navigation's start; medians.
 //! * **rss**: the JobManager's `VmRSS` from `/proc/<pid>/status` with the REST server
 //!   idle: once right after the TaskManager registered (no jobs), once 2 s after the
 //!   last request above (with the jobs' archives).
@@ -229,22 +230,34 @@ fn weight(rest: &Rest) -> Result<Vec<Row>> {
     )])
 }
 
-/// Waits in the page until the overview's job table has `jobs` rows; answers the
-/// paint and navigation timings and that moment, ms since the navigation started.
+/// Waits in the page until the overview's job table has `jobs` rows and the first
+/// contentful paint is recorded (paint entries arrive asynchronously, possibly after
+/// the data); answers the paint and navigation timings and the moment the table was
+/// complete, ms since the navigation started.
 const TIMINGS: &str = r#"
 const [jobs, done] = [arguments[0], arguments[arguments.length - 1]];
-const answer = () => {
-  const paint = performance.getEntriesByType('paint');
-  const fcp = paint.find((p) => p.name === 'first-contentful-paint');
+let fcp = null, data = null;
+const finish = () => {
+  if (fcp === null || data === null) return;
   const nav = performance.getEntriesByType('navigation')[0];
-  return { fcp: fcp ? fcp.startTime : null, load: nav ? nav.loadEventEnd : null, data: performance.now() };
+  done({ fcp, load: nav ? nav.loadEventEnd : null, data });
 };
-const ready = () => document.querySelectorAll('#jobs-table tbody tr').length >= jobs;
-if (ready()) { done(answer()); return; }
-const seen = new MutationObserver(() => {
-  if (ready()) { seen.disconnect(); setTimeout(() => done(answer()), 0); }
-});
-seen.observe(document.body, { childList: true, subtree: true });
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    if (e.name === 'first-contentful-paint' && fcp === null) { fcp = e.startTime; finish(); }
+  }
+}).observe({ type: 'paint', buffered: true });
+const check = () => {
+  if (data === null && document.querySelectorAll('#jobs-table tbody tr').length >= jobs) {
+    data = performance.now();
+    finish();
+  }
+};
+check();
+if (data === null) {
+  const seen = new MutationObserver(() => { check(); if (data !== null) seen.disconnect(); });
+  seen.observe(document.body, { childList: true, subtree: true });
+}
 "#;
 
 fn render(rest: &Rest, jobs: usize, loads: usize) -> Result<Vec<Row>> {
