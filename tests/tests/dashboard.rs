@@ -2,8 +2,8 @@
 //! 127.0.0.1: its page and assets as HTTP answers, and a real headless Chromium, driven
 //! over WebDriver by `chromedriver`, that finds a running job's name, state and vertex
 //! count on the page, sees its checkpoints, takes a savepoint and cancels the job with
-//! the page's buttons (the job then reaches CANCELED, as REST reports), and that works
-//! with a token pasted into the page.
+//! the page's buttons (the job then reaches CANCELED, as REST reports), stops a second
+//! job with a savepoint (FINISHED), and that works with a token pasted into the page.
 //!
 //! The browser tests need Debian's `chromium` and `chromium-driver`; without them they
 //! print a notice and pass, unless `RILL_REQUIRE_BROWSER=1` (set by `.ci/run` once it
@@ -344,6 +344,53 @@ fn a_headless_browser_shows_a_running_job_and_cancels_it_with_the_pages_button()
         )
         .unwrap();
     assert_eq!(disabled, true, "an ended job cannot be cancelled again");
+
+    // Stop with savepoint, from a second job's page reached by its address.
+    let second = submit_keyed_sum(addr);
+    poll(
+        "the second job runs",
+        &format!("{rest}/jobs/{second}"),
+        None,
+        |d| {
+            d["state"] == "RUNNING"
+                && d["vertices"]
+                    .as_array()
+                    .is_some_and(|vs| vs.iter().all(|v| v["status"] == "RUNNING"))
+        },
+    );
+    s.navigate(&format!("{rest}/#/jobs/{second}")).unwrap();
+    s.wait_for("the second job's page", PAGE, |s| {
+        Ok(s.text_of("#job-state")?.filter(|t| t == "RUNNING"))
+    });
+    let field = s
+        .find("#savepoint-dir")
+        .unwrap()
+        .expect("a directory field");
+    s.type_text(&field, &format!("file://{}", savepoints.display()))
+        .unwrap();
+    click(&s, "#stop-job");
+    let stopped = s.wait_for("the stop completes", LONG, |s| {
+        let Some(e) = s.find("#operation-status")? else {
+            return Ok(None);
+        };
+        let status = s.attribute(&e, "data-status")?;
+        let text = s.text(&e)?;
+        assert!(
+            !matches!(status.as_deref(), Some("ERROR" | "FAILED")),
+            "the page says {text}"
+        );
+        Ok((status.as_deref() == Some("COMPLETED")).then_some(text))
+    });
+    assert!(
+        stopped.starts_with("Stop with savepoint completed"),
+        "{stopped}"
+    );
+    poll(
+        "the stopped job finishes",
+        &format!("{rest}/jobs/{second}/status"),
+        None,
+        |s| s["status"] == "FINISHED",
+    );
 }
 
 #[test]
