@@ -954,6 +954,14 @@ impl JobMaster {
                     locations,
                     attempts,
                     subtasks,
+                    inputs: self
+                        .job
+                        .input_edges(*v)
+                        .map(|(_, e)| VertexInput {
+                            source: e.source,
+                            ship_strategy: e.partitioning.name().to_string(),
+                        })
+                        .collect(),
                 }
             })
             .collect();

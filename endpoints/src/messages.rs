@@ -133,6 +133,11 @@ pub struct SlotStatus {
 pub struct SlotReport {
     /// One entry per slot.
     pub slots: Vec<SlotStatus>,
+    /// The TaskExecutor process's resident memory (`VmRSS`), bytes, when it sent the
+    /// report; `None` at registration, where it cannot be read, and from senders that
+    /// predate it.
+    #[serde(default)]
+    pub process_rss_bytes: Option<u64>,
 }
 
 /// How to reach a TaskExecutor.
@@ -562,6 +567,32 @@ pub struct TaskIoCounters {
     /// The task's `currentInputWatermark` (ms), if it has one yet.
     #[serde(default)]
     pub input_watermark: Option<i64>,
+    /// Buffers of its input gate's pools in use (`inPoolUsage`).
+    #[serde(default)]
+    pub in_pool: PoolUsage,
+    /// Buffers of its output partitions' pools in use (`outPoolUsage`).
+    #[serde(default)]
+    pub out_pool: PoolUsage,
+}
+
+/// Buffers in use out of a set of buffer pools' entitlements, at one instant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolUsage {
+    /// Buffers handed out and not yet returned.
+    pub used: u64,
+    /// The pools' current sizes, summed.
+    pub size: u64,
+}
+
+impl PoolUsage {
+    /// `used / size` in [0, 1] (Flink's `inPoolUsage` / `outPoolUsage`); 0 for no pool.
+    pub fn ratio(&self) -> f64 {
+        if self.size == 0 {
+            0.0
+        } else {
+            (self.used as f64 / self.size as f64).min(1.0)
+        }
+    }
 }
 
 /// The payload of a TaskExecutor's heartbeat to a JobMaster.
@@ -608,6 +639,19 @@ pub struct VertexDetails {
     /// Each subtask's counters as of its last heartbeat (all 0 before the first one).
     #[serde(default)]
     pub subtasks: Vec<TaskIoCounters>,
+    /// The edges entering it, in input order.
+    #[serde(default)]
+    pub inputs: Vec<VertexInput>,
+}
+
+/// An edge entering a vertex in [`VertexDetails`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VertexInput {
+    /// The producing vertex.
+    pub source: VertexId,
+    /// How records are distributed, in Flink's ship-strategy names (`FORWARD`,
+    /// `REBALANCE`, `RESCALE`, `HASH`, `BROADCAST`).
+    pub ship_strategy: String,
 }
 
 /// `rill status`: a job and its vertices.
@@ -710,6 +754,13 @@ pub struct TaskManagerInfo {
     pub slots_total: u32,
     /// Slots not allocated to any job.
     pub slots_free: u32,
+    /// Milliseconds since its last heartbeat (or registration) reached the
+    /// ResourceManager.
+    #[serde(default)]
+    pub since_heartbeat_ms: u64,
+    /// Its process's resident memory as of its last heartbeat, bytes, if it reported one.
+    #[serde(default)]
+    pub process_rss_bytes: Option<u64>,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).

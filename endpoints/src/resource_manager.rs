@@ -32,6 +32,10 @@ struct RegisteredTaskExecutor {
     location: TaskManagerLocation,
     /// Bumped on each registration, so a stale death-watch cannot remove a newer one.
     epoch: u64,
+    /// When it last registered or sent a heartbeat (`timeSinceLastHeartbeat` in REST).
+    last_heard: std::time::Instant,
+    /// Its process's resident memory, from its last heartbeat.
+    process_rss_bytes: Option<u64>,
 }
 
 struct RegisteredJobMaster {
@@ -114,6 +118,8 @@ impl ResourceManager {
                 gateway,
                 location: registration.location,
                 epoch,
+                last_heard: std::time::Instant::now(),
+                process_rss_bytes: None,
             },
         );
         self.match_slots(ctx);
@@ -309,6 +315,10 @@ impl resource_manager::Handler for ResourceManager {
         from: ResourceId,
         report: SlotReport,
     ) {
+        if let Some(r) = self.task_executors.get_mut(&from) {
+            r.last_heard = std::time::Instant::now();
+            r.process_rss_bytes = report.process_rss_bytes.or(r.process_rss_bytes);
+        }
         if let Some(hb) = &self.heartbeat_te {
             hb.receive_heartbeat(from, report);
         }
@@ -426,6 +436,8 @@ impl resource_manager::Handler for ResourceManager {
                         location: r.location.clone(),
                         slots_total,
                         slots_free,
+                        since_heartbeat_ms: r.last_heard.elapsed().as_millis() as u64,
+                        process_rss_bytes: r.process_rss_bytes,
                     }
                 })
                 .collect(),

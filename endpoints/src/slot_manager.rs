@@ -248,6 +248,7 @@ mod tests {
 
     fn report(te: &str, slots: u32) -> SlotReport {
         SlotReport {
+            process_rss_bytes: None,
             slots: (0..slots)
                 .map(|index| SlotStatus {
                     slot: SlotId {

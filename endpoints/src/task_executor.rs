@@ -59,6 +59,7 @@ use crate::config::RillConfig;
 use crate::gateways::{job_master, resource_manager, task_executor};
 use crate::heartbeats::{start_heartbeats, TellTarget};
 use crate::messages::*;
+use crate::rest::prometheus::ProcessSample;
 
 /// What a TaskExecutor is started with.
 #[derive(Clone)]
@@ -156,6 +157,15 @@ fn io_counters(m: &TaskIoMetrics, started: Instant, now: Instant) -> TaskIoCount
         idle_ms,
         busy_ms: running_ms.saturating_sub(back_pressured_ms + idle_ms),
         input_watermark: m.input_watermark(),
+        in_pool: pool_usage(m.in_pool_usage()),
+        out_pool: pool_usage(m.out_pool_usage()),
+    }
+}
+
+fn pool_usage(u: rill_network::metrics::BufferUsage) -> PoolUsage {
+    PoolUsage {
+        used: u.used as u64,
+        size: u.size as u64,
     }
 }
 
@@ -222,6 +232,7 @@ impl TaskExecutor {
                     allocation: s.as_ref().map(|a| (a.job, a.allocation)),
                 })
                 .collect(),
+            process_rss_bytes: None,
         };
         *self.slot_report.lock() = report;
     }
@@ -793,7 +804,10 @@ impl RpcEndpoint for TaskExecutor {
             "ResourceManager",
             Self::resource_manager_lost,
             |_, _, _, ()| {},
-            move |_| report.lock().clone(),
+            move |_| SlotReport {
+                process_rss_bytes: ProcessSample::read().map(|p| p.rss_bytes),
+                ..report.lock().clone()
+            },
         ));
         let counters = self.counters.clone();
         self.heartbeat_jm = Some(start_heartbeats(

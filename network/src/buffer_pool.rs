@@ -427,6 +427,12 @@ impl LocalBufferPool {
         self.inner.state.lock().outstanding
     }
 
+    /// Buffers outstanding and the current entitlement, read together.
+    pub fn occupancy(&self) -> (usize, usize) {
+        let st = self.inner.state.lock();
+        (st.outstanding, st.size)
+    }
+
     /// Fraction of the entitlement in use (`outstanding / size`), as Flink's
     /// `outPoolUsage`/`inPoolUsage`.
     pub fn usage(&self) -> f64 {

@@ -392,9 +392,15 @@ impl InputGateBuilder {
         self.channels.len() as u32
     }
 
-    /// Finishes the gate.
+    /// Finishes the gate; its pools count in the metrics' `inPoolUsage` from now on.
     pub fn build(self) -> InputGate {
         let n = self.channels.len();
+        self.metrics.watch_input_pool(&self.floating_pool);
+        for c in &self.channels {
+            if let Channel::Remote(inbox) = c {
+                self.metrics.watch_input_pool(&inbox.exclusive_pool);
+            }
+        }
         InputGate {
             shared: self.shared,
             channels: self.channels,

@@ -9,12 +9,22 @@
 //! Rates are computed from two [`IoSnapshot`]s, the time being passed in: the metric
 //! reporter decides when to sample.
 //!
+//! The pool usages are read when sampled: the gate and the writers register their pools
+//! with [`TaskIoMetrics::watch_input_pool`] / [`TaskIoMetrics::watch_output_pool`], weakly,
+//! so the metrics never keep a pool alive after its owner drops it (a destroyed pool
+//! counts no more).
+//!
 //! Busy time is what is neither idle (waiting for input) nor backpressured (waiting for an
 //! output buffer), as in Flink. The backpressure level classifies the backpressured ratio:
 //! `OK ≤ 0.10 < LOW ≤ 0.5 < HIGH`.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::buffer_pool::LocalBufferPool;
 
 /// Cumulative I/O counters of one task.
 #[derive(Debug, Default)]
@@ -28,6 +38,48 @@ pub struct TaskIoMetrics {
     /// `currentInputWatermark`: the watermark the task last derived from its inputs.
     input_watermark: AtomicI64,
     has_input_watermark: AtomicBool,
+    /// The pools `inPoolUsage` and `outPoolUsage` are read from.
+    pools: Mutex<WatchedPools>,
+}
+
+#[derive(Debug, Default)]
+struct WatchedPools {
+    input: Vec<Weak<LocalBufferPool>>,
+    output: Vec<Weak<LocalBufferPool>>,
+}
+
+/// Buffers in use out of some pools' current sizes, summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BufferUsage {
+    /// Buffers handed out and not yet dropped.
+    pub used: usize,
+    /// The pools' entitlements.
+    pub size: usize,
+}
+
+impl BufferUsage {
+    fn of(pools: &[Weak<LocalBufferPool>]) -> BufferUsage {
+        pools
+            .iter()
+            .filter_map(Weak::upgrade)
+            .fold(BufferUsage::default(), |acc, p| {
+                let (used, size) = p.occupancy();
+                BufferUsage {
+                    used: acc.used + used,
+                    size: acc.size + size,
+                }
+            })
+    }
+
+    /// `used / size`, at most 1 (a pool shrunk below its outstanding buffers); 0 without
+    /// pools.
+    pub fn ratio(&self) -> f64 {
+        if self.size == 0 {
+            0.0
+        } else {
+            (self.used as f64 / self.size as f64).min(1.0)
+        }
+    }
 }
 
 impl TaskIoMetrics {
@@ -68,6 +120,27 @@ impl TaskIoMetrics {
         self.has_input_watermark
             .load(Ordering::Acquire)
             .then(|| self.input_watermark.load(Ordering::Relaxed))
+    }
+
+    /// Counts `pool` (the gate's floating pool or a remote channel's exclusive one) in
+    /// [`Self::in_pool_usage`] while it lives.
+    pub fn watch_input_pool(&self, pool: &Arc<LocalBufferPool>) {
+        self.pools.lock().input.push(Arc::downgrade(pool));
+    }
+
+    /// Counts `pool` (an output partition's) in [`Self::out_pool_usage`] while it lives.
+    pub fn watch_output_pool(&self, pool: &Arc<LocalBufferPool>) {
+        self.pools.lock().output.push(Arc::downgrade(pool));
+    }
+
+    /// `inPoolUsage`: buffers of the input gate's pools in use now.
+    pub fn in_pool_usage(&self) -> BufferUsage {
+        BufferUsage::of(&self.pools.lock().input)
+    }
+
+    /// `outPoolUsage`: buffers of the output partitions' pools in use now.
+    pub fn out_pool_usage(&self) -> BufferUsage {
+        BufferUsage::of(&self.pools.lock().output)
     }
 
     /// Records consumed so far.
@@ -216,6 +289,29 @@ mod tests {
         assert_eq!(BackPressureLevel::from_ratio(0.11), BackPressureLevel::Low);
         assert_eq!(BackPressureLevel::from_ratio(0.5), BackPressureLevel::Low);
         assert_eq!(BackPressureLevel::from_ratio(0.51), BackPressureLevel::High);
+    }
+
+    #[test]
+    fn pool_usage_counts_watched_pools_while_they_live() {
+        let global = crate::buffer_pool::NetworkBufferPool::new(16, 64);
+        let m = TaskIoMetrics::default();
+        assert_eq!(m.out_pool_usage().ratio(), 0.0, "no pool yet");
+        let out = global.create_pool(4, 4).unwrap();
+        m.watch_output_pool(&out);
+        let held: Vec<_> = (0..3)
+            .map(|_| out.try_request().unwrap().unwrap())
+            .collect();
+        assert_eq!(m.out_pool_usage(), BufferUsage { used: 3, size: 4 });
+        assert_eq!(m.out_pool_usage().ratio(), 0.75);
+        assert_eq!(m.in_pool_usage().ratio(), 0.0, "inputs are counted apart");
+        drop(held);
+        assert_eq!(m.out_pool_usage().used, 0);
+        drop(out);
+        assert_eq!(
+            m.out_pool_usage(),
+            BufferUsage::default(),
+            "a dropped pool is gone"
+        );
     }
 
     #[test]

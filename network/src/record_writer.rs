@@ -160,6 +160,7 @@ impl RecordWriter {
                 "a record writer needs at least one channel",
             ));
         }
+        metrics.watch_output_pool(partition.pool());
         let flush_requested = Arc::new(AtomicBool::new(false));
         let flusher = match timeout {
             BufferTimeout::Interval(interval) => Some(

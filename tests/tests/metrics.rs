@@ -3,7 +3,8 @@
 //! Prometheus' text format and its record counters are the job's exact record counts
 //! (as `rill status` shows them), its cluster and checkpoint figures are the cluster's;
 //! the TaskManager's own endpoint, found through `GET /taskmanagers`, parses too and has
-//! its process's figures.
+//! its process's figures; both carry every task's `inPoolUsage` / `outPoolUsage` in
+//! [0, 1].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -381,6 +382,8 @@ fn metrics_endpoints_parse_and_count_a_bounded_jobs_records_exactly() {
         "rill_taskmanager_job_task_busyTimeMsPerSecond",
         "rill_taskmanager_job_task_backPressuredTimeMsPerSecond",
         "rill_taskmanager_job_task_idleTimeMsPerSecond",
+        "rill_taskmanager_job_task_inPoolUsage",
+        "rill_taskmanager_job_task_outPoolUsage",
     ] {
         let tasks = per_task(&jm_samples, name, &job);
         assert_eq!(tasks.len(), 2, "{name}");
@@ -388,6 +391,9 @@ fn metrics_endpoints_parse_and_count_a_bounded_jobs_records_exactly() {
             assert!(s.value >= 0.0, "{s:?}");
             if name.ends_with("PerSecond") {
                 assert!(s.value <= 1000.0, "{s:?}");
+            }
+            if name.ends_with("PoolUsage") {
+                assert!(s.value <= 1.0, "a share of buffers: {s:?}");
             }
             assert_eq!(s.labels["tm_id"], tm_id, "{s:?}");
         }
@@ -484,6 +490,8 @@ fn a_task_managers_endpoint_shows_its_running_tasks() {
         "rill_taskmanager_job_task_busyTimeMsPerSecond",
         "rill_taskmanager_job_task_backPressuredTimeMsPerSecond",
         "rill_taskmanager_job_task_idleTimeMsPerSecond",
+        "rill_taskmanager_job_task_inPoolUsage",
+        "rill_taskmanager_job_task_outPoolUsage",
     ] {
         let tasks = per_task(&samples, name, &job);
         assert_eq!(tasks.len(), 2, "{name}: {tasks:?}");
@@ -492,6 +500,9 @@ fn a_task_managers_endpoint_shows_its_running_tasks() {
             assert_eq!(s.labels["subtask_index"], "0", "{s:?}");
             if name.ends_with("PerSecond") {
                 assert!((0.0..=1000.0).contains(&s.value), "{s:?}");
+            }
+            if name.ends_with("PoolUsage") {
+                assert!((0.0..=1.0).contains(&s.value), "{s:?}");
             }
         }
     }

@@ -357,6 +357,28 @@ fn flinks_rest_api_reports_and_cancels_a_job() {
     assert_eq!(details["end-time"], -1, "a running job has no end time");
     let vertices = details["vertices"].as_array().unwrap();
     assert!(!vertices.is_empty());
+    // The plan as Flink's JsonPlanGenerator writes it: one node per vertex; a source's
+    // has no `inputs`, every other one names the vertices it reads.
+    let nodes = details["plan"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), vertices.len(), "{details}");
+    assert!(nodes[0].get("inputs").is_none(), "{}", nodes[0]);
+    for n in &nodes[1..] {
+        let inputs = n["inputs"].as_array().unwrap_or_else(|| panic!("{n}"));
+        assert!(!inputs.is_empty(), "{n}");
+        for i in inputs {
+            assert_fields(
+                "plan input",
+                i,
+                &[
+                    ("num", 'i'),
+                    ("id", 's'),
+                    ("ship_strategy", 's'),
+                    ("exchange", 's'),
+                ],
+            );
+            assert!(vertices.iter().any(|v| v["id"] == i["id"]), "{i}");
+        }
+    }
     for v in vertices {
         assert!(is_hex32(&v["id"]), "vertex id {}", v["id"]);
         assert_fields(
@@ -498,6 +520,15 @@ fn flinks_rest_api_reports_and_cancels_a_job() {
     assert_eq!(tm["id"], tm_id.as_str());
     assert_eq!(tm["slotsNumber"], 2);
     assert_eq!(tm["freeSlots"], 0, "both slots run the job");
+    // rill's own: the TaskManager's resident memory from its heartbeats (1 s apart), and
+    // the time since the last one.
+    let tms = http.poll("the TaskManager reports its memory", "/taskmanagers", |t| {
+        t["taskmanagers"][0]["processMemoryRss"]
+            .as_i64()
+            .is_some_and(|b| b > 1 << 20)
+    });
+    let since = tms["taskmanagers"][0]["timeSinceLastHeartbeat"].as_u64();
+    assert!(since.is_some_and(|ms| ms < 60_000), "{tms}");
     let detail = http.ok(&format!("/taskmanagers/{tm_id}"));
     assert_fields(
         "taskmanager details",
@@ -534,7 +565,21 @@ fn flinks_rest_api_reports_and_cancels_a_job() {
     assert_error("unknown route", http.get("/no/such/route"), 404);
     assert_error(
         "a route not built yet",
-        http.get(&format!("/jobs/{job}/metrics")),
+        http.get(&format!("/jobs/{job}/accumulators")),
+        404,
+    );
+    // Job metrics (Flink's JobMetricsHandler): the ids, then the values as strings.
+    assert_eq!(
+        http.ok(&format!("/jobs/{job}/metrics")),
+        serde_json::json!([{"id": "numRestarts"}, {"id": "fullRestarts"}])
+    );
+    assert_eq!(
+        http.ok(&format!("/jobs/{job}/metrics?get=numRestarts,noSuchMetric")),
+        serde_json::json!([{"id": "numRestarts", "value": "0"}])
+    );
+    assert_error(
+        "job metrics of an unknown job",
+        http.get(&format!("/jobs/{}/metrics", "0".repeat(32))),
         404,
     );
     // A job without checkpointing: empty statistics, no configuration (404, as Flink),
@@ -1195,8 +1240,25 @@ fn vertex_metrics_backpressure_watermarks_and_job_submission() {
                 m["id"].as_str().unwrap()
             })
             .collect();
-        for id in ["numRecordsIn", "numRecordsOut", "numBytesIn", "numBytesOut"] {
+        for id in [
+            "numRecordsIn",
+            "numRecordsOut",
+            "numBytesIn",
+            "numBytesOut",
+            "inPoolUsage",
+            "outPoolUsage",
+        ] {
             assert!(ids.contains(&id), "{id} in {ids:?}");
+        }
+        let pools = http.ok(&format!(
+            "{base}/subtasks/metrics?get=inPoolUsage,outPoolUsage"
+        ));
+        assert_eq!(pools.as_array().unwrap().len(), 2, "{pools}");
+        for m in pools.as_array().unwrap() {
+            for agg in ["min", "max", "avg"] {
+                let share = m[agg].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&share), "a share of buffers: {m}");
+            }
         }
         let get = format!("{base}/subtasks/metrics?get=numRecordsIn,numRecordsOut,noSuchMetric");
         let metrics = http.ok(&get);

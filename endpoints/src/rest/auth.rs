@@ -2,7 +2,8 @@
 //!
 //! Without a token the API is open, as Flink's is; config validation allows that only on
 //! a loopback `rest.address`. With one, every request, whatever its route or method
-//! (unknown routes too, so their existence does not leak), must carry
+//! (unknown routes too, so their existence does not leak), except the dashboard's static
+//! page and assets ([`super::dashboard`]), must carry
 //! `Authorization: Bearer <token>`; any other request is answered 401 with Flink's
 //! error body and a `WWW-Authenticate: Bearer` header, and nothing else happens.
 //!

@@ -434,7 +434,8 @@ fn class_name(c: &CheckpointInfo) -> &'static str {
 
 /// One checkpoint as Flink's `CheckpointStatistics` (without per-task statistics, as
 /// in Flink's list). Flink's byte and record counters rill does not keep are 0; times
-/// rill does not know are -1.
+/// rill does not know are -1. `alignment_duration` is rill's own: the longest barrier
+/// alignment of a task, ms (Flink reports it only per subtask).
 fn checkpoint_statistics(c: &CheckpointInfo) -> Value {
     let ended_at = c
         .duration_ms
@@ -451,6 +452,7 @@ fn checkpoint_statistics(c: &CheckpointInfo) -> Value {
         "state_size": c.bytes,
         "end_to_end_duration": c.duration_ms.map_or(-1, |d| d as i64),
         "alignment_buffered": 0,
+        "alignment_duration": c.alignment_ms,
         "processed_data": 0,
         "persisted_data": c.in_flight_bytes,
         "num_subtasks": c.expected,
@@ -659,7 +661,8 @@ mod tests {
         }
     }
 
-    const BASE_FIELDS: [&str; 17] = [
+    /// Flink's fields, and rill's `alignment_duration`.
+    const BASE_FIELDS: [&str; 18] = [
         "className",
         "id",
         "status",
@@ -671,6 +674,7 @@ mod tests {
         "state_size",
         "end_to_end_duration",
         "alignment_buffered",
+        "alignment_duration",
         "processed_data",
         "persisted_data",
         "num_subtasks",

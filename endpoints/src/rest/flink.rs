@@ -152,13 +152,17 @@ fn state_counts(counts: &BTreeMap<ExecutionState, u32>) -> Map<String, Value> {
     m
 }
 
-/// Flink's `IOMetricsInfo`: records from rill's counters, bytes and times unknown.
-fn io_metrics(records_in: u64, records_out: u64, complete: bool) -> Value {
+/// Flink's `IOMetricsInfo` of a vertex: its record totals, and its bytes summed over
+/// its subtasks' last heartbeats; times are not summed (0).
+fn io_metrics(v: &VertexDetails, complete: bool) -> Value {
+    let (records_in, records_out) = (v.records_in, v.records_out);
+    let bytes_in: u64 = v.subtasks.iter().map(|c| c.bytes_in).sum();
+    let bytes_out: u64 = v.subtasks.iter().map(|c| c.bytes_out).sum();
     json!({
-        "read-bytes": 0,
-        "read-bytes-complete": false,
-        "write-bytes": 0,
-        "write-bytes-complete": false,
+        "read-bytes": bytes_in,
+        "read-bytes-complete": complete,
+        "write-bytes": bytes_out,
+        "write-bytes-complete": complete,
         "read-records": records_in,
         "read-records-complete": complete,
         "write-records": records_out,
@@ -254,8 +258,8 @@ pub fn jobs_overview(details: &[JobDetails]) -> Value {
     json!({ "jobs": details.iter().map(job_overview).collect::<Vec<_>>() })
 }
 
-/// `GET /jobs/:jobid` (Flink's `JobDetailsInfo`). rill's job details carry no edges, so
-/// the `plan` lists the vertices without their inputs.
+/// `GET /jobs/:jobid` (Flink's `JobDetailsInfo`); the `plan`'s nodes name their inputs
+/// (producing vertex, ship strategy) as Flink's JSON plan does.
 pub fn job_details(d: &JobDetails, now_ms: u64) -> Value {
     let o = &d.overview;
     let end = end_time(o);
@@ -285,7 +289,7 @@ pub fn job_details(d: &JobDetails, now_ms: u64) -> Value {
                 "end-time": -1,
                 "duration": -1,
                 "tasks": state_counts(&v.states),
-                "metrics": io_metrics(v.records_in, v.records_out, state.is_terminal()),
+                "metrics": io_metrics(v, state.is_terminal()),
             })
         })
         .collect();
@@ -293,14 +297,32 @@ pub fn job_details(d: &JobDetails, now_ms: u64) -> Value {
         .vertices
         .iter()
         .map(|v| {
-            json!({
+            let mut node = json!({
                 "id": vertex_id(v.vertex),
                 "parallelism": v.parallelism,
                 "operator": "",
                 "operator_strategy": "",
                 "description": v.name,
                 "optimizer_properties": {},
-            })
+            });
+            // Flink leaves `inputs` out of a source's node.
+            if !v.inputs.is_empty() {
+                let inputs: Vec<Value> = v
+                    .inputs
+                    .iter()
+                    .enumerate()
+                    .map(|(num, i)| {
+                        json!({
+                            "num": num,
+                            "id": vertex_id(i.source),
+                            "ship_strategy": i.ship_strategy,
+                            "exchange": "pipelined_bounded",
+                        })
+                    })
+                    .collect();
+                node["inputs"] = Value::Array(inputs);
+            }
+            node
         })
         .collect();
     json!({
@@ -372,6 +394,25 @@ pub fn job_exceptions(d: &JobDetails, max: usize) -> Value {
             "truncated": truncated,
         },
     })
+}
+
+/// The job metrics `GET /jobs/:jobid/metrics` offers, by Flink's names.
+pub const JOB_METRICS: [&str; 2] = ["numRestarts", "fullRestarts"];
+
+/// `GET /jobs/:jobid/metrics[?get=…]` (Flink's `JobMetricsHandler`): without `get`, the
+/// ids available; with it, `{id, value}` per known id asked for, the value a string as
+/// Flink sends it. `fullRestarts` is Flink's older name of `numRestarts`.
+pub fn job_metrics(d: &JobDetails, get: Option<&str>) -> Value {
+    let Some(get) = get else {
+        return Value::Array(JOB_METRICS.iter().map(|id| json!({ "id": id })).collect());
+    };
+    let answers = get
+        .split(',')
+        .map(str::trim)
+        .filter(|id| JOB_METRICS.contains(id))
+        .map(|id| json!({ "id": id, "value": d.restarts.to_string() }))
+        .collect();
+    Value::Array(answers)
 }
 
 /// Flink's `ApplicationStatus` of a job that ended in `status`.
@@ -544,14 +585,17 @@ fn unknown_resources() -> Value {
     })
 }
 
-/// One entry of `GET /taskmanagers` (Flink's `TaskManagerInfo`).
+/// One entry of `GET /taskmanagers` (Flink's `TaskManagerInfo`), with rill's
+/// `processMemoryRss`: the TaskManager process's resident memory as of its last
+/// heartbeat, bytes (-1 before the first).
 pub fn task_manager(t: &TaskManagerInfo) -> Value {
     json!({
+        "processMemoryRss": t.process_rss_bytes.map_or(-1, |b| b as i64),
         "id": t.location.resource_id.as_str(),
         "path": t.location.rpc_address.to_string(),
         "dataPort": t.location.data_address.port(),
         "jmxPort": -1,
-        "timeSinceLastHeartbeat": 0,
+        "timeSinceLastHeartbeat": t.since_heartbeat_ms,
         "slotsNumber": t.slots_total,
         "freeSlots": t.slots_free,
         "totalResource": unknown_resources(),
@@ -632,7 +676,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::messages::{FailureOutcome, JobFailure, TaskManagerLocation};
+    use crate::messages::{FailureOutcome, JobFailure, TaskManagerLocation, VertexInput};
     use rill_runtime::RpcAddress;
 
     const JOB: &str = "0123456789abcdef0123456789abcdef";
@@ -677,6 +721,7 @@ mod tests {
                 locations: vec![Some(ResourceId::new("taskmanager-0")), None],
                 attempts: vec![1, 0],
                 subtasks: Vec::new(),
+                inputs: Vec::new(),
             }],
             final_checkpoint: None,
             checkpoints: Default::default(),
@@ -705,6 +750,8 @@ mod tests {
             },
             slots_total: 4,
             slots_free: 3,
+            since_heartbeat_ms: 250,
+            process_rss_bytes: Some(12 << 20),
         }
     }
 
@@ -891,6 +938,45 @@ mod tests {
     }
 
     #[test]
+    fn plan_nodes_name_their_inputs_as_flinks_json_plan() {
+        let mut d = details(JobStatus::Running);
+        let mut sink = d.vertices[0].clone();
+        sink.vertex = VertexId(2);
+        sink.name = "Sink: out".into();
+        sink.inputs = vec![VertexInput {
+            source: VertexId(1),
+            ship_strategy: "HASH".into(),
+        }];
+        d.vertices.push(sink);
+        let plan = &job_details(&d, 0)["plan"];
+        let nodes = plan["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert!(nodes[0].get("inputs").is_none(), "a source has no inputs");
+        assert_eq!(
+            nodes[1]["inputs"],
+            json!([{
+                "num": 0,
+                "id": vertex_id(VertexId(1)),
+                "ship_strategy": "HASH",
+                "exchange": "pipelined_bounded",
+            }])
+        );
+    }
+
+    #[test]
+    fn job_metrics_list_and_answer_the_restart_count() {
+        let d = details(JobStatus::Running);
+        assert_eq!(
+            job_metrics(&d, None),
+            json!([{"id": "numRestarts"}, {"id": "fullRestarts"}])
+        );
+        assert_eq!(
+            job_metrics(&d, Some("numRestarts,unknown")),
+            json!([{"id": "numRestarts", "value": "1"}])
+        );
+    }
+
+    #[test]
     fn vertex_states_aggregate_like_flinks() {
         let mut v = details(JobStatus::Running).vertices.remove(0);
         assert_eq!(vertex_state(&v), ExecutionState::Running);
@@ -1073,8 +1159,12 @@ mod tests {
             "hardware",
             "memoryConfiguration",
             "blocked",
+            // rill's own
+            "processMemoryRss",
         ];
         assert_eq!(keys(t), set(&base));
+        assert_eq!(t["timeSinceLastHeartbeat"], 250);
+        assert_eq!(t["processMemoryRss"], 12 << 20);
         assert_eq!(t["slotsNumber"], 4);
         assert_eq!(t["freeSlots"], 3);
         assert_eq!(t["dataPort"], 7001);

@@ -161,7 +161,7 @@ pub fn backpressure(v: &VertexDetails, ratios: &[Ratios], now_ms: u64) -> Value 
 }
 
 /// The task metrics `/subtasks/metrics` offers, by Flink's names.
-pub const SUBTASK_METRICS: [&str; 10] = [
+pub const SUBTASK_METRICS: [&str; 12] = [
     "numRecordsIn",
     "numRecordsOut",
     "numBytesIn",
@@ -172,6 +172,8 @@ pub const SUBTASK_METRICS: [&str; 10] = [
     "backPressuredTimeMsPerSecond",
     "idleTimeMsPerSecond",
     "busyTimeMsPerSecond",
+    "inPoolUsage",
+    "outPoolUsage",
 ];
 
 /// The value of metric `id` of a subtask with counters `c` and latest ratios `r`.
@@ -187,6 +189,8 @@ fn metric(id: &str, c: &TaskIoCounters, r: &Ratios) -> Option<f64> {
         "backPressuredTimeMsPerSecond" => r.back_pressured * 1000.0,
         "idleTimeMsPerSecond" => r.idle * 1000.0,
         "busyTimeMsPerSecond" => r.busy * 1000.0,
+        "inPoolUsage" => c.in_pool.ratio(),
+        "outPoolUsage" => c.out_pool.ratio(),
         _ => return None,
     })
 }
@@ -370,6 +374,7 @@ mod tests {
             locations: vec![None; subtasks.len()],
             attempts: vec![0; subtasks.len()],
             subtasks,
+            inputs: Vec::new(),
         }
     }
 

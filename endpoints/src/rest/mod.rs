@@ -20,6 +20,7 @@
 //! | `GET /jobs/:jobid/status` | its status |
 //! | `GET /jobs/:jobid/exceptions[?maxExceptions=n]` | its failure history |
 //! | `GET /jobs/:jobid/execution-result` | `IN_PROGRESS`, or its result |
+//! | `GET /jobs/:jobid/metrics[?get=…]` | job metric ids, or their values (`numRestarts`) |
 //! | `GET /jobs/:jobid/vertices/:vertexid` | a vertex and its subtasks |
 //! | `GET /jobs/:jobid/vertices/:vertexid/backpressure` | its subtasks' backpressure ([`metrics`]) |
 //! | `GET /jobs/:jobid/vertices/:vertexid/subtasks/metrics[?get=…&agg=…&subtasks=…]` | metric ids, or their aggregates over subtasks |
@@ -35,8 +36,11 @@
 //! | `POST /jobs/:jobid/stop` | stop-with-savepoint (`drain`) |
 //! | `GET /jobs/:jobid/savepoints/:triggerid` | where that savepoint or stop stands |
 //!
-//! With `rest.auth.token` set, every request must carry `Authorization: Bearer <token>`;
-//! others are answered 401 before any route is looked at ([`auth`]).
+//! The web dashboard ([`dashboard`]) is served at `/`, `/index.html` and `/web/<asset>`.
+//!
+//! With `rest.auth.token` set, every request but the dashboard's static ones must carry
+//! `Authorization: Bearer <token>`; others are answered 401 before any route is looked
+//! at ([`auth`]).
 //!
 //! Errors are always Flink's `{"errors":["…"]}`: 400 for a malformed id, query or body,
 //! 401 for a missing or wrong token,
@@ -52,6 +56,7 @@
 
 pub mod auth;
 pub mod checkpoints;
+pub mod dashboard;
 pub mod flink;
 pub mod metrics;
 pub mod prometheus;
@@ -311,6 +316,7 @@ fn router(api: Api, access: auth::Access) -> Router {
         .route("/jobs/{jobid}/status", get(job_status))
         .route("/jobs/{jobid}/exceptions", get(job_exceptions))
         .route("/jobs/{jobid}/execution-result", get(execution_result))
+        .route("/jobs/{jobid}/metrics", get(job_metrics))
         .route("/jobs/{jobid}/vertices/{vertexid}", get(vertex))
         .route(
             "/jobs/{jobid}/vertices/{vertexid}/backpressure",
@@ -342,7 +348,7 @@ fn router(api: Api, access: auth::Access) -> Router {
         .route("/taskmanagers", get(task_managers))
         .route("/taskmanagers/{tmid}", get(task_manager))
         .route("/metrics", get(prometheus_metrics));
-    Router::new()
+    let api_routes = Router::new()
         .nest("/v1", routes.clone())
         .merge(routes)
         .fallback(not_found)
@@ -350,7 +356,11 @@ fn router(api: Api, access: auth::Access) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(access),
             require_token,
-        ))
+        ));
+    // The dashboard's static routes come without the token check (see [`dashboard`]).
+    dashboard::routes()
+        .method_not_allowed_fallback(method_not_allowed)
+        .merge(api_routes)
         .with_state(api)
 }
 
@@ -453,6 +463,16 @@ async fn job_exceptions(
     };
     let details = api.dispatcher().await?.job_details(job).await??;
     Ok(Json(flink::job_exceptions(&details, max)))
+}
+
+async fn job_metrics(State(api): State<Api>, jobid: PathParams<String>, params: Params) -> Answer {
+    let job = flink::parse_job_id(&path(jobid)?)?;
+    let q = query(params)?;
+    let details = api.dispatcher().await?.job_details(job).await??;
+    Ok(Json(flink::job_metrics(
+        &details,
+        q.get("get").map(String::as_str),
+    )))
 }
 
 async fn execution_result(State(api): State<Api>, jobid: PathParams<String>) -> Answer {

@@ -25,6 +25,7 @@
 //! | `rill_taskmanager_job_task_numBytesIn`, `…_numBytesOut` | task labels | bytes since the attempt started |
 //! | `rill_taskmanager_job_task_busyTimeMsPerSecond`, `…_backPressuredTimeMsPerSecond`, `…_idleTimeMsPerSecond` | task labels | ms per second over the latest interval (see below) |
 //! | `rill_taskmanager_job_task_currentInputWatermark` | task labels | the subtask's input watermark, ms (`Long.MIN_VALUE` before its first) |
+//! | `rill_taskmanager_job_task_inPoolUsage`, `…_outPoolUsage` | task labels | share (0 to 1) of the input gate's / output partitions' buffers in use, as of the sample |
 //! | `rill_jobmanager_Status_Process_Memory_RSS`, `rill_taskmanager_Status_Process_Memory_RSS` | | the process's resident set, bytes |
 //! | `rill_jobmanager_Status_Process_CPU_Time`, `rill_taskmanager_Status_Process_CPU_Time` | | CPU time (user + system) the process used, seconds |
 //!
@@ -314,6 +315,22 @@ fn register_tasks(registry: &mut Registry, tasks: &[TaskSample]) {
         "The subtask's input watermark, ms (Long.MIN_VALUE before its first watermark)",
         Gauges(watermarks.collect()),
     );
+    let pools: [Figure<TaskIoCounters, f64>; 2] = [
+        (
+            "inPoolUsage",
+            "Share of the subtask's input buffers in use (exclusive and floating), 0 to 1",
+            |c| c.in_pool.ratio(),
+        ),
+        (
+            "outPoolUsage",
+            "Share of the subtask's output buffers in use, 0 to 1",
+            |c| c.out_pool.ratio(),
+        ),
+    ];
+    for (name, help, usage) in pools {
+        let series = tasks.iter().map(|t| (labels(t), usage(&t.counters)));
+        scope.register(name, help, Gauges(series.collect()));
+    }
 }
 
 /// Registers `process`'s figures under `scope` (`jobmanager` or `taskmanager`).
@@ -519,7 +536,7 @@ pub fn job_samples(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::CheckpointInfo;
+    use crate::messages::{CheckpointInfo, PoolUsage};
 
     /// Every sample line of `text` as `(name, labels, value)`, checking the text is
     /// well-formed: `# HELP`/`# TYPE` before a family's samples, samples of declared
@@ -582,6 +599,11 @@ mod tests {
                 idle_ms: 300,
                 busy_ms: 600,
                 input_watermark: (subtask == 1).then_some(42),
+                in_pool: PoolUsage { used: 1, size: 4 },
+                out_pool: PoolUsage {
+                    used: subtask.into(),
+                    size: 2,
+                },
             },
             ratios: Ratios {
                 back_pressured: 0.1,
@@ -668,6 +690,14 @@ mod tests {
         assert_eq!(
             value(&s, "rill_taskmanager_job_task_currentInputWatermark"),
             [i64::MIN as f64, 42.0]
+        );
+        assert_eq!(
+            value(&s, "rill_taskmanager_job_task_inPoolUsage"),
+            [0.25, 0.25]
+        );
+        assert_eq!(
+            value(&s, "rill_taskmanager_job_task_outPoolUsage"),
+            [0.0, 0.5]
         );
         let (_, labels, _) = s
             .iter()

@@ -9,6 +9,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod webdriver;
+
 /// The shared secret every test process uses (`security.cluster-secret`).
 pub const SECRET: &str = "rill-e2e-secret";
 
