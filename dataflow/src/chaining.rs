@@ -130,6 +130,7 @@ pub fn build_job_graph(g: &StreamGraph, name: &str, job_id: JobId) -> Result<Job
         .map(|(e, p)| {
             let (s, t) = (e.source as usize, e.target as usize);
             *p == Partitioning::Forward
+                && e.side_output.is_none()
                 && resolved[s].parallelism == resolved[t].parallelism
                 && resolved[s].group == resolved[t].group
                 && in_degree(t) == 1
@@ -206,6 +207,7 @@ pub fn build_job_graph(g: &StreamGraph, name: &str, job_id: JobId) -> Result<Job
             source_operator: sop,
             target: tv,
             partitioning: p,
+            side_output: e.side_output.clone(),
         });
     }
     Ok(JobGraph {
@@ -363,6 +365,7 @@ mod tests {
             source: 2,
             target: 1,
             partitioning: Some(Partitioning::Rebalance),
+            side_output: None,
         });
         assert!(matches!(
             build_job_graph(&g, "t", JobId([0; 16])),
@@ -384,6 +387,7 @@ mod tests {
             source_operator: 0,
             target: VertexId(1),
             partitioning: Partitioning::Rebalance,
+            side_output: None,
         });
         assert!(matches!(
             job.validate(&registry()),

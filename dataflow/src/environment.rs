@@ -35,6 +35,7 @@ use crate::job_graph::JobGraph;
 use crate::key_group::DEFAULT_MAX_PARALLELISM;
 use crate::partitioning::Partitioning;
 use crate::registry::OperatorKind;
+use crate::side_output::OutputTag;
 use crate::spec::{FactoryRef, OperatorSpec};
 use crate::stream_graph::{StreamEdge, StreamGraph, StreamNode};
 
@@ -121,6 +122,8 @@ impl StreamExecutionEnvironment {
 struct Input {
     node: u32,
     partitioning: Option<Partitioning>,
+    /// The node's side output to read instead of its main output.
+    side_output: Option<String>,
 }
 
 fn add_node(
@@ -151,6 +154,7 @@ fn add_node(
             source: i.node,
             target: id,
             partitioning: i.partitioning.clone(),
+            side_output: i.side_output.clone(),
         });
     }
     id
@@ -174,6 +178,7 @@ impl DataStream {
             inputs: vec![Input {
                 node,
                 partitioning: None,
+                side_output: None,
             }],
             node: Some(node),
         }
@@ -193,6 +198,7 @@ impl DataStream {
                 .map(|i| Input {
                     node: i.node,
                     partitioning: Some(p.clone()),
+                    side_output: i.side_output.clone(),
                 })
                 .collect(),
             node: None,
@@ -254,6 +260,27 @@ impl DataStream {
         DataStream {
             env: self.env.clone(),
             inputs,
+            node: None,
+        }
+    }
+
+    /// The records the operator that produced this stream emitted to the side output
+    /// `tag` (Flink's `getSideOutput`), e.g. a window's late records.
+    pub fn side_output(&self, tag: &OutputTag) -> DataStream {
+        let Some(node) = self.node else {
+            self.error(
+                "side_output() applies to an operator, not to a union or re-partitioned stream"
+                    .into(),
+            );
+            return self.clone();
+        };
+        DataStream {
+            env: self.env.clone(),
+            inputs: vec![Input {
+                node,
+                partitioning: None,
+                side_output: Some(tag.id.clone()),
+            }],
             node: None,
         }
     }

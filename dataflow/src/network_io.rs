@@ -591,14 +591,23 @@ impl NetworkInput {
     /// Reads the next item; `Ok(None)` if `block` is false and nothing is ready.
     /// Records are appended to `records` and returned as the channel they came from.
     fn read(&mut self, block: bool, records: &mut Vec<StreamRecord>) -> Result<Option<Read>> {
-        let item = if block {
-            self.reader.next_item()
-        } else {
-            self.reader.next_timeout(Duration::ZERO)
+        self.read_within(if block { None } else { Some(Duration::ZERO) }, records)
+    }
+
+    /// [`read`](Self::read) waiting at most `timeout` (`None`: until input or a wake-up);
+    /// a wait that timed out returns `MailboxWake`, a zero timeout `Ok(None)`.
+    fn read_within(
+        &mut self,
+        timeout: Option<Duration>,
+        records: &mut Vec<StreamRecord>,
+    ) -> Result<Option<Read>> {
+        let item = match timeout {
+            None => self.reader.next_item(),
+            Some(t) => self.reader.next_timeout(t),
         }
         .map_err(Self::read_error)?;
         let Some(item) = item else {
-            if !block {
+            if timeout == Some(Duration::ZERO) {
                 return Ok(None);
             }
             if self.reader.gate_mut().is_finished() {
@@ -607,7 +616,8 @@ impl NetworkInput {
                     "input gate finished while a task was reading it".into(),
                 ));
             }
-            // A blocking read returns nothing only when the waker interrupted it.
+            // A blocking read returns nothing only when the waker interrupted it or its
+            // timeout passed.
             return Ok(Some(Read::Event(InputEvent::MailboxWake)));
         };
         let n = self.num_channels;
@@ -706,6 +716,14 @@ impl NetworkInput {
     }
 
     fn next(&mut self, block: bool, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
+        self.next_within(if block { None } else { Some(Duration::ZERO) }, records)
+    }
+
+    fn next_within(
+        &mut self,
+        timeout: Option<Duration>,
+        records: &mut Vec<StreamRecord>,
+    ) -> Result<Option<InputEvent>> {
         let start = records.len();
         match self.stash.take() {
             Some(Stashed::Event(e)) => return Ok(Some(e)),
@@ -715,7 +733,7 @@ impl NetworkInput {
             }
             None => {}
         }
-        match self.read(block, records)? {
+        match self.read_within(timeout, records)? {
             None => Ok(None),
             Some(Read::Record(channel)) => self.fill(channel, start, records).map(Some),
             Some(Read::Event(e)) => Ok(Some(e)),
@@ -766,7 +784,17 @@ impl TaskInput for NetworkInput {
     }
 
     fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent> {
-        match self.next(true, records)? {
+        self.poll_timeout(records, None)
+    }
+
+    fn poll_timeout(
+        &mut self,
+        records: &mut Vec<StreamRecord>,
+        timeout: Option<Duration>,
+    ) -> Result<InputEvent> {
+        // A zero timeout would mean "don't block" to the gate: wait at least 1 ms.
+        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+        match self.next_within(timeout, records)? {
             Some(e) => Ok(e),
             // A blocking read returns an item or an error.
             None => Err(DataflowError::ChannelClosed(

@@ -110,6 +110,27 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// The earliest processing-time timer of this operator (ms since the epoch, on the
+    /// task's clock), if any: the task waits on its input at most until then.
+    fn next_processing_timer(&self) -> Option<i64> {
+        None
+    }
+
+    /// Processing time reached `now_ms`: fires the due processing-time timers.
+    fn on_processing_time(&mut self, _now_ms: i64, _out: &mut Vec<StreamRecord>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Hands the records emitted to side outputs since the last call to `sink`, by tag
+    /// (see [`side_output`](crate::side_output)). Called after every batch, watermark
+    /// and timer callback.
+    fn drain_side_outputs(
+        &mut self,
+        _sink: &mut dyn FnMut(&str, &mut Vec<StreamRecord>) -> Result<()>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once when all input has ended; a last chance to emit (final aggregates).
     fn end_input(&mut self, _out: &mut Vec<StreamRecord>) -> Result<()> {
         Ok(())

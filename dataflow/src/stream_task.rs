@@ -720,12 +720,15 @@ impl StreamTask {
                     return Ok(Control::Cancel);
                 }
             }
+            // Processing-time timers fire here, also while the input is idle: the
+            // blocking poll returns by the earliest one (see `timer`).
+            chain.fire_processing_timers()?;
             let event = match input.try_poll(&mut records)? {
                 Some(e) => e,
                 None => {
                     chain.flush()?;
                     last_flush = Instant::now();
-                    input.poll(&mut records)?
+                    input.poll_timeout(&mut records, chain.processing_timer_wait())?
                 }
             };
             let channel = match event {

@@ -88,6 +88,15 @@ pub trait TaskInput: Send {
     /// Returns the next input, blocking until there is some or the waker is called.
     fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent>;
 
+    /// Like [`poll`](Self::poll), but returns `MailboxWake` once `timeout` passed
+    /// without input (`None`: no limit). The task waits this way until its next
+    /// processing-time timer.
+    fn poll_timeout(
+        &mut self,
+        records: &mut Vec<StreamRecord>,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<InputEvent>;
+
     /// Lets `channel` deliver again after an aligned barrier blocked it.
     fn resume_consumption(&mut self, channel: usize) -> Result<()>;
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataflowError, Result};
-use crate::keyed::KeyedProcessFunction;
+use crate::keyed::{KeyedProcessFunction, ProcessContext};
 use crate::operator::Collector;
 use crate::value::Value;
 
@@ -73,6 +73,7 @@ impl KeyedProcessFunction for Count {
         key: &Value,
         n: &mut i64,
         _: &Value,
+        _: &mut ProcessContext<'_>,
         out: &mut Collector<'_>,
     ) -> Result<()> {
         *n += 1;
@@ -102,6 +103,7 @@ impl KeyedProcessFunction for CountSum {
         key: &Value,
         s: &mut (i64, i64),
         v: &Value,
+        _: &mut ProcessContext<'_>,
         out: &mut Collector<'_>,
     ) -> Result<()> {
         let Value::I64(x) = v else {
