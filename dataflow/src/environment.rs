@@ -366,6 +366,12 @@ pub struct KeyedStream {
 }
 
 impl KeyedStream {
+    /// A window operator (see [`window`](crate::window)) on this keyed stream.
+    pub(crate) fn window_operator(&self, f: FactoryRef) -> DataStream {
+        self.stream
+            .then(OperatorKind::Window, f, Some(self.key.clone()))
+    }
+
     /// Folds each key's values with a registered reduce function.
     pub fn reduce(&self, f: FactoryRef) -> DataStream {
         self.stream

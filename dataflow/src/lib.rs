@@ -84,6 +84,7 @@ pub mod timer;
 pub mod two_phase_commit;
 pub mod value;
 pub mod watermark;
+pub mod window;
 pub mod wiring;
 
 pub use collect::{CollectBuffer, CollectSink};

@@ -19,6 +19,9 @@
 //! | `rill.process.count` | process | `(key, count)` per key |
 //! | `rill.process.count_sum` | process | `(key, count, sum)` of i64 values per key |
 //! | `rill.reduce.sum` | reduce | running sum of i64/f64 values |
+//! | `rill.window.count` | window aggregate | number of elements |
+//! | `rill.window.sum` | window reduce | sum of i64/f64 values |
+//! | `rill.window.keyed_result` | window process | `(key, window start, window end, element)` per element |
 
 mod collection;
 mod datagen;
@@ -73,6 +76,12 @@ pub const COUNT: &str = "rill.process.count";
 pub const COUNT_SUM: &str = "rill.process.count_sum";
 /// `rill.reduce.sum`.
 pub const SUM: &str = "rill.reduce.sum";
+/// `rill.window.count`.
+pub const WINDOW_COUNT: &str = "rill.window.count";
+/// `rill.window.sum`.
+pub const WINDOW_SUM: &str = "rill.window.sum";
+/// `rill.window.keyed_result`.
+pub const WINDOW_KEYED_RESULT: &str = "rill.window.keyed_result";
 
 /// Registers every built-in in `r` (which must not already hold them).
 pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
@@ -96,6 +105,10 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         r.register_process(COUNT, |c: CountConfig| Ok(transforms::Count(c))),
         r.register_process(COUNT_SUM, |c: CountConfig| Ok(transforms::CountSum(c))),
         r.register_reduce(SUM, |()| Ok(transforms::sum)),
+        r.register_window_aggregate(WINDOW_COUNT, |()| Ok(transforms::WindowCount)),
+        r.register_window_reduce(WINDOW_SUM, |()| Ok(transforms::sum)),
+        r.register_window_process(WINDOW_KEYED_RESULT, |()| Ok(transforms::KeyedResult)),
+        r.register_key_selector(crate::key::CONSTANT_KEY, |()| Ok(crate::key::ConstantKey)),
         r.register_key_selector(crate::key::VALUE_KEY, |()| Ok(crate::key::ValueKey)),
         r.register_key_selector(crate::key::FIELD_KEY, |c: crate::key::FieldKey| Ok(c)),
         r.register_key_selector(crate::key::I64_MOD_KEY, |c: crate::key::I64ModKey| {
@@ -192,6 +205,22 @@ pub fn transactional_file_sink(dir: impl Into<String>) -> FactoryRef {
         TRANSACTIONAL_FILE_SINK,
         &transactional_file_sink::TransactionalFileSinkConfig { dir: dir.into() },
     )
+}
+
+/// Window aggregate: the number of elements (i64).
+pub fn window_count() -> FactoryRef {
+    FactoryRef::unit(WINDOW_COUNT)
+}
+
+/// Window reduce: the sum of i64 (or f64) values.
+pub fn window_sum() -> FactoryRef {
+    FactoryRef::unit(WINDOW_SUM)
+}
+
+/// Process window function: `(key, window start, window end, element)` for every
+/// element (with `aggregate_with`/`reduce_with`: for the one result).
+pub fn window_keyed_result() -> FactoryRef {
+    FactoryRef::unit(WINDOW_KEYED_RESULT)
 }
 
 /// Sink: discards everything.
