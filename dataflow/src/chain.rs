@@ -346,7 +346,19 @@ impl OperatorChain {
             .and_then(|()| self.route_side_outputs(idx));
         out.clear();
         self.nodes[idx].out = out;
-        res
+        res?;
+        let generated = self.nodes[idx]
+            .op
+            .as_mut()
+            .and_then(|op| op.take_generated_watermark());
+        match generated {
+            Some(w) => self.walk_children(
+                idx,
+                &mut |op, out| op.process_watermark(w, out),
+                StreamEvent::Watermark(w),
+            ),
+            None => Ok(()),
+        }
     }
 
     /// Sends what operator `idx` emitted to side outputs to the output edges consuming
@@ -470,6 +482,12 @@ impl OperatorChain {
     }
 
     fn walk(&mut self, idx: usize, f: &mut OperatorStep<'_>, event: StreamEvent) -> Result<()> {
+        if let (StreamEvent::Watermark(w), Some(op)) = (event, &self.nodes[idx].op) {
+            if w != i64::MAX && !op.forwards_watermarks() {
+                // A watermark generator: upstream watermarks stop here.
+                return Ok(());
+            }
+        }
         let mut out = std::mem::take(&mut self.nodes[idx].out);
         let res = match &mut self.nodes[idx].op {
             Some(op) => f(op.as_mut(), &mut out),
@@ -481,6 +499,16 @@ impl OperatorChain {
         out.clear();
         self.nodes[idx].out = out;
         res?;
+        self.walk_children(idx, f, event)
+    }
+
+    /// `event` after operator `idx` handled it: its chained operators, then its outputs.
+    fn walk_children(
+        &mut self,
+        idx: usize,
+        f: &mut OperatorStep<'_>,
+        event: StreamEvent,
+    ) -> Result<()> {
         for k in 0..self.nodes[idx].chained.len() {
             let child = self.nodes[idx].chained[k];
             self.walk(child, f, event)?;

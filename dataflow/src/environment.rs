@@ -210,6 +210,13 @@ impl DataStream {
         self.then(OperatorKind::Map, f, None)
     }
 
+    /// Runs a watermark generator (a registered one-to-one operator that emits
+    /// watermarks, e.g. [`builtins::bounded_out_of_orderness`](crate::builtins::bounded_out_of_orderness))
+    /// on records that carry event-time timestamps.
+    pub fn assign_timestamps_and_watermarks(&self, generator: FactoryRef) -> DataStream {
+        self.then(OperatorKind::Map, generator, None)
+    }
+
     /// Keeps records matching a registered predicate.
     pub fn filter(&self, f: FactoryRef) -> DataStream {
         self.then(OperatorKind::Filter, f, None)

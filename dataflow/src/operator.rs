@@ -110,6 +110,19 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// The watermark this operator generated since the last call, if it advanced
+    /// (watermark generators such as bounded out-of-orderness): the chain sends it on
+    /// after the batch, to chained operators and outputs.
+    fn take_generated_watermark(&mut self) -> Option<i64> {
+        None
+    }
+
+    /// Whether watermarks from upstream pass through this operator. Watermark
+    /// generators replace them (`false`); the final watermark `i64::MAX` always passes.
+    fn forwards_watermarks(&self) -> bool {
+        true
+    }
+
     /// The earliest processing-time timer of this operator (ms since the epoch, on the
     /// task's clock), if any: the task waits on its input at most until then.
     fn next_processing_timer(&self) -> Option<i64> {

@@ -19,6 +19,8 @@
 //! | `rill.process.count` | process | `(key, count)` per key |
 //! | `rill.process.count_sum` | process | `(key, count, sum)` of i64 values per key |
 //! | `rill.reduce.sum` | reduce | running sum of i64/f64 values |
+//! | `rill.flat_map.key_timestamp` | flat-map | `key,timestamp` line → `(key, timestamp)` with that event time |
+//! | `rill.watermarks.bounded_out_of_orderness` | map | passes records, emits `max timestamp - delay - 1` watermarks |
 //! | `rill.window.count` | window aggregate | number of elements |
 //! | `rill.window.sum` | window reduce | sum of i64/f64 values |
 //! | `rill.window.keyed_result` | window process | `(key, window start, window end, element)` per element |
@@ -33,6 +35,7 @@ mod socket_source;
 mod source_tests;
 pub mod transactional_file_sink;
 mod transforms;
+mod watermarks;
 
 pub use collection::CollectionConfig;
 pub use datagen::DatagenConfig;
@@ -41,6 +44,7 @@ pub use file_source::FileLinesConfig;
 pub use sinks::{CollectConfig, PrintConfig};
 pub use socket_source::SocketConfig;
 pub use transforms::CountConfig;
+pub use watermarks::BoundedOutOfOrdernessConfig;
 
 use crate::registry::{OperatorKind, OperatorRegistry};
 use crate::spec::FactoryRef;
@@ -76,6 +80,10 @@ pub const COUNT: &str = "rill.process.count";
 pub const COUNT_SUM: &str = "rill.process.count_sum";
 /// `rill.reduce.sum`.
 pub const SUM: &str = "rill.reduce.sum";
+/// `rill.flat_map.key_timestamp`.
+pub const KEY_TIMESTAMP: &str = "rill.flat_map.key_timestamp";
+/// `rill.watermarks.bounded_out_of_orderness`.
+pub const BOUNDED_OUT_OF_ORDERNESS: &str = "rill.watermarks.bounded_out_of_orderness";
 /// `rill.window.count`.
 pub const WINDOW_COUNT: &str = "rill.window.count";
 /// `rill.window.sum`.
@@ -105,6 +113,14 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         r.register_process(COUNT, |c: CountConfig| Ok(transforms::Count(c))),
         r.register_process(COUNT_SUM, |c: CountConfig| Ok(transforms::CountSum(c))),
         r.register_reduce(SUM, |()| Ok(transforms::sum)),
+        r.register_flat_map(KEY_TIMESTAMP, |()| Ok(watermarks::key_timestamp)),
+        r.register_operator(
+            BOUNDED_OUT_OF_ORDERNESS,
+            OperatorKind::Map,
+            |c: BoundedOutOfOrdernessConfig, _: &crate::operator::OperatorContext| {
+                watermarks::BoundedOutOfOrderness::new(c)
+            },
+        ),
         r.register_window_aggregate(WINDOW_COUNT, |()| Ok(transforms::WindowCount)),
         r.register_window_reduce(WINDOW_SUM, |()| Ok(transforms::sum)),
         r.register_window_process(WINDOW_KEYED_RESULT, |()| Ok(transforms::KeyedResult)),
@@ -204,6 +220,23 @@ pub fn transactional_file_sink(dir: impl Into<String>) -> FactoryRef {
     FactoryRef::builtin(
         TRANSACTIONAL_FILE_SINK,
         &transactional_file_sink::TransactionalFileSinkConfig { dir: dir.into() },
+    )
+}
+
+/// Flat-map: `key,timestamp` lines → `(key, timestamp)` records with that event time.
+pub fn key_timestamp() -> FactoryRef {
+    FactoryRef::unit(KEY_TIMESTAMP)
+}
+
+/// Watermark generator: watermarks `max_out_of_orderness_ms` (+1) behind the largest
+/// timestamp seen; use with
+/// [`DataStream::assign_timestamps_and_watermarks`](crate::DataStream::assign_timestamps_and_watermarks).
+pub fn bounded_out_of_orderness(max_out_of_orderness_ms: i64) -> FactoryRef {
+    FactoryRef::builtin(
+        BOUNDED_OUT_OF_ORDERNESS,
+        &BoundedOutOfOrdernessConfig {
+            max_out_of_orderness_ms,
+        },
     )
 }
 
