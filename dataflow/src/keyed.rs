@@ -701,6 +701,73 @@ mod tests {
         assert_eq!(got, ["(a,1,event,15)"]);
     }
 
+    #[test]
+    fn timers_rescale_with_their_key_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::timer::ManualClock::new(0);
+        let sub = |i: u32, p: u32| {
+            let mut c = timeout_ctx(clock.clone());
+            c.operator_uid = "timeout".into();
+            c.subtask_index = i;
+            c.parallelism = p;
+            c
+        };
+        let keys: Vec<String> = (0..40).map(|k| format!("k{k}")).collect();
+        // The key is field 0 of the record, the string itself.
+        let owner =
+            |k: &str, p: u32| operator_index_for_key(Value::from(k).stable_hash(), p, 128) as usize;
+        let mut two: Vec<_> = (0..2)
+            .map(|i| KeyedProcessOperator::new(Timeout, &sub(i, 2)).unwrap())
+            .collect();
+        let mut out = Vec::new();
+        for (n, k) in keys.iter().enumerate() {
+            let r = StreamRecord::with_timestamp(Value::Tuple(vec![k.as_str().into()]), n as i64);
+            two[owner(k, 2)]
+                .process_batch(&mut vec![r], &mut out)
+                .unwrap();
+        }
+        let target = target(dir.path(), 9);
+        let sctx = SnapshotContext {
+            checkpoint_id: 9,
+            target: target.clone(),
+        };
+        let snapshot = OperatorSnapshot {
+            uid: "timeout".into(),
+            name: "t".into(),
+            parallelism: 2,
+            max_parallelism: 128,
+            subtasks: two
+                .iter_mut()
+                .enumerate()
+                .map(|(i, op)| op.snapshot_state(&sctx).unwrap().run(i as u32).unwrap())
+                .collect(),
+        };
+        let mut fired = Vec::new();
+        for i in 0..3u32 {
+            let mut op = KeyedProcessOperator::new(Timeout, &sub(i, 3)).unwrap();
+            op.initialize_state(&mut StateInitContext::restoring(
+                target.exclusive_dir.clone(),
+                snapshot.clone(),
+                target.storage.clone(),
+            ))
+            .unwrap();
+            op.process_watermark(i64::MAX, &mut out).unwrap();
+            for r in out.drain(..) {
+                let k = r.value.as_tuple().unwrap()[0].to_string();
+                // Each restored subtask fires only the timers of keys it owns.
+                assert_eq!(owner(&k, 3), i as usize, "{k}");
+                fired.push(k);
+            }
+        }
+        fired.sort();
+        let mut want = keys.clone();
+        want.sort();
+        assert_eq!(
+            fired, want,
+            "every key's event-time timer fires exactly once"
+        );
+    }
+
     // ---- state survives operator instances (snapshot → restore, rescale) ----
 
     use crate::key_group::operator_index_for_key;
