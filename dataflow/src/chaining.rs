@@ -6,8 +6,10 @@
 //! 1. its partitioning is `Forward` (explicit, or the default between equal parallelism),
 //! 2. both operators have the same parallelism,
 //! 3. both are in the same slot sharing group,
-//! 4. the downstream operator has exactly one input edge, and
-//! 5. neither operator has chaining disabled.
+//! 4. the downstream operator has exactly one input edge,
+//! 5. neither operator has chaining disabled, and
+//! 6. it carries the upstream operator's main output, not a side output (side outputs
+//!    always leave the task through an output edge, see [`side_output`](crate::side_output)).
 //!
 //! Because of (4) every operator has at most one chained parent, so chains are trees.
 //! Operators with no chainable input edge head a chain; each head and everything
