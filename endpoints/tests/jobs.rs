@@ -481,7 +481,7 @@ async fn side_outputs_reach_their_own_sink_and_end_with_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn event_time_windows_fire_at_the_final_watermark() {
+async fn keyed_event_time_windows_and_count_windows_all() {
     use rill_dataflow::window::WindowAssigner;
     let c = start(1, 4, false).await;
     let env = StreamExecutionEnvironment::new();
@@ -496,7 +496,14 @@ async fn event_time_windows_fire_at_the_final_watermark() {
     .window(WindowAssigner::tumbling_event_time(10))
     .aggregate_with(builtins::window_count(), builtins::window_keyed_result())
     .sink(builtins::collect("windows"));
+    // Non-keyed count windows at parallelism 1 over both source subtasks: every 3
+    // elements; the last, incomplete window never fires.
+    env.add_source(builtins::collection((0..7).map(Value::I64).collect()))
+        .count_window_all(3)
+        .aggregate(builtins::window_count())
+        .sink(builtins::collect("all"));
     let result = c.run_finished(env.job_graph("t").unwrap()).await;
+    assert_eq!(sorted_i64(collected(&result, "all")), [3, 3]);
     let mut got: Vec<String> = collected(&result, "windows")
         .iter()
         .map(ToString::to_string)
