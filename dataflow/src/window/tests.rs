@@ -539,3 +539,51 @@ fn window_api_builds_keyed_and_all_windows() {
         1
     );
 }
+
+#[test]
+fn processing_time_sessions_merge_and_sliding_windows_fire_on_the_clock() {
+    let mut h = harness(
+        WindowSpec::new(WindowAssigner::processing_time_session(100)),
+        count_with_window(),
+        BackendKind::Heap,
+    );
+    let a = || StreamRecord::new(Value::Tuple(vec!["a".into()]));
+    h.clock.set(1_000);
+    h.push(vec![a()]);
+    h.clock.set(1_050);
+    h.push(vec![a()]);
+    // [1000,1100) and [1050,1150) merged: one timer at 1149.
+    assert_eq!(h.op.next_processing_timer(), Some(1_149));
+    h.processing_time(1_148);
+    assert!(h.take().is_empty());
+    h.processing_time(1_149);
+    assert_eq!(h.take(), strings(&["(a,1000,1150,2)@1149"]));
+
+    let mut h = harness(
+        WindowSpec::new(WindowAssigner::sliding_processing_time(100, 50)),
+        count_with_window(),
+        BackendKind::Heap,
+    );
+    h.clock.set(1_020);
+    h.push(vec![a()]);
+    h.processing_time(2_000);
+    assert_eq!(
+        h.take(),
+        strings(&["(a,950,1050,1)@1049", "(a,1000,1100,1)@1099"])
+    );
+}
+
+#[test]
+fn dynamic_gap_sessions_take_the_gap_from_each_record() {
+    let mut h = harness(
+        WindowSpec::new(WindowAssigner::DynamicEventTimeSession { gap_field: 1 }),
+        count_with_window(),
+        BackendKind::Heap,
+    );
+    // a@0 with gap 10 → [0,10); a@12 with gap 2 → [12,14); a@9 with gap 3 → [9,12)
+    // touches both: [0,14).
+    h.push(vec![rec("a", 10, 0), rec("a", 2, 12)]);
+    h.push(vec![rec("a", 3, 9)]);
+    h.watermark(i64::MAX);
+    assert_eq!(h.take(), strings(&["(a,0,14,3)@13"]));
+}
