@@ -41,14 +41,26 @@ fn harness_with(
     function: WindowFunctionRef,
     backend: BackendKind,
 ) -> Harness {
+    harness_at(registry, spec, function, backend, 0, 1)
+}
+
+/// Subtask `subtask` of `parallelism`.
+fn harness_at(
+    registry: OperatorRegistry,
+    spec: WindowSpec,
+    function: WindowFunctionRef,
+    backend: BackendKind,
+    subtask: u32,
+    parallelism: u32,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(0);
     let ctx = OperatorContext {
         job_id: JobId([0; 16]),
         operator_name: "window".into(),
         operator_uid: "window".into(),
-        subtask_index: 0,
-        parallelism: 1,
+        subtask_index: subtask,
+        parallelism,
         max_parallelism: 128,
         key_selector: Some(Arc::new(FieldKey { index: 0 })),
         collect: None,
@@ -586,4 +598,86 @@ fn dynamic_gap_sessions_take_the_gap_from_each_record() {
     h.push(vec![rec("a", 3, 9)]);
     h.watermark(i64::MAX);
     assert_eq!(h.take(), strings(&["(a,0,14,3)@13"]));
+}
+
+/// Open windows (contents, trigger state, session sets, timers) move with their key
+/// groups when two subtasks are restored as three.
+#[test]
+fn open_windows_rescale_from_two_to_three_subtasks() {
+    use crate::key_group::operator_index_for_key;
+    let spec = || WindowSpec::new(WindowAssigner::event_time_session(5));
+    let make = |i, p| {
+        harness_at(
+            OperatorRegistry::new(),
+            spec(),
+            count_with_window(),
+            BackendKind::Lsm,
+            i,
+            p,
+        )
+    };
+    let owner = |k: &str, p: u32| operator_index_for_key(Value::from(k).stable_hash(), p, 128);
+    let keys: Vec<String> = (0..30).map(|k| format!("k{k}")).collect();
+    let mut two = vec![make(0, 2), make(1, 2)];
+    for (n, k) in keys.iter().enumerate() {
+        // Two records per key, 3 apart: one session [n, n + 8).
+        let h = &mut two[owner(k, 2) as usize];
+        h.push(vec![rec(k, 0, n as i64), rec(k, 0, n as i64 + 3)]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
+    let target = CheckpointLayout::new(dir.path(), "job").target(
+        storage.clone(),
+        1,
+        SnapshotKind::Checkpoint,
+    );
+    let subtasks = two
+        .iter_mut()
+        .enumerate()
+        .map(|(i, h)| {
+            h.op.snapshot_state(&SnapshotContext {
+                checkpoint_id: 1,
+                target: target.clone(),
+            })
+            .unwrap()
+            .run(i as u32)
+            .unwrap()
+        })
+        .collect();
+    let snapshot = OperatorSnapshot {
+        uid: "window".into(),
+        name: "window".into(),
+        parallelism: 2,
+        max_parallelism: 128,
+        subtasks,
+    };
+    let mut got = Vec::new();
+    for i in 0..3 {
+        let mut h = make(i, 3);
+        h.op.initialize_state(&mut StateInitContext::restoring(
+            target.exclusive_dir.clone(),
+            snapshot.clone(),
+            storage.clone(),
+        ))
+        .unwrap();
+        h.watermark(i64::MAX);
+        for line in h.take_values() {
+            let k = line
+                .trim_start_matches('(')
+                .split(',')
+                .next()
+                .unwrap()
+                .to_owned();
+            assert_eq!(owner(&k, 3), i, "{line} fired on subtask {i}");
+            got.push(line);
+        }
+    }
+    got.sort();
+    let mut want: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(n, k)| format!("({k},{n},{},2)", n + 8))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
 }
