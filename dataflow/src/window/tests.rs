@@ -618,7 +618,7 @@ fn open_windows_rescale_from_two_to_three_subtasks() {
     };
     let owner = |k: &str, p: u32| operator_index_for_key(Value::from(k).stable_hash(), p, 128);
     let keys: Vec<String> = (0..30).map(|k| format!("k{k}")).collect();
-    let mut two = vec![make(0, 2), make(1, 2)];
+    let mut two = [make(0, 2), make(1, 2)];
     for (n, k) in keys.iter().enumerate() {
         // Two records per key, 3 apart: one session [n, n + 8).
         let h = &mut two[owner(k, 2) as usize];
