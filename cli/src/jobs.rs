@@ -113,6 +113,27 @@ pub enum Job {
         #[arg(long)]
         throttle: Option<f64>,
     },
+    /// `key,timestamp` lines (timestamps in ms) → watermarks bounded by the
+    /// out-of-orderness → tumbling event-time window count per key,
+    /// `key,window_start,window_end,count` per window → exactly-once part files in the
+    /// output directory.
+    WindowCount {
+        /// Input text file (or directory of files) of `key,timestamp` lines.
+        #[arg(long)]
+        input: String,
+        /// Output directory.
+        #[arg(long)]
+        output: String,
+        /// Window size in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        size: i64,
+        /// How far (ms) a timestamp may lag the largest one seen and still be on time.
+        #[arg(long, default_value_t = 1000)]
+        out_of_orderness: i64,
+        /// Source rate limit in lines per second.
+        #[arg(long)]
+        rate: Option<f64>,
+    },
 }
 
 fn build(args: &RunArgs) -> anyhow::Result<JobGraph> {
@@ -127,6 +148,20 @@ fn build(args: &RunArgs) -> anyhow::Result<JobGraph> {
             rate,
             throttle,
         } => jobs::running_count(input, output, *rate, *throttle, args.parallelism),
+        Job::WindowCount {
+            input,
+            output,
+            size,
+            out_of_orderness,
+            rate,
+        } => jobs::window_count(
+            input,
+            output,
+            *size,
+            *out_of_orderness,
+            *rate,
+            args.parallelism,
+        ),
     }
     .context("cannot build the job")
 }

@@ -18,7 +18,7 @@
 //! checkpoint notifications go to every operator (see [`state`](crate::state)).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CheckpointBarrier, CheckpointEvent};
 use crate::collect::CollectSink;
@@ -43,6 +43,8 @@ struct Node {
     ctx: OperatorContext,
     chained: Vec<usize>,
     outputs: Vec<usize>,
+    /// Output edges consuming one of the operator's side outputs: (tag, output).
+    side_outputs: Vec<(String, usize)>,
     /// Output buffer, reused across batches.
     out: Vec<StreamRecord>,
     /// Copy buffer for all but the last consumer.
@@ -127,6 +129,7 @@ impl OperatorChain {
                 ctx,
                 chained: op.chained_outputs.clone(),
                 outputs: Vec::new(),
+                side_outputs: Vec::new(),
                 out: Vec::new(),
                 scratch: Vec::new(),
             });
@@ -139,7 +142,10 @@ impl OperatorChain {
                     edge.source_operator
                 ))
             })?;
-            node.outputs.push(i);
+            match &edge.side_output {
+                Some(tag) => node.side_outputs.push((tag.clone(), i)),
+                None => node.outputs.push(i),
+            }
             let route = match &edge.partitioning {
                 Partitioning::Hash { key } => {
                     let target = job.vertex(edge.target).ok_or_else(|| {
@@ -335,10 +341,90 @@ impl OperatorChain {
                 "records pushed into a source".into(),
             )),
         };
-        let res = res.and_then(|()| self.distribute(idx, &mut out));
+        let res = res
+            .and_then(|()| self.distribute(idx, &mut out))
+            .and_then(|()| self.route_side_outputs(idx));
         out.clear();
         self.nodes[idx].out = out;
-        res
+        res?;
+        let generated = self.nodes[idx]
+            .op
+            .as_mut()
+            .and_then(|op| op.take_generated_watermark());
+        match generated {
+            Some(w) => self.walk_children(
+                idx,
+                &mut |op, out| op.process_watermark(w, out),
+                StreamEvent::Watermark(w),
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends what operator `idx` emitted to side outputs to the output edges consuming
+    /// each tag; tags nobody consumes are dropped.
+    fn route_side_outputs(&mut self, idx: usize) -> Result<()> {
+        let node = &mut self.nodes[idx];
+        let Some(op) = &mut node.op else {
+            return Ok(());
+        };
+        let (side, outputs) = (&node.side_outputs, &mut self.outputs);
+        op.drain_side_outputs(&mut |tag, records| {
+            for (t, o) in side {
+                if t == tag {
+                    let mut copy = records.clone();
+                    emit_to(&mut outputs[*o], &mut copy)?;
+                }
+            }
+            records.clear();
+            Ok(())
+        })
+    }
+
+    /// The earliest processing-time timer of any operator.
+    pub(crate) fn next_processing_timer(&self) -> Option<i64> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.op.as_ref()?.next_processing_timer())
+            .min()
+    }
+
+    /// How long until the earliest processing-time timer on the task's clock (`None`:
+    /// there is none, wait for input as long as it takes).
+    pub(crate) fn processing_timer_wait(&self) -> Option<Duration> {
+        let next = self.next_processing_timer()?;
+        let now = self.nodes.first()?.ctx.state.clock.now_ms();
+        Some(Duration::from_millis(next.saturating_sub(now).max(0) as u64))
+    }
+
+    /// Fires every operator's due processing-time timers, head first; their results go
+    /// down the chain like a batch's.
+    pub(crate) fn fire_processing_timers(&mut self) -> Result<()> {
+        for idx in 0..self.nodes.len() {
+            let Some(due) = self.nodes[idx]
+                .op
+                .as_ref()
+                .and_then(|op| op.next_processing_timer())
+            else {
+                continue;
+            };
+            let now = self.nodes[idx].ctx.state.clock.now_ms();
+            if due > now {
+                continue;
+            }
+            let mut out = std::mem::take(&mut self.nodes[idx].out);
+            let res = match &mut self.nodes[idx].op {
+                Some(op) => op.on_processing_time(now, &mut out),
+                None => Ok(()),
+            };
+            let res = res
+                .and_then(|()| self.distribute(idx, &mut out))
+                .and_then(|()| self.route_side_outputs(idx));
+            out.clear();
+            self.nodes[idx].out = out;
+            res?;
+        }
+        Ok(())
     }
 
     /// Hands `records` (drained) to every consumer of operator `idx`.
@@ -375,20 +461,10 @@ impl OperatorChain {
             let child = self.nodes[idx].chained[k];
             return self.push(child, records);
         }
-        let o = &mut self.outputs[self.nodes[idx].outputs[k - chained]];
-        o.channels.clear();
-        if let Some(route) = &o.route {
-            for r in records.iter() {
-                o.channels.push(operator_index_for_key(
-                    route.key.key_hash(&r.value)?,
-                    route.parallelism,
-                    route.max_parallelism,
-                ));
-            }
-        }
-        o.output.emit(records, &o.channels)?;
-        records.clear();
-        Ok(())
+        emit_to(
+            &mut self.outputs[self.nodes[idx].outputs[k - chained]],
+            records,
+        )
     }
 
     /// Event time reached `watermark`: operators react, then it moves downstream.
@@ -406,21 +482,44 @@ impl OperatorChain {
     }
 
     fn walk(&mut self, idx: usize, f: &mut OperatorStep<'_>, event: StreamEvent) -> Result<()> {
+        if let (StreamEvent::Watermark(w), Some(op)) = (event, &self.nodes[idx].op) {
+            if w != i64::MAX && !op.forwards_watermarks() {
+                // A watermark generator: upstream watermarks stop here.
+                return Ok(());
+            }
+        }
         let mut out = std::mem::take(&mut self.nodes[idx].out);
         let res = match &mut self.nodes[idx].op {
             Some(op) => f(op.as_mut(), &mut out),
             None => Ok(()),
         };
-        let res = res.and_then(|()| self.distribute(idx, &mut out));
+        let res = res
+            .and_then(|()| self.distribute(idx, &mut out))
+            .and_then(|()| self.route_side_outputs(idx));
         out.clear();
         self.nodes[idx].out = out;
         res?;
+        self.walk_children(idx, f, event)
+    }
+
+    /// `event` after operator `idx` handled it: its chained operators, then its outputs.
+    fn walk_children(
+        &mut self,
+        idx: usize,
+        f: &mut OperatorStep<'_>,
+        event: StreamEvent,
+    ) -> Result<()> {
         for k in 0..self.nodes[idx].chained.len() {
             let child = self.nodes[idx].chained[k];
             self.walk(child, f, event)?;
         }
         for k in 0..self.nodes[idx].outputs.len() {
             let o = self.nodes[idx].outputs[k];
+            self.outputs[o].output.emit_event(event)?;
+        }
+        // Side-output edges carry the operator's watermarks and end of input too.
+        for k in 0..self.nodes[idx].side_outputs.len() {
+            let o = self.nodes[idx].side_outputs[k].1;
             self.outputs[o].output.emit_event(event)?;
         }
         Ok(())
@@ -485,4 +584,21 @@ impl OperatorChain {
         }
         Ok(())
     }
+}
+
+/// Emits `records` (drained) to `o`, computing each record's channel on hash edges.
+fn emit_to(o: &mut Output, records: &mut Vec<StreamRecord>) -> Result<()> {
+    o.channels.clear();
+    if let Some(route) = &o.route {
+        for r in records.iter() {
+            o.channels.push(operator_index_for_key(
+                route.key.key_hash(&r.value)?,
+                route.parallelism,
+                route.max_parallelism,
+            ));
+        }
+    }
+    o.output.emit(records, &o.channels)?;
+    records.clear();
+    Ok(())
 }

@@ -6,8 +6,10 @@
 //! 1. its partitioning is `Forward` (explicit, or the default between equal parallelism),
 //! 2. both operators have the same parallelism,
 //! 3. both are in the same slot sharing group,
-//! 4. the downstream operator has exactly one input edge, and
-//! 5. neither operator has chaining disabled.
+//! 4. the downstream operator has exactly one input edge,
+//! 5. neither operator has chaining disabled, and
+//! 6. it carries the upstream operator's main output, not a side output (side outputs
+//!    always leave the task through an output edge, see [`side_output`](crate::side_output)).
 //!
 //! Because of (4) every operator has at most one chained parent, so chains are trees.
 //! Operators with no chainable input edge head a chain; each head and everything
@@ -130,6 +132,7 @@ pub fn build_job_graph(g: &StreamGraph, name: &str, job_id: JobId) -> Result<Job
         .map(|(e, p)| {
             let (s, t) = (e.source as usize, e.target as usize);
             *p == Partitioning::Forward
+                && e.side_output.is_none()
                 && resolved[s].parallelism == resolved[t].parallelism
                 && resolved[s].group == resolved[t].group
                 && in_degree(t) == 1
@@ -206,6 +209,7 @@ pub fn build_job_graph(g: &StreamGraph, name: &str, job_id: JobId) -> Result<Job
             source_operator: sop,
             target: tv,
             partitioning: p,
+            side_output: e.side_output.clone(),
         });
     }
     Ok(JobGraph {
@@ -363,6 +367,7 @@ mod tests {
             source: 2,
             target: 1,
             partitioning: Some(Partitioning::Rebalance),
+            side_output: None,
         });
         assert!(matches!(
             build_job_graph(&g, "t", JobId([0; 16])),
@@ -384,6 +389,7 @@ mod tests {
             source_operator: 0,
             target: VertexId(1),
             partitioning: Partitioning::Rebalance,
+            side_output: None,
         });
         assert!(matches!(
             job.validate(&registry()),

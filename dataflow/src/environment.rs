@@ -35,6 +35,7 @@ use crate::job_graph::JobGraph;
 use crate::key_group::DEFAULT_MAX_PARALLELISM;
 use crate::partitioning::Partitioning;
 use crate::registry::OperatorKind;
+use crate::side_output::OutputTag;
 use crate::spec::{FactoryRef, OperatorSpec};
 use crate::stream_graph::{StreamEdge, StreamGraph, StreamNode};
 
@@ -121,6 +122,8 @@ impl StreamExecutionEnvironment {
 struct Input {
     node: u32,
     partitioning: Option<Partitioning>,
+    /// The node's side output to read instead of its main output.
+    side_output: Option<String>,
 }
 
 fn add_node(
@@ -151,6 +154,7 @@ fn add_node(
             source: i.node,
             target: id,
             partitioning: i.partitioning.clone(),
+            side_output: i.side_output.clone(),
         });
     }
     id
@@ -174,6 +178,7 @@ impl DataStream {
             inputs: vec![Input {
                 node,
                 partitioning: None,
+                side_output: None,
             }],
             node: Some(node),
         }
@@ -193,6 +198,7 @@ impl DataStream {
                 .map(|i| Input {
                     node: i.node,
                     partitioning: Some(p.clone()),
+                    side_output: i.side_output.clone(),
                 })
                 .collect(),
             node: None,
@@ -202,6 +208,13 @@ impl DataStream {
     /// One-to-one transformation (a factory registered with `register_map`).
     pub fn map(&self, f: FactoryRef) -> DataStream {
         self.then(OperatorKind::Map, f, None)
+    }
+
+    /// Runs a watermark generator (a registered one-to-one operator that emits
+    /// watermarks, e.g. [`builtins::bounded_out_of_orderness`](crate::builtins::bounded_out_of_orderness))
+    /// on records that carry event-time timestamps.
+    pub fn assign_timestamps_and_watermarks(&self, generator: FactoryRef) -> DataStream {
+        self.then(OperatorKind::Map, generator, None)
     }
 
     /// Keeps records matching a registered predicate.
@@ -254,6 +267,27 @@ impl DataStream {
         DataStream {
             env: self.env.clone(),
             inputs,
+            node: None,
+        }
+    }
+
+    /// The records the operator that produced this stream emitted to the side output
+    /// `tag` (Flink's `getSideOutput`), e.g. a window's late records.
+    pub fn side_output(&self, tag: &OutputTag) -> DataStream {
+        let Some(node) = self.node else {
+            self.error(
+                "side_output() applies to an operator, not to a union or re-partitioned stream"
+                    .into(),
+            );
+            return self.clone();
+        };
+        DataStream {
+            env: self.env.clone(),
+            inputs: vec![Input {
+                node,
+                partitioning: None,
+                side_output: Some(tag.id.clone()),
+            }],
             node: None,
         }
     }
@@ -339,6 +373,12 @@ pub struct KeyedStream {
 }
 
 impl KeyedStream {
+    /// A window operator (see [`window`](crate::window)) on this keyed stream.
+    pub(crate) fn window_operator(&self, f: FactoryRef) -> DataStream {
+        self.stream
+            .then(OperatorKind::Window, f, Some(self.key.clone()))
+    }
+
     /// Folds each key's values with a registered reduce function.
     pub fn reduce(&self, f: FactoryRef) -> DataStream {
         self.stream

@@ -98,6 +98,10 @@ pub struct JobEdge {
     pub target: VertexId,
     /// How records are distributed.
     pub partitioning: Partitioning,
+    /// The side output of the producing operator this edge carries (see
+    /// [`side_output`](crate::side_output)); `None`: its main output.
+    #[serde(default)]
+    pub side_output: Option<String>,
 }
 
 impl JobGraph {

@@ -8,6 +8,10 @@
 //!   the CLI prints; [`expected_keyed_sum_checksum`] computes the same number directly.
 //!   Unbounded: the aggregate feeds a blackhole sink.
 //!
+//! * [`window_count`]: `key,timestamp` lines → bounded-out-of-orderness watermarks →
+//!   tumbling event-time windows per key → `key,window_start,window_end,count` per
+//!   window → exactly-once part files.
+//!
 //! The aggregate keeps per-key state and emits at end of input only (like Flink's
 //! mini-batch aggregation, minus intermediate flushes), so the hot path allocates nothing
 //! per record.
@@ -18,6 +22,7 @@ use crate::error::{DataflowError, Result};
 use crate::job_graph::JobGraph;
 use crate::key;
 use crate::value::Value;
+use crate::window::WindowAssigner;
 
 /// Collect id of keyed-sum's final rows.
 pub const KEYED_SUM_COLLECT_ID: &str = "keyed-sum";
@@ -93,6 +98,62 @@ pub fn running_count(
         .name("Sink: transactional files")
         .uid("running-count-sink");
     env.job_graph("running-count")
+}
+
+/// window-count: lines `key,timestamp` (ms) of `input` (at most `rate` lines/s if set)
+/// → watermarks `max_out_of_orderness_ms` behind the largest timestamp of each source
+/// subtask → tumbling event-time windows of `size_ms` per key (aligned to the epoch) →
+/// one `key,window_start,window_end,count` line per key and window → exactly-once part
+/// files under `output`. Records behind the watermark when they arrive are late and
+/// dropped (no allowed lateness); the end of the input fires every window.
+pub fn window_count(
+    input: &str,
+    output: &str,
+    size_ms: i64,
+    max_out_of_orderness_ms: i64,
+    rate: Option<f64>,
+    parallelism: u32,
+) -> Result<JobGraph> {
+    if size_ms <= 0 || max_out_of_orderness_ms < 0 {
+        return Err(DataflowError::InvalidConfig {
+            factory: "window-count".into(),
+            reason: format!(
+                "the window size must be > 0 and the out-of-orderness ≥ 0 (ms), got {size_ms} and {max_out_of_orderness_ms}"
+            ),
+        });
+    }
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    let source = match rate {
+        Some(r) if r.is_finite() && r > 0.0 => builtins::file_lines_rate(input, r),
+        Some(r) => {
+            return Err(DataflowError::InvalidConfig {
+                factory: "window-count".into(),
+                reason: format!("rate must be a positive number of lines per second, got {r}"),
+            })
+        }
+        None => builtins::file_lines(input),
+    };
+    env.add_source(source)
+        .name("Source: lines")
+        .uid("window-count-source")
+        .flat_map(builtins::key_timestamp())
+        .name("parse key,timestamp")
+        .assign_timestamps_and_watermarks(builtins::bounded_out_of_orderness(
+            max_out_of_orderness_ms,
+        ))
+        .name("watermarks")
+        .key_by(key::by_field(0))
+        .window(WindowAssigner::tumbling_event_time(size_ms))
+        .aggregate_with(builtins::window_count(), builtins::window_keyed_result())
+        .name("tumbling window count")
+        .uid("window-count-window")
+        .map(builtins::csv())
+        .name("csv")
+        .sink(builtins::transactional_file_sink(output))
+        .name("Sink: transactional files")
+        .uid("window-count-sink");
+    env.job_graph("window-count")
 }
 
 /// keyed-sum: `rows` ids (unbounded if `None`) at `rate` records/s (unlimited if

@@ -7,7 +7,8 @@
 //!
 //! Built-ins (registered by default): `rill.key.value` (the whole value),
 //! `rill.key.field` (tuple field `index`), `rill.key.i64_mod` (`value mod modulus` of an
-//! i64, Euclidean so keys are never negative).
+//! i64, Euclidean so keys are never negative), `rill.key.constant` (`null` for every
+//! record: `window_all`).
 
 use std::borrow::Cow;
 
@@ -34,6 +35,18 @@ pub const VALUE_KEY: &str = "rill.key.value";
 pub const FIELD_KEY: &str = "rill.key.field";
 /// Name of the i64-modulo key selector.
 pub const I64_MOD_KEY: &str = "rill.key.i64_mod";
+/// Name of the constant key selector.
+pub const CONSTANT_KEY: &str = "rill.key.constant";
+
+/// Every record has the key `null` (one key: non-keyed windows).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConstantKey;
+
+impl KeySelector for ConstantKey {
+    fn key<'a>(&self, _: &'a Value) -> Result<Cow<'a, Value>> {
+        Ok(Cow::Owned(Value::Null))
+    }
+}
 
 /// The whole value is the key.
 #[derive(Clone, Copy, Debug, Default)]
@@ -112,6 +125,11 @@ pub fn by_value() -> FactoryRef {
 /// Key selector spec: tuple field `index`.
 pub fn by_field(index: usize) -> FactoryRef {
     FactoryRef::builtin(FIELD_KEY, &FieldKey { index })
+}
+
+/// Key selector spec: `null` for every record.
+pub fn constant() -> FactoryRef {
+    FactoryRef::unit(CONSTANT_KEY)
 }
 
 /// Key selector spec: `value mod modulus` of an i64 value.

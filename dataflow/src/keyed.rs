@@ -26,7 +26,11 @@ use crate::element::StreamRecord;
 use crate::error::{DataflowError, Result};
 use crate::key::KeySelector;
 use crate::operator::{Collector, Operator, OperatorContext};
+use crate::side_output::{OutputTag, SideOutputs};
 use crate::state::{OperatorStateSnapshot, SnapshotContext, StateInitContext};
+use crate::timer::{
+    apply_timer_ops, InternalTimerService, TimeDomain, Timer, TimerOp, TimerService,
+};
 use crate::value::Value;
 
 /// Name of the value state holding `reduce`'s accumulator per key.
@@ -170,10 +174,56 @@ where
     }
 }
 
-/// Per-key processing logic with typed per-key state (the keyed `process` of the API).
+/// What a [`KeyedProcessFunction`] sees besides the record: its timestamp, the key's
+/// timers, the time, and side outputs (Flink's `KeyedProcessFunction.Context` and
+/// `OnTimerContext`).
+pub struct ProcessContext<'a> {
+    timestamp: Option<i64>,
+    domain: Option<TimeDomain>,
+    timers: TimerService<'a>,
+    side: &'a mut SideOutputs,
+}
+
+impl<'a> ProcessContext<'a> {
+    /// The timestamp of the record being processed, or of the firing timer.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// The key being processed.
+    pub fn current_key(&self) -> &Value {
+        self.timers.key
+    }
+
+    /// The timers of the current key.
+    pub fn timer_service(&mut self) -> &mut TimerService<'a> {
+        &mut self.timers
+    }
+
+    /// In [`KeyedProcessFunction::on_timer`]: the domain of the firing timer.
+    pub fn time_domain(&self) -> Option<TimeDomain> {
+        self.domain
+    }
+
+    /// Emits `value` to the side output `tag`, with the current timestamp.
+    pub fn output(&mut self, tag: &OutputTag, value: impl Into<Value>) {
+        self.side.push(
+            tag,
+            StreamRecord {
+                value: value.into(),
+                timestamp: self.timestamp,
+            },
+        );
+    }
+}
+
+/// Per-key processing logic with typed per-key state and timers (the keyed `process`
+/// of the API, Flink's `KeyedProcessFunction`).
 ///
 /// The state lives in the operator's keyed state backend, so it must be serializable
-/// ([`StateData`]): it is written to snapshots and read back on restore.
+/// ([`StateData`]): it is written to snapshots and read back on restore. So do the
+/// timers registered through [`ProcessContext::timer_service`] (see [`timer`]
+/// (crate::timer)).
 pub trait KeyedProcessFunction: Send + 'static {
     /// The state kept for each key; starts as `Default`.
     type State: StateData + Default;
@@ -184,10 +234,26 @@ pub trait KeyedProcessFunction: Send + 'static {
         key: &Value,
         state: &mut Self::State,
         value: &Value,
+        ctx: &mut ProcessContext<'_>,
         out: &mut Collector<'_>,
     ) -> Result<()>;
 
-    /// Called once per key, in key order, when the input has ended.
+    /// A timer of `key` registered for `timestamp` fired
+    /// ([`ProcessContext::time_domain`] says which kind). Records emitted carry the
+    /// timer's timestamp for event-time timers and none for processing-time timers.
+    fn on_timer(
+        &mut self,
+        _timestamp: i64,
+        _key: &Value,
+        _state: &mut Self::State,
+        _ctx: &mut ProcessContext<'_>,
+        _out: &mut Collector<'_>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once per key, in key order, when the input has ended (after the final
+    /// watermark fired every event-time timer).
     fn on_end_of_input(
         &mut self,
         _key: &Value,
@@ -198,21 +264,35 @@ pub trait KeyedProcessFunction: Send + 'static {
     }
 }
 
-/// Runs a [`KeyedProcessFunction`] with its per-key state in a keyed state backend.
+/// Name of the keyed process operator's timer service.
+pub const PROCESS_TIMERS: &str = "process";
+
+/// Runs a [`KeyedProcessFunction`] with its per-key state and timers in a keyed state
+/// backend.
 pub struct KeyedProcessOperator<P: KeyedProcessFunction> {
     f: P,
     key: Arc<dyn KeySelector>,
     state: KeyedValueState<P::State>,
+    timers: InternalTimerService<()>,
+    /// Timer changes of the batch being processed, applied after it.
+    timer_ops: Vec<(Value, TimerOp)>,
+    side: SideOutputs,
 }
 
 impl<P: KeyedProcessFunction> KeyedProcessOperator<P> {
     /// A keyed process operator over `f`, keyed by the context's key selector, with an
     /// empty keyed backend of the context's state configuration.
     pub fn new(f: P, ctx: &OperatorContext) -> Result<Self> {
+        let mut state = KeyedValueState::new(ctx, PROCESS_STATE)?;
+        let timers =
+            InternalTimerService::new(&mut state.backend, PROCESS_TIMERS, ctx.state.clock.clone())?;
         Ok(Self {
             f,
             key: required_key(ctx)?,
-            state: KeyedValueState::new(ctx, PROCESS_STATE)?,
+            state,
+            timers,
+            timer_ops: Vec::new(),
+            side: SideOutputs::default(),
         })
     }
 
@@ -225,11 +305,53 @@ impl<P: KeyedProcessFunction> KeyedProcessOperator<P> {
     pub fn backend_mut(&mut self) -> &mut KeyedStateBackend<Value> {
         &mut self.state.backend
     }
+
+    /// The operator's timers (tests, tools).
+    pub fn timers(&self) -> &InternalTimerService<()> {
+        &self.timers
+    }
+
+    /// Fires one timer: the function's `on_timer` on the key's state.
+    fn fire(
+        &mut self,
+        timer: Timer<()>,
+        domain: TimeDomain,
+        out: &mut Vec<StreamRecord>,
+    ) -> Result<()> {
+        let KeyedValueState { backend, state, .. } = &mut self.state;
+        let (f, ops, side) = (&mut self.f, &mut self.timer_ops, &mut self.side);
+        let watermark = self.timers.current_watermark();
+        let clock = self.timers.clock().clone();
+        let timestamp = (domain == TimeDomain::EventTime).then_some(timer.timestamp);
+        backend.value_modify(state, &timer.key, &(), |s| {
+            let mut ctx = ProcessContext {
+                timestamp,
+                domain: Some(domain),
+                timers: TimerService {
+                    ops,
+                    key: &timer.key,
+                    watermark,
+                    clock: clock.as_ref(),
+                },
+                side,
+            };
+            f.on_timer(
+                timer.timestamp,
+                &timer.key,
+                s.get_or_insert_with(P::State::default),
+                &mut ctx,
+                &mut Collector::new(out, timestamp),
+            )
+        })??;
+        apply_timer_ops(&mut self.timers, backend, &mut self.timer_ops)
+    }
 }
 
 impl<P: KeyedProcessFunction> Operator for KeyedProcessOperator<P> {
     fn initialize_state(&mut self, ctx: &mut StateInitContext) -> Result<()> {
-        self.state.initialize(ctx)
+        self.state.initialize(ctx)?;
+        self.timers = self.timers.reopen(&mut self.state.backend)?;
+        Ok(())
     }
 
     fn process_batch(
@@ -240,6 +362,9 @@ impl<P: KeyedProcessFunction> Operator for KeyedProcessOperator<P> {
         let KeyedValueState { backend, state, .. } = &mut self.state;
         let mut access = backend.value_access(state)?;
         let f = &mut self.f;
+        let (ops, side) = (&mut self.timer_ops, &mut self.side);
+        let watermark = self.timers.current_watermark();
+        let clock = self.timers.clock().as_ref();
         // The closure reports a function error through `failed` rather than its return
         // value: nesting `Result`s of two large error types costs copies per record.
         let mut failed = None;
@@ -247,10 +372,22 @@ impl<P: KeyedProcessFunction> Operator for KeyedProcessOperator<P> {
             let key = self.key.key(&r.value)?;
             let mut c = Collector::new(out, r.timestamp);
             access.modify(&key, &(), |s| {
+                let mut ctx = ProcessContext {
+                    timestamp: r.timestamp,
+                    domain: None,
+                    timers: TimerService {
+                        ops: &mut *ops,
+                        key: &key,
+                        watermark,
+                        clock,
+                    },
+                    side: &mut *side,
+                };
                 if let Err(e) = f.process(
                     &key,
                     s.get_or_insert_with(P::State::default),
                     &r.value,
+                    &mut ctx,
                     &mut c,
                 ) {
                     failed = Some(e);
@@ -260,7 +397,39 @@ impl<P: KeyedProcessFunction> Operator for KeyedProcessOperator<P> {
                 return Err(e);
             }
         }
+        if !self.timer_ops.is_empty() {
+            apply_timer_ops(&mut self.timers, backend, &mut self.timer_ops)?;
+        }
         Ok(())
+    }
+
+    fn process_watermark(&mut self, watermark: i64, out: &mut Vec<StreamRecord>) -> Result<()> {
+        self.timers.advance_watermark(watermark);
+        while let Some(timer) = self.timers.pop_event_timer(&mut self.state.backend)? {
+            self.fire(timer, TimeDomain::EventTime, out)?;
+        }
+        Ok(())
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        self.timers.next_processing_time()
+    }
+
+    fn on_processing_time(&mut self, now_ms: i64, out: &mut Vec<StreamRecord>) -> Result<()> {
+        while let Some(timer) = self
+            .timers
+            .pop_processing_timer(&mut self.state.backend, now_ms)?
+        {
+            self.fire(timer, TimeDomain::ProcessingTime, out)?;
+        }
+        Ok(())
+    }
+
+    fn drain_side_outputs(
+        &mut self,
+        sink: &mut dyn FnMut(&str, &mut Vec<StreamRecord>) -> Result<()>,
+    ) -> Result<()> {
+        self.side.drain(sink)
     }
 
     fn end_input(&mut self, out: &mut Vec<StreamRecord>) -> Result<()> {
@@ -340,6 +509,7 @@ mod tests {
             _: &Value,
             s: &mut i64,
             _: &Value,
+            _: &mut ProcessContext<'_>,
             _: &mut Collector<'_>,
         ) -> Result<()> {
             *s += 1;
@@ -375,6 +545,227 @@ mod tests {
         let mut c = ctx(Arc::new(FieldKey { index: 0 }));
         c.key_selector = None;
         assert!(KeyedProcessOperator::new(Count, &c).is_err());
+    }
+
+    /// Counts per key; every record (re)arms an event-time timer 10 after it (the
+    /// previous one is deleted: a timeout per key) and a processing-time timer 100 ms
+    /// after the current time; timers emit (key, count, kind) and send late records
+    /// (behind the watermark) to a side output.
+    struct Timeout;
+    impl KeyedProcessFunction for Timeout {
+        type State = (i64, i64);
+        fn process(
+            &mut self,
+            _: &Value,
+            s: &mut (i64, i64),
+            v: &Value,
+            ctx: &mut ProcessContext<'_>,
+            _: &mut Collector<'_>,
+        ) -> Result<()> {
+            let ts = ctx.timestamp().unwrap_or(0);
+            if ts <= ctx.timer_service().current_watermark() {
+                ctx.output(&OutputTag::new("late"), v.clone());
+                return Ok(());
+            }
+            s.0 += 1;
+            if s.1 != 0 {
+                ctx.timer_service().delete_event_time_timer(s.1);
+            }
+            s.1 = ts + 10;
+            ctx.timer_service().register_event_time_timer(ts + 10);
+            let now = ctx.timer_service().current_processing_time();
+            ctx.timer_service()
+                .register_processing_time_timer(now + 100);
+            Ok(())
+        }
+        fn on_timer(
+            &mut self,
+            t: i64,
+            key: &Value,
+            s: &mut (i64, i64),
+            ctx: &mut ProcessContext<'_>,
+            out: &mut Collector<'_>,
+        ) -> Result<()> {
+            let kind = match ctx.time_domain() {
+                Some(TimeDomain::EventTime) => "event",
+                _ => "processing",
+            };
+            out.collect(Value::Tuple(vec![
+                key.clone(),
+                Value::I64(s.0),
+                kind.into(),
+                Value::I64(t),
+            ]));
+            Ok(())
+        }
+    }
+
+    fn strings(out: &mut Vec<StreamRecord>) -> Vec<String> {
+        out.drain(..).map(|r| r.value.to_string()).collect()
+    }
+
+    fn timeout_ctx(clock: Arc<crate::timer::ManualClock>) -> OperatorContext {
+        let mut c = ctx(Arc::new(FieldKey { index: 0 }));
+        c.state.clock = clock;
+        c
+    }
+
+    #[test]
+    fn process_function_timers_fire_on_watermark_and_processing_time() {
+        let clock = crate::timer::ManualClock::new(1_000);
+        let mut op = KeyedProcessOperator::new(Timeout, &timeout_ctx(clock.clone())).unwrap();
+        let t = |k: &str, ts: i64| StreamRecord::with_timestamp(Value::Tuple(vec![k.into()]), ts);
+        let mut out = Vec::new();
+        op.process_batch(&mut vec![t("a", 5), t("b", 7), t("a", 8)], &mut out)
+            .unwrap();
+        // a's timer at 15 was replaced by 18; processing timers deduplicated at 1100.
+        assert_eq!(op.timers().len(TimeDomain::EventTime), 2);
+        assert_eq!(op.timers().len(TimeDomain::ProcessingTime), 2);
+        assert_eq!(op.next_processing_timer(), Some(1_100));
+        op.process_watermark(16, &mut out).unwrap();
+        assert!(
+            out.is_empty(),
+            "nothing fires before 17: {:?}",
+            strings(&mut out)
+        );
+        op.process_watermark(17, &mut out).unwrap();
+        let got = strings(&mut out);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].ends_with(",1,event,17)"), "{got:?}");
+        // A late record goes to the side output.
+        op.process_batch(&mut vec![t("c", 3)], &mut out).unwrap();
+        assert!(out.is_empty());
+        let mut late = Vec::new();
+        op.drain_side_outputs(&mut |tag, r| {
+            late.push((tag.to_owned(), r.len()));
+            r.clear();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(late, [("late".to_owned(), 1)]);
+        // Processing time: nothing before 1100, both keys at 1100.
+        clock.set(1_099);
+        op.on_processing_time(1_099, &mut out).unwrap();
+        assert!(out.is_empty());
+        op.on_processing_time(1_100, &mut out).unwrap();
+        let got = strings(&mut out);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got.iter().all(|g| g.contains(",processing,1100)")),
+            "{got:?}"
+        );
+        assert_eq!(op.next_processing_timer(), None);
+        op.process_watermark(i64::MAX, &mut out).unwrap();
+        assert_eq!(strings(&mut out).len(), 1);
+    }
+
+    #[test]
+    fn process_function_timers_survive_snapshot_and_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::timer::ManualClock::new(1_000);
+        let c = timeout_ctx(clock.clone());
+        let mut op = KeyedProcessOperator::new(Timeout, &c).unwrap();
+        let t = |k: &str, ts: i64| StreamRecord::with_timestamp(Value::Tuple(vec![k.into()]), ts);
+        let mut out = Vec::new();
+        op.process_batch(&mut vec![t("a", 5), t("b", 7)], &mut out)
+            .unwrap();
+        let target = target(dir.path(), 3);
+        let handle = op
+            .snapshot_state(&SnapshotContext {
+                checkpoint_id: 3,
+                target: target.clone(),
+            })
+            .unwrap()
+            .run(0)
+            .unwrap();
+        let snapshot = OperatorSnapshot {
+            uid: "t".into(),
+            name: "t".into(),
+            parallelism: 1,
+            max_parallelism: 128,
+            subtasks: vec![handle],
+        };
+        let mut restored = KeyedProcessOperator::new(Timeout, &c).unwrap();
+        restored
+            .initialize_state(&mut StateInitContext::restoring(
+                target.exclusive_dir.clone(),
+                snapshot,
+                target.storage.clone(),
+            ))
+            .unwrap();
+        assert_eq!(restored.timers().len(TimeDomain::EventTime), 2);
+        assert_eq!(restored.next_processing_timer(), Some(1_100));
+        restored.process_watermark(15, &mut out).unwrap();
+        let got = strings(&mut out);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got, ["(a,1,event,15)"]);
+    }
+
+    #[test]
+    fn timers_rescale_with_their_key_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::timer::ManualClock::new(0);
+        let sub = |i: u32, p: u32| {
+            let mut c = timeout_ctx(clock.clone());
+            c.operator_uid = "timeout".into();
+            c.subtask_index = i;
+            c.parallelism = p;
+            c
+        };
+        let keys: Vec<String> = (0..40).map(|k| format!("k{k}")).collect();
+        // The key is field 0 of the record, the string itself.
+        let owner =
+            |k: &str, p: u32| operator_index_for_key(Value::from(k).stable_hash(), p, 128) as usize;
+        let mut two: Vec<_> = (0..2)
+            .map(|i| KeyedProcessOperator::new(Timeout, &sub(i, 2)).unwrap())
+            .collect();
+        let mut out = Vec::new();
+        for (n, k) in keys.iter().enumerate() {
+            let r = StreamRecord::with_timestamp(Value::Tuple(vec![k.as_str().into()]), n as i64);
+            two[owner(k, 2)]
+                .process_batch(&mut vec![r], &mut out)
+                .unwrap();
+        }
+        let target = target(dir.path(), 9);
+        let sctx = SnapshotContext {
+            checkpoint_id: 9,
+            target: target.clone(),
+        };
+        let snapshot = OperatorSnapshot {
+            uid: "timeout".into(),
+            name: "t".into(),
+            parallelism: 2,
+            max_parallelism: 128,
+            subtasks: two
+                .iter_mut()
+                .enumerate()
+                .map(|(i, op)| op.snapshot_state(&sctx).unwrap().run(i as u32).unwrap())
+                .collect(),
+        };
+        let mut fired = Vec::new();
+        for i in 0..3u32 {
+            let mut op = KeyedProcessOperator::new(Timeout, &sub(i, 3)).unwrap();
+            op.initialize_state(&mut StateInitContext::restoring(
+                target.exclusive_dir.clone(),
+                snapshot.clone(),
+                target.storage.clone(),
+            ))
+            .unwrap();
+            op.process_watermark(i64::MAX, &mut out).unwrap();
+            for r in out.drain(..) {
+                let k = r.value.as_tuple().unwrap()[0].to_string();
+                // Each restored subtask fires only the timers of keys it owns.
+                assert_eq!(owner(&k, 3), i as usize, "{k}");
+                fired.push(k);
+            }
+        }
+        fired.sort();
+        let mut want = keys.clone();
+        want.sort();
+        assert_eq!(
+            fired, want,
+            "every key's event-time timer fires exactly once"
+        );
     }
 
     // ---- state survives operator instances (snapshot → restore, rescale) ----

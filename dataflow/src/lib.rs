@@ -74,15 +74,18 @@ pub mod operator;
 pub mod partitioning;
 pub mod rate_limiter;
 pub mod registry;
+pub mod side_output;
 pub mod spec;
 pub mod state;
 pub mod state_config;
 pub mod stream_graph;
 pub mod stream_task;
 pub mod task_io;
+pub mod timer;
 pub mod two_phase_commit;
 pub mod value;
 pub mod watermark;
+pub mod window;
 pub mod wiring;
 
 pub use collect::{CollectBuffer, CollectSink};
@@ -91,7 +94,7 @@ pub use environment::{DataStream, KeyedStream, StreamExecutionEnvironment};
 pub use error::{DataflowError, Result};
 pub use ids::{JobId, ParseJobIdError, VertexId};
 pub use job_graph::{ChainedOperator, JobEdge, JobGraph, JobVertex, SavepointRestoreSettings};
-pub use keyed::KeyedProcessFunction;
+pub use keyed::{KeyedProcessFunction, ProcessContext};
 pub use mailbox::{Mail, MailboxSender};
 pub use network_io::{
     create_task_io, input_channel_specs, ChannelLocation, InputChannelSpec, NetworkInput,

@@ -621,19 +621,24 @@ impl NetworkInput {
     /// Reads the next item; `Ok(None)` if nothing is ready within `wait` (`None`: block
     /// until something is, or the waker is called).
     /// Records are appended to `records` and returned as the channel they came from.
-    fn read(
+    fn read(&mut self, block: bool, records: &mut Vec<StreamRecord>) -> Result<Option<Read>> {
+        self.read_within(if block { None } else { Some(Duration::ZERO) }, records)
+    }
+
+    /// [`read`](Self::read) waiting at most `timeout` (`None`: until input or a wake-up);
+    /// a wait that timed out returns `MailboxWake`, a zero timeout `Ok(None)`.
+    fn read_within(
         &mut self,
-        wait: Option<Duration>,
+        timeout: Option<Duration>,
         records: &mut Vec<StreamRecord>,
     ) -> Result<Option<Read>> {
-        let block = wait.is_none();
-        let item = match wait {
+        let item = match timeout {
             None => self.reader.next_item(),
             Some(t) => self.reader.next_timeout(t),
         }
         .map_err(Self::read_error)?;
         let Some(item) = item else {
-            if !block {
+            if timeout == Some(Duration::ZERO) {
                 return Ok(None);
             }
             if self.reader.gate_mut().is_finished() {
@@ -642,7 +647,8 @@ impl NetworkInput {
                     "input gate finished while a task was reading it".into(),
                 ));
             }
-            // A blocking read returns nothing only when the waker interrupted it.
+            // A blocking read returns nothing only when the waker interrupted it or its
+            // timeout passed.
             return Ok(Some(Read::Event(InputEvent::MailboxWake)));
         };
         let n = self.num_channels;
@@ -696,7 +702,7 @@ impl NetworkInput {
     ) -> Result<InputEvent> {
         while records.len() - start < self.max_batch {
             let before = records.len();
-            match self.read(Some(Duration::ZERO), records)? {
+            match self.read(false, records)? {
                 None => break,
                 Some(Read::Record(c)) if c == channel => {}
                 Some(Read::Record(c)) => {
@@ -716,9 +722,13 @@ impl NetworkInput {
         Ok(InputEvent::Records { channel })
     }
 
-    fn next(
+    fn next(&mut self, block: bool, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
+        self.next_within(if block { None } else { Some(Duration::ZERO) }, records)
+    }
+
+    fn next_within(
         &mut self,
-        wait: Option<Duration>,
+        timeout: Option<Duration>,
         records: &mut Vec<StreamRecord>,
     ) -> Result<Option<InputEvent>> {
         let start = records.len();
@@ -741,7 +751,7 @@ impl NetworkInput {
             records.push(record);
             return self.fill(channel, start, records).map(Some);
         }
-        match self.read(wait, records)? {
+        match self.read_within(timeout, records)? {
             None => Ok(None),
             Some(Read::Record(channel)) => self.fill(channel, start, records).map(Some),
             Some(Read::Event(e)) => Ok(Some(e)),
@@ -792,18 +802,7 @@ impl TaskInput for NetworkInput {
     }
 
     fn try_poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
-        self.next(Some(Duration::ZERO), records)
-    }
-
-    fn poll_timeout(
-        &mut self,
-        records: &mut Vec<StreamRecord>,
-        timeout: Duration,
-    ) -> Result<Option<InputEvent>> {
-        match self.next(Some(timeout), records)? {
-            Some(InputEvent::MailboxWake) | None => Ok(None),
-            Some(e) => Ok(Some(e)),
-        }
+        self.next(false, records)
     }
 
     fn unconsumed(&self, channel: usize) -> Result<Vec<u8>> {
@@ -866,7 +865,17 @@ impl TaskInput for NetworkInput {
     }
 
     fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent> {
-        match self.next(None, records)? {
+        self.poll_timeout(records, None)
+    }
+
+    fn poll_timeout(
+        &mut self,
+        records: &mut Vec<StreamRecord>,
+        timeout: Option<Duration>,
+    ) -> Result<InputEvent> {
+        // A zero timeout would mean "don't block" to the gate: wait at least 1 ms.
+        let timeout = timeout.map(|t| t.max(Duration::from_millis(1)));
+        match self.next_within(timeout, records)? {
             Some(e) => Ok(e),
             // A blocking read returns an item or an error.
             None => Err(DataflowError::ChannelClosed(

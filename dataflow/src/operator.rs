@@ -110,6 +110,40 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// The watermark this operator generated since the last call, if it advanced
+    /// (watermark generators such as bounded out-of-orderness): the chain sends it on
+    /// after the batch, to chained operators and outputs.
+    fn take_generated_watermark(&mut self) -> Option<i64> {
+        None
+    }
+
+    /// Whether watermarks from upstream pass through this operator. Watermark
+    /// generators replace them (`false`); the final watermark `i64::MAX` always passes.
+    fn forwards_watermarks(&self) -> bool {
+        true
+    }
+
+    /// The earliest processing-time timer of this operator (ms since the epoch, on the
+    /// task's clock), if any: the task waits on its input at most until then.
+    fn next_processing_timer(&self) -> Option<i64> {
+        None
+    }
+
+    /// Processing time reached `now_ms`: fires the due processing-time timers.
+    fn on_processing_time(&mut self, _now_ms: i64, _out: &mut Vec<StreamRecord>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Hands the records emitted to side outputs since the last call to `sink`, by tag
+    /// (see [`side_output`](crate::side_output)). Called after every batch, watermark
+    /// and timer callback.
+    fn drain_side_outputs(
+        &mut self,
+        _sink: &mut dyn FnMut(&str, &mut Vec<StreamRecord>) -> Result<()>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once when all input has ended; a last chance to emit (final aggregates).
     fn end_input(&mut self, _out: &mut Vec<StreamRecord>) -> Result<()> {
         Ok(())

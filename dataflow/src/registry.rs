@@ -42,6 +42,12 @@ use crate::keyed::{KeyedProcessFunction, KeyedProcessOperator, ReduceOperator};
 use crate::operator::{Collector, Operator, OperatorContext, SourceOperator};
 use crate::spec::{decode_config, FactoryRef, OperatorSpec};
 use crate::value::Value;
+use crate::window::function::{Fold, WindowFunction};
+use crate::window::operator::WindowOperator;
+use crate::window::{
+    AggregateFunction, ProcessWindowFunction, ReduceFunction, WindowFunctionRef,
+    WindowOperatorConfig, WINDOW_OPERATOR,
+};
 
 pub use crate::spec::OperatorKind;
 
@@ -50,6 +56,26 @@ type SourceFactoryFn =
     dyn Fn(&[u8], &OperatorContext) -> Result<Box<dyn SourceOperator>> + Send + Sync;
 type OperatorFactoryFn = dyn Fn(&[u8], &OperatorContext) -> Result<Box<dyn Operator>> + Send + Sync;
 type KeyFactoryFn = dyn Fn(&[u8]) -> Result<Arc<dyn KeySelector>> + Send + Sync;
+type WindowReduceFn = dyn Fn(&[u8]) -> Result<ReduceFunction> + Send + Sync;
+type WindowAggregateFn = dyn Fn(&[u8]) -> Result<Box<dyn AggregateFunction>> + Send + Sync;
+type WindowProcessFn = dyn Fn(&[u8]) -> Result<Box<dyn ProcessWindowFunction>> + Send + Sync;
+
+/// A registered window function factory, by kind.
+enum WindowFunctionEntry {
+    Reduce(Box<WindowReduceFn>),
+    Aggregate(Box<WindowAggregateFn>),
+    Process(Box<WindowProcessFn>),
+}
+
+impl WindowFunctionEntry {
+    fn kind(&self) -> &'static str {
+        match self {
+            WindowFunctionEntry::Reduce(_) => "window reduce",
+            WindowFunctionEntry::Aggregate(_) => "window aggregate",
+            WindowFunctionEntry::Process(_) => "window process",
+        }
+    }
+}
 
 enum Build {
     Source(Box<SourceFactoryFn>),
@@ -66,6 +92,7 @@ struct Entry {
 pub struct OperatorRegistry {
     operators: BTreeMap<String, Entry>,
     keys: BTreeMap<String, Box<KeyFactoryFn>>,
+    window_functions: BTreeMap<String, WindowFunctionEntry>,
 }
 
 impl Default for OperatorRegistry {
@@ -79,6 +106,10 @@ impl std::fmt::Debug for OperatorRegistry {
         f.debug_struct("OperatorRegistry")
             .field("operators", &self.operators.keys().collect::<Vec<_>>())
             .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field(
+                "window_functions",
+                &self.window_functions.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -101,6 +132,7 @@ impl OperatorRegistry {
         Self {
             operators: BTreeMap::new(),
             keys: BTreeMap::new(),
+            window_functions: BTreeMap::new(),
         }
     }
 
@@ -239,6 +271,128 @@ impl OperatorRegistry {
         )
     }
 
+    fn insert_window_function(&mut self, name: &str, entry: WindowFunctionEntry) -> Result<()> {
+        if self.window_functions.contains_key(name) {
+            return Err(DataflowError::DuplicateRegistration { name: name.into() });
+        }
+        self.window_functions.insert(name.to_owned(), entry);
+        Ok(())
+    }
+
+    /// Registers a window reduce function `f(accumulator, value)` for
+    /// [`WindowedStream::reduce`](crate::window::WindowedStream::reduce).
+    pub fn register_window_reduce<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: FnMut(&mut Value, Value) -> Result<()> + Send + 'static,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        let n = name.to_owned();
+        self.insert_window_function(
+            name,
+            WindowFunctionEntry::Reduce(Box::new(move |bytes| {
+                Ok(Box::new(make(decode_config(&n, bytes)?)?) as ReduceFunction)
+            })),
+        )
+    }
+
+    /// Registers a window aggregate function for
+    /// [`WindowedStream::aggregate`](crate::window::WindowedStream::aggregate).
+    pub fn register_window_aggregate<C, A, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        A: AggregateFunction,
+        M: Fn(C) -> Result<A> + Send + Sync + 'static,
+    {
+        let n = name.to_owned();
+        self.insert_window_function(
+            name,
+            WindowFunctionEntry::Aggregate(Box::new(move |bytes| {
+                Ok(Box::new(make(decode_config(&n, bytes)?)?) as Box<dyn AggregateFunction>)
+            })),
+        )
+    }
+
+    /// Registers a process window function for
+    /// [`WindowedStream::process`](crate::window::WindowedStream::process) and the
+    /// combinations `reduce_with` / `aggregate_with`.
+    pub fn register_window_process<C, P, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        P: ProcessWindowFunction,
+        M: Fn(C) -> Result<P> + Send + Sync + 'static,
+    {
+        let n = name.to_owned();
+        self.insert_window_function(
+            name,
+            WindowFunctionEntry::Process(Box::new(move |bytes| {
+                Ok(Box::new(make(decode_config(&n, bytes)?)?) as Box<dyn ProcessWindowFunction>)
+            })),
+        )
+    }
+
+    fn window_entry(&self, f: &FactoryRef, expected: &'static str) -> Result<&WindowFunctionEntry> {
+        let entry =
+            self.window_functions
+                .get(&f.name)
+                .ok_or_else(|| DataflowError::UnknownOperator {
+                    name: f.name.clone(),
+                })?;
+        if entry.kind() != expected {
+            return Err(DataflowError::InvalidConfig {
+                factory: f.name.clone(),
+                reason: format!("registered as a {}, used as a {expected}", entry.kind()),
+            });
+        }
+        Ok(entry)
+    }
+
+    fn window_reduce(&self, f: &FactoryRef) -> Result<Fold> {
+        match self.window_entry(f, "window reduce")? {
+            WindowFunctionEntry::Reduce(make) => Ok(Fold::Reduce(make(&f.config)?)),
+            _ => unreachable!("window_entry checked the kind"),
+        }
+    }
+
+    fn window_aggregate(&self, f: &FactoryRef) -> Result<Fold> {
+        match self.window_entry(f, "window aggregate")? {
+            WindowFunctionEntry::Aggregate(make) => Ok(Fold::Aggregate(make(&f.config)?)),
+            _ => unreachable!("window_entry checked the kind"),
+        }
+    }
+
+    fn window_process(&self, f: &FactoryRef) -> Result<Box<dyn ProcessWindowFunction>> {
+        match self.window_entry(f, "window process")? {
+            WindowFunctionEntry::Process(make) => make(&f.config),
+            _ => unreachable!("window_entry checked the kind"),
+        }
+    }
+
+    /// Builds the window operator `spec` describes (its functions come from the window
+    /// function table, so this needs the registry, unlike other factories).
+    fn create_window(
+        &self,
+        spec: &OperatorSpec,
+        ctx: &OperatorContext,
+    ) -> Result<Box<dyn Operator>> {
+        let config: WindowOperatorConfig = spec.factory.decode()?;
+        let (fold, process) = match &config.function {
+            WindowFunctionRef::Reduce(r) => (Some(self.window_reduce(r)?), None),
+            WindowFunctionRef::Aggregate(a) => (Some(self.window_aggregate(a)?), None),
+            WindowFunctionRef::Process(p) => (None, Some(self.window_process(p)?)),
+            WindowFunctionRef::ReduceProcess { reduce, process } => (
+                Some(self.window_reduce(reduce)?),
+                Some(self.window_process(process)?),
+            ),
+            WindowFunctionRef::AggregateProcess { aggregate, process } => (
+                Some(self.window_aggregate(aggregate)?),
+                Some(self.window_process(process)?),
+            ),
+        };
+        let function = WindowFunction::new(fold, process, config.window.evictor.as_ref());
+        Ok(Box::new(WindowOperator::new(config.window, function, ctx)?))
+    }
+
     /// Registers a key selector factory.
     pub fn register_key_selector<C, K, M>(&mut self, name: &str, make: M) -> Result<()>
     where
@@ -278,6 +432,9 @@ impl OperatorRegistry {
     /// factory exists with the same kind, its config decodes, and keyed operators have a
     /// known key selector.
     pub fn check_operator(&self, spec: &OperatorSpec) -> Result<()> {
+        if spec.kind == OperatorKind::Window || spec.factory.name == WINDOW_OPERATOR {
+            return self.check_window(spec);
+        }
         let entry = self.entry(&spec.factory.name)?;
         if entry.kind != spec.kind {
             return Err(DataflowError::WrongOperatorKind {
@@ -295,6 +452,38 @@ impl OperatorRegistry {
                 spec.name
             ))),
             (None, false) => Ok(()),
+        }
+    }
+
+    fn check_window(&self, spec: &OperatorSpec) -> Result<()> {
+        if spec.kind != OperatorKind::Window || spec.factory.name != WINDOW_OPERATOR {
+            return Err(DataflowError::InvalidGraph(format!(
+                "operator `{}`: window operators are `{WINDOW_OPERATOR}` of kind Window (got `{}` as {:?})",
+                spec.name, spec.factory.name, spec.kind
+            )));
+        }
+        let config: WindowOperatorConfig = spec.factory.decode()?;
+        config.window.validate()?;
+        // Building the functions decodes their configs.
+        match &config.function {
+            WindowFunctionRef::Reduce(r) => self.window_reduce(r).map(drop)?,
+            WindowFunctionRef::Aggregate(a) => self.window_aggregate(a).map(drop)?,
+            WindowFunctionRef::Process(p) => self.window_process(p).map(drop)?,
+            WindowFunctionRef::ReduceProcess { reduce, process } => {
+                self.window_reduce(reduce)?;
+                self.window_process(process)?;
+            }
+            WindowFunctionRef::AggregateProcess { aggregate, process } => {
+                self.window_aggregate(aggregate)?;
+                self.window_process(process)?;
+            }
+        }
+        match &spec.key {
+            Some(key) => self.key_selector(key).map(drop),
+            None => Err(DataflowError::InvalidGraph(format!(
+                "window operator `{}` has no key selector (it must follow key_by)",
+                spec.name
+            ))),
         }
     }
 
@@ -316,6 +505,9 @@ impl OperatorRegistry {
         spec: &OperatorSpec,
         ctx: &OperatorContext,
     ) -> Result<Box<dyn Operator>> {
+        if spec.kind == OperatorKind::Window && spec.factory.name == WINDOW_OPERATOR {
+            return self.create_window(spec, ctx);
+        }
         let entry = self.entry(&spec.factory.name)?;
         match &entry.build {
             Build::Operator(make) if entry.kind == spec.kind => make(&spec.factory.config, ctx),

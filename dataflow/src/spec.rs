@@ -78,6 +78,8 @@ pub enum OperatorKind {
     Reduce,
     /// Keyed: arbitrary per-key processing with per-key state.
     Process,
+    /// Keyed: windows ([`window`](crate::window)).
+    Window,
     /// Consumes records, emits nothing.
     Sink,
 }
@@ -85,7 +87,10 @@ pub enum OperatorKind {
 impl OperatorKind {
     /// Whether operators of this kind need a key selector (follow a `key_by`).
     pub fn is_keyed(self) -> bool {
-        matches!(self, OperatorKind::Reduce | OperatorKind::Process)
+        matches!(
+            self,
+            OperatorKind::Reduce | OperatorKind::Process | OperatorKind::Window
+        )
     }
 }
 

@@ -42,6 +42,10 @@ pub struct StreamEdge {
     pub target: u32,
     /// Explicit partitioning, if any.
     pub partitioning: Option<Partitioning>,
+    /// The side output of the upstream node this edge carries; `None`: its main
+    /// output. Side-output edges are never chained.
+    #[serde(default)]
+    pub side_output: Option<String>,
 }
 
 /// Operators and their connections, as built by the API.

@@ -874,21 +874,22 @@ impl StreamTask {
                     continue;
                 }
             }
+            // Processing-time timers fire here, also while the input is idle: the
+            // blocking poll returns by the earliest one (see `timer`).
+            chain.fire_processing_timers()?;
             let event = match input.try_poll(&mut records)? {
                 Some(e) => e,
                 None => {
                     chain.flush()?;
                     last_flush = Instant::now();
-                    match deadline {
-                        // An alignment that may time out waits no longer than that.
-                        Some(d) => match input
-                            .poll_timeout(&mut records, d.saturating_duration_since(last_flush))?
-                        {
-                            Some(e) => e,
-                            None => continue,
-                        },
-                        None => input.poll(&mut records)?,
-                    }
+                    // Wait no longer than the next processing-time timer, nor past an
+                    // alignment that may time out.
+                    let alignment = deadline.map(|d| d.saturating_duration_since(last_flush));
+                    let wait = match (chain.processing_timer_wait(), alignment) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    input.poll_timeout(&mut records, wait)?
                 }
             };
             let channel = match event {

@@ -88,16 +88,17 @@ pub trait TaskInput: Send {
     /// Returns the next input, blocking until there is some or the waker is called.
     fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent>;
 
-    /// Lets `channel` deliver again after an aligned barrier blocked it.
-    fn resume_consumption(&mut self, channel: usize) -> Result<()>;
-
-    /// Like [`poll`](Self::poll), but returns `Ok(None)` when nothing arrived within
-    /// `timeout`.
+    /// Like [`poll`](Self::poll), but returns `MailboxWake` once `timeout` passed
+    /// without input (`None`: no limit). The task waits this way until its next
+    /// processing-time timer.
     fn poll_timeout(
         &mut self,
         records: &mut Vec<StreamRecord>,
-        timeout: std::time::Duration,
-    ) -> Result<Option<InputEvent>>;
+        timeout: Option<std::time::Duration>,
+    ) -> Result<InputEvent>;
+
+    /// Lets `channel` deliver again after an aligned barrier blocked it.
+    fn resume_consumption(&mut self, channel: usize) -> Result<()>;
 
     /// The task's input watermark (the minimum over its active channels) advanced to
     /// `watermark`: reported as the task's `currentInputWatermark`.

@@ -636,3 +636,101 @@ fn unaligned_barriers_overtake_and_in_flight_data_restores_exactly_once() {
         "{err}"
     );
 }
+
+/// Processing-time timers fire while the task's input is idle: the task waits on its
+/// input only until the earliest timer, on its injected clock.
+#[test]
+fn processing_time_timer_fires_while_input_is_idle() {
+    use crate::timer::ManualClock;
+
+    /// Emits (key, timer time) 100 ms (processing time) after each key's first record.
+    struct Later;
+    impl KeyedProcessFunction for Later {
+        type State = bool;
+        fn process(
+            &mut self,
+            _: &Value,
+            armed: &mut bool,
+            _: &Value,
+            ctx: &mut ProcessContext<'_>,
+            _: &mut operator::Collector<'_>,
+        ) -> Result<()> {
+            if !*armed {
+                *armed = true;
+                let now = ctx.timer_service().current_processing_time();
+                ctx.timer_service()
+                    .register_processing_time_timer(now + 100);
+            }
+            Ok(())
+        }
+        fn on_timer(
+            &mut self,
+            t: i64,
+            key: &Value,
+            _: &mut bool,
+            _: &mut ProcessContext<'_>,
+            out: &mut operator::Collector<'_>,
+        ) -> Result<()> {
+            out.collect(Value::Tuple(vec![key.clone(), Value::I64(t)]));
+            Ok(())
+        }
+    }
+    struct Channel(crossbeam_channel::Sender<Vec<Value>>);
+    impl CollectSink for Channel {
+        fn collect(&self, _: &str, _: u32, values: Vec<Value>) -> Result<()> {
+            let _ = self.0.send(values);
+            Ok(())
+        }
+    }
+
+    let mut registry = OperatorRegistry::new();
+    registry
+        .register_process("test.later", |()| Ok(Later))
+        .unwrap();
+    let env = StreamExecutionEnvironment::new();
+    env.add_source(builtins::collection(vec![]))
+        .key_by(key::by_value())
+        .process(FactoryRef::unit("test.later"))
+        .sink(builtins::collect("out"));
+    let job = Arc::new(env.job_graph("t").unwrap());
+    let net = net();
+    let mut ios = wire(&net, &job);
+    let clock = ManualClock::new(5_000);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut config = TaskConfig {
+        buffer_timeout: Duration::ZERO,
+        ..TaskConfig::default()
+    };
+    config.state_clock = clock.clone();
+    let task_env = TaskEnvironment {
+        registry: Arc::new(registry),
+        collect: Some(Arc::new(Channel(tx))),
+        config,
+    };
+    let task = StreamTask::new(
+        job,
+        VertexId(1),
+        0,
+        task_env,
+        Some(input(&mut ios, 1, 0)),
+        vec![],
+    )
+    .unwrap();
+    let mut source = output(&mut ios, 0, 0);
+    let handle = task.spawn(|_| {}).unwrap();
+    source
+        .emit(&mut vec![StreamRecord::new("k")], &[0])
+        .unwrap();
+    source.flush().unwrap();
+    // The timer is not due on the task's clock yet, however long the task waits.
+    assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    // The input stays idle (no record, no end of input): only the timer can emit.
+    clock.advance(100);
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("timer fired");
+    assert_eq!(got, [Value::Tuple(vec!["k".into(), Value::I64(5_100)])]);
+    assert!(handle.cancel());
+    assert!(matches!(handle.join(), TaskOutcome::Canceled));
+    drop(source);
+}

@@ -1425,6 +1425,7 @@ mod tests {
             source_operator: 0,
             target: VertexId(7),
             partitioning: Partitioning::Rebalance,
+            side_output: None,
         });
         match JobMaster::new(services(), job, 1) {
             Err(ClusterError::InvalidJob(m)) => assert!(m.contains("vertex v7"), "{m}"),

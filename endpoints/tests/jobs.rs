@@ -67,7 +67,34 @@ fn registry() -> Arc<OperatorRegistry> {
         })
     })
     .unwrap();
+    r.register_process("t.odd_to_side", |()| Ok(OddToSide))
+        .unwrap();
     Arc::new(r)
+}
+
+/// Emits even values, sends odd ones to the side output `odd`.
+struct OddToSide;
+
+impl rill_dataflow::KeyedProcessFunction for OddToSide {
+    type State = ();
+    fn process(
+        &mut self,
+        _: &Value,
+        _: &mut (),
+        v: &Value,
+        ctx: &mut rill_dataflow::ProcessContext<'_>,
+        out: &mut rill_dataflow::Collector<'_>,
+    ) -> rill_dataflow::Result<()> {
+        if v.as_i64().is_some_and(|x| x % 2 != 0) {
+            ctx.output(
+                &rill_dataflow::side_output::OutputTag::new("odd"),
+                v.clone(),
+            );
+        } else {
+            out.collect(v.clone());
+        }
+        Ok(())
+    }
 }
 
 struct Cluster {
@@ -425,5 +452,66 @@ async fn socket_source_reads_lines_until_close() {
         .map(ToString::to_string)
         .collect();
     assert_eq!(lines, ["hello world", "hello again", "last"]);
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn side_outputs_reach_their_own_sink_and_end_with_the_job() {
+    let c = start(1, 4, false).await;
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(2);
+    let odd = rill_dataflow::side_output::OutputTag::new("odd");
+    let main = env
+        .add_source(builtins::collection((0..20).map(Value::I64).collect()))
+        .key_by(key::by_i64_mod(5))
+        .process(FactoryRef::unit("t.odd_to_side"));
+    main.sink(builtins::collect("even"));
+    main.side_output(&odd).sink(builtins::collect("odd"));
+    // The job only finishes if end of input travels the side-output edge too.
+    let result = c.run_finished(env.job_graph("t").unwrap()).await;
+    assert_eq!(
+        sorted_i64(collected(&result, "even")),
+        (0..20).step_by(2).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sorted_i64(collected(&result, "odd")),
+        (1..20).step_by(2).collect::<Vec<_>>()
+    );
+    c.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_event_time_windows_and_count_windows_all() {
+    use rill_dataflow::window::WindowAssigner;
+    let c = start(1, 4, false).await;
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(2);
+    let lines = ["a,1", "b,2", "a,9", "a,10", "b,25", "a,19"];
+    env.add_source(builtins::collection(
+        lines.iter().map(|l| Value::from(*l)).collect(),
+    ))
+    .flat_map(builtins::key_timestamp())
+    .assign_timestamps_and_watermarks(builtins::bounded_out_of_orderness(100))
+    .key_by(key::by_field(0))
+    .window(WindowAssigner::tumbling_event_time(10))
+    .aggregate_with(builtins::window_count(), builtins::window_keyed_result())
+    .sink(builtins::collect("windows"));
+    // Non-keyed count windows at parallelism 1 over both source subtasks: every 3
+    // elements; the last, incomplete window never fires.
+    env.add_source(builtins::collection((0..7).map(Value::I64).collect()))
+        .count_window_all(3)
+        .aggregate(builtins::window_count())
+        .sink(builtins::collect("all"));
+    let result = c.run_finished(env.job_graph("t").unwrap()).await;
+    assert_eq!(sorted_i64(collected(&result, "all")), [3, 3]);
+    let mut got: Vec<String> = collected(&result, "windows")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["(a,0,10,2)", "(a,10,20,2)", "(b,0,10,1)", "(b,20,30,1)"]
+    );
     c.stop().await;
 }

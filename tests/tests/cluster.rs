@@ -350,6 +350,7 @@ fn bad_submissions_get_clear_errors_and_leave_the_cluster_healthy() {
         source_operator: 0,
         target: VertexId(1),
         partitioning: Partitioning::Rebalance,
+        side_output: None,
     });
     match rt.block_on(client.submit(cyclic)) {
         Err(rill::admin::AdminError::Cluster(ClusterError::InvalidJob(m))) => {

@@ -15,31 +15,6 @@ use rill_endpoints::messages::{ExecutionState, JobStatus};
 mod support;
 use support::*;
 
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn seeded() -> Self {
-        let seed = std::env::var("RILL_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0x5eed_1234_abcd_0001u64);
-        eprintln!("kill schedule seed: {seed} (RILL_TEST_SEED replays it)");
-        Rng(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Runs `running-count` under repeated TaskManager kills in `mode`; returns the
 /// expected and the committed lines, and the hidden files left. `extra` configures the
 /// cluster; with unaligned checkpoints the job is throttled downstream instead of at

@@ -19,6 +19,11 @@
 //! | `rill.process.count` | process | `(key, count)` per key |
 //! | `rill.process.count_sum` | process | `(key, count, sum)` of i64 values per key |
 //! | `rill.reduce.sum` | reduce | running sum of i64/f64 values |
+//! | `rill.flat_map.key_timestamp` | flat-map | `key,timestamp` line → `(key, timestamp)` with that event time |
+//! | `rill.watermarks.bounded_out_of_orderness` | map | passes records, emits `max timestamp - delay - 1` watermarks |
+//! | `rill.window.count` | window aggregate | number of elements |
+//! | `rill.window.sum` | window reduce | sum of i64/f64 values |
+//! | `rill.window.keyed_result` | window process | `(key, window start, window end, element)` per element |
 
 mod collection;
 mod datagen;
@@ -30,6 +35,7 @@ mod socket_source;
 mod source_tests;
 pub mod transactional_file_sink;
 mod transforms;
+mod watermarks;
 
 pub use collection::CollectionConfig;
 pub use datagen::DatagenConfig;
@@ -38,6 +44,7 @@ pub use file_source::FileLinesConfig;
 pub use sinks::{CollectConfig, PrintConfig};
 pub use socket_source::SocketConfig;
 pub use transforms::{CountConfig, ThrottleConfig};
+pub use watermarks::BoundedOutOfOrdernessConfig;
 
 use crate::registry::{OperatorKind, OperatorRegistry};
 use crate::spec::FactoryRef;
@@ -75,6 +82,16 @@ pub const COUNT: &str = "rill.process.count";
 pub const COUNT_SUM: &str = "rill.process.count_sum";
 /// `rill.reduce.sum`.
 pub const SUM: &str = "rill.reduce.sum";
+/// `rill.flat_map.key_timestamp`.
+pub const KEY_TIMESTAMP: &str = "rill.flat_map.key_timestamp";
+/// `rill.watermarks.bounded_out_of_orderness`.
+pub const BOUNDED_OUT_OF_ORDERNESS: &str = "rill.watermarks.bounded_out_of_orderness";
+/// `rill.window.count`.
+pub const WINDOW_COUNT: &str = "rill.window.count";
+/// `rill.window.sum`.
+pub const WINDOW_SUM: &str = "rill.window.sum";
+/// `rill.window.keyed_result`.
+pub const WINDOW_KEYED_RESULT: &str = "rill.window.keyed_result";
 
 /// Registers every built-in in `r` (which must not already hold them).
 pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
@@ -99,6 +116,18 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         r.register_process(COUNT, |c: CountConfig| Ok(transforms::Count(c))),
         r.register_process(COUNT_SUM, |c: CountConfig| Ok(transforms::CountSum(c))),
         r.register_reduce(SUM, |()| Ok(transforms::sum)),
+        r.register_flat_map(KEY_TIMESTAMP, |()| Ok(watermarks::key_timestamp)),
+        r.register_operator(
+            BOUNDED_OUT_OF_ORDERNESS,
+            OperatorKind::Map,
+            |c: BoundedOutOfOrdernessConfig, _: &crate::operator::OperatorContext| {
+                watermarks::BoundedOutOfOrderness::new(c)
+            },
+        ),
+        r.register_window_aggregate(WINDOW_COUNT, |()| Ok(transforms::WindowCount)),
+        r.register_window_reduce(WINDOW_SUM, |()| Ok(transforms::sum)),
+        r.register_window_process(WINDOW_KEYED_RESULT, |()| Ok(transforms::KeyedResult)),
+        r.register_key_selector(crate::key::CONSTANT_KEY, |()| Ok(crate::key::ConstantKey)),
         r.register_key_selector(crate::key::VALUE_KEY, |()| Ok(crate::key::ValueKey)),
         r.register_key_selector(crate::key::FIELD_KEY, |c: crate::key::FieldKey| Ok(c)),
         r.register_key_selector(crate::key::I64_MOD_KEY, |c: crate::key::I64ModKey| {
@@ -195,6 +224,39 @@ pub fn transactional_file_sink(dir: impl Into<String>) -> FactoryRef {
         TRANSACTIONAL_FILE_SINK,
         &transactional_file_sink::TransactionalFileSinkConfig { dir: dir.into() },
     )
+}
+
+/// Flat-map: `key,timestamp` lines → `(key, timestamp)` records with that event time.
+pub fn key_timestamp() -> FactoryRef {
+    FactoryRef::unit(KEY_TIMESTAMP)
+}
+
+/// Watermark generator: watermarks `max_out_of_orderness_ms` (+1) behind the largest
+/// timestamp seen; use with
+/// [`DataStream::assign_timestamps_and_watermarks`](crate::DataStream::assign_timestamps_and_watermarks).
+pub fn bounded_out_of_orderness(max_out_of_orderness_ms: i64) -> FactoryRef {
+    FactoryRef::builtin(
+        BOUNDED_OUT_OF_ORDERNESS,
+        &BoundedOutOfOrdernessConfig {
+            max_out_of_orderness_ms,
+        },
+    )
+}
+
+/// Window aggregate: the number of elements (i64).
+pub fn window_count() -> FactoryRef {
+    FactoryRef::unit(WINDOW_COUNT)
+}
+
+/// Window reduce: the sum of i64 (or f64) values.
+pub fn window_sum() -> FactoryRef {
+    FactoryRef::unit(WINDOW_SUM)
+}
+
+/// Process window function: `(key, window start, window end, element)` for every
+/// element (with `aggregate_with`/`reduce_with`: for the one result).
+pub fn window_keyed_result() -> FactoryRef {
+    FactoryRef::unit(WINDOW_KEYED_RESULT)
 }
 
 /// Sink: discards everything.

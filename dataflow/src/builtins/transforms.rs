@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataflowError, Result};
-use crate::keyed::KeyedProcessFunction;
+use crate::keyed::{KeyedProcessFunction, ProcessContext};
 use crate::operator::Collector;
 use crate::value::Value;
+use crate::window::{AggregateFunction, ProcessWindowFunction, WindowContext};
 
 /// Splits a `Str` line into lowercase words at every non-alphanumeric character
 /// (Flink's WordCount tokenizer, `\W+`).
@@ -73,6 +74,7 @@ impl KeyedProcessFunction for Count {
         key: &Value,
         n: &mut i64,
         _: &Value,
+        _: &mut ProcessContext<'_>,
         out: &mut Collector<'_>,
     ) -> Result<()> {
         *n += 1;
@@ -102,6 +104,7 @@ impl KeyedProcessFunction for CountSum {
         key: &Value,
         s: &mut (i64, i64),
         v: &Value,
+        _: &mut ProcessContext<'_>,
         out: &mut Collector<'_>,
     ) -> Result<()> {
         let Value::I64(x) = v else {
@@ -158,6 +161,56 @@ pub(crate) fn sum(acc: &mut Value, v: Value) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `rill.window.count`: counts a window's elements.
+pub(crate) struct WindowCount;
+
+impl AggregateFunction for WindowCount {
+    fn create_accumulator(&mut self) -> Value {
+        Value::I64(0)
+    }
+
+    fn add(&mut self, _: Value, acc: &mut Value) -> Result<()> {
+        if let Value::I64(n) = acc {
+            *n += 1;
+        }
+        Ok(())
+    }
+
+    fn get_result(&mut self, acc: &Value) -> Result<Value> {
+        Ok(acc.clone())
+    }
+
+    fn merge(&mut self, acc: &mut Value, other: Value) -> Result<()> {
+        if let (Value::I64(a), Value::I64(b)) = (acc, other) {
+            *a += b;
+        }
+        Ok(())
+    }
+}
+
+/// `rill.window.keyed_result`: `(key, start, end, element)` per element.
+pub(crate) struct KeyedResult;
+
+impl ProcessWindowFunction for KeyedResult {
+    fn process(
+        &mut self,
+        key: &Value,
+        ctx: &WindowContext,
+        elements: &[Value],
+        out: &mut Collector<'_>,
+    ) -> Result<()> {
+        for e in elements {
+            out.collect(Value::Tuple(vec![
+                key.clone(),
+                Value::I64(ctx.window.start()),
+                Value::I64(ctx.window.end()),
+                e.clone(),
+            ]));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! | `wordcount` | `input`, `output` (required) |
 //! | `keyed-sum` | `rows` (unbounded if absent), `keys` (1000), `rate` (records/s) |
 //! | `running-count` | `input`, `output` (required), `rate` (lines/s) |
+//! | `window-count` | `input`, `output` (required), `size` (5000 ms), `out-of-orderness` (1000 ms), `rate` (lines/s) |
 //!
 //! Parsing and building are pure: an unknown job, an unknown or ill-typed argument, or
 //! arguments the job builder refuses are a [`SubmitError`] (the handler's 400).
@@ -32,7 +33,7 @@ pub enum SubmitError {
     #[error("Bad request received: {0}")]
     Malformed(String),
     /// No built-in job of that name.
-    #[error("unknown job {0:?}: expected wordcount, keyed-sum or running-count")]
+    #[error("unknown job {0:?}: expected wordcount, keyed-sum, running-count or window-count")]
     UnknownJob(String),
     /// The job's arguments are missing, unknown or of the wrong type.
     #[error("invalid arguments for job {job}: {reason}")]
@@ -81,6 +82,29 @@ struct KeyedSumArgs {
     keys: u64,
     #[serde(default)]
     rate: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct WindowCountArgs {
+    input: String,
+    output: String,
+    #[serde(default = "default_window_size")]
+    size: i64,
+    #[serde(default = "default_out_of_orderness")]
+    out_of_orderness: i64,
+    #[serde(default)]
+    rate: Option<f64>,
+}
+
+/// `rill run window-count`'s default `--size` (ms).
+fn default_window_size() -> i64 {
+    5000
+}
+
+/// `rill run window-count`'s default `--out-of-orderness` (ms).
+fn default_out_of_orderness() -> i64 {
+    1000
 }
 
 /// `rill run keyed-sum`'s default `--keys`.
@@ -140,6 +164,20 @@ pub fn build(body: &[u8]) -> Result<JobGraph, SubmitError> {
                 jobs::running_count(&a.input, &a.output, a.rate, a.throttle, parallelism),
             )
         }
+        "window-count" => {
+            let a: WindowCountArgs = args("window-count", r.args)?;
+            (
+                "window-count",
+                jobs::window_count(
+                    &a.input,
+                    &a.output,
+                    a.size,
+                    a.out_of_orderness,
+                    a.rate,
+                    parallelism,
+                ),
+            )
+        }
         other => return Err(SubmitError::UnknownJob(other.chars().take(64).collect())),
     };
     let mut job = built.map_err(|e| SubmitError::BadArgs {
@@ -177,6 +215,15 @@ mod tests {
         let restore = j.savepoint_restore.unwrap();
         assert_eq!(restore.path, "/sp");
         assert!(restore.allow_non_restored_state);
+        let j = build(
+            br#"{"job":"window-count","args":{"input":"/in","output":"/out","size":100,"out-of-orderness":5}}"#,
+        )
+        .unwrap();
+        assert_eq!(j.name, "window-count");
+        assert!(
+            build(br#"{"job":"window-count","args":{"input":"/i","output":"/o","size":0}}"#)
+                .is_err()
+        );
     }
 
     #[test]

@@ -281,3 +281,28 @@ pub fn committed_output(dir: &std::path::Path) -> (Vec<String>, Vec<String>) {
     lines.sort();
     (lines, hidden)
 }
+
+/// A small deterministic generator (xorshift64*).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn seeded() -> Self {
+        let seed = std::env::var("RILL_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5eed_1234_abcd_0001u64);
+        eprintln!("kill schedule seed: {seed} (RILL_TEST_SEED replays it)");
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
