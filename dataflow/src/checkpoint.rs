@@ -102,6 +102,80 @@ pub struct TaskCheckpointStats {
     pub alignment_ms: u64,
 }
 
+/// Why a task declines a checkpoint (Flink's `CheckpointFailureReason`s of a task).
+/// `task` names the subtask (`"name (i/p)"`); `Display` gives the whole reason.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeclineReason {
+    /// The synchronous part failed: an operator's `snapshot_state`.
+    SnapshotFailed {
+        /// The subtask.
+        task: String,
+        /// The error.
+        message: String,
+    },
+    /// The asynchronous part failed writing an operator's state (a full disk, an
+    /// unwritable directory, …).
+    UploadFailed {
+        /// The subtask.
+        task: String,
+        /// The operator whose state could not be written.
+        operator: String,
+        /// The error.
+        message: String,
+    },
+    /// The in-flight data of an unaligned checkpoint could not be written.
+    InFlightFailed {
+        /// The subtask.
+        task: String,
+        /// The error.
+        message: String,
+    },
+    /// A barrier of a newer checkpoint arrived before this one was aligned.
+    Subsumed {
+        /// The subtask.
+        task: String,
+        /// The newer checkpoint.
+        by: u64,
+    },
+    /// A cancel marker arrived: the checkpoint was aborted upstream.
+    CancelledUpstream {
+        /// The subtask.
+        task: String,
+    },
+    /// The task could not take part (no thread for the asynchronous part, a panic in
+    /// it).
+    TaskFailure {
+        /// The subtask.
+        task: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for DeclineReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeclineReason::SnapshotFailed { task, message } => {
+                write!(f, "{task}: snapshot failed: {message}")
+            }
+            DeclineReason::UploadFailed {
+                task,
+                operator,
+                message,
+            } => write!(f, "{task} ({operator}): {message}"),
+            DeclineReason::InFlightFailed { task, message } => {
+                write!(f, "{task}: in-flight data: {message}")
+            }
+            DeclineReason::Subsumed { task, by } => write!(
+                f,
+                "{task}: the barrier of checkpoint {by} arrived before alignment"
+            ),
+            DeclineReason::CancelledUpstream { task } => write!(f, "{task}: cancelled upstream"),
+            DeclineReason::TaskFailure { task, message } => write!(f, "{task}: {message}"),
+        }
+    }
+}
+
 /// Where a task reports its checkpoints (the TaskExecutor forwards to the JobMaster).
 /// Called from the task thread and from snapshot threads.
 pub trait CheckpointResponder: Send + Sync {
@@ -114,7 +188,7 @@ pub trait CheckpointResponder: Send + Sync {
     );
 
     /// Checkpoint `id` cannot be taken here.
-    fn decline(&self, id: u64, reason: String);
+    fn decline(&self, id: u64, reason: DeclineReason);
 
     /// The task's input has ended; it waits for the final checkpoint.
     fn input_ended(&self);

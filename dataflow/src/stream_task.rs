@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 use crate::barrier_handler::{AbortCause, BarrierAction, BarrierHandler};
 use crate::chain::OperatorChain;
 use crate::checkpoint::{
-    millis, Alignment, CheckpointBarrier, CheckpointEvent, CheckpointOptions, TaskCheckpointStats,
-    TaskCheckpointing,
+    millis, Alignment, CheckpointBarrier, CheckpointEvent, CheckpointOptions, DeclineReason,
+    TaskCheckpointStats, TaskCheckpointing,
 };
 use crate::collect::CollectSink;
 use crate::element::{StreamEvent, StreamRecord};
@@ -528,22 +528,23 @@ impl StreamTask {
         let id = barrier.id;
         let started = Instant::now();
         let task = self.name();
-        let decline = |chain: &mut OperatorChain, reason: String| -> Result<()> {
+        let decline = |chain: &mut OperatorChain, message: String| -> Result<()> {
+            let reason = DeclineReason::SnapshotFailed {
+                task: task.clone(),
+                message,
+            };
             tracing::warn!(checkpoint_id = id, %reason, "checkpoint declined");
             c.responder.decline(id, reason);
             chain.broadcast_checkpoint_event(CheckpointEvent::Cancel(id))
         };
         let parts = match chain.snapshot(id, &c.target(&barrier)) {
             Ok(parts) => parts,
-            Err(e) => return decline(chain, format!("{task}: {e}")),
+            Err(e) => return decline(chain, e.to_string()),
         };
         let mut named = Vec::with_capacity(parts.len());
         for (uid, snap) in parts {
             let Some(ctx) = chain.operator_context(&uid) else {
-                return decline(
-                    chain,
-                    format!("{task}: snapshot of unknown operator `{uid}`"),
-                );
+                return decline(chain, format!("snapshot of unknown operator `{uid}`"));
             };
             let meta = (
                 ctx.operator_name.clone(),
@@ -613,7 +614,14 @@ impl StreamTask {
                     }
                     Err(e) => {
                         tracing::warn!(checkpoint_id = id, error = %e, "asynchronous part of a checkpoint failed");
-                        return responder.decline(id, format!("{task} ({name}): {e}"));
+                        return responder.decline(
+                            id,
+                            DeclineReason::UploadFailed {
+                                task,
+                                operator: name,
+                                message: e.to_string(),
+                            },
+                        );
                     }
                 }
             }
@@ -625,7 +633,10 @@ impl StreamTask {
                 let Some((uid, name, parallelism, max_parallelism)) = head else {
                     return responder.decline(
                         id,
-                        format!("{task}: in-flight data of a task without operators"),
+                        DeclineReason::InFlightFailed {
+                            task,
+                            message: "a task without operators".into(),
+                        },
                     );
                 };
                 match in_flight::write_in_flight(&target, &uid, subtask, &data) {
@@ -650,7 +661,13 @@ impl StreamTask {
                     }
                     Err(e) => {
                         tracing::warn!(checkpoint_id = id, error = %e, "writing in-flight data failed");
-                        return responder.decline(id, format!("{task}: in-flight data: {e}"));
+                        return responder.decline(
+                            id,
+                            DeclineReason::InFlightFailed {
+                                task,
+                                message: e.to_string(),
+                            },
+                        );
                     }
                 }
             }
@@ -664,12 +681,19 @@ impl StreamTask {
             responder.acknowledge(id, out, stats);
         };
         let responder = c.responder.clone();
+        let thread_task = self.name();
         let spawned = std::thread::Builder::new()
             .name(format!("checkpoint {id}"))
             .spawn(move || {
                 // A panicking backend declines the checkpoint; it must not vanish.
                 if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(upload)) {
-                    responder.decline(id, panic_error(panic.as_ref()).to_string());
+                    responder.decline(
+                        id,
+                        DeclineReason::TaskFailure {
+                            task: thread_task,
+                            message: panic_error(panic.as_ref()).to_string(),
+                        },
+                    );
                 }
             });
         match spawned {
@@ -677,9 +701,13 @@ impl StreamTask {
                 self.uploads.retain(|h| !h.is_finished());
                 self.uploads.push(handle);
             }
-            Err(e) => c
-                .responder
-                .decline(id, format!("cannot start the snapshot thread: {e}")),
+            Err(e) => c.responder.decline(
+                id,
+                DeclineReason::TaskFailure {
+                    task: self.name(),
+                    message: format!("cannot start the snapshot thread: {e}"),
+                },
+            ),
         }
         Ok(())
     }
@@ -722,14 +750,13 @@ impl StreamTask {
                         let c = self.in_flight.take().expect("checked");
                         c.discard(Some(&mut *input))?;
                     }
+                    let task = self.name();
                     let why = match reason {
-                        AbortCause::Subsumed { by } => {
-                            format!("the barrier of checkpoint {by} arrived before alignment")
-                        }
-                        AbortCause::Cancelled => "cancelled upstream".to_owned(),
+                        AbortCause::Subsumed { by } => DeclineReason::Subsumed { task, by },
+                        AbortCause::Cancelled => DeclineReason::CancelledUpstream { task },
                     };
                     if let Some(c) = &self.env.config.checkpointing {
-                        c.responder.decline(id, format!("{}: {why}", self.name()));
+                        c.responder.decline(id, why);
                     }
                     chain.broadcast_checkpoint_event(CheckpointEvent::Cancel(id))?;
                 }

@@ -292,8 +292,8 @@ impl crate::checkpoint::CheckpointResponder for Responder {
     ) {
         let _ = self.0.send(Reported::Ack(id, snapshots));
     }
-    fn decline(&self, id: u64, reason: String) {
-        let _ = self.0.send(Reported::Decline(id, reason));
+    fn decline(&self, id: u64, reason: crate::checkpoint::DeclineReason) {
+        let _ = self.0.send(Reported::Decline(id, reason.to_string()));
     }
     fn input_ended(&self) {
         let _ = self.0.send(Reported::InputEnded);

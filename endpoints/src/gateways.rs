@@ -101,7 +101,7 @@ rill_runtime::gateway! {
         /// A task wrote its part of checkpoint `checkpoint_id`.
         fn acknowledge_checkpoint(execution: ExecutionAttemptId, checkpoint_id: u64, ack: CheckpointAck);
         /// A task cannot take checkpoint `checkpoint_id`.
-        fn decline_checkpoint(execution: ExecutionAttemptId, checkpoint_id: u64, reason: String);
+        fn decline_checkpoint(execution: ExecutionAttemptId, checkpoint_id: u64, reason: rill_dataflow::checkpoint::DeclineReason);
         /// A task's input ended; it waits for the job's final checkpoint.
         fn task_input_ended(execution: ExecutionAttemptId);
         /// The job's status.

@@ -1307,9 +1307,9 @@ impl job_master::Handler for JobMaster {
         ctx: &mut EndpointContext<'_, Self>,
         execution: ExecutionAttemptId,
         checkpoint_id: u64,
-        reason: String,
+        reason: rill_dataflow::checkpoint::DeclineReason,
     ) {
-        self.on_checkpoint_decline(ctx, execution, checkpoint_id, reason);
+        self.on_checkpoint_decline(ctx, execution, checkpoint_id, reason.to_string());
     }
 
     fn task_input_ended(

@@ -1132,7 +1132,7 @@ impl CheckpointResponder for CheckpointForwarder {
         });
     }
 
-    fn decline(&self, id: u64, reason: String) {
+    fn decline(&self, id: u64, reason: rill_dataflow::checkpoint::DeclineReason) {
         let execution = self.execution;
         self.with_gateway(move |gw| {
             let _ = gw.decline_checkpoint(execution, id, reason);
