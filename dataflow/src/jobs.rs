@@ -47,6 +47,18 @@ pub fn wordcount(input: &str, output: &str, parallelism: u32) -> Result<JobGraph
     env.job_graph("wordcount")
 }
 
+/// The file-lines source of `job`, at most `rate` lines per second if set.
+fn lines_source(job: &str, input: &str, rate: Option<f64>) -> Result<crate::spec::FactoryRef> {
+    match rate {
+        Some(r) if r.is_finite() && r > 0.0 => Ok(builtins::file_lines_rate(input, r)),
+        Some(r) => Err(DataflowError::InvalidConfig {
+            factory: job.into(),
+            reason: format!("rate must be a positive number of lines per second, got {r}"),
+        }),
+        None => Ok(builtins::file_lines(input)),
+    }
+}
+
 /// running-count: text lines of `input` (at most `rate` lines/s if set) → key = the
 /// line's first whitespace-separated field → running count per key, one `key,count` line
 /// per record (at most `throttle` per second and subtask if set: a slow stage whose
@@ -62,16 +74,7 @@ pub fn running_count(
 ) -> Result<JobGraph> {
     let env = StreamExecutionEnvironment::new();
     env.set_parallelism(parallelism);
-    let source = match rate {
-        Some(r) if r.is_finite() && r > 0.0 => builtins::file_lines_rate(input, r),
-        Some(r) => {
-            return Err(DataflowError::InvalidConfig {
-                factory: "running-count".into(),
-                reason: format!("rate must be a positive number of lines per second, got {r}"),
-            })
-        }
-        None => builtins::file_lines(input),
-    };
+    let source = lines_source("running-count", input, rate)?;
     if let Some(t) = throttle.filter(|t| !(t.is_finite() && *t > 0.0)) {
         return Err(DataflowError::InvalidConfig {
             factory: "running-count".into(),
@@ -124,16 +127,7 @@ pub fn window_count(
     }
     let env = StreamExecutionEnvironment::new();
     env.set_parallelism(parallelism);
-    let source = match rate {
-        Some(r) if r.is_finite() && r > 0.0 => builtins::file_lines_rate(input, r),
-        Some(r) => {
-            return Err(DataflowError::InvalidConfig {
-                factory: "window-count".into(),
-                reason: format!("rate must be a positive number of lines per second, got {r}"),
-            })
-        }
-        None => builtins::file_lines(input),
-    };
+    let source = lines_source("window-count", input, rate)?;
     env.add_source(source)
         .name("Source: lines")
         .uid("window-count-source")

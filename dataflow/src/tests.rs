@@ -300,6 +300,25 @@ impl crate::checkpoint::CheckpointResponder for Responder {
     }
 }
 
+/// A task config taking exactly-once checkpoints into `dir`, and where its reports go.
+fn exactly_once_config(
+    dir: &std::path::Path,
+    storage: &Arc<dyn rill_state::CheckpointStorage>,
+    layout: &rill_state::storage::CheckpointLayout,
+) -> (TaskConfig, crossbeam_channel::Receiver<Reported>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut config = TaskConfig::default();
+    config.state.checkpoints_dir = Some(format!("file://{}", dir.display()));
+    config.checkpointing = Some(crate::checkpoint::TaskCheckpointing {
+        mode: crate::barrier_handler::BarrierMode::Aligned,
+        storage: storage.clone(),
+        layout: layout.clone(),
+        responder: Arc::new(Responder(tx)),
+        aligned_timeout: None,
+    });
+    (config, rx)
+}
+
 /// Exactly-once alignment in a task with two input channels: records behind barrier 1
 /// on the channel that delivered it first stay out of checkpoint 1 (they are processed
 /// after the snapshot); a task restored from the checkpoint holds exactly the records
@@ -307,10 +326,7 @@ impl crate::checkpoint::CheckpointResponder for Responder {
 /// triggered by mail, and finishes when that completes.
 #[test]
 fn aligned_barriers_keep_records_behind_a_barrier_out_of_the_checkpoint() {
-    use crate::barrier_handler::BarrierMode;
-    use crate::checkpoint::{
-        CheckpointBarrier, CheckpointEvent, CheckpointOptions, TaskCheckpointing,
-    };
+    use crate::checkpoint::{CheckpointBarrier, CheckpointEvent, CheckpointOptions};
     use rill_state::storage::CheckpointLayout;
     use rill_state::{CheckpointStorage, FsCheckpointStorage};
 
@@ -324,16 +340,7 @@ fn aligned_barriers_keep_records_behind_a_barrier_out_of_the_checkpoint() {
     let job = Arc::new(job2);
     let net = net();
     let mut ios = wire(&net, &job);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut config = TaskConfig::default();
-    config.state.checkpoints_dir = Some(format!("file://{}", dir.path().display()));
-    config.checkpointing = Some(TaskCheckpointing {
-        mode: BarrierMode::Aligned,
-        storage: storage.clone(),
-        layout: layout.clone(),
-        responder: Arc::new(Responder(tx)),
-        aligned_timeout: None,
-    });
+    let (config, rx) = exactly_once_config(dir.path(), &storage, &layout);
     let collect = Arc::new(CollectBuffer::new());
     let env = TaskEnvironment {
         registry: Arc::new(OperatorRegistry::new()),
@@ -456,10 +463,7 @@ fn aligned_barriers_keep_records_behind_a_barrier_out_of_the_checkpoint() {
 /// never interrupted.
 #[test]
 fn unaligned_barriers_overtake_and_in_flight_data_restores_exactly_once() {
-    use crate::barrier_handler::BarrierMode;
-    use crate::checkpoint::{
-        Alignment, CheckpointBarrier, CheckpointKind, CheckpointOptions, TaskCheckpointing,
-    };
+    use crate::checkpoint::{Alignment, CheckpointBarrier, CheckpointKind, CheckpointOptions};
     use rill_state::storage::CheckpointLayout;
     use rill_state::{CheckpointStorage, FsCheckpointStorage};
 
@@ -514,16 +518,7 @@ fn unaligned_barriers_overtake_and_in_flight_data_restores_exactly_once() {
 
     let net = net();
     let mut ios = wire(&net, &job);
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut config = TaskConfig::default();
-    config.state.checkpoints_dir = Some(format!("file://{}", dir.path().display()));
-    config.checkpointing = Some(TaskCheckpointing {
-        mode: BarrierMode::Aligned,
-        storage: storage.clone(),
-        layout: layout.clone(),
-        responder: Arc::new(Responder(tx)),
-        aligned_timeout: None,
-    });
+    let (config, rx) = exactly_once_config(dir.path(), &storage, &layout);
     let collect = Arc::new(CollectBuffer::new());
     let task = task_for(&mut ios, config, collect.clone());
     let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));

@@ -1046,14 +1046,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn remote_channel_failure_behind_queued_buffers_is_reported() {
-        let env = env(16);
+    /// A gate of one remote channel, and the inbox its (absent) driver would fill.
+    fn remote_gate(env: &NetworkEnvironment) -> (Arc<RemoteInbox>, InputGate) {
         let mut b = env
             .input_gate_builder(Arc::new(TaskIoMetrics::default()))
             .unwrap();
         let inbox = b.add_remote(env.buffer_pool().create_pool(1, 1).unwrap());
-        let mut gate = b.build();
+        (inbox, b.build())
+    }
+
+    #[test]
+    fn remote_channel_failure_behind_queued_buffers_is_reported() {
+        let env = env(16);
+        let (inbox, mut gate) = remote_gate(&env);
         // The driver queues two buffers, then fails while the channel is still queued.
         inbox.push(Payload::Data(Bytes::from_static(b"a")));
         inbox.push(Payload::Data(Bytes::from_static(b"b")));
@@ -1080,11 +1085,7 @@ mod tests {
     #[test]
     fn a_priority_event_overtakes_the_receive_queue_and_carries_its_bytes() {
         let env = env(16);
-        let mut b = env
-            .input_gate_builder(Arc::new(TaskIoMetrics::default()))
-            .unwrap();
-        let inbox = b.add_remote(env.buffer_pool().create_pool(1, 1).unwrap());
-        let mut gate = b.build();
+        let (inbox, mut gate) = remote_gate(&env);
         inbox.push(Payload::Event(Event::CancelCheckpointMarker { id: 1 }));
         inbox.push(Payload::Data(Bytes::from_static(b"ab")));
         inbox.push(Payload::Data(Bytes::from_static(b"cd")));

@@ -449,6 +449,22 @@ impl SubpartitionView {
     /// Takes the next element, if one is readable; with `allow_data == false` only an
     /// event is taken (a remote channel without credit may still send events).
     pub fn poll_next(&self, allow_data: bool) -> Result<Option<Polled>, NetworkError> {
+        self.poll_if(|p| allow_data || !p.is_data())
+    }
+
+    /// Takes the next element if it is a priority event (an unaligned barrier at the
+    /// front of the queue), out of the reader's turn.
+    pub fn poll_priority(&self) -> Result<Option<Event>, NetworkError> {
+        Ok(self
+            .poll_if(|p| matches!(p, Payload::Event(e) if e.is_priority()))?
+            .and_then(|polled| match polled.payload {
+                Payload::Event(e) => Some(e),
+                Payload::Data(_) => None,
+            }))
+    }
+
+    /// Takes the front element if the view is readable and `take` accepts it.
+    fn poll_if(&self, take: impl Fn(&Payload) -> bool) -> Result<Option<Polled>, NetworkError> {
         let sub = self.sub();
         let polled = {
             let mut st = sub.state.lock();
@@ -461,9 +477,8 @@ impl SubpartitionView {
                 return Ok(None);
             }
             match st.queue.front() {
-                None => return Ok(None),
-                Some(p) if p.is_data() && !allow_data => return Ok(None),
-                Some(_) => {}
+                Some(p) if take(p) => {}
+                _ => return Ok(None),
             }
             let payload = st
                 .queue
@@ -487,29 +502,6 @@ impl SubpartitionView {
             sub.space.notify_one();
         }
         Ok(Some(polled))
-    }
-
-    /// Takes the next element if it is a priority event (an unaligned barrier at the
-    /// front of the queue), out of the reader's turn.
-    pub fn poll_priority(&self) -> Result<Option<Event>, NetworkError> {
-        let sub = self.sub();
-        let mut st = sub.state.lock();
-        if st.released {
-            return Err(NetworkError::PartitionReleased {
-                partition: self.partition.id,
-            });
-        }
-        if st.blocked {
-            return Ok(None);
-        }
-        match st.queue.front() {
-            Some(Payload::Event(e)) if e.is_priority() => {
-                let e = *e;
-                st.queue.pop_front();
-                Ok(Some(e))
-            }
-            _ => Ok(None),
-        }
     }
 
     /// Whether the next element is a data buffer that can be read now (for credit checks).

@@ -304,6 +304,22 @@ impl Cluster {
         Ok(job)
     }
 
+    /// Ends a figure's run on this cluster: cancels `job` and shuts down after a
+    /// successful `outcome`, only shuts down after a failed one (whose error wins).
+    async fn finish<T>(self, outcome: Result<(JobId, T)>) -> Result<T> {
+        match outcome {
+            Ok((job, value)) => {
+                self.stop(job).await?;
+                Ok(value)
+            }
+            Err(e) => {
+                self.client.close().await;
+                self.cluster.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
     async fn stop(self, job: JobId) -> Result<()> {
         let cancelled = cancel(&self.client, job).await;
         self.client.close().await;
@@ -490,17 +506,7 @@ async fn cost_once(
         ))
     }
     .await;
-    match outcome {
-        Ok((job, round)) => {
-            c.stop(job).await?;
-            Ok(round)
-        }
-        Err(e) => {
-            c.client.close().await;
-            c.cluster.shutdown().await;
-            Err(e)
-        }
-    }
+    c.finish(outcome).await
 }
 
 async fn cost(registry: &Arc<OperatorRegistry>, args: &Args) -> Result<Vec<Row>> {
@@ -623,18 +629,10 @@ async fn size_once(
             }
         }
         let records = agg_records_in(&last)?;
-        Ok((job, seen, last, records, t.elapsed()))
+        Ok((job, (seen, last, records, t.elapsed())))
     }
     .await;
-    let (job, seen, last, records, elapsed) = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            c.client.close().await;
-            c.cluster.shutdown().await;
-            return Err(e);
-        }
-    };
-    c.stop(job).await?;
+    let (seen, last, records, elapsed) = c.finish(outcome).await?;
     let name = backend.name();
     let done: Vec<&CheckpointInfo> = seen.values().filter(|i| i.status == "COMPLETED").collect();
     let failed = seen.values().filter(|i| i.status == "FAILED").count();
@@ -863,18 +861,10 @@ async fn backpressure_once(
             }
         }
         let records = agg_records_in(&last)? - agg_records_in(&first)?;
-        Ok((job, seen, records, t.elapsed()))
+        Ok((job, (seen, records, t.elapsed())))
     }
     .await;
-    let (job, seen, records, elapsed) = match outcome {
-        Ok(o) => o,
-        Err(e) => {
-            c.client.close().await;
-            c.cluster.shutdown().await;
-            return Err(e);
-        }
-    };
-    c.stop(job).await?;
+    let (seen, records, elapsed) = c.finish(outcome).await?;
     Ok(PressureRound {
         done: seen
             .values()
