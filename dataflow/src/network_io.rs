@@ -571,6 +571,8 @@ pub struct NetworkInput {
     waker: GateWaker,
     stash: Option<Stashed>,
     max_batch: usize,
+    /// The current limit, `1..=max_batch` (see `TaskInput::set_batch_limit`).
+    batch_limit: usize,
 }
 
 impl std::fmt::Debug for NetworkInput {
@@ -601,6 +603,7 @@ impl NetworkInput {
             num_channels,
             stash: None,
             max_batch: max_batch.max(1),
+            batch_limit: max_batch.max(1),
         })
     }
 
@@ -700,7 +703,7 @@ impl NetworkInput {
         start: usize,
         records: &mut Vec<StreamRecord>,
     ) -> Result<InputEvent> {
-        while records.len() - start < self.max_batch {
+        while records.len() - start < self.batch_limit {
             let before = records.len();
             match self.read(false, records)? {
                 None => break,
@@ -842,6 +845,10 @@ impl TaskInput for NetworkInput {
         self.reader
             .restore_in_flight(ch, bytes)
             .map_err(Self::read_error)
+    }
+
+    fn set_batch_limit(&mut self, records: usize) {
+        self.batch_limit = records.clamp(1, self.max_batch);
     }
 
     fn set_input_watermark(&mut self, watermark: i64) {

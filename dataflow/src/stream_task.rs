@@ -66,6 +66,73 @@ use crate::task_io::{InputEvent, TaskInput, TaskOutput};
 use crate::watermark::WatermarkValve;
 use rill_state::{SnapshotTarget, SystemTtlClock, TtlClock};
 
+/// Adapts the input batch size to the chain's speed: a batch that took longer than
+/// [`BatchSizer::SLOW`] halves the limit, one under [`BatchSizer::FAST`] doubles it
+/// (up to the configured batch size). Behind a slow operator (one that sleeps, or does
+/// I/O per record) barriers, cancels and other mail then wait about one short batch
+/// instead of a full one; fast chains keep full batches.
+struct BatchSizer {
+    limit: usize,
+    max: usize,
+}
+
+impl BatchSizer {
+    const SLOW: Duration = Duration::from_millis(10);
+    const FAST: Duration = Duration::from_millis(2);
+
+    fn new(max: usize) -> Self {
+        let max = max.max(1);
+        BatchSizer { limit: max, max }
+    }
+
+    /// A batch of `n` records took `took`: the input's new limit, if it changes.
+    fn after(&mut self, n: usize, took: Duration) -> Option<usize> {
+        let limit = if took > Self::SLOW {
+            (n / 2).max(1)
+        } else if took < Self::FAST && n >= self.limit {
+            (self.limit * 2).min(self.max)
+        } else {
+            return None;
+        };
+        (limit != self.limit).then(|| {
+            self.limit = limit;
+            limit
+        })
+    }
+}
+
+#[cfg(test)]
+mod batch_sizer_tests {
+    use super::*;
+
+    #[test]
+    fn slow_batches_halve_the_limit_and_fast_full_ones_double_it_back() {
+        let ms = Duration::from_millis;
+        let mut b = BatchSizer::new(1024);
+        assert_eq!(b.after(1024, ms(1)), None, "already at the maximum");
+        assert_eq!(b.after(1024, ms(2500)), Some(512));
+        assert_eq!(b.after(512, ms(1200)), Some(256));
+        assert_eq!(
+            b.after(3, ms(50)),
+            Some(1),
+            "a slow small batch: one record"
+        );
+        assert_eq!(b.after(1, ms(20)), None, "never below one");
+        assert_eq!(b.after(1, ms(5)), None, "neither slow nor fast: kept");
+        assert_eq!(b.after(1, ms(0)), Some(2));
+        assert_eq!(
+            b.after(1, ms(0)),
+            None,
+            "a batch below the limit says nothing"
+        );
+        for _ in 0..20 {
+            let n = b.limit;
+            b.after(n, ms(0));
+        }
+        assert_eq!(b.limit, 1024, "back to the maximum, not beyond");
+    }
+}
+
 /// How a task ended.
 #[derive(Debug)]
 pub enum TaskOutcome {
@@ -882,6 +949,7 @@ impl StreamTask {
             .as_ref()
             .map(|c| BarrierHandler::new(c.mode, channels));
         let mut barriers: BTreeMap<u64, CheckpointBarrier> = BTreeMap::new();
+        let mut batches = BatchSizer::new(self.env.config.batch_size);
         // A producer stopped for a stop-with-savepoint without drain.
         let mut stopped_without_drain = false;
         while remaining > 0 {
@@ -934,8 +1002,13 @@ impl StreamTask {
             }
             match event {
                 InputEvent::Records { .. } => {
+                    let started = Instant::now();
+                    let n = records.len();
                     chain.push_input(&mut records)?;
                     records.clear();
+                    if let Some(limit) = batches.after(n, started.elapsed()) {
+                        input.set_batch_limit(limit);
+                    }
                 }
                 InputEvent::Event { event, .. } => match event {
                     StreamEvent::Watermark(w) => {

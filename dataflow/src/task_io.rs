@@ -100,6 +100,11 @@ pub trait TaskInput: Send {
     /// Lets `channel` deliver again after an aligned barrier blocked it.
     fn resume_consumption(&mut self, channel: usize) -> Result<()>;
 
+    /// Limits how many records one poll returns, within `1..=` the limit the input was
+    /// built with (the task shrinks batches behind slow operators, so that barriers and
+    /// mail wait at most about one short batch).
+    fn set_batch_limit(&mut self, _records: usize) {}
+
     /// The task's input watermark (the minimum over its active channels) advanced to
     /// `watermark`: reported as the task's `currentInputWatermark`.
     fn set_input_watermark(&mut self, _watermark: i64) {}
