@@ -473,12 +473,14 @@ fn a_task_managers_endpoint_shows_its_running_tasks() {
         .as_str()
         .expect("metricsUrl")
         .to_string();
-    // Polls until the source has emitted records; the counters only grow.
+    // Polls until the source has emitted records and both tasks are deployed (the
+    // source may run before the second task's deployment reached the TaskManager); the
+    // counters only grow.
     let deadline = std::time::Instant::now() + LONG;
     let samples = loop {
         let samples = scrape(&url);
         let out = per_task(&samples, "rill_taskmanager_job_task_numRecordsOut", &job);
-        if out.get("Source: datagen").is_some_and(|(n, _)| *n > 0.0) {
+        if out.get("Source: datagen").is_some_and(|(n, _)| *n > 0.0) && out.len() == 2 {
             break samples;
         }
         assert!(std::time::Instant::now() < deadline, "no records counted");
