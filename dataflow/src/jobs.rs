@@ -12,10 +12,15 @@
 //!   tumbling event-time windows per key → `key,window_start,window_end,count` per
 //!   window → exactly-once part files.
 //!
+//! * [`nexmark`]: Nexmark events (generated, or from a JSON Lines file) → event-time
+//!   watermarks 4 s behind → one of the Nexmark queries → one JSON object per result
+//!   row → a file (or nowhere, for throughput runs).
+//!
 //! The aggregate keeps per-key state and emits at end of input only (like Flink's
 //! mini-batch aggregation, minus intermediate flushes), so the hot path allocates nothing
 //! per record.
 
+use crate::builtins::nexmark::{self, GeneratorConfig, StatelessQuery};
 use crate::builtins::{self, DatagenConfig};
 use crate::environment::StreamExecutionEnvironment;
 use crate::error::{DataflowError, Result};
@@ -154,6 +159,81 @@ pub fn window_count(
         .name("Sink: transactional files")
         .uid("window-count-sink");
     env.job_graph("window-count")
+}
+
+/// Where a Nexmark job's events come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NexmarkInput {
+    /// `events` events of the generator (unbounded if `None`).
+    Generator {
+        /// Number of events.
+        events: Option<u64>,
+        /// The generator's seed and rate.
+        config: GeneratorConfig,
+    },
+    /// The events of a JSON Lines file.
+    File(String),
+}
+
+/// The watermark delay of the Nexmark jobs: event time minus 4 s (the Flink baseline's
+/// `--watermark-delay-ms` default).
+pub const NEXMARK_WATERMARK_DELAY_MS: i64 = 4000;
+
+/// nexmark: the events of `input` → watermarks [`NEXMARK_WATERMARK_DELAY_MS`] behind
+/// each source subtask's largest event time → query `query` (`q0`, `q1` or `q2`) → one
+/// JSON object per result row (Flink's column names) → the file `output` (written by one
+/// sink subtask, in arrival order), or a blackhole sink when `output` is `None`.
+pub fn nexmark(
+    query: &str,
+    input: &NexmarkInput,
+    output: Option<&str>,
+    parallelism: u32,
+) -> Result<JobGraph> {
+    let q = match query {
+        "q0" => StatelessQuery::Q0,
+        "q1" => StatelessQuery::Q1,
+        "q2" => StatelessQuery::Q2,
+        other => {
+            return Err(DataflowError::InvalidConfig {
+                factory: "nexmark".into(),
+                reason: format!("unknown or unsupported query {other:?}: expected q0, q1 or q2"),
+            })
+        }
+    };
+    let source = match input {
+        NexmarkInput::Generator { events, config } => {
+            config
+                .validate()
+                .map_err(|reason| DataflowError::InvalidConfig {
+                    factory: "nexmark".into(),
+                    reason,
+                })?;
+            nexmark::generator_source(*events, *config)
+        }
+        NexmarkInput::File(path) => nexmark::file_source(path.clone()),
+    };
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    let rows = env
+        .add_source(source)
+        .name("Source: nexmark")
+        .uid("nexmark-source")
+        .assign_timestamps_and_watermarks(builtins::bounded_out_of_orderness(
+            NEXMARK_WATERMARK_DELAY_MS,
+        ))
+        .name("watermarks")
+        .flat_map(nexmark::stateless_query(q))
+        .name(query)
+        .map(nexmark::json_row(q.columns()))
+        .name("json");
+    match output {
+        Some(path) => rows
+            .sink(builtins::file_sink(path))
+            .name("Sink: file")
+            .parallelism(1),
+        None => rows.sink(builtins::blackhole()).name("Sink: blackhole"),
+    };
+    env.job_graph(&format!("nexmark-{query}"))
 }
 
 /// keyed-sum: `rows` ids (unbounded if `None`) at `rate` records/s (unlimited if
