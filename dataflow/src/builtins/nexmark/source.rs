@@ -252,9 +252,16 @@ impl NexmarkFileSource {
             };
             let text =
                 std::str::from_utf8(bytes).map_err(|e| malformed(format!("not UTF-8: {e}")))?;
-            return Event::from_json(text)
-                .map(Some)
-                .map_err(|e| malformed(format!("not a Nexmark event: {e}")));
+            return Event::from_json(text).map(Some).map_err(|e| {
+                // The line is one line of JSON: say the column, not serde's "line 1".
+                let full = e.to_string();
+                let position = format!(" at line {} column {}", e.line(), e.column());
+                let what = full.strip_suffix(&position).unwrap_or(&full);
+                malformed(format!(
+                    "not a Nexmark event: {what} (column {})",
+                    e.column()
+                ))
+            });
         }
     }
 }
@@ -466,7 +473,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(err.to_string().contains("events.jsonl:7"), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("events.jsonl:7: not a Nexmark event"),
+            "{text}"
+        );
+        assert!(
+            text.contains("missing field `bidder` (column 20)"),
+            "{text}"
+        );
         assert!(!err.is_retryable());
     }
 
