@@ -135,11 +135,12 @@ pub enum Job {
         rate: Option<f64>,
     },
     /// Nexmark: generated events (`--events`) or a JSON Lines file (`--events-file`) →
-    /// watermarks 4 s behind event time → query q0 (bids), q1 (price in euros) or q2
-    /// (bids on auctions ≡ 0 mod 123) → one JSON object per row to `--output`
+    /// watermarks 4 s behind event time → query q0 (bids), q1 (price in euros), q2
+    /// (bids on auctions ≡ 0 mod 123), q5 (hot items: most bids per 10 s window every
+    /// 2 s) or q7 (highest bids per 10 s window) → one JSON object per row to `--output`
     /// (discarded without it: a throughput run).
     Nexmark {
-        /// The query: q0, q1 or q2.
+        /// The query: q0, q1, q2, q5 or q7.
         #[arg(long)]
         query: String,
         /// Number of generated events.

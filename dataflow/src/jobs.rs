@@ -20,7 +20,7 @@
 //! mini-batch aggregation, minus intermediate flushes), so the hot path allocates nothing
 //! per record.
 
-use crate::builtins::nexmark::{self, GeneratorConfig, StatelessQuery};
+use crate::builtins::nexmark::{self, GeneratorConfig, StatelessQuery, WindowedQuery};
 use crate::builtins::{self, DatagenConfig};
 use crate::environment::StreamExecutionEnvironment;
 use crate::error::{DataflowError, Result};
@@ -180,23 +180,28 @@ pub enum NexmarkInput {
 pub const NEXMARK_WATERMARK_DELAY_MS: i64 = 4000;
 
 /// nexmark: the events of `input` → watermarks [`NEXMARK_WATERMARK_DELAY_MS`] behind
-/// each source subtask's largest event time → query `query` (`q0`, `q1` or `q2`) → one
-/// JSON object per result row (Flink's column names) → the file `output` (written by one
-/// sink subtask, in arrival order), or a blackhole sink when `output` is `None`.
+/// each source subtask's largest event time → query `query` (`q0`, `q1`, `q2`, `q5` or
+/// `q7`, see [`nexmark::queries`]) → one JSON object per result row (Flink's column
+/// names) → the file `output` (written by one sink subtask, in arrival order), or a
+/// blackhole sink when `output` is `None`. A bounded input ends with the final
+/// watermark, so every window fires.
 pub fn nexmark(
     query: &str,
     input: &NexmarkInput,
     output: Option<&str>,
     parallelism: u32,
 ) -> Result<JobGraph> {
-    let q = match query {
-        "q0" => StatelessQuery::Q0,
-        "q1" => StatelessQuery::Q1,
-        "q2" => StatelessQuery::Q2,
+    let stateless = match query {
+        "q0" => Some(StatelessQuery::Q0),
+        "q1" => Some(StatelessQuery::Q1),
+        "q2" => Some(StatelessQuery::Q2),
+        "q5" | "q7" => None,
         other => {
             return Err(DataflowError::InvalidConfig {
                 factory: "nexmark".into(),
-                reason: format!("unknown or unsupported query {other:?}: expected q0, q1 or q2"),
+                reason: format!(
+                    "unknown or unsupported query {other:?}: expected q0, q1, q2, q5 or q7"
+                ),
             })
         }
     };
@@ -214,18 +219,51 @@ pub fn nexmark(
     };
     let env = StreamExecutionEnvironment::new();
     env.set_parallelism(parallelism);
-    let rows = env
+    let events = env
         .add_source(source)
         .name("Source: nexmark")
         .uid("nexmark-source")
         .assign_timestamps_and_watermarks(builtins::bounded_out_of_orderness(
             NEXMARK_WATERMARK_DELAY_MS,
         ))
-        .name("watermarks")
-        .flat_map(nexmark::stateless_query(q))
-        .name(query)
-        .map(nexmark::json_row(q.columns()))
-        .name("json");
+        .name("watermarks");
+    let rows = match (stateless, query) {
+        (Some(q), _) => events
+            .flat_map(nexmark::stateless_query(q))
+            .name(query)
+            .map(nexmark::json_row(q.columns())),
+        (None, "q5") => events
+            .flat_map(nexmark::stateless_query(StatelessQuery::Q5Auctions))
+            .name("q5: bid auctions")
+            .key_by(key::by_value())
+            .window(WindowAssigner::sliding_event_time(10_000, 2_000))
+            .aggregate_with(builtins::window_count(), builtins::window_keyed_result())
+            .name("q5: bids per auction, 10 s every 2 s")
+            .uid("nexmark-q5-count")
+            // (auction, start, end, count): keyed by start, one sliding window per key
+            // and per 2 s tumbling window (its results carry time end - 1).
+            .key_by(key::by_field(1))
+            .window(WindowAssigner::tumbling_event_time(2_000))
+            .aggregate_with(
+                nexmark::max_ties(3),
+                nexmark::windowed_rows(WindowedQuery::Q5),
+            )
+            .name("q5: hottest auctions per window")
+            .uid("nexmark-q5-max")
+            .map(nexmark::json_row(WindowedQuery::Q5.columns())),
+        (None, _) => events
+            .flat_map(nexmark::stateless_query(StatelessQuery::Q7Bids))
+            .name("q7: bids")
+            .window_all(WindowAssigner::tumbling_event_time(10_000))
+            .aggregate_with(
+                nexmark::max_ties(1),
+                nexmark::windowed_rows(WindowedQuery::Q7),
+            )
+            .name("q7: highest bids per 10 s")
+            .uid("nexmark-q7-max")
+            .map(nexmark::json_row(WindowedQuery::Q7.columns())),
+    }
+    .name("json");
     match output {
         Some(path) => rows
             .sink(builtins::file_sink(path))

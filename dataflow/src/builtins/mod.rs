@@ -28,6 +28,8 @@
 //! | `rill.source.nexmark_file` | source | Nexmark events of a JSON Lines file |
 //! | `rill.flat_map.nexmark_query` | flat-map | the rows of Nexmark q0, q1 or q2 per event |
 //! | `rill.map.json_row` | map | a row tuple as a JSON object with given column names |
+//! | `rill.window.max_ties` | window aggregate | the elements with the largest i64 field, all ties |
+//! | `rill.window.nexmark_rows` | window process | Nexmark q5 / q7 rows from `max_ties` |
 
 mod collection;
 mod datagen;
@@ -142,6 +144,12 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         }),
         r.register_map(nexmark::JSON_ROW, |c: nexmark::JsonRowConfig| {
             Ok(nexmark::queries::json_row(c))
+        }),
+        r.register_window_aggregate(nexmark::MAX_TIES, |c: nexmark::MaxTiesConfig| {
+            Ok(nexmark::queries::MaxTies(c))
+        }),
+        r.register_window_process(nexmark::NEXMARK_ROWS, |q: nexmark::WindowedQuery| {
+            Ok(nexmark::queries::NexmarkRows(q))
         }),
         r.register_window_aggregate(WINDOW_COUNT, |()| Ok(transforms::WindowCount)),
         r.register_window_reduce(WINDOW_SUM, |()| Ok(transforms::sum)),

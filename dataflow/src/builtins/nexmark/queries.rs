@@ -9,6 +9,23 @@
 //!
 //! Persons and auctions are dropped. Rows are tuples of the columns in order; the
 //! [`JsonRowConfig`] map turns them into one JSON object per row.
+//!
+//! The windowed queries are built from these functions and windows (see
+//! [`jobs::nexmark`](crate::jobs::nexmark)):
+//!
+//! * **q5** (hot items): bids → their auction ([`StatelessQuery::Q5Auctions`]) → per
+//!   auction, sliding event-time windows of 10 s every 2 s counting bids →
+//!   `(auction, start, end, count)` at the window's last millisecond → keyed by the
+//!   window start, a 2 s tumbling window (which holds exactly one sliding window's
+//!   counts) keeping the counts that equal the largest ([`MaxTies`]) → rows
+//!   `{auction, num, window_start, window_end}`, every tie;
+//! * **q7** (highest bid): bids → `(auction, price, bidder, dateTime, extra)`
+//!   ([`StatelessQuery::Q7Bids`]) → one 10 s tumbling event-time window over all bids
+//!   keeping the bids whose price equals the largest ([`MaxTies`]) → rows
+//!   `{auction, price, bidder, dateTime, extra, window_start, window_end}`.
+//!
+//! Windows are aligned to the epoch and half-open, `[start, end)`, like the Flink
+//! baseline's window TVFs.
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +47,10 @@ pub enum StatelessQuery {
     Q1,
     /// Selection.
     Q2,
+    /// q5's first stage: the auction (`I64`) of every bid.
+    Q5Auctions,
+    /// q7's first stage: `(auction, price, bidder, dateTime, extra)` of every bid.
+    Q7Bids,
 }
 
 impl StatelessQuery {
@@ -38,6 +59,8 @@ impl StatelessQuery {
         match self {
             Self::Q0 | Self::Q1 => &["auction", "bidder", "price", "dateTime", "extra"],
             Self::Q2 => &["auction", "price"],
+            Self::Q5Auctions => &["auction"],
+            Self::Q7Bids => &["auction", "price", "bidder", "dateTime", "extra"],
         }
     }
 
@@ -54,6 +77,14 @@ impl StatelessQuery {
         }
         let auction = &t[BID_AUCTION];
         match self {
+            Self::Q5Auctions => out.collect(std::mem::take(&mut t[BID_AUCTION])),
+            Self::Q7Bids => out.collect(Value::Tuple(vec![
+                std::mem::take(&mut t[BID_AUCTION]),
+                std::mem::take(&mut t[BID_PRICE]),
+                std::mem::take(&mut t[BID_BIDDER]),
+                std::mem::take(&mut t[BID_DATE_TIME]),
+                std::mem::take(&mut t[BID_EXTRA]),
+            ])),
             Self::Q0 | Self::Q1 => {
                 let price = std::mem::take(&mut t[BID_PRICE]);
                 let price = match (self, price) {
@@ -78,6 +109,155 @@ impl StatelessQuery {
                         std::mem::take(&mut t[BID_PRICE]),
                     ]));
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Configuration of `rill.window.max_ties`: which tuple field is compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxTiesConfig {
+    /// Index of the compared field (an `I64`) in the element tuples.
+    pub field: usize,
+}
+
+/// `rill.window.max_ties`: a window aggregate keeping the elements whose `field` is the
+/// largest in the window, all ties, in arrival order. The accumulator is
+/// `(max, (elements…))`, `(null, ())` when empty; the result is the tuple of elements.
+pub(crate) struct MaxTies(pub(crate) MaxTiesConfig);
+
+impl MaxTies {
+    fn parts(acc: &mut Value) -> Option<(&mut Value, &mut Vec<Value>)> {
+        match acc {
+            Value::Tuple(t) => match t.as_mut_slice() {
+                [max, Value::Tuple(elements)] => Some((max, elements)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn key(&self, v: &Value) -> Result<i64> {
+        v.as_tuple()
+            .and_then(|t| t.get(self.0.field))
+            .and_then(Value::as_i64)
+            .ok_or_else(|| DataflowError::TypeMismatch {
+                operator: super::MAX_TIES.into(),
+                expected: "a tuple with an i64 at the compared field",
+                actual: v.type_name(),
+            })
+    }
+
+    fn bad_acc() -> DataflowError {
+        DataflowError::TypeMismatch {
+            operator: super::MAX_TIES.into(),
+            expected: "a (max, (elements…)) accumulator",
+            actual: "another value",
+        }
+    }
+}
+
+impl crate::window::AggregateFunction for MaxTies {
+    fn create_accumulator(&mut self) -> Value {
+        Value::Tuple(vec![Value::Null, Value::Tuple(Vec::new())])
+    }
+
+    fn add(&mut self, value: Value, acc: &mut Value) -> Result<()> {
+        let k = self.key(&value)?;
+        let (max, elements) = Self::parts(acc).ok_or_else(Self::bad_acc)?;
+        match max.as_i64() {
+            Some(m) if k < m => {}
+            Some(m) if k == m => elements.push(value),
+            _ => {
+                *max = Value::I64(k);
+                elements.clear();
+                elements.push(value);
+            }
+        }
+        Ok(())
+    }
+
+    fn get_result(&mut self, acc: &Value) -> Result<Value> {
+        match acc.as_tuple() {
+            Some([_, elements @ Value::Tuple(_)]) => Ok(elements.clone()),
+            _ => Err(Self::bad_acc()),
+        }
+    }
+
+    fn merge(&mut self, acc: &mut Value, other: Value) -> Result<()> {
+        let Value::Tuple(mut o) = other else {
+            return Err(Self::bad_acc());
+        };
+        let Some(Value::Tuple(elements)) = o.pop() else {
+            return Err(Self::bad_acc());
+        };
+        for e in elements {
+            self.add(e, acc)?;
+        }
+        Ok(())
+    }
+}
+
+/// Which windowed query's rows `rill.window.nexmark_rows` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowedQuery {
+    /// Hot items.
+    Q5,
+    /// Highest bid.
+    Q7,
+}
+
+impl WindowedQuery {
+    /// The result's column names, in row order.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            Self::Q5 => &["auction", "num", "window_start", "window_end"],
+            Self::Q7 => &[
+                "auction",
+                "price",
+                "bidder",
+                "dateTime",
+                "extra",
+                "window_start",
+                "window_end",
+            ],
+        }
+    }
+}
+
+/// `rill.window.nexmark_rows`: the process half of [`MaxTies`] for q5 and q7; one row
+/// per tied element (see the module docs).
+pub(crate) struct NexmarkRows(pub(crate) WindowedQuery);
+
+impl crate::window::ProcessWindowFunction for NexmarkRows {
+    fn process(
+        &mut self,
+        _key: &Value,
+        ctx: &crate::window::WindowContext,
+        elements: &[Value],
+        out: &mut Collector<'_>,
+    ) -> Result<()> {
+        for result in elements {
+            let ties = result.as_tuple().ok_or_else(|| mismatch(result))?;
+            for e in ties {
+                let f = e.as_tuple().ok_or_else(|| mismatch(e))?;
+                let row = match (self.0, f) {
+                    // (auction, start, end, count) of a sliding window.
+                    (WindowedQuery::Q5, [auction, start, end, count]) => {
+                        vec![auction.clone(), count.clone(), start.clone(), end.clone()]
+                    }
+                    (WindowedQuery::Q7, [_, _, _, _, _]) => {
+                        let mut row = f.to_vec();
+                        row.push(Value::I64(ctx.window.start()));
+                        row.push(Value::I64(ctx.window.end()));
+                        row
+                    }
+                    _ => return Err(mismatch(e)),
+                };
+                out.collect(Value::Tuple(row));
             }
         }
         Ok(())
@@ -177,6 +357,27 @@ mod tests {
         out.into_iter()
             .map(|r| j(r.value).unwrap().as_str().unwrap().to_owned())
             .collect()
+    }
+
+    #[test]
+    fn max_ties_keeps_every_maximum_and_merges() {
+        use crate::window::AggregateFunction;
+        let mut m = MaxTies(MaxTiesConfig { field: 1 });
+        let row = |a: i64, p: i64| Value::Tuple(vec![Value::I64(a), Value::I64(p)]);
+        let mut acc = m.create_accumulator();
+        assert_eq!(m.get_result(&acc).unwrap(), Value::Tuple(vec![]));
+        for (a, p) in [(1, 5), (2, 9), (3, 2), (4, 9)] {
+            m.add(row(a, p), &mut acc).unwrap();
+        }
+        assert_eq!(
+            m.get_result(&acc).unwrap(),
+            Value::Tuple(vec![row(2, 9), row(4, 9)])
+        );
+        let mut other = m.create_accumulator();
+        m.add(row(5, 11), &mut other).unwrap();
+        m.merge(&mut acc, other).unwrap();
+        assert_eq!(m.get_result(&acc).unwrap(), Value::Tuple(vec![row(5, 11)]));
+        assert!(m.add(Value::I64(3), &mut acc).is_err());
     }
 
     #[test]
