@@ -14,7 +14,7 @@
 //!
 //! * [`nexmark`]: Nexmark events (generated, or from a JSON Lines file) → event-time
 //!   watermarks 4 s behind → one of the Nexmark queries → one JSON object per result
-//!   row → a file (or nowhere, for throughput runs).
+//!   row → a file (or the rows to a blackhole, for throughput runs).
 //!
 //! The aggregate keeps per-key state and emits at end of input only (like Flink's
 //! mini-batch aggregation, minus intermediate flushes), so the hot path allocates nothing
@@ -181,9 +181,9 @@ pub const NEXMARK_WATERMARK_DELAY_MS: i64 = 4000;
 
 /// nexmark: the events of `input` → watermarks [`NEXMARK_WATERMARK_DELAY_MS`] behind
 /// each source subtask's largest event time → query `query` (`q0`, `q1`, `q2`, `q5` or
-/// `q7`, see [`nexmark::queries`]) → one JSON object per result row (Flink's column
-/// names) → the file `output` (written by one sink subtask, in arrival order), or a
-/// blackhole sink when `output` is `None`. A bounded input ends with the final
+/// `q7`, see [`nexmark::queries`]) → with `output`, one JSON object per result row
+/// (Flink's column names) → that file (written by one sink subtask, in arrival order);
+/// without, the row tuples → a blackhole sink. A bounded input ends with the final
 /// watermark, so every window fires.
 pub fn nexmark(
     query: &str,
@@ -228,10 +228,7 @@ pub fn nexmark(
         ))
         .name("watermarks");
     let rows = match (stateless, query) {
-        (Some(q), _) => events
-            .flat_map(nexmark::stateless_query(q))
-            .name(query)
-            .map(nexmark::json_row(q.columns())),
+        (Some(q), _) => events.flat_map(nexmark::stateless_query(q)).name(query),
         (None, "q5") => events
             .flat_map(nexmark::stateless_query(StatelessQuery::Q5Auctions))
             .name("q5: bid auctions")
@@ -249,8 +246,7 @@ pub fn nexmark(
                 nexmark::windowed_rows(WindowedQuery::Q5),
             )
             .name("q5: hottest auctions per window")
-            .uid("nexmark-q5-max")
-            .map(nexmark::json_row(WindowedQuery::Q5.columns())),
+            .uid("nexmark-q5-max"),
         (None, _) => events
             .flat_map(nexmark::stateless_query(StatelessQuery::Q7Bids))
             .name("q7: bids")
@@ -260,12 +256,19 @@ pub fn nexmark(
                 nexmark::windowed_rows(WindowedQuery::Q7),
             )
             .name("q7: highest bids per 10 s")
-            .uid("nexmark-q7-max")
-            .map(nexmark::json_row(WindowedQuery::Q7.columns())),
-    }
-    .name("json");
+            .uid("nexmark-q7-max"),
+    };
+    let columns = match (stateless, query) {
+        (Some(q), _) => q.columns(),
+        (None, "q5") => WindowedQuery::Q5.columns(),
+        (None, _) => WindowedQuery::Q7.columns(),
+    };
+    // Rows are rendered as JSON only for a file: a throughput run's blackhole gets the
+    // row tuples, as Flink's blackhole sink gets its rows unserialized.
     match output {
         Some(path) => rows
+            .map(nexmark::json_row(columns))
+            .name("json")
             .sink(builtins::file_sink(path))
             .name("Sink: file")
             .parallelism(1),

@@ -281,6 +281,10 @@ mod tests {
             build(br#"{"job":"nexmark","args":{"query":"q2","events-file":"/ev","output":"/o"}}"#)
                 .unwrap();
         assert_eq!(j.name, "nexmark-q2");
+        for q in ["q0", "q5", "q7"] {
+            let body = format!(r#"{{"job":"nexmark","args":{{"query":"{q}","events":10}}}}"#);
+            assert_eq!(build(body.as_bytes()).unwrap().name, format!("nexmark-{q}"));
+        }
         assert!(
             build(br#"{"job":"window-count","args":{"input":"/i","output":"/o","size":0}}"#)
                 .is_err()
