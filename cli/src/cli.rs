@@ -72,6 +72,8 @@ pub enum Command {
     Checkpoint(crate::client::JobArgs),
     /// Take a savepoint of a running job and print its directory.
     Savepoint(crate::snapshots::SavepointArgs),
+    /// Nexmark tools: `rill nexmark generate` writes generated events as JSON Lines.
+    Nexmark(crate::nexmark::NexmarkArgs),
     /// Stop a job with a final savepoint (stop-with-savepoint); the job ends FINISHED.
     Stop(crate::snapshots::StopArgs),
 }
@@ -128,6 +130,7 @@ pub fn main_with_registry(
         Command::Checkpoint(a) => crate::snapshots::checkpoint(a, &config),
         Command::Savepoint(a) => crate::snapshots::savepoint(a, &config),
         Command::Stop(a) => crate::snapshots::stop(a, &config),
+        Command::Nexmark(a) => crate::nexmark::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -134,6 +134,63 @@ pub enum Job {
         #[arg(long)]
         rate: Option<f64>,
     },
+    /// Nexmark: generated events (`--events`) or a JSON Lines file (`--events-file`) →
+    /// watermarks 4 s behind event time → query q0 (bids), q1 (price in euros), q2
+    /// (bids on auctions ≡ 0 mod 123), q5 (hot items: most bids per 10 s window every
+    /// 2 s) or q7 (highest bids per 10 s window) → one JSON object per row to `--output`
+    /// (discarded without it: a throughput run).
+    Nexmark {
+        /// The query: q0, q1, q2, q5 or q7.
+        #[arg(long)]
+        query: String,
+        /// Number of generated events.
+        #[arg(
+            long,
+            required_unless_present = "events_file",
+            conflicts_with = "events_file"
+        )]
+        events: Option<u64>,
+        /// The generator's parameters (with `--events`).
+        #[command(flatten)]
+        generator: crate::nexmark::GeneratorArgs,
+        /// Read the events from this JSON Lines file (`rill nexmark generate`'s format).
+        #[arg(long)]
+        events_file: Option<String>,
+        /// Write the result rows (JSON Lines) to this file.
+        #[arg(long)]
+        output: Option<String>,
+    },
+}
+
+/// `path` made absolute against the current directory: TaskManagers resolve paths
+/// themselves, perhaps in another directory.
+fn absolute(path: &str) -> anyhow::Result<String> {
+    Ok(std::path::absolute(path)
+        .with_context(|| format!("cannot resolve {path}"))?
+        .to_string_lossy()
+        .into_owned())
+}
+
+/// The Nexmark job of `rill run nexmark`; a bad query or generator parameter is a usage
+/// error.
+fn nexmark_job(
+    query: &str,
+    events: Option<u64>,
+    generator: &crate::nexmark::GeneratorArgs,
+    events_file: Option<&str>,
+    output: Option<&str>,
+    parallelism: u32,
+) -> anyhow::Result<JobGraph> {
+    let input = match events_file {
+        Some(f) => jobs::NexmarkInput::File(absolute(f)?),
+        None => jobs::NexmarkInput::Generator {
+            events,
+            config: generator.config()?,
+        },
+    };
+    let output = output.map(absolute).transpose()?;
+    jobs::nexmark(query, &input, output.as_deref(), parallelism)
+        .map_err(|e| crate::cli::UsageError(e.to_string()).into())
 }
 
 fn build(args: &RunArgs) -> anyhow::Result<JobGraph> {
@@ -162,6 +219,22 @@ fn build(args: &RunArgs) -> anyhow::Result<JobGraph> {
             *rate,
             args.parallelism,
         ),
+        Job::Nexmark {
+            query,
+            events,
+            generator,
+            events_file,
+            output,
+        } => {
+            return nexmark_job(
+                query,
+                *events,
+                generator,
+                events_file.as_deref(),
+                output.as_deref(),
+                args.parallelism,
+            )
+        }
     }
     .context("cannot build the job")
 }

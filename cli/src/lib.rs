@@ -6,6 +6,7 @@
 //! * [`cluster`]: `rill jobmanager`, `rill taskmanager`, `rill minicluster`.
 //! * [`client`]: `rill list`, `rill status`, `rill cancel`, `rill taskmanagers`.
 //! * [`jobs`]: `rill run` and the built-in jobs.
+//! * [`nexmark`]: `rill nexmark generate`, the Nexmark events file writer.
 //! * [`snapshots`]: `rill checkpoints`, `rill checkpoint`, `rill savepoint`, `rill stop`.
 //! * [`state_tool`]: `rill state inspect` and `rill state dump`, the offline state tool.
 //! * [`demo`]: the RPC demo behind `rill demo`.
@@ -16,5 +17,6 @@ pub mod client;
 pub mod cluster;
 pub mod demo;
 pub mod jobs;
+pub mod nexmark;
 pub mod snapshots;
 pub mod state_tool;

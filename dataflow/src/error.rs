@@ -139,6 +139,17 @@ pub enum DataflowError {
     /// configuration ([`rill_state::StateError`] says which, naming files and keys).
     #[error("state: {0}")]
     State(#[from] rill_state::StateError),
+    /// A line of an input file is not what the source reads (e.g. not a Nexmark event).
+    /// Not retryable: the same line fails again.
+    #[error("malformed input at {path}:{line}: {reason}")]
+    MalformedInput {
+        /// The file.
+        path: String,
+        /// The line number, counted from 1.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A collect sink ran in a task environment without a collect hook.
     #[error("collect sink `{id}` has no collect hook in this task environment")]
     NoCollectHook {

@@ -12,10 +12,15 @@
 //!   tumbling event-time windows per key → `key,window_start,window_end,count` per
 //!   window → exactly-once part files.
 //!
+//! * [`nexmark`]: Nexmark events (generated, or from a JSON Lines file) → event-time
+//!   watermarks 4 s behind → one of the Nexmark queries → one JSON object per result
+//!   row → a file (or the rows to a blackhole, for throughput runs).
+//!
 //! The aggregate keeps per-key state and emits at end of input only (like Flink's
 //! mini-batch aggregation, minus intermediate flushes), so the hot path allocates nothing
 //! per record.
 
+use crate::builtins::nexmark::{self, GeneratorConfig, StatelessQuery, WindowedQuery};
 use crate::builtins::{self, DatagenConfig};
 use crate::environment::StreamExecutionEnvironment;
 use crate::error::{DataflowError, Result};
@@ -148,6 +153,122 @@ pub fn window_count(
         .name("Sink: transactional files")
         .uid("window-count-sink");
     env.job_graph("window-count")
+}
+
+/// Where a Nexmark job's events come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NexmarkInput {
+    /// `events` events of the generator (unbounded if `None`).
+    Generator {
+        /// Number of events.
+        events: Option<u64>,
+        /// The generator's seed and rate.
+        config: GeneratorConfig,
+    },
+    /// The events of a JSON Lines file.
+    File(String),
+}
+
+/// The watermark delay of the Nexmark jobs: event time minus 4 s (the Flink baseline's
+/// `--watermark-delay-ms` default).
+pub const NEXMARK_WATERMARK_DELAY_MS: i64 = 4000;
+
+/// nexmark: the events of `input` → watermarks [`NEXMARK_WATERMARK_DELAY_MS`] behind
+/// each source subtask's largest event time → query `query` (`q0`, `q1`, `q2`, `q5` or
+/// `q7`, see [`nexmark::queries`]) → with `output`, one JSON object per result row
+/// (Flink's column names) → that file (written by one sink subtask, in arrival order);
+/// without, the row tuples → a blackhole sink. A bounded input ends with the final
+/// watermark, so every window fires.
+pub fn nexmark(
+    query: &str,
+    input: &NexmarkInput,
+    output: Option<&str>,
+    parallelism: u32,
+) -> Result<JobGraph> {
+    let stateless = match query {
+        "q0" => Some(StatelessQuery::Q0),
+        "q1" => Some(StatelessQuery::Q1),
+        "q2" => Some(StatelessQuery::Q2),
+        "q5" | "q7" => None,
+        other => {
+            return Err(DataflowError::InvalidConfig {
+                factory: "nexmark".into(),
+                reason: format!(
+                    "unknown or unsupported query {other:?}: expected q0, q1, q2, q5 or q7"
+                ),
+            })
+        }
+    };
+    let source = match input {
+        NexmarkInput::Generator { events, config } => {
+            config
+                .validate()
+                .map_err(|reason| DataflowError::InvalidConfig {
+                    factory: "nexmark".into(),
+                    reason,
+                })?;
+            nexmark::generator_source(*events, *config)
+        }
+        NexmarkInput::File(path) => nexmark::file_source(path.clone()),
+    };
+    let env = StreamExecutionEnvironment::new();
+    env.set_parallelism(parallelism);
+    let events = env
+        .add_source(source)
+        .name("Source: nexmark")
+        .uid("nexmark-source")
+        .assign_timestamps_and_watermarks(builtins::bounded_out_of_orderness(
+            NEXMARK_WATERMARK_DELAY_MS,
+        ))
+        .name("watermarks");
+    let rows = match (stateless, query) {
+        (Some(q), _) => events.flat_map(nexmark::stateless_query(q)).name(query),
+        (None, "q5") => events
+            .flat_map(nexmark::stateless_query(StatelessQuery::Q5Auctions))
+            .name("q5: bid auctions")
+            .key_by(key::by_value())
+            .window(WindowAssigner::sliding_event_time(10_000, 2_000))
+            .aggregate_with(builtins::window_count(), builtins::window_keyed_result())
+            .name("q5: bids per auction, 10 s every 2 s")
+            .uid("nexmark-q5-count")
+            // (auction, start, end, count): keyed by start, one sliding window per key
+            // and per 2 s tumbling window (its results carry time end - 1).
+            .key_by(key::by_field(1))
+            .window(WindowAssigner::tumbling_event_time(2_000))
+            .aggregate_with(
+                nexmark::max_ties(3),
+                nexmark::windowed_rows(WindowedQuery::Q5),
+            )
+            .name("q5: hottest auctions per window")
+            .uid("nexmark-q5-max"),
+        (None, _) => events
+            .flat_map(nexmark::stateless_query(StatelessQuery::Q7Bids))
+            .name("q7: bids")
+            .window_all(WindowAssigner::tumbling_event_time(10_000))
+            .aggregate_with(
+                nexmark::max_ties(1),
+                nexmark::windowed_rows(WindowedQuery::Q7),
+            )
+            .name("q7: highest bids per 10 s")
+            .uid("nexmark-q7-max"),
+    };
+    let columns = match (stateless, query) {
+        (Some(q), _) => q.columns(),
+        (None, "q5") => WindowedQuery::Q5.columns(),
+        (None, _) => WindowedQuery::Q7.columns(),
+    };
+    // Rows are rendered as JSON only for a file: a throughput run's blackhole gets the
+    // row tuples, as Flink's blackhole sink gets its rows unserialized.
+    match output {
+        Some(path) => rows
+            .map(nexmark::json_row(columns))
+            .name("json")
+            .sink(builtins::file_sink(path))
+            .name("Sink: file")
+            .parallelism(1),
+        None => rows.sink(builtins::blackhole()).name("Sink: blackhole"),
+    };
+    env.job_graph(&format!("nexmark-{query}"))
 }
 
 /// keyed-sum: `rows` ids (unbounded if `None`) at `rate` records/s (unlimited if

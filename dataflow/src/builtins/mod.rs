@@ -24,11 +24,18 @@
 //! | `rill.window.count` | window aggregate | number of elements |
 //! | `rill.window.sum` | window reduce | sum of i64/f64 values |
 //! | `rill.window.keyed_result` | window process | `(key, window start, window end, element)` per element |
+//! | `rill.source.nexmark` | source | generated Nexmark events (see [`nexmark`]) |
+//! | `rill.source.nexmark_file` | source | Nexmark events of a JSON Lines file |
+//! | `rill.flat_map.nexmark_query` | flat-map | the rows of Nexmark q0, q1 or q2 per event |
+//! | `rill.map.json_row` | map | a row tuple as a JSON object with given column names |
+//! | `rill.window.max_ties` | window aggregate | the elements with the largest i64 field, all ties |
+//! | `rill.window.nexmark_rows` | window process | Nexmark q5 / q7 rows from `max_ties` |
 
 mod collection;
 mod datagen;
 mod file_sink;
 mod file_source;
+pub mod nexmark;
 mod sinks;
 mod socket_source;
 #[cfg(test)]
@@ -124,6 +131,26 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
                 watermarks::BoundedOutOfOrderness::new(c)
             },
         ),
+        r.register_source(
+            nexmark::NEXMARK_SOURCE,
+            nexmark::NexmarkGeneratorSource::new,
+        ),
+        r.register_source(
+            nexmark::NEXMARK_FILE_SOURCE,
+            nexmark::NexmarkFileSource::new,
+        ),
+        r.register_flat_map(nexmark::NEXMARK_QUERY, |q: nexmark::StatelessQuery| {
+            Ok(move |v, out: &mut crate::operator::Collector<'_>| q.apply(v, out))
+        }),
+        r.register_map(nexmark::JSON_ROW, |c: nexmark::JsonRowConfig| {
+            Ok(nexmark::queries::json_row(c))
+        }),
+        r.register_window_aggregate(nexmark::MAX_TIES, |c: nexmark::MaxTiesConfig| {
+            Ok(nexmark::queries::MaxTies(c))
+        }),
+        r.register_window_process(nexmark::NEXMARK_ROWS, |q: nexmark::WindowedQuery| {
+            Ok(nexmark::queries::NexmarkRows(q))
+        }),
         r.register_window_aggregate(WINDOW_COUNT, |()| Ok(transforms::WindowCount)),
         r.register_window_reduce(WINDOW_SUM, |()| Ok(transforms::sum)),
         r.register_window_process(WINDOW_KEYED_RESULT, |()| Ok(transforms::KeyedResult)),

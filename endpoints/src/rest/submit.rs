@@ -15,10 +15,12 @@
 //! | `keyed-sum` | `rows` (unbounded if absent), `keys` (1000), `rate` (records/s) |
 //! | `running-count` | `input`, `output` (required), `rate` (lines/s) |
 //! | `window-count` | `input`, `output` (required), `size` (5000 ms), `out-of-orderness` (1000 ms), `rate` (lines/s) |
+//! | `nexmark` | `query` (required: q0, q1, q2, q5, q7), `events` or `events-file` (exactly one), `seed` (0), `events-per-second` (10000), `base-time-ms`, `output` (rows are discarded without it) |
 //!
 //! Parsing and building are pure: an unknown job, an unknown or ill-typed argument, or
 //! arguments the job builder refuses are a [`SubmitError`] (the handler's 400).
 
+use rill_dataflow::builtins::nexmark::GeneratorConfig;
 use rill_dataflow::{jobs, JobGraph, SavepointRestoreSettings};
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,7 +35,9 @@ pub enum SubmitError {
     #[error("Bad request received: {0}")]
     Malformed(String),
     /// No built-in job of that name.
-    #[error("unknown job {0:?}: expected wordcount, keyed-sum, running-count or window-count")]
+    #[error(
+        "unknown job {0:?}: expected wordcount, keyed-sum, running-count, window-count or nexmark"
+    )]
     UnknownJob(String),
     /// The job's arguments are missing, unknown or of the wrong type.
     #[error("invalid arguments for job {job}: {reason}")]
@@ -95,6 +99,47 @@ struct WindowCountArgs {
     out_of_orderness: i64,
     #[serde(default)]
     rate: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct NexmarkArgs {
+    query: String,
+    #[serde(default)]
+    events: Option<u64>,
+    #[serde(default)]
+    events_file: Option<String>,
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    events_per_second: Option<u64>,
+    #[serde(default)]
+    base_time_ms: Option<i64>,
+    #[serde(default)]
+    output: Option<String>,
+}
+
+impl NexmarkArgs {
+    fn input(&self) -> Result<jobs::NexmarkInput, SubmitError> {
+        match (&self.events, &self.events_file) {
+            (Some(_), Some(_)) | (None, None) => Err(SubmitError::BadArgs {
+                job: "nexmark",
+                reason: "exactly one of `events` and `events-file` is required".into(),
+            }),
+            (_, Some(f)) => Ok(jobs::NexmarkInput::File(f.clone())),
+            (Some(n), None) => {
+                let d = GeneratorConfig::default();
+                Ok(jobs::NexmarkInput::Generator {
+                    events: Some(*n),
+                    config: GeneratorConfig {
+                        seed: self.seed,
+                        events_per_second: self.events_per_second.unwrap_or(d.events_per_second),
+                        base_time_ms: self.base_time_ms.unwrap_or(d.base_time_ms),
+                    },
+                })
+            }
+        }
+    }
 }
 
 /// `rill run window-count`'s default `--size` (ms).
@@ -178,6 +223,13 @@ pub fn build(body: &[u8]) -> Result<JobGraph, SubmitError> {
                 ),
             )
         }
+        "nexmark" => {
+            let a: NexmarkArgs = args("nexmark", r.args)?;
+            (
+                "nexmark",
+                jobs::nexmark(&a.query, &a.input()?, a.output.as_deref(), parallelism),
+            )
+        }
         other => return Err(SubmitError::UnknownJob(other.chars().take(64).collect())),
     };
     let mut job = built.map_err(|e| SubmitError::BadArgs {
@@ -220,6 +272,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(j.name, "window-count");
+        let j = build(
+            br#"{"job":"nexmark","args":{"query":"q1","events":1000,"seed":4},"parallelism":2}"#,
+        )
+        .unwrap();
+        assert_eq!(j.name, "nexmark-q1");
+        let j =
+            build(br#"{"job":"nexmark","args":{"query":"q2","events-file":"/ev","output":"/o"}}"#)
+                .unwrap();
+        assert_eq!(j.name, "nexmark-q2");
+        for q in ["q0", "q5", "q7"] {
+            let body = format!(r#"{{"job":"nexmark","args":{{"query":"{q}","events":10}}}}"#);
+            assert_eq!(build(body.as_bytes()).unwrap().name, format!("nexmark-{q}"));
+        }
         assert!(
             build(br#"{"job":"window-count","args":{"input":"/i","output":"/o","size":0}}"#)
                 .is_err()
@@ -247,6 +312,10 @@ mod tests {
             r#"{"job":"wordcount","args":{"input":"/in"}}"#,
             r#"{"job":"wordcount","args":{"input":"/in","output":"/o","rate":1}}"#,
             r#"{"job":"running-count","args":{"input":"/in","output":"/o","rate":-1}}"#,
+            r#"{"job":"nexmark","args":{"query":"q9","events":10}}"#,
+            r#"{"job":"nexmark","args":{"query":"q0"}}"#,
+            r#"{"job":"nexmark","args":{"query":"q0","events":10,"events-file":"/ev"}}"#,
+            r#"{"job":"nexmark","args":{"query":"q0","events":10,"events-per-second":0}}"#,
         ] {
             assert!(
                 matches!(err(bad.as_bytes()), SubmitError::BadArgs { .. }),
