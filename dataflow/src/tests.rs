@@ -729,3 +729,149 @@ fn processing_time_timer_fires_while_input_is_idle() {
     assert!(matches!(handle.join(), TaskOutcome::Canceled));
     drop(source);
 }
+
+/// `execution.checkpointing.aligned-checkpoint-timeout` at a task: an aligned barrier
+/// blocks channel 0 while channel 1 stays silent; after the timeout the task snapshots,
+/// resumes channel 0 and records channel 1 until its (aligned) barrier, acknowledging
+/// with that recording as in-flight data. Restored from the checkpoint, the task
+/// processes every record exactly once.
+#[test]
+fn an_aligned_checkpoint_that_times_out_turns_unaligned_and_restores_exactly_once() {
+    use crate::checkpoint::{CheckpointBarrier, CheckpointEvent, CheckpointOptions};
+    use rill_state::storage::CheckpointLayout;
+    use rill_state::{CheckpointStorage, FsCheckpointStorage};
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
+    let layout = CheckpointLayout::new(dir.path(), "job");
+    let mut job2 = jobs::keyed_sum(Some(100), 5, None, 1).unwrap();
+    job2.vertices[0].parallelism = 2;
+    let job = Arc::new(job2);
+    let aligned = |id| {
+        CheckpointEvent::Barrier(CheckpointBarrier {
+            id,
+            timestamp_ms: 0,
+            options: CheckpointOptions::aligned_checkpoint(),
+        })
+    };
+    let recs =
+        |ids: std::ops::Range<i64>| -> Vec<StreamRecord> { ids.map(StreamRecord::new).collect() };
+    let rows = |c: &CollectBuffer| -> Vec<String> {
+        let mut r: Vec<String> = c
+            .take()
+            .remove(jobs::KEYED_SUM_COLLECT_ID)
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        r.sort();
+        r
+    };
+    let net = net();
+    let mut ios = wire(&net, &job);
+    let (mut config, rx) = exactly_once_config(dir.path(), &storage, &layout);
+    if let Some(c) = &mut config.checkpointing {
+        c.aligned_timeout = Some(Duration::from_millis(20));
+    }
+    let collect = Arc::new(CollectBuffer::new());
+    let env = TaskEnvironment {
+        registry: Arc::new(OperatorRegistry::new()),
+        collect: Some(collect.clone()),
+        config,
+    };
+    let task = StreamTask::new(
+        job.clone(),
+        VertexId(1),
+        0,
+        env,
+        Some(input(&mut ios, 1, 0)),
+        vec![],
+    )
+    .unwrap();
+    let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
+    ch0.emit(&mut recs(0..10), &[0; 10]).unwrap();
+    ch0.emit_checkpoint_event(aligned(1)).unwrap();
+    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
+    ch0.flush().unwrap();
+    let handle = task.spawn(|_| {}).unwrap();
+    // Well past the 20 ms timeout: the task has turned checkpoint 1 unaligned and
+    // records channel 1, which now delivers 10..20 before its barrier.
+    std::thread::sleep(Duration::from_millis(150));
+    ch1.emit(&mut recs(10..20), &[0; 10]).unwrap();
+    ch1.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    ch1.emit_checkpoint_event(aligned(1)).unwrap();
+    ch0.emit_event(StreamEvent::EndOfInput).unwrap();
+    ch1.emit_event(StreamEvent::EndOfInput).unwrap();
+    let next = || rx.recv_timeout(Duration::from_secs(10)).expect("a report");
+    let (mut snapshots, mut ended) = (None, false);
+    while snapshots.is_none() || !ended {
+        match next() {
+            Reported::Ack(1, s) => snapshots = Some(s),
+            Reported::InputEnded => ended = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let snapshots = snapshots.expect("checkpoint 1 acknowledged");
+    let in_flight = snapshots
+        .iter()
+        .find_map(|s| s.snapshot.in_flight.clone())
+        .expect("the timed-out checkpoint stored channel 1's records");
+    assert!(
+        in_flight.input_bytes > 0 && in_flight.output_bytes == 0,
+        "{in_flight:?}"
+    );
+    handle
+        .mailbox()
+        .send(Mail::TriggerCheckpoint(CheckpointBarrier {
+            id: 2,
+            timestamp_ms: 0,
+            options: CheckpointOptions::aligned_checkpoint(),
+        }))
+        .unwrap();
+    assert!(matches!(next(), Reported::Ack(2, _)));
+    handle
+        .mailbox()
+        .send(Mail::CheckpointComplete { id: 2, last: true })
+        .unwrap();
+    assert!(matches!(handle.join(), TaskOutcome::Finished(_)));
+    let all = rows(&collect);
+    assert_eq!(all[0], "(0,6,235)");
+
+    // Restored: the state holds 0..10, the in-flight data 10..20; channel 0 sends what
+    // followed its barrier again.
+    let net = self::net();
+    let mut ios = wire(&net, &job);
+    let collect = Arc::new(CollectBuffer::new());
+    let config = TaskConfig {
+        restore: Some(TaskRestore {
+            snapshot_dir: layout.checkpoint_dir(1),
+            storage,
+            operators: state::group_by_operator(snapshots),
+        }),
+        ..TaskConfig::default()
+    };
+    let task = StreamTask::new(
+        job,
+        VertexId(1),
+        0,
+        TaskEnvironment {
+            registry: Arc::new(OperatorRegistry::new()),
+            collect: Some(collect.clone()),
+            config,
+        },
+        Some(input(&mut ios, 1, 0)),
+        vec![],
+    )
+    .unwrap();
+    let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
+    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
+    ch0.emit_event(StreamEvent::EndOfInput).unwrap();
+    ch1.emit_event(StreamEvent::EndOfInput).unwrap();
+    assert!(matches!(task.run(), TaskOutcome::Finished(_)));
+    assert_eq!(
+        rows(&collect),
+        all,
+        "every record exactly once after the restore"
+    );
+}
