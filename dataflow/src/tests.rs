@@ -300,6 +300,113 @@ impl crate::checkpoint::CheckpointResponder for Responder {
     }
 }
 
+/// keyed-sum with two source subtasks and one aggregate subtask (vertex 1), whose
+/// channel `i` reads source `i`.
+fn two_sources_one_agg() -> Arc<JobGraph> {
+    let mut job = jobs::keyed_sum(Some(100), 5, None, 1).unwrap();
+    job.vertices[0].parallelism = 2;
+    Arc::new(job)
+}
+
+/// Records with these values.
+fn records(ids: std::ops::Range<i64>) -> Vec<StreamRecord> {
+    ids.map(StreamRecord::new).collect()
+}
+
+/// keyed-sum's collected `(key,count,sum)` rows, sorted.
+fn keyed_sum_rows(c: &CollectBuffer) -> Vec<String> {
+    let mut r: Vec<String> = c
+        .take()
+        .remove(jobs::KEYED_SUM_COLLECT_ID)
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    r.sort();
+    r
+}
+
+/// The aggregate subtask of [`two_sources_one_agg`], collecting into `collect`.
+fn agg_task(
+    job: &Arc<JobGraph>,
+    ios: &mut BTreeMap<(VertexId, u32), NetworkTaskIo>,
+    config: TaskConfig,
+    collect: &Arc<CollectBuffer>,
+) -> StreamTask {
+    let env = TaskEnvironment {
+        registry: Arc::new(OperatorRegistry::new()),
+        collect: Some(collect.clone()),
+        config,
+    };
+    StreamTask::new(
+        job.clone(),
+        VertexId(1),
+        0,
+        env,
+        Some(input(ios, 1, 0)),
+        vec![],
+    )
+    .unwrap()
+}
+
+/// A task config restoring checkpoint `id` of `layout` from these acknowledged parts.
+fn restore_config(
+    layout: &rill_state::storage::CheckpointLayout,
+    id: u64,
+    storage: Arc<dyn rill_state::CheckpointStorage>,
+    snapshots: Vec<OperatorSubtaskSnapshot>,
+) -> TaskConfig {
+    TaskConfig {
+        restore: Some(TaskRestore {
+            snapshot_dir: layout.checkpoint_dir(id),
+            storage,
+            operators: state::group_by_operator(snapshots),
+        }),
+        ..TaskConfig::default()
+    }
+}
+
+/// Waits for checkpoint `id`'s acknowledgement and the task's end of input. The first
+/// comes from the snapshot thread, the second from the task thread: either may be
+/// first.
+fn ack_and_input_end(
+    rx: &crossbeam_channel::Receiver<Reported>,
+    id: u64,
+) -> Vec<OperatorSubtaskSnapshot> {
+    let (mut snapshots, mut ended) = (None, false);
+    while snapshots.is_none() || !ended {
+        match rx.recv_timeout(Duration::from_secs(10)).expect("a report") {
+            Reported::Ack(i, s) if i == id => snapshots = Some(s),
+            Reported::InputEnded => ended = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    snapshots.expect("checkpoint acknowledged")
+}
+
+/// The final checkpoint, triggered by mail once the input ended: acknowledged, then
+/// completed as the job's last, and the task finishes.
+fn finish_with_final_checkpoint(
+    handle: TaskHandle,
+    rx: &crossbeam_channel::Receiver<Reported>,
+    barrier: crate::checkpoint::CheckpointBarrier,
+) {
+    let id = barrier.id;
+    handle
+        .mailbox()
+        .send(Mail::TriggerCheckpoint(barrier))
+        .unwrap();
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(10)).expect("a report"),
+        Reported::Ack(i, _) if i == id
+    ));
+    handle
+        .mailbox()
+        .send(Mail::CheckpointComplete { id, last: true })
+        .unwrap();
+    assert!(matches!(handle.join(), TaskOutcome::Finished(_)));
+}
+
 /// A task config taking exactly-once checkpoints into `dir`, and where its reports go.
 fn exactly_once_config(
     dir: &std::path::Path,
@@ -333,29 +440,12 @@ fn aligned_barriers_keep_records_behind_a_barrier_out_of_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
     let layout = CheckpointLayout::new(dir.path(), "job");
-    // Two source subtasks, one aggregate subtask: its channel i reads source i.
-    let job = Arc::new(jobs::keyed_sum(Some(100), 5, None, 1).unwrap());
-    let mut job2 = (*job).clone();
-    job2.vertices[0].parallelism = 2;
-    let job = Arc::new(job2);
+    let job = two_sources_one_agg();
     let net = net();
     let mut ios = wire(&net, &job);
     let (config, rx) = exactly_once_config(dir.path(), &storage, &layout);
     let collect = Arc::new(CollectBuffer::new());
-    let env = TaskEnvironment {
-        registry: Arc::new(OperatorRegistry::new()),
-        collect: Some(collect.clone()),
-        config,
-    };
-    let task = StreamTask::new(
-        job.clone(),
-        VertexId(1),
-        0,
-        env,
-        Some(input(&mut ios, 1, 0)),
-        vec![],
-    )
-    .unwrap();
+    let task = agg_task(&job, &mut ios, config, &collect);
     let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
     let barrier = |id| {
         CheckpointEvent::Barrier(CheckpointBarrier {
@@ -364,91 +454,42 @@ fn aligned_barriers_keep_records_behind_a_barrier_out_of_the_checkpoint() {
             options: CheckpointOptions::aligned_checkpoint(),
         })
     };
-    let recs =
-        |ids: std::ops::Range<i64>| -> Vec<StreamRecord> { ids.map(StreamRecord::new).collect() };
     // Channel 0: 0..10, barrier 1, 100..110. Channel 1: 10..20, barrier 1.
-    ch0.emit(&mut recs(0..10), &[0; 10]).unwrap();
+    ch0.emit(&mut records(0..10), &[0; 10]).unwrap();
     ch0.emit_checkpoint_event(barrier(1)).unwrap();
-    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
+    ch0.emit(&mut records(100..110), &[0; 10]).unwrap();
     ch0.flush().unwrap();
     let handle = task.spawn(|_| {}).unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    ch1.emit(&mut recs(10..20), &[0; 10]).unwrap();
+    ch1.emit(&mut records(10..20), &[0; 10]).unwrap();
     ch1.emit_checkpoint_event(barrier(1)).unwrap();
     ch0.emit_event(StreamEvent::EndOfInput).unwrap();
     ch1.emit_event(StreamEvent::EndOfInput).unwrap();
-    let next = || rx.recv_timeout(Duration::from_secs(10)).expect("a report");
-    // The acknowledgement comes from the snapshot thread, the end of input from the
-    // task thread: either may be first.
-    let (mut snapshots, mut ended) = (None, false);
-    while snapshots.is_none() || !ended {
-        match next() {
-            Reported::Ack(1, s) => snapshots = Some(s),
-            Reported::InputEnded => ended = true,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let snapshots = snapshots.expect("checkpoint 1 acknowledged");
-    // The final checkpoint, triggered by mail once the input ended.
-    handle
-        .mailbox()
-        .send(Mail::TriggerCheckpoint(CheckpointBarrier {
+    let snapshots = ack_and_input_end(&rx, 1);
+    finish_with_final_checkpoint(
+        handle,
+        &rx,
+        CheckpointBarrier {
             id: 2,
             timestamp_ms: 0,
             options: CheckpointOptions::aligned_checkpoint(),
-        }))
-        .unwrap();
-    assert!(matches!(next(), Reported::Ack(2, _)));
-    handle
-        .mailbox()
-        .send(Mail::CheckpointComplete { id: 2, last: true })
-        .unwrap();
-    assert!(matches!(handle.join(), TaskOutcome::Finished(_)));
-    let rows = |c: &CollectBuffer| -> Vec<String> {
-        let mut r: Vec<String> = c
-            .take()
-            .remove(jobs::KEYED_SUM_COLLECT_ID)
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        r.sort();
-        r
-    };
+        },
+    );
     // All 30 records were processed: key 0 is 0,5,10,15,100,105.
-    assert_eq!(rows(&collect)[0], "(0,6,235)");
+    assert_eq!(keyed_sum_rows(&collect)[0], "(0,6,235)");
 
     // Restored from checkpoint 1: only the 20 records before the barriers.
     let net = self::net();
     let mut ios = wire(&net, &job);
     let collect = Arc::new(CollectBuffer::new());
-    let config = TaskConfig {
-        restore: Some(TaskRestore {
-            snapshot_dir: layout.checkpoint_dir(1),
-            storage,
-            operators: state::group_by_operator(snapshots),
-        }),
-        ..TaskConfig::default()
-    };
-    let task = StreamTask::new(
-        job,
-        VertexId(1),
-        0,
-        TaskEnvironment {
-            registry: Arc::new(OperatorRegistry::new()),
-            collect: Some(collect.clone()),
-            config,
-        },
-        Some(input(&mut ios, 1, 0)),
-        vec![],
-    )
-    .unwrap();
+    let config = restore_config(&layout, 1, storage, snapshots);
+    let task = agg_task(&job, &mut ios, config, &collect);
     let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
     ch0.emit_event(StreamEvent::EndOfInput).unwrap();
     ch1.emit_event(StreamEvent::EndOfInput).unwrap();
     assert!(matches!(task.run(), TaskOutcome::Finished(_)));
     assert_eq!(
-        rows(&collect)[0],
+        keyed_sum_rows(&collect)[0],
         "(0,4,30)",
         "checkpoint 1 held records behind its barrier"
     );
@@ -470,10 +511,7 @@ fn unaligned_barriers_overtake_and_in_flight_data_restores_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
     let layout = CheckpointLayout::new(dir.path(), "job");
-    let job = Arc::new(jobs::keyed_sum(Some(100), 5, None, 1).unwrap());
-    let mut job2 = (*job).clone();
-    job2.vertices[0].parallelism = 2;
-    let job = Arc::new(job2);
+    let job = two_sources_one_agg();
     let unaligned = |id| CheckpointBarrier {
         id,
         timestamp_ms: 0,
@@ -482,80 +520,37 @@ fn unaligned_barriers_overtake_and_in_flight_data_restores_exactly_once() {
             alignment: Alignment::Unaligned,
         },
     };
-    let recs =
-        |ids: std::ops::Range<i64>| -> Vec<StreamRecord> { ids.map(StreamRecord::new).collect() };
-    let rows = |c: &CollectBuffer| -> Vec<String> {
-        let mut r: Vec<String> = c
-            .take()
-            .remove(jobs::KEYED_SUM_COLLECT_ID)
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        r.sort();
-        r
-    };
-    let task_for = |ios: &mut std::collections::BTreeMap<
-        (VertexId, u32),
-        crate::network_io::NetworkTaskIo,
-    >,
-                    config: TaskConfig,
-                    collect: Arc<CollectBuffer>| {
-        StreamTask::new(
-            job.clone(),
-            VertexId(1),
-            0,
-            TaskEnvironment {
-                registry: Arc::new(OperatorRegistry::new()),
-                collect: Some(collect),
-                config,
-            },
-            Some(input(ios, 1, 0)),
-            vec![],
-        )
-        .unwrap()
-    };
-
     let net = net();
     let mut ios = wire(&net, &job);
     let (config, rx) = exactly_once_config(dir.path(), &storage, &layout);
     let collect = Arc::new(CollectBuffer::new());
-    let task = task_for(&mut ios, config, collect.clone());
+    let task = agg_task(&job, &mut ios, config, &collect);
     let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
     // Channel 0: 0..10 queued, then the barrier overtakes them; 100..110 after it.
-    ch0.emit(&mut recs(0..10), &[0; 10]).unwrap();
+    ch0.emit(&mut records(0..10), &[0; 10]).unwrap();
     let overtaken0 = ch0.emit_priority_barrier(unaligned(1)).unwrap();
     assert_eq!(overtaken0.len(), 1);
     assert!(
         !overtaken0[0].is_empty(),
         "the queued records were overtaken"
     );
-    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
+    ch0.emit(&mut records(100..110), &[0; 10]).unwrap();
     ch0.flush().unwrap();
     let handle = task.spawn(|_| {}).unwrap();
     // Channel 1: 10..20 reach the task after its snapshot (it is recording channel 1).
     std::thread::sleep(Duration::from_millis(50));
-    ch1.emit(&mut recs(10..20), &[0; 10]).unwrap();
+    ch1.emit(&mut records(10..20), &[0; 10]).unwrap();
     ch1.flush().unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    let next = || rx.recv_timeout(Duration::from_secs(10)).expect("a report");
     assert!(
         rx.recv_timeout(Duration::from_millis(100)).is_err(),
         "no acknowledgement before the last barrier"
     );
     let overtaken1 = ch1.emit_priority_barrier(unaligned(1)).unwrap();
-    ch1.emit(&mut recs(110..120), &[0; 10]).unwrap();
+    ch1.emit(&mut records(110..120), &[0; 10]).unwrap();
     ch0.emit_event(StreamEvent::EndOfInput).unwrap();
     ch1.emit_event(StreamEvent::EndOfInput).unwrap();
-    let (mut snapshots, mut ended) = (None, false);
-    while snapshots.is_none() || !ended {
-        match next() {
-            Reported::Ack(1, s) => snapshots = Some(s),
-            Reported::InputEnded => ended = true,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let snapshots = snapshots.expect("checkpoint 1 acknowledged");
+    let snapshots = ack_and_input_end(&rx, 1);
     let in_flight = snapshots
         .iter()
         .find_map(|s| s.snapshot.in_flight.clone())
@@ -568,53 +563,35 @@ fn unaligned_barriers_overtake_and_in_flight_data_restores_exactly_once() {
         overtaken1.iter().map(Vec::len).sum::<usize>()
     );
     assert_eq!(in_flight.output_bytes, 0, "the task has no network output");
-    handle
-        .mailbox()
-        .send(Mail::TriggerCheckpoint(unaligned(2)))
-        .unwrap();
-    assert!(matches!(next(), Reported::Ack(2, _)));
-    handle
-        .mailbox()
-        .send(Mail::CheckpointComplete { id: 2, last: true })
-        .unwrap();
-    assert!(matches!(handle.join(), TaskOutcome::Finished(_)));
+    finish_with_final_checkpoint(handle, &rx, unaligned(2));
     // All 40 records: key 0 is 0,5,10,15,100,105,110,115.
-    let all = rows(&collect);
+    let all = keyed_sum_rows(&collect);
     assert_eq!(all[0], "(0,8,460)");
 
     // Restored from checkpoint 1; the producers resend what their barriers overtook.
     let net = self::net();
     let mut ios = wire(&net, &job);
     let collect = Arc::new(CollectBuffer::new());
-    let config = TaskConfig {
-        restore: Some(TaskRestore {
-            snapshot_dir: layout.checkpoint_dir(1),
-            storage: storage.clone(),
-            operators: state::group_by_operator(snapshots.clone()),
-        }),
-        ..TaskConfig::default()
-    };
-    let task = task_for(&mut ios, config, collect.clone());
+    let config = restore_config(&layout, 1, storage.clone(), snapshots.clone());
+    let task = agg_task(&job, &mut ios, config, &collect);
     let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
     for (out, overtaken) in [(&mut ch0, &overtaken0), (&mut ch1, &overtaken1)] {
         for (sub, bytes) in (0u32..).zip(overtaken.iter()) {
             out.restore_in_flight(sub, bytes).unwrap();
         }
     }
-    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
-    ch1.emit(&mut recs(110..120), &[0; 10]).unwrap();
+    ch0.emit(&mut records(100..110), &[0; 10]).unwrap();
+    ch1.emit(&mut records(110..120), &[0; 10]).unwrap();
     ch0.emit_event(StreamEvent::EndOfInput).unwrap();
     ch1.emit_event(StreamEvent::EndOfInput).unwrap();
     assert!(matches!(task.run(), TaskOutcome::Finished(_)));
     assert_eq!(
-        rows(&collect),
+        keyed_sum_rows(&collect),
         all,
         "every record exactly once after the restore"
     );
 
     // The same checkpoint cannot restore the task at another parallelism.
-    let mut rescaled = (*job).clone();
-    rescaled.vertices[1].parallelism = 2;
     let err = crate::in_flight::restore_in_flight(
         &TaskRestore {
             snapshot_dir: layout.checkpoint_dir(1),
@@ -744,28 +721,13 @@ fn an_aligned_checkpoint_that_times_out_turns_unaligned_and_restores_exactly_onc
     let dir = tempfile::tempdir().unwrap();
     let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
     let layout = CheckpointLayout::new(dir.path(), "job");
-    let mut job2 = jobs::keyed_sum(Some(100), 5, None, 1).unwrap();
-    job2.vertices[0].parallelism = 2;
-    let job = Arc::new(job2);
+    let job = two_sources_one_agg();
     let aligned = |id| {
         CheckpointEvent::Barrier(CheckpointBarrier {
             id,
             timestamp_ms: 0,
             options: CheckpointOptions::aligned_checkpoint(),
         })
-    };
-    let recs =
-        |ids: std::ops::Range<i64>| -> Vec<StreamRecord> { ids.map(StreamRecord::new).collect() };
-    let rows = |c: &CollectBuffer| -> Vec<String> {
-        let mut r: Vec<String> = c
-            .take()
-            .remove(jobs::KEYED_SUM_COLLECT_ID)
-            .unwrap_or_default()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        r.sort();
-        r
     };
     let net = net();
     let mut ios = wire(&net, &job);
@@ -774,45 +736,23 @@ fn an_aligned_checkpoint_that_times_out_turns_unaligned_and_restores_exactly_onc
         c.aligned_timeout = Some(Duration::from_millis(20));
     }
     let collect = Arc::new(CollectBuffer::new());
-    let env = TaskEnvironment {
-        registry: Arc::new(OperatorRegistry::new()),
-        collect: Some(collect.clone()),
-        config,
-    };
-    let task = StreamTask::new(
-        job.clone(),
-        VertexId(1),
-        0,
-        env,
-        Some(input(&mut ios, 1, 0)),
-        vec![],
-    )
-    .unwrap();
+    let task = agg_task(&job, &mut ios, config, &collect);
     let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
-    ch0.emit(&mut recs(0..10), &[0; 10]).unwrap();
+    ch0.emit(&mut records(0..10), &[0; 10]).unwrap();
     ch0.emit_checkpoint_event(aligned(1)).unwrap();
-    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
+    ch0.emit(&mut records(100..110), &[0; 10]).unwrap();
     ch0.flush().unwrap();
     let handle = task.spawn(|_| {}).unwrap();
     // Well past the 20 ms timeout: the task has turned checkpoint 1 unaligned and
     // records channel 1, which now delivers 10..20 before its barrier.
     std::thread::sleep(Duration::from_millis(150));
-    ch1.emit(&mut recs(10..20), &[0; 10]).unwrap();
+    ch1.emit(&mut records(10..20), &[0; 10]).unwrap();
     ch1.flush().unwrap();
     std::thread::sleep(Duration::from_millis(50));
     ch1.emit_checkpoint_event(aligned(1)).unwrap();
     ch0.emit_event(StreamEvent::EndOfInput).unwrap();
     ch1.emit_event(StreamEvent::EndOfInput).unwrap();
-    let next = || rx.recv_timeout(Duration::from_secs(10)).expect("a report");
-    let (mut snapshots, mut ended) = (None, false);
-    while snapshots.is_none() || !ended {
-        match next() {
-            Reported::Ack(1, s) => snapshots = Some(s),
-            Reported::InputEnded => ended = true,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-    let snapshots = snapshots.expect("checkpoint 1 acknowledged");
+    let snapshots = ack_and_input_end(&rx, 1);
     let in_flight = snapshots
         .iter()
         .find_map(|s| s.snapshot.in_flight.clone())
@@ -821,21 +761,16 @@ fn an_aligned_checkpoint_that_times_out_turns_unaligned_and_restores_exactly_onc
         in_flight.input_bytes > 0 && in_flight.output_bytes == 0,
         "{in_flight:?}"
     );
-    handle
-        .mailbox()
-        .send(Mail::TriggerCheckpoint(CheckpointBarrier {
+    finish_with_final_checkpoint(
+        handle,
+        &rx,
+        CheckpointBarrier {
             id: 2,
             timestamp_ms: 0,
             options: CheckpointOptions::aligned_checkpoint(),
-        }))
-        .unwrap();
-    assert!(matches!(next(), Reported::Ack(2, _)));
-    handle
-        .mailbox()
-        .send(Mail::CheckpointComplete { id: 2, last: true })
-        .unwrap();
-    assert!(matches!(handle.join(), TaskOutcome::Finished(_)));
-    let all = rows(&collect);
+        },
+    );
+    let all = keyed_sum_rows(&collect);
     assert_eq!(all[0], "(0,6,235)");
 
     // Restored: the state holds 0..10, the in-flight data 10..20; channel 0 sends what
@@ -843,34 +778,15 @@ fn an_aligned_checkpoint_that_times_out_turns_unaligned_and_restores_exactly_onc
     let net = self::net();
     let mut ios = wire(&net, &job);
     let collect = Arc::new(CollectBuffer::new());
-    let config = TaskConfig {
-        restore: Some(TaskRestore {
-            snapshot_dir: layout.checkpoint_dir(1),
-            storage,
-            operators: state::group_by_operator(snapshots),
-        }),
-        ..TaskConfig::default()
-    };
-    let task = StreamTask::new(
-        job,
-        VertexId(1),
-        0,
-        TaskEnvironment {
-            registry: Arc::new(OperatorRegistry::new()),
-            collect: Some(collect.clone()),
-            config,
-        },
-        Some(input(&mut ios, 1, 0)),
-        vec![],
-    )
-    .unwrap();
+    let config = restore_config(&layout, 1, storage, snapshots);
+    let task = agg_task(&job, &mut ios, config, &collect);
     let (mut ch0, mut ch1) = (output(&mut ios, 0, 0), output(&mut ios, 0, 1));
-    ch0.emit(&mut recs(100..110), &[0; 10]).unwrap();
+    ch0.emit(&mut records(100..110), &[0; 10]).unwrap();
     ch0.emit_event(StreamEvent::EndOfInput).unwrap();
     ch1.emit_event(StreamEvent::EndOfInput).unwrap();
     assert!(matches!(task.run(), TaskOutcome::Finished(_)));
     assert_eq!(
-        rows(&collect),
+        keyed_sum_rows(&collect),
         all,
         "every record exactly once after the restore"
     );

@@ -8,10 +8,9 @@
 //! `RILL_TEST_SEED` replays a run.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rill::admin::AdminClient;
-use rill_endpoints::messages::{ExecutionState, JobStatus};
 mod support;
 use support::*;
 
@@ -81,49 +80,8 @@ fn run_under_kills(
     let admin = rt
         .block_on(AdminClient::connect(addr, &secret()))
         .expect("admin client connects");
-    // Waits until the job runs every task again (bounded), so that each kill is a
-    // failover of a running job rather than one more blow to a restarting one.
-    let wait_running = |restarts: u32| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let running = rt.block_on(async {
-                let jobs = admin.list_jobs().await.ok()?;
-                let job = jobs.first()?.job;
-                let d = admin.job_details(job).await.ok()?;
-                Some(
-                    d.restarts >= restarts
-                        && d.overview.status == JobStatus::Running
-                        && d.vertices.iter().all(|v| {
-                            v.states.get(&ExecutionState::Running) == Some(&v.parallelism)
-                        }),
-                )
-            });
-            if running == Some(true) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the job did not run again within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     let mut rng = Rng::seeded();
-    let started = Instant::now();
-    for k in 0..kills {
-        // Every TaskManager runs a part of the job, so every kill restarts it.
-        wait_running(k as u32);
-        std::thread::sleep(Duration::from_millis(200 + rng.below(1300)));
-        let victim = rng.below(tms.len() as u64) as usize;
-        eprintln!(
-            "kill {}: TaskManager {victim} (pid {}) at {:?}",
-            k + 1,
-            tms[victim].pid(),
-            started.elapsed()
-        );
-        tms[victim].kill();
-        tms[victim] = taskmanager(addr, 1, &[]).0;
-    }
+    kill_taskmanagers(&rt, &admin, addr, &mut tms, kills, 200..1500, &mut rng);
     let out = client.join().expect("the client thread");
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");

@@ -5,10 +5,9 @@
 //! from its own input — once on a healthy cluster, and once under repeated TaskManager SIGKILLs with checkpoints (exactly once).
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rill::admin::AdminClient;
-use rill_endpoints::messages::{ExecutionState, JobStatus};
 mod support;
 use support::*;
 
@@ -141,43 +140,8 @@ fn window_count_under_kills(backend: &str) {
     let admin = rt
         .block_on(AdminClient::connect(addr, &secret()))
         .expect("admin client connects");
-    let wait_running = |restarts: u32| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let running = rt.block_on(async {
-                let jobs = admin.list_jobs().await.ok()?;
-                let d = admin.job_details(jobs.first()?.job).await.ok()?;
-                Some(
-                    d.restarts >= restarts
-                        && d.overview.status == JobStatus::Running
-                        && d.vertices.iter().all(|v| {
-                            v.states.get(&ExecutionState::Running) == Some(&v.parallelism)
-                        }),
-                )
-            });
-            if running == Some(true) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the job did not run again within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
     let mut rng = Rng::seeded();
-    for k in 0..KILLS {
-        wait_running(k as u32);
-        std::thread::sleep(Duration::from_millis(300 + rng.below(1200)));
-        let victim = rng.below(tms.len() as u64) as usize;
-        eprintln!(
-            "kill {}: TaskManager {victim} (pid {})",
-            k + 1,
-            tms[victim].pid()
-        );
-        tms[victim].kill();
-        tms[victim] = taskmanager(addr, 1, &[]).0;
-    }
+    kill_taskmanagers(&rt, &admin, addr, &mut tms, KILLS, 300..1500, &mut rng);
     let out = client.join().expect("the client thread");
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");

@@ -306,3 +306,58 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// SIGKILLs a random one of `tms` (replacing it with a new TaskManager) `kills` times,
+/// each kill `pause_ms` (a random time in that range, from `rng`) after the job is
+/// RUNNING again with every task RUNNING, so that each kill is a failover of a running
+/// job rather than one more blow to a restarting one. Every wait is bounded (60 s).
+pub fn kill_taskmanagers(
+    rt: &tokio::runtime::Runtime,
+    admin: &rill::admin::AdminClient,
+    jobmanager: SocketAddr,
+    tms: &mut [Proc],
+    kills: usize,
+    pause_ms: std::ops::Range<u64>,
+    rng: &mut Rng,
+) {
+    use rill_endpoints::messages::{ExecutionState, JobStatus};
+    let wait_running = |restarts: u32| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let running = rt.block_on(async {
+                let jobs = admin.list_jobs().await.ok()?;
+                let d = admin.job_details(jobs.first()?.job).await.ok()?;
+                Some(
+                    d.restarts >= restarts
+                        && d.overview.status == JobStatus::Running
+                        && d.vertices.iter().all(|v| {
+                            v.states.get(&ExecutionState::Running) == Some(&v.parallelism)
+                        }),
+                )
+            });
+            if running == Some(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the job did not run again within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let started = Instant::now();
+    for k in 0..kills {
+        wait_running(k as u32);
+        let pause = pause_ms.start + rng.below(pause_ms.end - pause_ms.start);
+        std::thread::sleep(Duration::from_millis(pause));
+        let victim = rng.below(tms.len() as u64) as usize;
+        eprintln!(
+            "kill {}: TaskManager {victim} (pid {}) at {:?}",
+            k + 1,
+            tms[victim].pid(),
+            started.elapsed()
+        );
+        tms[victim].kill();
+        tms[victim] = taskmanager(jobmanager, 1, &[]).0;
+    }
+}
