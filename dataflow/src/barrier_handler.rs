@@ -24,10 +24,15 @@
 //!   snapshot, so it is stored with the checkpoint (in-flight data) and still processed.
 //!   When every channel delivered the barrier the in-flight data is complete.
 //! * **Aligned with a timeout** (`execution.checkpointing.aligned-checkpoint-timeout`):
-//!   an aligned checkpoint barrier starts an alignment as above; when it has lasted the
-//!   timeout ([`BarrierHandler::on_timeout`] at [`BarrierHandler::alignment_deadline`],
-//!   or a barrier arriving later) it turns unaligned: snapshot now, resume the blocked
-//!   channels, record the others until their barriers. Savepoints never time out.
+//!   an aligned checkpoint barrier starts an alignment as above, with what is left of
+//!   the timeout (the task counts it from the checkpoint's trigger time,
+//!   [`TaskCheckpointing::alignment_time_left`](crate::checkpoint::TaskCheckpointing::alignment_time_left));
+//!   when that has passed ([`BarrierHandler::on_timeout`] at
+//!   [`BarrierHandler::alignment_deadline`], or a barrier arriving later) it turns
+//!   unaligned: snapshot now, resume the blocked channels, record the others until their
+//!   barriers. An unaligned barrier arriving meanwhile (the checkpoint timed out in an
+//!   upstream task's output queue) turns it unaligned at once. Savepoints never time
+//!   out.
 //!
 //! A channel that ended (end of partition) takes part in no later alignment: it can
 //! deliver no barrier, and the records it sent are all before any barrier still to come.
@@ -49,7 +54,8 @@ pub enum BarrierMode {
 pub enum BarrierKind {
     /// Aligned; with a timeout, a slow alignment turns unaligned.
     Aligned {
-        /// `execution.checkpointing.aligned-checkpoint-timeout` (checkpoints only).
+        /// What is left of `execution.checkpointing.aligned-checkpoint-timeout` when the
+        /// barrier arrives (checkpoints only).
         timeout: Option<Duration>,
     },
     /// Unaligned: the barrier overtook the data before it.
@@ -589,6 +595,33 @@ mod tests {
         sp.on_barrier_of(0, 1, BarrierKind::Aligned { timeout: None }, t0);
         assert_eq!(sp.alignment_deadline(), None);
         assert!(sp.on_timeout(at(t0, 1_000_000)).is_empty());
+    }
+
+    #[test]
+    fn an_unaligned_barrier_during_an_alignment_turns_it_unaligned_at_once() {
+        // Checkpoint 3 timed out upstream of channel 1: its barrier arrives unaligned
+        // while channel 0's aligned one blocks.
+        let t0 = Instant::now();
+        let kind = BarrierKind::Aligned {
+            timeout: Some(Duration::from_secs(60)),
+        };
+        let mut h = BarrierHandler::new(BarrierMode::Aligned, 3);
+        assert!(h.on_barrier_of(0, 3, kind, t0).is_empty());
+        assert_eq!(h.blocked(), vec![0]);
+        assert_eq!(
+            h.on_barrier_of(1, 3, UNALIGNED, at(t0, 4)),
+            vec![unaligned(3, 4, vec![2]), BarrierAction::Resume(vec![0])]
+        );
+        assert!(h.blocked().is_empty());
+        assert_eq!(h.alignment_deadline(), None);
+        assert_eq!(
+            h.on_barrier_of(2, 3, kind, at(t0, 6)),
+            vec![
+                stop(3, 2),
+                BarrierAction::Resume(vec![2]),
+                BarrierAction::InFlightComplete { id: 3 }
+            ]
+        );
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::state::{
     TaskRestore,
 };
 use crate::task_io::TaskOutput;
+use rill_network::QueuedBarrier;
 use rill_state::SnapshotTarget;
 
 struct Node {
@@ -558,6 +559,22 @@ impl OperatorChain {
         Ok(out)
     }
 
+    /// Sends the aligned barrier of a checkpoint with an aligned-checkpoint timeout to
+    /// every output; returns, per output edge that sent it, the handle that turns it
+    /// unaligned where it is still queued at the deadline.
+    pub(crate) fn broadcast_timeoutable_barrier(
+        &mut self,
+        barrier: CheckpointBarrier,
+    ) -> Result<Vec<(u32, QueuedBarrier)>> {
+        let mut out = Vec::new();
+        for (edge, o) in (0u32..).zip(&mut self.outputs) {
+            if let Some(queued) = o.output.emit_timeoutable_barrier(barrier)? {
+                out.push((edge, queued));
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes output in-flight data restored from an unaligned checkpoint.
     pub(crate) fn restore_output_in_flight(&mut self, parts: &[(u32, u32, Vec<u8>)]) -> Result<()> {
         let count = self.outputs.len();
@@ -575,6 +592,12 @@ impl OperatorChain {
     /// The context of the chain's first operator.
     pub(crate) fn head_context(&self) -> Option<&OperatorContext> {
         self.nodes.first().map(|n| &n.ctx)
+    }
+
+    /// Whether every output can take more without waiting (see
+    /// [`TaskOutput::is_available`]).
+    pub(crate) fn output_available(&self) -> bool {
+        self.outputs.iter().all(|o| o.output.is_available())
     }
 
     /// Flushes every output.

@@ -223,18 +223,33 @@ impl std::fmt::Debug for TaskCheckpointing {
 }
 
 impl TaskCheckpointing {
-    /// How this task handles `barrier` at its input.
-    pub fn barrier_kind(&self, barrier: &CheckpointBarrier) -> crate::barrier_handler::BarrierKind {
+    /// How this task handles `barrier` at its input, at wall time `now_ms` (ms since the
+    /// epoch).
+    pub fn barrier_kind(
+        &self,
+        barrier: &CheckpointBarrier,
+        now_ms: i64,
+    ) -> crate::barrier_handler::BarrierKind {
         use crate::barrier_handler::BarrierKind;
         match barrier.options.alignment {
             Alignment::Unaligned => BarrierKind::Unaligned,
             Alignment::Aligned | Alignment::AtLeastOnce => BarrierKind::Aligned {
-                timeout: match barrier.options.kind {
-                    CheckpointKind::Checkpoint => self.aligned_timeout,
-                    CheckpointKind::Savepoint => None,
-                },
+                timeout: self.alignment_time_left(barrier, now_ms),
             },
         }
+    }
+
+    /// How much longer aligned checkpoint `barrier` may take to align, at this task's
+    /// input or queued in its outputs, before it turns unaligned, at wall time `now_ms`:
+    /// the aligned-checkpoint timeout counted from the checkpoint's trigger time (as
+    /// Flink does, so that a barrier late at every hop still turns unaligned on time).
+    /// `None` if it never does: no timeout, a savepoint, or not an aligned barrier.
+    pub fn alignment_time_left(
+        &self,
+        barrier: &CheckpointBarrier,
+        now_ms: i64,
+    ) -> Option<Duration> {
+        alignment_time_left(self.aligned_timeout, barrier, now_ms)
     }
 
     /// Where checkpoint `barrier` writes (`chk-<id>`; savepoints are copied into their
@@ -248,7 +263,69 @@ impl TaskCheckpointing {
     }
 }
 
+/// See [`TaskCheckpointing::alignment_time_left`].
+fn alignment_time_left(
+    aligned_timeout: Option<Duration>,
+    barrier: &CheckpointBarrier,
+    now_ms: i64,
+) -> Option<Duration> {
+    let timeout = match (barrier.options.alignment, barrier.options.kind) {
+        (Alignment::Aligned, CheckpointKind::Checkpoint) => aligned_timeout?,
+        _ => return None,
+    };
+    let elapsed = u64::try_from(now_ms.saturating_sub(barrier.timestamp_ms)).unwrap_or(0);
+    Some(timeout.saturating_sub(Duration::from_millis(elapsed)))
+}
+
+/// The wall clock, in milliseconds since the epoch (barrier timestamps are on it).
+pub(crate) fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Milliseconds of a duration, rounded down.
 pub(crate) fn millis(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alignment_timeout_counts_from_the_checkpoints_trigger_time() {
+        let barrier = |alignment, kind| CheckpointBarrier {
+            id: 1,
+            timestamp_ms: 1_000,
+            options: CheckpointOptions { kind, alignment },
+        };
+        let aligned = barrier(Alignment::Aligned, CheckpointKind::Checkpoint);
+        let timeout = Some(Duration::from_millis(100));
+        let left = |now| alignment_time_left(timeout, &aligned, now);
+        assert_eq!(left(1_000), Some(Duration::from_millis(100)));
+        assert_eq!(left(1_060), Some(Duration::from_millis(40)));
+        assert_eq!(
+            left(1_500),
+            Some(Duration::ZERO),
+            "late: turns unaligned now"
+        );
+        assert_eq!(
+            left(900),
+            Some(Duration::from_millis(100)),
+            "clock skew: the whole timeout"
+        );
+        assert_eq!(alignment_time_left(None, &aligned, 1_000), None);
+        for never in [
+            barrier(Alignment::Aligned, CheckpointKind::Savepoint),
+            barrier(Alignment::Unaligned, CheckpointKind::Checkpoint),
+            barrier(Alignment::AtLeastOnce, CheckpointKind::Checkpoint),
+        ] {
+            assert_eq!(
+                alignment_time_left(timeout, &never, 1_000),
+                None,
+                "{never:?}"
+            );
+        }
+    }
 }

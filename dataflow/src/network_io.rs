@@ -114,7 +114,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rill_network::partition::ResultPartition;
+use rill_network::partition::{QueuedBarrier, ResultPartition};
 use rill_network::{
     BufferTimeout, ChannelSelector, Event, GateWaker, InputGateBuilder, NetworkEnvironment,
     NetworkError, PartitionId, ReaderItem, RecordReader, RecordWriter, TaskIoMetrics,
@@ -525,6 +525,19 @@ impl TaskOutput for NetworkOutput {
             .map_err(|e| self.error(e))
     }
 
+    fn emit_timeoutable_barrier(
+        &mut self,
+        barrier: CheckpointBarrier,
+    ) -> Result<Option<QueuedBarrier>> {
+        if self.finished {
+            return Ok(None);
+        }
+        self.writer
+            .broadcast_timeoutable_barrier(barrier.id, barrier.timestamp_ms, barrier.options.kind)
+            .map(Some)
+            .map_err(|e| self.error(e))
+    }
+
     fn restore_in_flight(&mut self, channel: u32, bytes: &[u8]) -> Result<()> {
         let channels = self.writer.partition().num_subpartitions();
         if channel >= channels {
@@ -539,6 +552,10 @@ impl TaskOutput for NetworkOutput {
 
     fn flush(&mut self) -> Result<()> {
         self.writer.flush_all().map_err(|e| self.error(e))
+    }
+
+    fn is_available(&self) -> bool {
+        self.finished || self.writer.is_available()
     }
 }
 
@@ -806,6 +823,20 @@ impl TaskInput for NetworkInput {
 
     fn try_poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
         self.next(false, records)
+    }
+
+    fn try_poll_priority(&mut self) -> Result<Option<InputEvent>> {
+        if !self.reader.has_priority_event() {
+            return Ok(None);
+        }
+        // The event returned last was handled (as in `next_within`).
+        self.reader.forget_overtaken();
+        match self.reader.next_priority().map_err(Self::read_error)? {
+            Some(ReaderItem::Event { channel, event }) => {
+                Ok(Some(input_event(channel as usize, event)))
+            }
+            _ => Ok(None),
+        }
     }
 
     fn unconsumed(&self, channel: usize) -> Result<Vec<u8>> {

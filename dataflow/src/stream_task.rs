@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 use crate::barrier_handler::{AbortCause, BarrierAction, BarrierHandler};
 use crate::chain::OperatorChain;
 use crate::checkpoint::{
-    millis, Alignment, CheckpointBarrier, CheckpointEvent, CheckpointOptions, DeclineReason,
-    TaskCheckpointStats, TaskCheckpointing,
+    millis, wall_clock_ms, Alignment, CheckpointBarrier, CheckpointEvent, CheckpointOptions,
+    DeclineReason, TaskCheckpointStats, TaskCheckpointing,
 };
 use crate::collect::CollectSink;
 use crate::element::{StreamEvent, StreamRecord};
@@ -64,6 +64,8 @@ use crate::state::{OperatorSubtaskSnapshot, StateContext, TaskRestore};
 use crate::state_config::StateConfig;
 use crate::task_io::{InputEvent, TaskInput, TaskOutput};
 use crate::watermark::WatermarkValve;
+use rill_network::QueuedBarrier;
+use rill_state::in_flight::InFlightData;
 use rill_state::{SnapshotTarget, SystemTtlClock, TtlClock};
 
 /// Adapts the input batch size to the chain's speed: a batch that took longer than
@@ -620,11 +622,36 @@ impl StreamTask {
             );
             named.push((uid, meta, snap));
         }
+        let head = |chain: &OperatorChain| {
+            chain.head_context().map(|h| {
+                (
+                    h.operator_uid.clone(),
+                    h.operator_name.clone(),
+                    h.parallelism,
+                    h.max_parallelism,
+                )
+            })
+        };
         let in_flight = match record {
-            None => {
-                chain.broadcast_checkpoint_event(CheckpointEvent::Barrier(barrier))?;
-                None
-            }
+            None => match c.alignment_time_left(&barrier, wall_clock_ms()) {
+                Some(remaining) => {
+                    // The barrier may wait behind backpressured output longer than the
+                    // timeout: it turns unaligned there, and what it overtakes is stored.
+                    let deadline = Instant::now() + remaining;
+                    let queued = chain.broadcast_timeoutable_barrier(barrier)?;
+                    (!queued.is_empty()).then(|| {
+                        (
+                            InFlightSource::Output { queued, deadline },
+                            head(chain),
+                            c.target(&barrier),
+                        )
+                    })
+                }
+                None => {
+                    chain.broadcast_checkpoint_event(CheckpointEvent::Barrier(barrier))?;
+                    None
+                }
+            },
             Some(record) => {
                 // Downstream, the checkpoint is unaligned too (also where this task's
                 // alignment timed out).
@@ -648,15 +675,11 @@ impl StreamTask {
                 } else {
                     self.in_flight = Some(collector);
                 }
-                let head = chain.head_context().map(|h| {
-                    (
-                        h.operator_uid.clone(),
-                        h.operator_name.clone(),
-                        h.parallelism,
-                        h.max_parallelism,
-                    )
-                });
-                Some((rx, head, c.target(&barrier)))
+                Some((
+                    InFlightSource::Collector(rx),
+                    head(chain),
+                    c.target(&barrier),
+                ))
             }
         };
         let sync_ms = millis(started.elapsed());
@@ -693,9 +716,8 @@ impl StreamTask {
                 }
             }
             let mut in_flight_bytes = 0;
-            if let Some((rx, head, target)) = in_flight {
-                // Dropped without data: the checkpoint was aborted here (and declined).
-                let Ok(data) = rx.recv() else { return };
+            if let Some((source, head, target)) = in_flight {
+                let Some(data) = source.wait() else { return };
                 in_flight_bytes = data.input_bytes() + data.output_bytes();
                 let Some((uid, name, parallelism, max_parallelism)) = head else {
                     return responder.decline(
@@ -907,6 +929,14 @@ impl StreamTask {
                     Control::Continue => {}
                 }
             }
+            if !chain.output_available() {
+                // Backpressured: a poll would park this thread inside a write, and mail
+                // (checkpoint triggers) would wait behind it.
+                chain.flush()?;
+                last_flush = Instant::now();
+                self.mailbox.wait(BACKPRESSURE_WAIT);
+                continue;
+            }
             let now = Instant::now();
             match chain.poll_source(&mut batch, now)? {
                 SourceStatus::More => {
@@ -969,22 +999,37 @@ impl StreamTask {
                     continue;
                 }
             }
-            // Processing-time timers fire here, also while the input is idle: the
-            // blocking poll returns by the earliest one (see `timer`).
-            chain.fire_processing_timers()?;
-            let event = match input.try_poll(&mut records)? {
-                Some(e) => e,
-                None => {
-                    chain.flush()?;
-                    last_flush = Instant::now();
-                    // Wait no longer than the next processing-time timer, nor past an
-                    // alignment that may time out.
-                    let alignment = deadline.map(|d| d.saturating_duration_since(last_flush));
-                    let wait = match (chain.processing_timer_wait(), alignment) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                    input.poll_timeout(&mut records, wait)?
+            let event = if !chain.output_available() {
+                // Backpressured: processing would park this thread inside a write, with
+                // mail and the unaligned barriers that overtake the queued input behind
+                // it. Take only those until the output has room.
+                match input.try_poll_priority()? {
+                    Some(e) => e,
+                    None => {
+                        chain.flush()?;
+                        last_flush = Instant::now();
+                        self.mailbox.wait(BACKPRESSURE_WAIT);
+                        continue;
+                    }
+                }
+            } else {
+                // Processing-time timers fire here, also while the input is idle: the
+                // blocking poll returns by the earliest one (see `timer`).
+                chain.fire_processing_timers()?;
+                match input.try_poll(&mut records)? {
+                    Some(e) => e,
+                    None => {
+                        chain.flush()?;
+                        last_flush = Instant::now();
+                        // Wait no longer than the next processing-time timer, nor past an
+                        // alignment that may time out.
+                        let alignment = deadline.map(|d| d.saturating_duration_since(last_flush));
+                        let wait = match (chain.processing_timer_wait(), alignment) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                        input.poll_timeout(&mut records, wait)?
+                    }
                 }
             };
             let channel = match event {
@@ -1049,7 +1094,7 @@ impl StreamTask {
                     };
                     let kind = self.env.config.checkpointing.as_ref().map_or(
                         crate::barrier_handler::BarrierKind::Aligned { timeout: None },
-                        |c| c.barrier_kind(&barrier),
+                        |c| c.barrier_kind(&barrier, wall_clock_ms()),
                     );
                     let actions = h.on_barrier_of(channel, barrier.id, kind, Instant::now());
                     if barrier.id > self.last_checkpoint {
@@ -1118,5 +1163,44 @@ impl StreamTask {
         }
         chain.flush()?;
         Ok(Control::Continue)
+    }
+}
+
+/// How long a backpressured task waits for mail before it looks at its output again.
+const BACKPRESSURE_WAIT: Duration = Duration::from_millis(1);
+
+/// Where a task's in-flight data for a checkpoint comes from.
+enum InFlightSource {
+    /// Unaligned (from the start or since the alignment timed out here): the collector
+    /// delivers input and output data once every barrier arrived.
+    Collector(std::sync::mpsc::Receiver<InFlightData>),
+    /// Aligned with a timeout: the barriers still queued in the outputs at `deadline`
+    /// turn unaligned, and the data they overtake is the output part.
+    Output {
+        queued: Vec<(u32, QueuedBarrier)>,
+        deadline: Instant,
+    },
+}
+
+impl InFlightSource {
+    /// Waits for the data; `None` if the checkpoint was aborted here (and declined).
+    fn wait(self) -> Option<InFlightData> {
+        match self {
+            InFlightSource::Collector(rx) => rx.recv().ok(),
+            InFlightSource::Output { queued, deadline } => {
+                let mut output = Vec::new();
+                for (edge, q) in queued {
+                    for (sub, bytes) in (0u32..).zip(q.settle(deadline)) {
+                        if !bytes.is_empty() {
+                            output.push((edge, sub, bytes));
+                        }
+                    }
+                }
+                Some(InFlightData {
+                    input: Vec::new(),
+                    output,
+                })
+            }
+        }
     }
 }

@@ -30,6 +30,7 @@ use crate::checkpoint::{CheckpointBarrier, CheckpointEvent};
 use crate::element::{StreamEvent, StreamRecord};
 use crate::error::Result;
 use crate::mailbox::InputWaker;
+use rill_network::QueuedBarrier;
 
 /// What one input poll produced.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +85,11 @@ pub trait TaskInput: Send {
 
     /// Returns the next input without blocking (`None` if nothing is available).
     fn try_poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>>;
+
+    /// Returns an unaligned checkpoint barrier that overtook the queued input, if one is
+    /// pending, without reading anything else; for a backpressured task, which reads no
+    /// records until its output has room but must not hold such a barrier back.
+    fn try_poll_priority(&mut self) -> Result<Option<InputEvent>>;
 
     /// Returns the next input, blocking until there is some or the waker is called.
     fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent>;
@@ -153,10 +159,23 @@ pub trait TaskOutput: Send {
     /// an end of partition its consumer has not read yet (nothing where it has).
     fn emit_priority_barrier(&mut self, barrier: CheckpointBarrier) -> Result<Vec<Vec<u8>>>;
 
+    /// Broadcasts the aligned barrier of a checkpoint with an aligned-checkpoint timeout
+    /// like [`Self::emit_checkpoint_event`], and returns the handle that turns it
+    /// unaligned where it is still queued at the deadline
+    /// ([`QueuedBarrier::settle`]); `None` once the output has ended (nothing is sent).
+    fn emit_timeoutable_barrier(
+        &mut self,
+        barrier: CheckpointBarrier,
+    ) -> Result<Option<QueuedBarrier>>;
+
     /// Writes `channel`'s in-flight data restored from an unaligned checkpoint (the raw
     /// byte stream the barrier overtook) before anything emitted afterwards.
     fn restore_in_flight(&mut self, channel: u32, bytes: &[u8]) -> Result<()>;
 
     /// Makes everything emitted so far visible downstream.
     fn flush(&mut self) -> Result<()>;
+
+    /// Whether emitting can go on without waiting for the consumers (backpressure); a
+    /// hint the task checks before it produces more.
+    fn is_available(&self) -> bool;
 }

@@ -791,3 +791,137 @@ fn an_aligned_checkpoint_that_times_out_turns_unaligned_and_restores_exactly_onc
         "every record exactly once after the restore"
     );
 }
+
+/// An aligned checkpoint barrier queued behind a backpressured output for longer than
+/// the aligned-checkpoint timeout turns unaligned *there*: it moves ahead of the queued
+/// records, which the producer stores as its output in-flight data, and the consumer
+/// (that has read nothing yet) snapshots when the unaligned barrier arrives. Restored
+/// from that checkpoint, the producer replays the overtaken records before anything
+/// else, and every record is counted exactly once.
+#[test]
+fn a_barrier_stuck_in_a_backpressured_output_turns_unaligned_and_restores_exactly_once() {
+    use crate::checkpoint::{CheckpointBarrier, CheckpointOptions};
+    use rill_state::storage::CheckpointLayout;
+    use rill_state::{CheckpointStorage, FsCheckpointStorage};
+
+    const ROWS: i64 = 4_000;
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
+    let layout = CheckpointLayout::new(dir.path(), "job");
+    let job = {
+        let env = StreamExecutionEnvironment::new();
+        env.add_source(builtins::datagen(DatagenConfig {
+            rows: Some(ROWS as u64),
+            rate: Some(10_000.0),
+            batch_size: 100,
+            ..DatagenConfig::default()
+        }))
+        .key_by(key::by_i64_mod(5))
+        .process(builtins::count_sum_per_key(false))
+        .uid("keyed-sum-agg")
+        .sink(builtins::collect(jobs::KEYED_SUM_COLLECT_ID));
+        Arc::new(env.job_graph("stuck-barrier").unwrap())
+    };
+    let barrier = |id| CheckpointBarrier {
+        id,
+        timestamp_ms: crate::checkpoint::wall_clock_ms(),
+        options: CheckpointOptions::aligned_checkpoint(),
+    };
+    let source_task = |ios: &mut BTreeMap<(VertexId, u32), NetworkTaskIo>, config| {
+        let outputs = std::mem::take(&mut ios.get_mut(&(VertexId(0), 0)).unwrap().outputs);
+        let env = TaskEnvironment {
+            registry: Arc::new(OperatorRegistry::new()),
+            collect: None,
+            config,
+        };
+        StreamTask::new(job.clone(), VertexId(0), 0, env, None, outputs).unwrap()
+    };
+    let with_timeout = |mut config: TaskConfig| {
+        if let Some(c) = &mut config.checkpointing {
+            c.aligned_timeout = Some(Duration::from_millis(50));
+        }
+        config
+    };
+    let net = net();
+    let mut ios = wire(&net, &job);
+    let (source_config, source_rx) = exactly_once_config(dir.path(), &storage, &layout);
+    let (agg_config, agg_rx) = exactly_once_config(dir.path(), &storage, &layout);
+    let source = source_task(&mut ios, with_timeout(source_config))
+        .spawn(|_| {})
+        .unwrap();
+    // Nobody reads the source's output yet: after ~100 ms of records, checkpoint 1's
+    // barrier queues behind them and times out there after 50 ms.
+    std::thread::sleep(Duration::from_millis(100));
+    source
+        .mailbox()
+        .send(Mail::TriggerCheckpoint(barrier(1)))
+        .unwrap();
+    let Reported::Ack(1, source_snapshots) = source_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the source acknowledges once its barrier turned unaligned")
+    else {
+        panic!("checkpoint 1 acknowledged")
+    };
+    let in_flight = source_snapshots
+        .iter()
+        .find_map(|s| s.snapshot.in_flight.clone())
+        .expect("the overtaken records are stored with the source's checkpoint");
+    assert!(
+        in_flight.output_bytes > 0 && in_flight.input_bytes == 0,
+        "{in_flight:?}"
+    );
+    // The consumer starts now: the unaligned barrier is the first thing it reads.
+    let collect = Arc::new(CollectBuffer::new());
+    let agg = agg_task(&job, &mut ios, with_timeout(agg_config), &collect)
+        .spawn(|_| {})
+        .unwrap();
+    finish_with_final_checkpoint(source, &source_rx, barrier(2));
+    // The aggregate takes checkpoint 1 (unaligned) and 2 (aligned), and its input ends.
+    let (mut agg_snapshots, mut acked_2, mut ended) = (None, false, false);
+    while agg_snapshots.is_none() || !acked_2 || !ended {
+        match agg_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a report")
+        {
+            Reported::Ack(1, s) => agg_snapshots = Some(s),
+            Reported::Ack(2, _) => acked_2 = true,
+            Reported::InputEnded => ended = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let agg_snapshots = agg_snapshots.expect("checkpoint 1 acknowledged");
+    agg.mailbox()
+        .send(Mail::CheckpointComplete { id: 2, last: true })
+        .unwrap();
+    assert!(matches!(agg.join(), TaskOutcome::Finished(_)));
+    let all = keyed_sum_rows(&collect);
+    let expected: Vec<String> = {
+        let mut rows: Vec<String> = (0..5)
+            .map(|k| {
+                let ids = (0..ROWS).filter(|i| i % 5 == k);
+                format!("({k},{},{})", ids.clone().count(), ids.sum::<i64>())
+            })
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(all, expected);
+
+    // Restored from checkpoint 1: the source replays the overtaken records, then
+    // continues after its checkpointed position.
+    let net = self::net();
+    let mut ios = wire(&net, &job);
+    let source_config = restore_config(&layout, 1, storage.clone(), source_snapshots);
+    let agg_config = restore_config(&layout, 1, storage, agg_snapshots);
+    let source = source_task(&mut ios, source_config);
+    let collect = Arc::new(CollectBuffer::new());
+    let agg = agg_task(&job, &mut ios, agg_config, &collect);
+    let source = std::thread::spawn(move || source.run());
+    assert!(matches!(agg.run(), TaskOutcome::Finished(_)));
+    assert!(matches!(source.join().unwrap(), TaskOutcome::Finished(_)));
+    assert_eq!(
+        keyed_sum_rows(&collect),
+        expected,
+        "every record exactly once after the restore"
+    );
+}

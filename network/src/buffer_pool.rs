@@ -407,6 +407,13 @@ impl LocalBufferPool {
         }
     }
 
+    /// Whether a buffer can probably be had without waiting (a recycled one is free, or
+    /// the entitlement is not used up); a hint, as another requester may be first.
+    pub fn is_available(&self) -> bool {
+        let st = self.inner.state.lock();
+        !st.available.is_empty() || st.outstanding < st.size
+    }
+
     /// Guaranteed minimum number of segments.
     pub fn min_size(&self) -> usize {
         self.inner.min

@@ -42,5 +42,5 @@ pub use error::NetworkError;
 pub use event::{Alignment, CheckpointKind, CheckpointOptions, Event};
 pub use input_gate::{GateItem, GateWaker, InputGate, InputGateBuilder, ReaderItem, RecordReader};
 pub use metrics::{BackPressureLevel, TaskIoMetrics};
-pub use partition::{PartitionId, ResultPartition};
+pub use partition::{PartitionId, QueuedBarrier, ResultPartition};
 pub use record_writer::RecordWriter;

@@ -35,6 +35,18 @@
 //! again first when it is restored from it. The overtaken buffers are still delivered
 //! after the barrier.
 //!
+//! # Timeoutable barriers
+//!
+//! An aligned barrier of a checkpoint with `aligned-checkpoint-timeout` may wait behind
+//! a backpressured queue longer than the timeout allows (Flink's timeoutable barrier).
+//! [`ResultPartition::broadcast_timeoutable_barrier`] queues it like any event and hands
+//! back a [`QueuedBarrier`]; [`QueuedBarrier::settle`] waits until every subpartition
+//! handed the barrier out, and at its deadline turns the ones still queued into the
+//! unaligned barrier, moved ahead of the data buffers before them as a priority event
+//! would be, returning the bytes it overtook (the task stores them with its checkpoint,
+//! as for an unaligned one). A subpartition that handed the barrier out before the
+//! deadline overtook nothing: its consumer aligns, or times out, at its own input.
+//!
 //! # Release
 //!
 //! Releasing a partition (task cancelled or failed) or dropping a view discards queued
@@ -45,6 +57,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -53,7 +66,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::buffer_pool::LocalBufferPool;
 use crate::error::NetworkError;
-use crate::event::Event;
+use crate::event::{Alignment, CheckpointKind, CheckpointOptions, Event};
 
 /// Identifies a result partition across the cluster (the job graph assigns it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -116,6 +129,9 @@ pub struct Subpartition {
     index: u32,
     state: Mutex<SubState>,
     space: Condvar,
+    /// Notified when a blocking event (an aligned barrier) is handed out or the
+    /// subpartition is released ([`QueuedBarrier::settle`] waits on it).
+    barrier_out: Condvar,
     /// Copy of `data_backlog`, written under the lock and read without it by the writer's
     /// flush, which only needs an estimate.
     backlog_hint: AtomicU32,
@@ -151,7 +167,7 @@ impl Subpartition {
     /// queued event, so events keep their order) and returns a copy of the overtaken
     /// buffers' bytes, oldest first; empty if the subpartition was released.
     fn add_priority(&self, event: Event) -> Vec<u8> {
-        let (overtaken, listener) = {
+        let (overtaken, listeners) = {
             let mut st = self.state.lock();
             if st.released {
                 return Vec::new();
@@ -159,26 +175,48 @@ impl Subpartition {
             let Some(at) = priority_position(&st.queue, st.ended) else {
                 return Vec::new();
             };
-            let mut overtaken = Vec::new();
-            for p in st.queue.range(at..) {
-                if let Payload::Data(b) = p {
-                    overtaken.extend_from_slice(b);
-                }
-            }
-            st.queue.insert(at, Payload::Event(event));
-            let listeners = if st.blocked {
-                (None, None)
-            } else {
-                // At the front, the event is readable now even by a reader that waits
-                // for credit (events need none): tell it.
-                (
-                    st.priority_listener.clone(),
-                    (at == 0).then(|| st.listener.clone()).flatten(),
-                )
-            };
-            (overtaken, listeners)
+            let end = st.queue.len();
+            insert_priority(&mut st, at, end, event)
         };
-        for l in [listener.0, listener.1].into_iter().flatten() {
+        for l in listeners.into_iter().flatten() {
+            l();
+        }
+        overtaken
+    }
+
+    /// Waits until aligned barrier `id` is no longer queued (handed out, or the
+    /// subpartition released) or `deadline` passes; returns whether it left.
+    fn wait_barrier_out(&self, id: u64, deadline: Instant) -> bool {
+        let mut st = self.state.lock();
+        while !st.released && aligned_barrier_position(&st.queue, id).is_some() {
+            if self.barrier_out.wait_until(&mut st, deadline).timed_out() {
+                return st.released || aligned_barrier_position(&st.queue, id).is_none();
+            }
+        }
+        true
+    }
+
+    /// Replaces aligned barrier `id`, if still queued, by `priority` moved ahead of the
+    /// data buffers queued before it (after the last event before it); returns the bytes
+    /// of the buffers overtaken, oldest first (empty if the barrier was not queued).
+    fn convert_barrier(&self, id: u64, priority: Event) -> Vec<u8> {
+        let (overtaken, listeners) = {
+            let mut st = self.state.lock();
+            if st.released {
+                return Vec::new();
+            }
+            let Some(old) = aligned_barrier_position(&st.queue, id) else {
+                return Vec::new();
+            };
+            st.queue.remove(old);
+            let at = st
+                .queue
+                .range(..old)
+                .rposition(|p| !p.is_data())
+                .map_or(0, |i| i + 1);
+            insert_priority(&mut st, at, old, priority)
+        };
+        for l in listeners.into_iter().flatten() {
             l();
         }
         overtaken
@@ -217,7 +255,43 @@ impl Subpartition {
         };
         drop(dropped);
         self.space.notify_all();
+        self.barrier_out.notify_all();
     }
+}
+
+/// Inserts priority `event` at `at` and copies the data buffers in `at..end` (which it
+/// overtakes); returns the bytes and the listeners to call outside the lock.
+fn insert_priority(
+    st: &mut SubState,
+    at: usize,
+    end: usize,
+    event: Event,
+) -> (Vec<u8>, [Option<AvailabilityListener>; 2]) {
+    let mut overtaken = Vec::new();
+    for p in st.queue.range(at..end) {
+        if let Payload::Data(b) = p {
+            overtaken.extend_from_slice(b);
+        }
+    }
+    st.queue.insert(at, Payload::Event(event));
+    let listeners = if st.blocked {
+        [None, None]
+    } else {
+        // At the front, the event is readable now even by a reader that waits for
+        // credit (events need none): tell it.
+        [
+            st.priority_listener.clone(),
+            (at == 0).then(|| st.listener.clone()).flatten(),
+        ]
+    };
+    (overtaken, listeners)
+}
+
+/// Where aligned checkpoint barrier `id` is in `queue`, if queued.
+fn aligned_barrier_position(queue: &VecDeque<Payload>, id: u64) -> Option<usize> {
+    queue.iter().position(|p| {
+        matches!(p, Payload::Event(e @ Event::CheckpointBarrier { id: b, .. }) if *b == id && e.is_blocking())
+    })
 }
 
 /// Where a priority event goes in `queue`: after the last event other than end of
@@ -272,6 +346,7 @@ impl ResultPartition {
                     index,
                     state: Mutex::new(SubState::default()),
                     space: Condvar::new(),
+                    barrier_out: Condvar::new(),
                     backlog_hint: AtomicU32::new(0),
                 })
                 .collect(),
@@ -339,6 +414,40 @@ impl ResultPartition {
             .iter()
             .map(|s| s.add_priority(event))
             .collect()
+    }
+
+    /// Queues the aligned barrier of checkpoint `id` on every subpartition, like
+    /// [`Self::broadcast_event`], and returns the handle that turns it unaligned where it
+    /// is still queued at a deadline (see the module docs). Flush the writer first.
+    pub fn broadcast_timeoutable_barrier(
+        self: &Arc<Self>,
+        id: u64,
+        timestamp_ms: i64,
+        kind: CheckpointKind,
+    ) -> QueuedBarrier {
+        let barrier = |alignment| Event::CheckpointBarrier {
+            id,
+            timestamp_ms,
+            options: CheckpointOptions { kind, alignment },
+        };
+        self.broadcast_event(barrier(Alignment::Aligned));
+        QueuedBarrier {
+            partition: self.clone(),
+            id,
+            unaligned: barrier(Alignment::Unaligned),
+        }
+    }
+
+    /// Whether a writer can go on without waiting (Flink's output availability): the
+    /// pool has a buffer and no subpartition is at `max-buffers-per-channel`. A hint
+    /// (read without the subpartitions' locks) that a task checks before it emits, so
+    /// that while backpressured it handles mail and unaligned barriers instead of
+    /// parking inside a write.
+    pub fn is_available(&self) -> bool {
+        self.subpartitions
+            .iter()
+            .all(|s| s.backlog_hint() < self.max_buffers_per_channel)
+            && self.pool.is_available()
     }
 
     /// Data buffers queued over all subpartitions.
@@ -413,6 +522,49 @@ impl ResultPartition {
             .iter()
             .map(|s| s.state.lock().dropped)
             .sum()
+    }
+}
+
+/// An aligned barrier queued on every subpartition of a partition that turns unaligned
+/// where it is still queued at a deadline
+/// ([`ResultPartition::broadcast_timeoutable_barrier`]).
+pub struct QueuedBarrier {
+    partition: Arc<ResultPartition>,
+    id: u64,
+    unaligned: Event,
+}
+
+impl fmt::Debug for QueuedBarrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueuedBarrier")
+            .field("partition", &self.partition.id)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl QueuedBarrier {
+    /// The checkpoint id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Waits until every subpartition handed the barrier out or `deadline` passes, then
+    /// converts the barriers still queued to the unaligned barrier ahead of the data
+    /// before them. Returns, per subpartition, the bytes overtaken (empty where the
+    /// barrier had left in time, or the subpartition was released).
+    pub fn settle(&self, deadline: Instant) -> Vec<Vec<u8>> {
+        self.partition
+            .subpartitions
+            .iter()
+            .map(|s| {
+                if s.wait_barrier_out(self.id, deadline) {
+                    Vec::new()
+                } else {
+                    s.convert_barrier(self.id, self.unaligned)
+                }
+            })
+            .collect()
     }
 }
 
@@ -498,8 +650,14 @@ impl SubpartitionView {
                 more_available: !st.blocked && !st.queue.is_empty(),
             }
         };
-        if polled.payload.is_data() {
-            sub.space.notify_one();
+        match &polled.payload {
+            Payload::Data(_) => {
+                sub.space.notify_one();
+            }
+            Payload::Event(e) if e.is_blocking() => {
+                sub.barrier_out.notify_all();
+            }
+            Payload::Event(_) => {}
         }
         Ok(Some(polled))
     }
@@ -584,5 +742,161 @@ impl PartitionManager {
     /// Whether no partition is registered.
     pub fn is_empty(&self) -> bool {
         self.partitions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::channel_selector::ChannelSelector;
+    use crate::config::{BufferTimeout, NetworkConfig};
+    use crate::environment::NetworkEnvironment;
+    use crate::metrics::TaskIoMetrics;
+    use crate::record_writer::RecordWriter;
+
+    fn setup(id: u128) -> (NetworkEnvironment, Arc<ResultPartition>, RecordWriter) {
+        let env = NetworkEnvironment::new(NetworkConfig {
+            memory: 64 * 4096,
+            segment_size: 4096,
+            ..NetworkConfig::default()
+        })
+        .unwrap();
+        let p = env.create_partition(PartitionId(id), 2).unwrap();
+        let w = RecordWriter::new(
+            p.clone(),
+            ChannelSelector::Forward,
+            BufferTimeout::Never,
+            Arc::new(TaskIoMetrics::default()),
+            None,
+        )
+        .unwrap();
+        (env, p, w)
+    }
+
+    fn view(p: &Arc<ResultPartition>, index: u32) -> SubpartitionView {
+        p.create_view_with_priority(index, Arc::new(|| {}), Some(Arc::new(|| {})))
+            .unwrap()
+    }
+
+    fn next(v: &SubpartitionView) -> Payload {
+        v.poll_next(true).unwrap().expect("readable").payload
+    }
+
+    fn barrier(id: u64, alignment: Alignment) -> Event {
+        Event::CheckpointBarrier {
+            id,
+            timestamp_ms: 1,
+            options: CheckpointOptions {
+                kind: CheckpointKind::Checkpoint,
+                alignment,
+            },
+        }
+    }
+
+    #[test]
+    fn a_timeoutable_barrier_still_queued_at_its_deadline_overtakes_the_data_before_it() {
+        let (_env, p, mut w) = setup(1);
+        let (v0, v1) = (view(&p, 0), view(&p, 1));
+        w.emit_to(0, b"a").unwrap();
+        w.flush_all().unwrap();
+        w.emit_to(0, b"b").unwrap();
+        w.emit_to(1, b"c").unwrap();
+        let queued = w
+            .broadcast_timeoutable_barrier(5, 1, CheckpointKind::Checkpoint)
+            .unwrap();
+        w.emit_to(0, b"after").unwrap();
+        w.flush_all().unwrap();
+        // Channel 1 is read past its barrier (and blocks); channel 0 is backpressured.
+        assert!(matches!(next(&v1), Payload::Data(_)));
+        assert!(matches!(next(&v1), Payload::Event(e) if e == barrier(5, Alignment::Aligned)));
+        let overtaken = queued.settle(Instant::now() + Duration::from_millis(5));
+        assert_eq!(
+            overtaken[1],
+            Vec::<u8>::new(),
+            "channel 1 sent its barrier in time"
+        );
+        // The bytes of "a" and "b" (two buffers), each length-prefixed.
+        assert_eq!(
+            overtaken[0],
+            [&1u32.to_le_bytes()[..], b"a", &1u32.to_le_bytes(), b"b"].concat()
+        );
+        assert_eq!(
+            v0.poll_priority().unwrap(),
+            Some(barrier(5, Alignment::Unaligned)),
+            "the unaligned barrier is first now"
+        );
+        let data: Vec<usize> = std::iter::from_fn(|| v0.poll_next(true).unwrap())
+            .map(|p| match p.payload {
+                Payload::Data(b) => b.len(),
+                Payload::Event(e) => panic!("unexpected {e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            data,
+            vec![5, 5, 9],
+            "the overtaken buffers follow, then the rest"
+        );
+        assert_eq!(p.subpartition(0).unwrap().backlog(), 0);
+    }
+
+    #[test]
+    fn settling_waits_for_the_barriers_to_leave_and_then_overtakes_nothing() {
+        let (_env, p, mut w) = setup(2);
+        let (v0, v1) = (view(&p, 0), view(&p, 1));
+        w.emit_to(0, b"a").unwrap();
+        let queued = w
+            .broadcast_timeoutable_barrier(6, 1, CheckpointKind::Checkpoint)
+            .unwrap();
+        let settle = std::thread::spawn(move || {
+            let started = Instant::now();
+            let overtaken = queued.settle(Instant::now() + Duration::from_secs(30));
+            (overtaken, started.elapsed())
+        });
+        assert!(matches!(next(&v0), Payload::Data(_)));
+        assert!(matches!(next(&v0), Payload::Event(e) if e.is_blocking()));
+        assert!(matches!(next(&v1), Payload::Event(e) if e.is_blocking()));
+        let (overtaken, waited) = settle.join().unwrap();
+        assert!(overtaken.iter().all(Vec::is_empty));
+        assert!(
+            waited < Duration::from_secs(30),
+            "woken when the last barrier left"
+        );
+    }
+
+    #[test]
+    fn settling_a_released_partition_overtakes_nothing() {
+        let (_env, p, mut w) = setup(3);
+        w.emit_to(0, b"a").unwrap();
+        let queued = w
+            .broadcast_timeoutable_barrier(7, 1, CheckpointKind::Checkpoint)
+            .unwrap();
+        p.release();
+        let overtaken = queued.settle(Instant::now() + Duration::from_secs(30));
+        assert!(overtaken.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn a_converted_barrier_stays_behind_the_events_before_it() {
+        let (_env, p, mut w) = setup(4);
+        let v0 = view(&p, 0);
+        w.emit_to(0, b"a").unwrap();
+        w.broadcast_event(Event::CancelCheckpointMarker { id: 4 })
+            .unwrap();
+        w.emit_to(0, b"b").unwrap();
+        let queued = w
+            .broadcast_timeoutable_barrier(8, 1, CheckpointKind::Checkpoint)
+            .unwrap();
+        let overtaken = queued.settle(Instant::now());
+        assert_eq!(overtaken[0], [&1u32.to_le_bytes()[..], b"b"].concat());
+        assert!(matches!(next(&v0), Payload::Data(_)));
+        assert!(matches!(
+            next(&v0),
+            Payload::Event(Event::CancelCheckpointMarker { id: 4 })
+        ));
+        assert!(matches!(next(&v0), Payload::Event(e) if e == barrier(8, Alignment::Unaligned)));
+        assert!(matches!(next(&v0), Payload::Data(_)));
+        assert!(v0.poll_next(true).unwrap().is_none());
     }
 }

@@ -58,10 +58,10 @@ use crate::buffer_pool::Buffer;
 use crate::channel_selector::{ChannelSelector, Selection};
 use crate::config::BufferTimeout;
 use crate::error::NetworkError;
-use crate::event::Event;
+use crate::event::{CheckpointKind, Event};
 use crate::flusher::{FlushListener, OutputFlusher};
 use crate::metrics::TaskIoMetrics;
-use crate::partition::ResultPartition;
+use crate::partition::{QueuedBarrier, ResultPartition};
 use crate::serializer::{serialize_record, BufferSink, LENGTH_PREFIX};
 
 /// Serializes records into a result partition.
@@ -422,6 +422,26 @@ impl RecordWriter {
     pub fn broadcast_priority_event(&mut self, event: Event) -> Result<Vec<Vec<u8>>, NetworkError> {
         self.flush_all()?;
         Ok(self.partition.broadcast_priority_event(event))
+    }
+
+    /// Whether writing can go on without waiting ([`ResultPartition::is_available`]).
+    pub fn is_available(&self) -> bool {
+        self.partition.is_available()
+    }
+
+    /// Flushes and queues the aligned barrier of checkpoint `id` on every channel as a
+    /// timeoutable barrier: the returned handle turns it unaligned where it is still
+    /// queued at a deadline ([`ResultPartition::broadcast_timeoutable_barrier`]).
+    pub fn broadcast_timeoutable_barrier(
+        &mut self,
+        id: u64,
+        timestamp_ms: i64,
+        kind: CheckpointKind,
+    ) -> Result<QueuedBarrier, NetworkError> {
+        self.flush_all()?;
+        Ok(self
+            .partition
+            .broadcast_timeoutable_barrier(id, timestamp_ms, kind))
     }
 
     /// Queues `bytes` on `channel` as they are, before anything written afterwards: the
