@@ -560,7 +560,7 @@ impl OperatorChain {
     }
 
     /// Sends the aligned barrier of a checkpoint with an aligned-checkpoint timeout to
-    /// every output; returns, per output edge that sent it, the handle that turns it
+    /// every output; returns, per output edge, the handle that turns it
     /// unaligned where it is still queued at the deadline.
     pub(crate) fn broadcast_timeoutable_barrier(
         &mut self,
@@ -568,9 +568,7 @@ impl OperatorChain {
     ) -> Result<Vec<(u32, QueuedBarrier)>> {
         let mut out = Vec::new();
         for (edge, o) in (0u32..).zip(&mut self.outputs) {
-            if let Some(queued) = o.output.emit_timeoutable_barrier(barrier)? {
-                out.push((edge, queued));
-            }
+            out.push((edge, o.output.emit_timeoutable_barrier(barrier)?));
         }
         Ok(out)
     }

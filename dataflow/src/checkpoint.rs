@@ -61,6 +61,17 @@ pub struct CheckpointBarrier {
 }
 
 impl CheckpointBarrier {
+    /// The same checkpoint's unaligned barrier (where an aligned one turns unaligned).
+    pub fn unaligned(self) -> Self {
+        CheckpointBarrier {
+            options: CheckpointOptions {
+                alignment: Alignment::Unaligned,
+                ..self.options
+            },
+            ..self
+        }
+    }
+
     /// The network event that carries it.
     pub fn to_event(self) -> rill_network::Event {
         rill_network::Event::CheckpointBarrier {

@@ -525,16 +525,17 @@ impl TaskOutput for NetworkOutput {
             .map_err(|e| self.error(e))
     }
 
-    fn emit_timeoutable_barrier(
-        &mut self,
-        barrier: CheckpointBarrier,
-    ) -> Result<Option<QueuedBarrier>> {
+    fn emit_timeoutable_barrier(&mut self, barrier: CheckpointBarrier) -> Result<QueuedBarrier> {
+        let (id, ts, kind) = (barrier.id, barrier.timestamp_ms, barrier.options.kind);
         if self.finished {
-            return Ok(None);
+            // Ahead of the queued end of partition, behind the data before it.
+            return Ok(self
+                .writer
+                .partition()
+                .broadcast_timeoutable_barrier(id, ts, kind));
         }
         self.writer
-            .broadcast_timeoutable_barrier(barrier.id, barrier.timestamp_ms, barrier.options.kind)
-            .map(Some)
+            .broadcast_timeoutable_barrier(id, ts, kind)
             .map_err(|e| self.error(e))
     }
 
@@ -823,6 +824,17 @@ impl TaskInput for NetworkInput {
 
     fn try_poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<Option<InputEvent>> {
         self.next(false, records)
+    }
+
+    fn convert_late_barriers(&mut self, late: &dyn Fn(&CheckpointBarrier) -> bool) -> usize {
+        self.reader
+            .gate_mut()
+            .convert_queued_barriers(&|event| match input_event(0, *event) {
+                InputEvent::Barrier { barrier, .. } if late(&barrier) => {
+                    Some(barrier.unaligned().to_event())
+                }
+                _ => None,
+            })
     }
 
     fn try_poll_priority(&mut self) -> Result<Option<InputEvent>> {

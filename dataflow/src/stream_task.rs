@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 use crate::barrier_handler::{AbortCause, BarrierAction, BarrierHandler};
 use crate::chain::OperatorChain;
 use crate::checkpoint::{
-    millis, wall_clock_ms, Alignment, CheckpointBarrier, CheckpointEvent, CheckpointOptions,
-    DeclineReason, TaskCheckpointStats, TaskCheckpointing,
+    millis, wall_clock_ms, Alignment, CheckpointBarrier, CheckpointEvent, DeclineReason,
+    TaskCheckpointStats, TaskCheckpointing,
 };
 use crate::collect::CollectSink;
 use crate::element::{StreamEvent, StreamRecord};
@@ -655,14 +655,7 @@ impl StreamTask {
             Some(record) => {
                 // Downstream, the checkpoint is unaligned too (also where this task's
                 // alignment timed out).
-                let forwarded = CheckpointBarrier {
-                    options: CheckpointOptions {
-                        alignment: Alignment::Unaligned,
-                        ..barrier.options
-                    },
-                    ..barrier
-                };
-                let output = chain.broadcast_priority_barrier(forwarded)?;
+                let output = chain.broadcast_priority_barrier(barrier.unaligned())?;
                 if let Some(old) = self.in_flight.take() {
                     old.discard(input.as_deref_mut())?;
                 }
@@ -797,6 +790,48 @@ impl StreamTask {
                     message: format!("cannot start the snapshot thread: {e}"),
                 },
             ),
+        }
+        Ok(())
+    }
+
+    /// Ends the recordings of channels whose producer has finished: they send no barrier
+    /// (their end of partition is received, behind the data not read yet), so that data
+    /// is in flight and the channel is done at once. Checked after every barrier and,
+    /// while recording, before every read: the end may arrive after the snapshot.
+    fn complete_ended_recordings(
+        &mut self,
+        chain: &mut OperatorChain,
+        input: &mut dyn TaskInput,
+        handler: &mut BarrierHandler,
+        barriers: &mut BTreeMap<u64, CheckpointBarrier>,
+    ) -> Result<()> {
+        let ended: Vec<(usize, Vec<u8>)> = match &self.in_flight {
+            Some(c) => c
+                .recording()
+                .into_iter()
+                .filter_map(|ch| {
+                    input
+                        .end_received(ch)
+                        .transpose()
+                        .map(|r| r.map(|b| (ch, b)))
+                })
+                .collect::<Result<_>>()?,
+            None => Vec::new(),
+        };
+        for (ch, rest) in ended {
+            let Some(c) = self.in_flight.as_mut() else {
+                break;
+            };
+            let id = c.id();
+            c.stop_recording(&mut *input, ch)?;
+            c.add_input(ch, rest);
+            let actions = handler.on_barrier_of(
+                ch,
+                id,
+                crate::barrier_handler::BarrierKind::Unaligned,
+                Instant::now(),
+            );
+            self.barrier_actions(chain, &mut *input, barriers, actions)?;
         }
         Ok(())
     }
@@ -980,6 +1015,10 @@ impl StreamTask {
             .map(|c| BarrierHandler::new(c.mode, channels));
         let mut barriers: BTreeMap<u64, CheckpointBarrier> = BTreeMap::new();
         let mut batches = BatchSizer::new(self.env.config.batch_size);
+        let checkpointing = self.env.config.checkpointing.clone();
+        let timeouts = checkpointing
+            .as_ref()
+            .filter(|c| c.aligned_timeout.is_some());
         // A producer stopped for a stop-with-savepoint without drain.
         let mut stopped_without_drain = false;
         while remaining > 0 {
@@ -998,6 +1037,17 @@ impl StreamTask {
                     self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
                     continue;
                 }
+            }
+            if let (Some(h), true) = (&mut handler, self.in_flight.is_some()) {
+                self.complete_ended_recordings(chain, &mut *input, h, &mut barriers)?;
+            }
+            if let Some(c) = timeouts {
+                // An aligned barrier stuck behind data in a receive queue past its
+                // timeout turns unaligned there and is polled next.
+                let now_ms = wall_clock_ms();
+                input.convert_late_barriers(&|b| {
+                    c.alignment_time_left(b, now_ms) == Some(Duration::ZERO)
+                });
             }
             let event = if !chain.output_available() {
                 // Backpressured: processing would park this thread inside a write, with
@@ -1101,36 +1151,7 @@ impl StreamTask {
                         barriers.insert(barrier.id, barrier);
                     }
                     self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
-                    // Recorded channels whose producer has finished send no barrier:
-                    // their queued rest is in flight, and they are done at once.
-                    let ended: Vec<(usize, Vec<u8>)> = match &self.in_flight {
-                        Some(c) => c
-                            .recording()
-                            .into_iter()
-                            .filter_map(|ch| {
-                                input
-                                    .end_received(ch)
-                                    .transpose()
-                                    .map(|r| r.map(|b| (ch, b)))
-                            })
-                            .collect::<Result<_>>()?,
-                        None => Vec::new(),
-                    };
-                    for (ch, rest) in ended {
-                        let Some(c) = self.in_flight.as_mut() else {
-                            break;
-                        };
-                        let id = c.id();
-                        c.stop_recording(&mut *input, ch)?;
-                        c.add_input(ch, rest);
-                        let actions = h.on_barrier_of(
-                            ch,
-                            id,
-                            crate::barrier_handler::BarrierKind::Unaligned,
-                            Instant::now(),
-                        );
-                        self.barrier_actions(chain, &mut *input, &mut barriers, actions)?;
-                    }
+                    self.complete_ended_recordings(chain, &mut *input, h, &mut barriers)?;
                 }
                 InputEvent::CancelMarker { id, .. } => {
                     let Some(h) = &mut handler else {

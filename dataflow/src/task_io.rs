@@ -91,6 +91,12 @@ pub trait TaskInput: Send {
     /// records until its output has room but must not hold such a barrier back.
     fn try_poll_priority(&mut self) -> Result<Option<InputEvent>>;
 
+    /// Turns the aligned checkpoint barriers still queued behind data in this input's
+    /// receive queues for which `late` holds (their aligned-checkpoint timeout passed)
+    /// into unaligned barriers that overtake that data; they are polled next. Returns how
+    /// many were converted.
+    fn convert_late_barriers(&mut self, late: &dyn Fn(&CheckpointBarrier) -> bool) -> usize;
+
     /// Returns the next input, blocking until there is some or the waker is called.
     fn poll(&mut self, records: &mut Vec<StreamRecord>) -> Result<InputEvent>;
 
@@ -162,11 +168,9 @@ pub trait TaskOutput: Send {
     /// Broadcasts the aligned barrier of a checkpoint with an aligned-checkpoint timeout
     /// like [`Self::emit_checkpoint_event`], and returns the handle that turns it
     /// unaligned where it is still queued at the deadline
-    /// ([`QueuedBarrier::settle`]); `None` once the output has ended (nothing is sent).
-    fn emit_timeoutable_barrier(
-        &mut self,
-        barrier: CheckpointBarrier,
-    ) -> Result<Option<QueuedBarrier>>;
+    /// ([`QueuedBarrier::settle`]). Also after the output ended: ahead of an end of
+    /// partition its consumer has not read yet (nothing where it has).
+    fn emit_timeoutable_barrier(&mut self, barrier: CheckpointBarrier) -> Result<QueuedBarrier>;
 
     /// Writes `channel`'s in-flight data restored from an unaligned checkpoint (the raw
     /// byte stream the barrier overtook) before anything emitted afterwards.

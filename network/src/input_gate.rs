@@ -93,6 +93,9 @@ pub(crate) struct GateShared {
     notify: Notify,
     /// `!state.priority.is_empty()`, read without the lock once per batch.
     has_priority: std::sync::atomic::AtomicBool,
+    /// Aligned barriers received into remote channels' queues and not read yet (they
+    /// may turn unaligned there: [`InputGate::convert_queued_barriers`]).
+    queued_barriers: std::sync::atomic::AtomicU32,
 }
 
 impl GateShared {
@@ -102,6 +105,7 @@ impl GateShared {
             cond: Condvar::new(),
             notify: Notify::new(),
             has_priority: std::sync::atomic::AtomicBool::new(false),
+            queued_barriers: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -233,6 +237,11 @@ impl RemoteInbox {
         }
         let was_empty = {
             let mut st = self.state.lock();
+            if matches!(&payload, Payload::Event(e) if e.is_blocking()) {
+                self.gate
+                    .queued_barriers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             st.items.push_back(payload);
             st.items.len() == 1
         };
@@ -256,10 +265,66 @@ impl RemoteInbox {
         self.control_notify.notify_one();
     }
 
+    /// Replaces the first queued aligned barrier for which `due` gives a replacement (its
+    /// unaligned twin) by that, moved ahead of the data buffers before it (after the
+    /// last event before it), as the producer does in its queue
+    /// ([`QueuedBarrier::settle`](crate::partition::QueuedBarrier::settle)); the bytes
+    /// it overtakes go with it. Returns whether one was converted.
+    fn convert_barrier(&self, due: &dyn Fn(&Event) -> Option<Event>) -> bool {
+        {
+            let mut st = self.state.lock();
+            let found = st.items.iter().enumerate().find_map(|(i, p)| match p {
+                Payload::Event(e) if e.is_blocking() => due(e).map(|u| (i, u)),
+                _ => None,
+            });
+            let Some((old, unaligned)) = found else {
+                return false;
+            };
+            st.items.remove(old);
+            let at = st
+                .items
+                .range(..old)
+                .rposition(|p| !p.is_data())
+                .map_or(0, |i| i + 1);
+            let mut overtaken = Vec::new();
+            for p in st.items.range(at..old) {
+                if let Payload::Data(b) = p {
+                    overtaken.extend_from_slice(b);
+                }
+            }
+            // `overtaken` holds one entry per queued priority event, in queue order.
+            let before = st
+                .items
+                .range(..at)
+                .filter(|p| matches!(p, Payload::Event(e) if e.is_priority()))
+                .count();
+            st.items.insert(at, Payload::Event(unaligned));
+            st.overtaken.insert(before, overtaken);
+            self.gate
+                .queued_barriers
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.gate.notify_priority(self.index);
+        true
+    }
+
+    /// Counts an aligned barrier taken from the queue.
+    fn barrier_taken(&self, payload: &Payload) {
+        if matches!(payload, Payload::Event(e) if e.is_blocking()) {
+            self.gate
+                .queued_barriers
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     /// The next element, whether more follows, and what a priority event overtook.
     fn poll(&self) -> Result<Option<Polled>, NetworkError> {
         let mut st = self.state.lock();
-        match st.pop() {
+        let popped = st.pop();
+        if let Some((p, _)) = &popped {
+            self.barrier_taken(p);
+        }
+        match popped {
             // A failure behind the last item counts as "more": fail() did not re-queue
             // the channel if it was queued already, so this read must.
             Some((p, o)) => Ok(Some((p, !st.items.is_empty() || st.error.is_some(), o))),
@@ -545,6 +610,28 @@ impl InputGate {
         self.shared
             .has_priority
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Turns aligned barriers still queued in remote channels' receive queues into
+    /// priority events where `due` gives their replacement (the unaligned twin of a
+    /// barrier whose aligned-checkpoint timeout passed): each moves ahead of the data
+    /// buffers before it, carrying their bytes (see [`GateItem::PriorityEvent`]), and is
+    /// taken out of turn next. Local channels' barriers wait in the producer's queue,
+    /// where the producer converts them. Cheap when nothing is queued (one atomic load).
+    /// Returns how many were converted.
+    pub fn convert_queued_barriers(&self, due: &dyn Fn(&Event) -> Option<Event>) -> usize {
+        if self
+            .shared
+            .queued_barriers
+            .load(std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            return 0;
+        }
+        self.channels
+            .iter()
+            .filter(|c| matches!(c, Channel::Remote(inbox) if inbox.convert_barrier(due)))
+            .count()
     }
 
     /// Takes a priority event out of turn: an unaligned barrier at the front of its
@@ -1125,6 +1212,64 @@ mod tests {
             gate.poll_priority().unwrap(),
             Some(GateItem::PriorityEvent { overtaken, .. }) if overtaken == b"gh"
         ));
+    }
+
+    #[test]
+    fn a_late_aligned_barrier_in_the_receive_queue_turns_unaligned_and_overtakes() {
+        let env = env(16);
+        let (inbox, mut gate) = remote_gate(&env);
+        let aligned = |id| Event::CheckpointBarrier {
+            id,
+            timestamp_ms: 1,
+            options: CheckpointOptions::aligned_checkpoint(),
+        };
+        let due = |late: u64| {
+            move |e: &Event| match *e {
+                Event::CheckpointBarrier { id, .. } if id == late => Some(unaligned_barrier(id)),
+                _ => None,
+            }
+        };
+        assert_eq!(gate.convert_queued_barriers(&due(4)), 0, "nothing queued");
+        inbox.push(Payload::Data(Bytes::from_static(b"ab")));
+        inbox.push(Payload::Event(Event::CancelCheckpointMarker { id: 3 }));
+        inbox.push(Payload::Data(Bytes::from_static(b"cd")));
+        inbox.push(Payload::Data(Bytes::from_static(b"ef")));
+        inbox.push(Payload::Event(aligned(4)));
+        inbox.push(Payload::Data(Bytes::from_static(b"gh")));
+        assert_eq!(gate.convert_queued_barriers(&due(5)), 0, "not due");
+        assert!(!gate.has_priority_event());
+        assert_eq!(gate.convert_queued_barriers(&due(4)), 1);
+        assert!(gate.has_priority_event());
+        assert_eq!(gate.convert_queued_barriers(&due(4)), 0, "converted once");
+        // Behind the marker (events keep their order), ahead of the two buffers.
+        let mut seen = Vec::new();
+        while let Some(item) = gate.try_next().unwrap() {
+            seen.push(match item {
+                GateItem::Buffer { data, .. } => String::from_utf8(data.to_vec()).unwrap(),
+                GateItem::Event { event, .. } => format!("{event:?}"),
+                GateItem::PriorityEvent {
+                    event, overtaken, ..
+                } => {
+                    assert_eq!(event, unaligned_barrier(4));
+                    format!(
+                        "unaligned overtaking {}",
+                        String::from_utf8(overtaken).unwrap()
+                    )
+                }
+            });
+        }
+        assert_eq!(
+            seen,
+            [
+                "ab",
+                "CancelCheckpointMarker { id: 3 }",
+                "unaligned overtaking cdef",
+                "cd",
+                "ef",
+                "gh"
+            ]
+        );
+        assert_eq!(gate.convert_queued_barriers(&due(4)), 0);
     }
 
     #[test]

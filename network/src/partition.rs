@@ -184,6 +184,39 @@ impl Subpartition {
         overtaken
     }
 
+    /// Queues `event` last, or, once the end of partition was queued, just before it
+    /// (nothing was written after it; the end stays last). Nothing if the consumer read
+    /// the end already: it expects nothing more.
+    fn add_before_end(&self, event: Event) {
+        let listener = {
+            let mut st = self.state.lock();
+            if st.released {
+                return;
+            }
+            let at = if st.ended {
+                match st
+                    .queue
+                    .iter()
+                    .position(|p| matches!(p, Payload::Event(Event::EndOfPartition)))
+                {
+                    Some(at) => at,
+                    None => return,
+                }
+            } else {
+                st.queue.len()
+            };
+            st.queue.insert(at, Payload::Event(event));
+            if st.queue.len() == 1 && !st.blocked {
+                st.listener.clone()
+            } else {
+                None
+            }
+        };
+        if let Some(l) = listener {
+            l();
+        }
+    }
+
     /// Waits until aligned barrier `id` is no longer queued (handed out, or the
     /// subpartition released) or `deadline` passes; returns whether it left.
     fn wait_barrier_out(&self, id: u64, deadline: Instant) -> bool {
@@ -417,8 +450,11 @@ impl ResultPartition {
     }
 
     /// Queues the aligned barrier of checkpoint `id` on every subpartition, like
-    /// [`Self::broadcast_event`], and returns the handle that turns it unaligned where it
-    /// is still queued at a deadline (see the module docs). Flush the writer first.
+    /// [`Self::broadcast_event`] — also after the writer finished: then ahead of the end
+    /// of partition where the consumer has not read it (it is behind the data, so the
+    /// consumer could otherwise align only at the end) — and returns the handle that
+    /// turns it unaligned where it is still queued at a deadline (see the module docs).
+    /// Flush the writer first.
     pub fn broadcast_timeoutable_barrier(
         self: &Arc<Self>,
         id: u64,
@@ -430,7 +466,9 @@ impl ResultPartition {
             timestamp_ms,
             options: CheckpointOptions { kind, alignment },
         };
-        self.broadcast_event(barrier(Alignment::Aligned));
+        for s in self.subpartitions.iter() {
+            s.add_before_end(barrier(Alignment::Aligned));
+        }
         QueuedBarrier {
             partition: self.clone(),
             id,
