@@ -222,12 +222,7 @@ impl RemoteInbox {
                     // goes last.
                     let at = crate::partition::priority_position(&st.items, false)
                         .unwrap_or(st.items.len());
-                    let mut overtaken = Vec::new();
-                    for p in st.items.range(at..) {
-                        if let Payload::Data(b) = p {
-                            overtaken.extend_from_slice(b);
-                        }
-                    }
+                    let overtaken = crate::partition::data_bytes(&st.items, at..st.items.len());
                     st.items.insert(at, payload);
                     st.overtaken.push_back(overtaken);
                 }
@@ -280,18 +275,8 @@ impl RemoteInbox {
             let Some((old, unaligned)) = found else {
                 return false;
             };
-            st.items.remove(old);
-            let at = st
-                .items
-                .range(..old)
-                .rposition(|p| !p.is_data())
-                .map_or(0, |i| i + 1);
-            let mut overtaken = Vec::new();
-            for p in st.items.range(at..old) {
-                if let Payload::Data(b) = p {
-                    overtaken.extend_from_slice(b);
-                }
-            }
+            let at = crate::partition::remove_for_priority(&mut st.items, old);
+            let overtaken = crate::partition::data_bytes(&st.items, at..old);
             // `overtaken` holds one entry per queued priority event, in queue order.
             let before = st
                 .items

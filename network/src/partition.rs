@@ -241,12 +241,7 @@ impl Subpartition {
             let Some(old) = aligned_barrier_position(&st.queue, id) else {
                 return Vec::new();
             };
-            st.queue.remove(old);
-            let at = st
-                .queue
-                .range(..old)
-                .rposition(|p| !p.is_data())
-                .map_or(0, |i| i + 1);
+            let at = remove_for_priority(&mut st.queue, old);
             insert_priority(&mut st, at, old, priority)
         };
         for l in listeners.into_iter().flatten() {
@@ -300,12 +295,7 @@ fn insert_priority(
     end: usize,
     event: Event,
 ) -> (Vec<u8>, [Option<AvailabilityListener>; 2]) {
-    let mut overtaken = Vec::new();
-    for p in st.queue.range(at..end) {
-        if let Payload::Data(b) = p {
-            overtaken.extend_from_slice(b);
-        }
-    }
+    let overtaken = data_bytes(&st.queue, at..end);
     st.queue.insert(at, Payload::Event(event));
     let listeners = if st.blocked {
         [None, None]
@@ -318,6 +308,28 @@ fn insert_priority(
         ]
     };
     (overtaken, listeners)
+}
+
+/// Removes the element at `old` (an aligned barrier turning unaligned) and returns where
+/// its priority twin goes: after the last event before it, ahead of the data buffers
+/// between (`at..old` after the removal).
+pub(crate) fn remove_for_priority(queue: &mut VecDeque<Payload>, old: usize) -> usize {
+    queue.remove(old);
+    queue
+        .range(..old)
+        .rposition(|p| !p.is_data())
+        .map_or(0, |i| i + 1)
+}
+
+/// The bytes of the data buffers in `range` of `queue`, oldest first.
+pub(crate) fn data_bytes(queue: &VecDeque<Payload>, range: std::ops::Range<usize>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in queue.range(range) {
+        if let Payload::Data(b) = p {
+            out.extend_from_slice(b);
+        }
+    }
+    out
 }
 
 /// Where aligned checkpoint barrier `id` is in `queue`, if queued.

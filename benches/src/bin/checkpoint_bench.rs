@@ -21,7 +21,8 @@
 //!   `throttle` (at most `--throttle` records/s per subtask) → blackhole, on a
 //!   MiniCluster with P = `--backpressure-parallelism` (2) slots: the throttle sleeps, so
 //!   the count's input channels stay full and a barrier waits behind them. Checkpoints
-//!   every 1 s, aligned and then unaligned (`execution.checkpointing.unaligned.enabled`),
+//!   every 1 s, aligned, unaligned (`execution.checkpointing.unaligned.enabled`) and
+//!   aligned turning unaligned after 100 ms (`aligned-checkpoint-timeout`),
 //!   alternated for `--rounds` rounds of `--backpressure-secs` each; p50 / p99 of the
 //!   completed checkpoints' duration and alignment, the in-flight data unaligned ones
 //!   stored, and the throttled throughput (unchanged by design).
@@ -817,6 +818,34 @@ fn throttled_count(keys: u64, parallelism: u32, rate: f64) -> Result<rill_datafl
     Ok(env.job_graph("throttled-count")?)
 }
 
+/// How the backpressure figure's checkpoints align.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Pressure {
+    Aligned,
+    Unaligned,
+    /// Aligned, turning unaligned after `execution.checkpointing.aligned-checkpoint-timeout`.
+    AlignedTimeout,
+}
+
+impl Pressure {
+    const ALL: [Pressure; 3] = [
+        Pressure::Aligned,
+        Pressure::Unaligned,
+        Pressure::AlignedTimeout,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Pressure::Aligned => "aligned",
+            Pressure::Unaligned => "unaligned",
+            Pressure::AlignedTimeout => "aligned, 100 ms timeout",
+        }
+    }
+}
+
+/// The aligned-checkpoint timeout of [`Pressure::AlignedTimeout`].
+const PRESSURE_TIMEOUT: Duration = Duration::from_millis(100);
+
 struct PressureRound {
     done: Vec<CheckpointInfo>,
     failed: usize,
@@ -825,12 +854,16 @@ struct PressureRound {
 
 async fn backpressure_once(
     registry: &Arc<OperatorRegistry>,
-    unaligned: bool,
+    mode: Pressure,
     args: &Args,
 ) -> Result<PressureRound> {
     let p = args.backpressure_parallelism;
     let c = Cluster::start_with(registry, BackendKind::Heap, true, p, |config| {
-        config.execution.checkpointing.unaligned.enabled = unaligned;
+        let c = &mut config.execution.checkpointing;
+        c.unaligned.enabled = mode != Pressure::Aligned;
+        if mode == Pressure::AlignedTimeout {
+            c.aligned_checkpoint_timeout = PRESSURE_TIMEOUT;
+        }
     })
     .await?;
     let outcome = async {
@@ -885,11 +918,11 @@ async fn backpressure(registry: &Arc<OperatorRegistry>, args: &Args) -> Result<V
         args.rounds,
         secs(args.backpressure_time)
     );
-    let mut all: BTreeMap<bool, (Vec<CheckpointInfo>, usize, Vec<f64>)> = BTreeMap::new();
+    let mut all: BTreeMap<Pressure, (Vec<CheckpointInfo>, usize, Vec<f64>)> = BTreeMap::new();
     for round in 0..args.rounds {
-        for unaligned in [false, true] {
-            let r = backpressure_once(registry, unaligned, args).await?;
-            let name = if unaligned { "unaligned" } else { "aligned" };
+        for mode in Pressure::ALL {
+            let r = backpressure_once(registry, mode, args).await?;
+            let name = mode.name();
             let dur: Vec<f64> = r
                 .done
                 .iter()
@@ -897,14 +930,14 @@ async fn backpressure(registry: &Arc<OperatorRegistry>, args: &Args) -> Result<V
                 .map(|d| d as f64)
                 .collect();
             println!(
-                "  round {} {name:<9}: {} completed, {} failed, duration p50 {:.0} ms, {} events/s",
+                "  round {} {name:<23}: {} completed, {} failed, duration p50 {:.0} ms, {} events/s",
                 round + 1,
                 r.done.len(),
                 r.failed,
                 quantile(&dur, 0.5),
                 mega(r.rate)
             );
-            let e = all.entry(unaligned).or_default();
+            let e = all.entry(mode).or_default();
             e.0.extend(r.done);
             e.1 += r.failed;
             e.2.push(r.rate);
@@ -912,8 +945,8 @@ async fn backpressure(registry: &Arc<OperatorRegistry>, args: &Args) -> Result<V
     }
     let mut rows = Vec::new();
     let mut p50 = BTreeMap::new();
-    for (unaligned, (done, failed, rates)) in &all {
-        let name = if *unaligned { "unaligned" } else { "aligned" };
+    for (mode, (done, failed, rates)) in &all {
+        let name = mode.name();
         ensure!(
             !done.is_empty(),
             "{name}: no checkpoint completed under backpressure"
@@ -925,7 +958,7 @@ async fn backpressure(registry: &Arc<OperatorRegistry>, args: &Args) -> Result<V
         let dur = |i: &CheckpointInfo| i.duration_ms.unwrap_or(0) as f64;
         let align = |i: &CheckpointInfo| i.alignment_ms as f64;
         let in_flight = |i: &CheckpointInfo| i.in_flight_bytes as f64;
-        p50.insert(*unaligned, q(&dur, 0.5));
+        p50.insert(*mode, q(&dur, 0.5));
         rows.push(Row::new(
             format!(
                 "{name}: checkpoint duration p50 / p99 ({} checkpoints)",
@@ -946,13 +979,24 @@ async fn backpressure(registry: &Arc<OperatorRegistry>, args: &Args) -> Result<V
             format!("{}; {failed}", mega(median(rates))),
         ));
     }
-    if let (Some(a), Some(u)) = (p50.get(&false), p50.get(&true)) {
+    if let (Some(a), Some(u), Some(t)) = (
+        p50.get(&Pressure::Aligned),
+        p50.get(&Pressure::Unaligned),
+        p50.get(&Pressure::AlignedTimeout),
+    ) {
         rows.push(
             Row::new(
                 "unaligned / aligned checkpoint duration p50",
                 format!("{:.3}", u / a.max(1.0)),
             )
             .target("unaligned faster", u < a),
+        );
+        rows.push(
+            Row::new(
+                "aligned with 100 ms timeout / aligned checkpoint duration p50",
+                format!("{:.3}", t / a.max(1.0)),
+            )
+            .target("timeout faster", t < a),
         );
     }
     Ok(rows)
