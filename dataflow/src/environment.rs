@@ -38,6 +38,7 @@ use crate::registry::OperatorKind;
 use crate::side_output::OutputTag;
 use crate::spec::{FactoryRef, OperatorSpec};
 use crate::stream_graph::{StreamEdge, StreamGraph, StreamNode};
+use crate::two_input::InputSide;
 
 struct Builder {
     graph: StreamGraph,
@@ -124,6 +125,8 @@ struct Input {
     partitioning: Option<Partitioning>,
     /// The node's side output to read instead of its main output.
     side_output: Option<String>,
+    /// Which input of the next operator it feeds.
+    side: InputSide,
 }
 
 fn add_node(
@@ -143,6 +146,7 @@ fn add_node(
             kind,
             factory,
             key,
+            key2: None,
         },
         parallelism: None,
         max_parallelism: None,
@@ -155,9 +159,87 @@ fn add_node(
             target: id,
             partitioning: i.partitioning.clone(),
             side_output: i.side_output.clone(),
+            input: i.side,
         });
     }
     id
+}
+
+/// Adds a two-input node fed by `first` (input 1) and `second` (input 2).
+fn add_two_input_node(
+    first: &DataStream,
+    second: &DataStream,
+    kind: OperatorKind,
+    factory: FactoryRef,
+    keys: Option<(FactoryRef, FactoryRef)>,
+) -> DataStream {
+    if !Rc::ptr_eq(&first.env, &second.env) {
+        first.error("connect of streams from different environments".into());
+    }
+    let inputs: Vec<Input> = first
+        .inputs
+        .iter()
+        .map(|i| Input {
+            side: InputSide::First,
+            ..i.clone()
+        })
+        .chain(second.inputs.iter().map(|i| Input {
+            side: InputSide::Second,
+            ..i.clone()
+        }))
+        .collect();
+    let (key, key2) = match keys {
+        Some((a, b)) => (Some(a), Some(b)),
+        None => (None, None),
+    };
+    let node = add_node(&first.env, kind, factory, key, &inputs);
+    if let Some(n) = first.env.borrow_mut().graph.nodes.get_mut(node as usize) {
+        n.spec.key2 = key2;
+    }
+    DataStream::single(&first.env, node)
+}
+
+/// Two streams connected for a two-input operator (Flink's `ConnectedStreams`); see
+/// [`two_input`](crate::two_input).
+#[derive(Clone)]
+pub struct ConnectedStreams {
+    first: DataStream,
+    second: DataStream,
+}
+
+impl ConnectedStreams {
+    /// Runs a registered [`CoProcessFunction`](crate::co_process::CoProcessFunction):
+    /// records of the first stream go to `process1`, of the second to `process2`.
+    pub fn process(&self, f: FactoryRef) -> DataStream {
+        add_two_input_node(&self.first, &self.second, OperatorKind::CoProcess, f, None)
+    }
+}
+
+/// Two keyed streams connected for a keyed two-input operator: records of either with
+/// equal keys meet in one subtask and share that key's state.
+#[derive(Clone)]
+pub struct KeyedConnectedStreams {
+    first: KeyedStream,
+    second: KeyedStream,
+}
+
+impl KeyedConnectedStreams {
+    /// Runs a registered
+    /// [`KeyedCoProcessFunction`](crate::co_process::KeyedCoProcessFunction).
+    pub fn process(&self, f: FactoryRef) -> DataStream {
+        self.two_input(f)
+    }
+
+    /// A keyed two-input operator of `factory` (joins build on this).
+    pub(crate) fn two_input(&self, factory: FactoryRef) -> DataStream {
+        add_two_input_node(
+            &self.first.stream,
+            &self.second.stream,
+            OperatorKind::KeyedCoProcess,
+            factory,
+            Some((self.first.key.clone(), self.second.key.clone())),
+        )
+    }
 }
 
 /// A stream of records: the output of one operator, possibly re-partitioned or unioned
@@ -179,6 +261,7 @@ impl DataStream {
                 node,
                 partitioning: None,
                 side_output: None,
+                side: InputSide::First,
             }],
             node: Some(node),
         }
@@ -199,6 +282,7 @@ impl DataStream {
                     node: i.node,
                     partitioning: Some(p.clone()),
                     side_output: i.side_output.clone(),
+                    side: i.side,
                 })
                 .collect(),
             node: None,
@@ -287,8 +371,17 @@ impl DataStream {
                 node,
                 partitioning: None,
                 side_output: Some(tag.id.clone()),
+                side: InputSide::First,
             }],
             node: None,
+        }
+    }
+
+    /// Connects this stream (input 1) with `other` (input 2) for a two-input operator.
+    pub fn connect(&self, other: &DataStream) -> ConnectedStreams {
+        ConnectedStreams {
+            first: self.clone(),
+            second: other.clone(),
         }
     }
 
@@ -389,6 +482,15 @@ impl KeyedStream {
     pub fn process(&self, f: FactoryRef) -> DataStream {
         self.stream
             .then(OperatorKind::Process, f, Some(self.key.clone()))
+    }
+
+    /// Connects this keyed stream (input 1) with `other` (input 2), each keyed by its own
+    /// key selector.
+    pub fn connect(&self, other: &KeyedStream) -> KeyedConnectedStreams {
+        KeyedConnectedStreams {
+            first: self.clone(),
+            second: other.clone(),
+        }
     }
 
     /// Sends the keyed stream into a sink (records of one key reach one sink subtask).

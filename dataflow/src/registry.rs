@@ -35,12 +35,16 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::co_process::{
+    CoProcessFunction, CoProcessOperator, KeyedCoProcessFunction, KeyedCoProcessOperator,
+};
 use crate::error::{DataflowError, Result};
 use crate::functions::{FilterOperator, FlatMapOperator, MapOperator};
 use crate::key::KeySelector;
 use crate::keyed::{KeyedProcessFunction, KeyedProcessOperator, ReduceOperator};
 use crate::operator::{Collector, Operator, OperatorContext, SourceOperator};
 use crate::spec::{decode_config, FactoryRef, OperatorSpec};
+use crate::two_input::{TwoInputAdapter, TwoInputOperator};
 use crate::value::Value;
 use crate::window::function::{Fold, WindowFunction};
 use crate::window::operator::WindowOperator;
@@ -271,6 +275,58 @@ impl OperatorRegistry {
         )
     }
 
+    /// Registers a factory of hand-written [`TwoInputOperator`]s of a two-input `kind`
+    /// ([`OperatorKind::CoProcess`] or [`OperatorKind::KeyedCoProcess`]).
+    pub fn register_two_input_operator<C, O, M>(
+        &mut self,
+        name: &str,
+        kind: OperatorKind,
+        make: M,
+    ) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        O: TwoInputOperator + 'static,
+        M: Fn(C, &OperatorContext) -> Result<O> + Send + Sync + 'static,
+    {
+        if !kind.is_two_input() {
+            return Err(DataflowError::InvalidConfig {
+                factory: name.into(),
+                reason: format!("{kind:?} is not a two-input kind"),
+            });
+        }
+        self.register_operator(name, kind, move |c: C, ctx: &OperatorContext| {
+            Ok(TwoInputAdapter(make(c, ctx)?))
+        })
+    }
+
+    /// Registers a co-process function over two connected streams.
+    pub fn register_co_process<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: CoProcessFunction,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::CoProcess,
+            move |c: C, _ctx: &OperatorContext| Ok(CoProcessOperator::new(make(c)?)),
+        )
+    }
+
+    /// Registers a keyed co-process function over two connected keyed streams.
+    pub fn register_keyed_co_process<C, P, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        P: KeyedCoProcessFunction,
+        M: Fn(C) -> Result<P> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::KeyedCoProcess,
+            move |c: C, ctx: &OperatorContext| KeyedCoProcessOperator::new(make(c)?, ctx),
+        )
+    }
+
     fn insert_window_function(&mut self, name: &str, entry: WindowFunctionEntry) -> Result<()> {
         if self.window_functions.contains_key(name) {
             return Err(DataflowError::DuplicateRegistration { name: name.into() });
@@ -445,6 +501,22 @@ impl OperatorRegistry {
             });
         }
         (entry.validate)(&spec.factory.config)?;
+        match (&spec.key2, spec.kind == OperatorKind::KeyedCoProcess) {
+            (Some(key), true) => self.key_selector(key).map(drop)?,
+            (None, true) => {
+                return Err(DataflowError::InvalidGraph(format!(
+                    "keyed two-input operator `{}` has no key selector for input 2",
+                    spec.name
+                )))
+            }
+            (Some(_), false) => {
+                return Err(DataflowError::InvalidGraph(format!(
+                    "operator `{}` has a second key selector but is not keyed two-input",
+                    spec.name
+                )))
+            }
+            (None, false) => {}
+        }
         match (&spec.key, spec.kind.is_keyed()) {
             (Some(key), _) => self.key_selector(key).map(drop),
             (None, true) => Err(DataflowError::InvalidGraph(format!(
@@ -540,6 +612,7 @@ mod tests {
             kind,
             factory,
             key: None,
+            key2: None,
         }
     }
 

@@ -82,6 +82,10 @@ pub enum OperatorKind {
     Window,
     /// Consumes records, emits nothing.
     Sink,
+    /// Two inputs, not keyed: `connect` → `process` ([`two_input`](crate::two_input)).
+    CoProcess,
+    /// Two keyed inputs with a key selector each: keyed `connect` → `process`, joins.
+    KeyedCoProcess,
 }
 
 impl OperatorKind {
@@ -89,8 +93,16 @@ impl OperatorKind {
     pub fn is_keyed(self) -> bool {
         matches!(
             self,
-            OperatorKind::Reduce | OperatorKind::Process | OperatorKind::Window
+            OperatorKind::Reduce
+                | OperatorKind::Process
+                | OperatorKind::Window
+                | OperatorKind::KeyedCoProcess
         )
+    }
+
+    /// Whether operators of this kind have two inputs.
+    pub fn is_two_input(self) -> bool {
+        matches!(self, OperatorKind::CoProcess | OperatorKind::KeyedCoProcess)
     }
 }
 
@@ -105,6 +117,10 @@ pub struct OperatorSpec {
     pub kind: OperatorKind,
     /// Factory and configuration building the operator.
     pub factory: FactoryRef,
-    /// Key selector for keyed operators (`Reduce`, `Process`).
+    /// Key selector for keyed operators (`Reduce`, `Process`; input 1 of
+    /// `KeyedCoProcess`).
     pub key: Option<FactoryRef>,
+    /// Key selector of input 2 of a `KeyedCoProcess` operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key2: Option<FactoryRef>,
 }
