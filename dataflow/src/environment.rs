@@ -31,6 +31,7 @@ use std::rc::Rc;
 use crate::chaining::build_job_graph;
 use crate::error::{DataflowError, Result};
 use crate::ids::JobId;
+use crate::interval_join::{join_factory, IntervalBounds};
 use crate::job_graph::JobGraph;
 use crate::key_group::DEFAULT_MAX_PARALLELISM;
 use crate::partitioning::Partitioning;
@@ -212,6 +213,48 @@ impl ConnectedStreams {
     /// records of the first stream go to `process1`, of the second to `process2`.
     pub fn process(&self, f: FactoryRef) -> DataStream {
         add_two_input_node(&self.first, &self.second, OperatorKind::CoProcess, f, None)
+    }
+}
+
+/// An interval join waiting for its bounds.
+#[derive(Clone)]
+pub struct IntervalJoin {
+    streams: KeyedConnectedStreams,
+}
+
+impl IntervalJoin {
+    /// Pairs with `left.ts + lower ≤ right.ts ≤ left.ts + upper` (ms, inclusive).
+    pub fn between(&self, lower: i64, upper: i64) -> IntervalJoined {
+        IntervalJoined {
+            streams: self.streams.clone(),
+            bounds: IntervalBounds { lower, upper },
+        }
+    }
+}
+
+/// An interval join with bounds, waiting for its function.
+#[derive(Clone)]
+pub struct IntervalJoined {
+    streams: KeyedConnectedStreams,
+    bounds: IntervalBounds,
+}
+
+impl IntervalJoined {
+    /// Runs a join function registered with
+    /// [`register_process_join`](crate::registry::OperatorRegistry::register_process_join)
+    /// on every joined pair.
+    pub fn process(&self, f: FactoryRef) -> DataStream {
+        let first = &self.streams.first.stream;
+        if let Err(e) = self.bounds.validate() {
+            first.env.borrow_mut().errors.push(e);
+        }
+        match join_factory(&self.bounds, &f) {
+            Ok(factory) => self.streams.two_input(factory),
+            Err(e) => {
+                first.env.borrow_mut().errors.push(e);
+                self.streams.two_input(f)
+            }
+        }
     }
 }
 
@@ -490,6 +533,14 @@ impl KeyedStream {
         KeyedConnectedStreams {
             first: self.clone(),
             second: other.clone(),
+        }
+    }
+
+    /// Joins this keyed stream (left) with `other` (right) on equal keys within a time
+    /// interval ([`interval_join`](crate::interval_join)); `between` sets the bounds.
+    pub fn interval_join(&self, other: &KeyedStream) -> IntervalJoin {
+        IntervalJoin {
+            streams: self.connect(other),
         }
     }
 

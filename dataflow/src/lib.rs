@@ -64,6 +64,7 @@ pub mod error;
 pub mod functions;
 pub mod ids;
 mod in_flight;
+pub mod interval_join;
 pub mod job_graph;
 pub mod jobs;
 pub mod key;

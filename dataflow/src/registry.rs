@@ -40,6 +40,7 @@ use crate::co_process::{
 };
 use crate::error::{DataflowError, Result};
 use crate::functions::{FilterOperator, FlatMapOperator, MapOperator};
+use crate::interval_join::{IntervalBounds, IntervalJoinOperator, JoinSpec, ProcessJoinFunction};
 use crate::key::KeySelector;
 use crate::keyed::{KeyedProcessFunction, KeyedProcessOperator, ReduceOperator};
 use crate::operator::{Collector, Operator, OperatorContext, SourceOperator};
@@ -324,6 +325,24 @@ impl OperatorRegistry {
             name,
             OperatorKind::KeyedCoProcess,
             move |c: C, ctx: &OperatorContext| KeyedCoProcessOperator::new(make(c)?, ctx),
+        )
+    }
+
+    /// Registers a join function for
+    /// [`interval_join`](crate::environment::KeyedStream::interval_join): its factory's
+    /// configuration is a [`JoinSpec`] of the bounds and `C`.
+    pub fn register_process_join<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: ProcessJoinFunction,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::KeyedCoProcess,
+            move |c: JoinSpec<IntervalBounds, C>, ctx: &OperatorContext| {
+                IntervalJoinOperator::new(make(c.function)?, c.join, ctx)
+            },
         )
     }
 
