@@ -89,6 +89,7 @@ pub mod two_phase_commit;
 pub mod value;
 pub mod watermark;
 pub mod window;
+pub mod window_join;
 pub mod wiring;
 
 pub use collect::{CollectBuffer, CollectSink};

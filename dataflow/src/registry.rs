@@ -53,6 +53,7 @@ use crate::window::{
     AggregateFunction, ProcessWindowFunction, ReduceFunction, WindowFunctionRef,
     WindowOperatorConfig, WINDOW_OPERATOR,
 };
+use crate::window_join::{CoGroup, JoinFunction, TaggedKey, TaggedKeyConfig, TAGGED_KEY};
 
 pub use crate::spec::OperatorKind;
 
@@ -492,8 +493,28 @@ impl OperatorRegistry {
             .ok_or_else(|| DataflowError::UnknownOperator { name: name.into() })
     }
 
+    /// Registers a join function for window joins
+    /// ([`window_join`](crate::window_join)): a window process function co-grouping the
+    /// two sides of each window.
+    pub fn register_window_join<C, J, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        J: JoinFunction,
+        M: Fn(C) -> Result<J> + Send + Sync + 'static,
+    {
+        self.register_window_process(name, move |c: C| Ok(CoGroup(make(c)?)))
+    }
+
     /// Builds the key selector `key` names.
     pub fn key_selector(&self, key: &FactoryRef) -> Result<Arc<dyn KeySelector>> {
+        if key.name == TAGGED_KEY {
+            // A window join's key: built from the two key selectors it names.
+            let c: TaggedKeyConfig = key.decode()?;
+            return Ok(Arc::new(TaggedKey {
+                first: self.key_selector(&c.first)?,
+                second: self.key_selector(&c.second)?,
+            }));
+        }
         let make = self
             .keys
             .get(&key.name)

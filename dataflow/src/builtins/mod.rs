@@ -120,6 +120,15 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         r.register_flat_map(SPLIT_WORDS, |()| Ok(transforms::split_words)),
         r.register_flat_map(FIRST_FIELD, |()| Ok(transforms::first_field)),
         r.register_map(CSV, |()| Ok(transforms::csv)),
+        r.register_map(crate::window_join::TAG_INPUT, |side: i64| {
+            if !(1..=2).contains(&side) {
+                return Err(crate::error::DataflowError::InvalidConfig {
+                    factory: crate::window_join::TAG_INPUT.into(),
+                    reason: format!("side {side} is neither 1 nor 2"),
+                });
+            }
+            Ok(move |v: Value| Ok(Value::Tuple(vec![Value::I64(side), v])))
+        }),
         r.register_process(COUNT, |c: CountConfig| Ok(transforms::Count(c))),
         r.register_process(COUNT_SUM, |c: CountConfig| Ok(transforms::CountSum(c))),
         r.register_reduce(SUM, |()| Ok(transforms::sum)),
