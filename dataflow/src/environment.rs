@@ -28,15 +28,17 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::broadcast::BroadcastStateDescriptor;
 use crate::chaining::build_job_graph;
 use crate::error::{DataflowError, Result};
 use crate::ids::JobId;
-use crate::interval_join::{join_factory, IntervalBounds};
+use crate::interval_join::IntervalBounds;
 use crate::job_graph::JobGraph;
 use crate::key_group::DEFAULT_MAX_PARALLELISM;
 use crate::partitioning::Partitioning;
 use crate::registry::OperatorKind;
 use crate::side_output::OutputTag;
+use crate::spec::with_params;
 use crate::spec::{FactoryRef, OperatorSpec};
 use crate::stream_graph::{StreamEdge, StreamGraph, StreamNode};
 use crate::two_input::InputSide;
@@ -172,7 +174,8 @@ fn add_two_input_node(
     second: &DataStream,
     kind: OperatorKind,
     factory: FactoryRef,
-    keys: Option<(FactoryRef, FactoryRef)>,
+    key: Option<FactoryRef>,
+    key2: Option<FactoryRef>,
 ) -> DataStream {
     if !Rc::ptr_eq(&first.env, &second.env) {
         first.error("connect of streams from different environments".into());
@@ -189,10 +192,6 @@ fn add_two_input_node(
             ..i.clone()
         }))
         .collect();
-    let (key, key2) = match keys {
-        Some((a, b)) => (Some(a), Some(b)),
-        None => (None, None),
-    };
     let node = add_node(&first.env, kind, factory, key, &inputs);
     if let Some(n) = first.env.borrow_mut().graph.nodes.get_mut(node as usize) {
         n.spec.key2 = key2;
@@ -212,7 +211,58 @@ impl ConnectedStreams {
     /// Runs a registered [`CoProcessFunction`](crate::co_process::CoProcessFunction):
     /// records of the first stream go to `process1`, of the second to `process2`.
     pub fn process(&self, f: FactoryRef) -> DataStream {
-        add_two_input_node(&self.first, &self.second, OperatorKind::CoProcess, f, None)
+        add_two_input_node(
+            &self.first,
+            &self.second,
+            OperatorKind::CoProcess,
+            f,
+            None,
+            None,
+        )
+    }
+}
+
+/// A stream broadcast to the operator it is connected with, with its state descriptor.
+#[derive(Clone)]
+pub struct BroadcastStream {
+    stream: DataStream,
+    descriptor: BroadcastStateDescriptor,
+}
+
+/// A (keyed or not) stream connected with a broadcast stream.
+#[derive(Clone)]
+pub struct BroadcastConnectedStream {
+    main: DataStream,
+    key: Option<FactoryRef>,
+    broadcast: BroadcastStream,
+}
+
+impl BroadcastConnectedStream {
+    /// Runs a function registered with
+    /// [`register_broadcast_process`](crate::registry::OperatorRegistry::register_broadcast_process)
+    /// (non-keyed) or
+    /// [`register_keyed_broadcast_process`](crate::registry::OperatorRegistry::register_keyed_broadcast_process)
+    /// (keyed).
+    pub fn process(&self, f: FactoryRef) -> DataStream {
+        let kind = match self.key {
+            Some(_) => OperatorKind::KeyedBroadcast,
+            None => OperatorKind::CoProcess,
+        };
+        let factory = match with_params(&self.broadcast.descriptor, &f) {
+            Ok(factory) => factory,
+            Err(e) => {
+                self.main.env.borrow_mut().errors.push(e);
+                f
+            }
+        };
+        add_two_input_node(
+            &self.main,
+            &self.broadcast.stream,
+            kind,
+            factory,
+            self.key.clone(),
+            None,
+        )
     }
 }
 
@@ -248,7 +298,7 @@ impl IntervalJoined {
         if let Err(e) = self.bounds.validate() {
             first.env.borrow_mut().errors.push(e);
         }
-        match join_factory(&self.bounds, &f) {
+        match with_params(&self.bounds, &f) {
             Ok(factory) => self.streams.two_input(factory),
             Err(e) => {
                 first.env.borrow_mut().errors.push(e);
@@ -280,7 +330,8 @@ impl KeyedConnectedStreams {
             &self.second.stream,
             OperatorKind::KeyedCoProcess,
             factory,
-            Some((self.first.key.clone(), self.second.key.clone())),
+            Some(self.first.key.clone()),
+            Some(self.second.key.clone()),
         )
     }
 }
@@ -428,6 +479,24 @@ impl DataStream {
         }
     }
 
+    /// Every record to every subtask of the operator this is connected with, kept in
+    /// the broadcast state `descriptor` there ([`broadcast`](crate::broadcast)).
+    pub fn broadcast_with(&self, descriptor: &BroadcastStateDescriptor) -> BroadcastStream {
+        BroadcastStream {
+            stream: self.broadcast(),
+            descriptor: descriptor.clone(),
+        }
+    }
+
+    /// Connects this stream (input 1) with a broadcast stream (input 2).
+    pub fn connect_broadcast(&self, broadcast: &BroadcastStream) -> BroadcastConnectedStream {
+        BroadcastConnectedStream {
+            main: self.clone(),
+            key: None,
+            broadcast: broadcast.clone(),
+        }
+    }
+
     /// Ends the stream in a sink.
     pub fn sink(&self, f: FactoryRef) -> DataStream {
         self.then(OperatorKind::Sink, f, None)
@@ -533,6 +602,15 @@ impl KeyedStream {
         KeyedConnectedStreams {
             first: self.clone(),
             second: other.clone(),
+        }
+    }
+
+    /// Connects this keyed stream (input 1) with a broadcast stream (input 2).
+    pub fn connect_broadcast(&self, broadcast: &BroadcastStream) -> BroadcastConnectedStream {
+        BroadcastConnectedStream {
+            main: self.stream.clone(),
+            key: Some(self.key.clone()),
+            broadcast: broadcast.clone(),
         }
     }
 

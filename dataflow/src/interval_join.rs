@@ -17,56 +17,26 @@
 //!
 //! **Functions** are registered with
 //! [`OperatorRegistry::register_process_join`](crate::registry::OperatorRegistry::register_process_join):
-//! the registered factory's configuration is [`JoinSpec`] — the join's parameters plus the
-//! function's own configuration — built by the API from the user's [`FactoryRef`].
+//! the registered factory's configuration is a [`WithParams`](crate::spec::WithParams) of
+//! the bounds and the function's own configuration, built by the API from the user's
+//! [`FactoryRef`].
 
 use std::sync::Arc;
 
 use rill_state::{KeyedStateBackend, MapState, MapStateDescriptor};
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+use crate::spec::FactoryRef;
+
 use crate::element::StreamRecord;
 use crate::error::{DataflowError, Result};
 use crate::key::KeySelector;
 use crate::operator::{Collector, OperatorContext};
-use crate::spec::FactoryRef;
 use crate::state::{OperatorStateSnapshot, SnapshotContext, StateInitContext};
 use crate::timer::{InternalTimerService, TimeDomain};
 use crate::two_input::TwoInputOperator;
 use crate::value::Value;
-
-/// The configuration of a registered join factory: the join's parameters `P` and the
-/// user function's configuration `C`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JoinSpec<P, C> {
-    /// The join's parameters (interval bounds, window assigner).
-    pub join: P,
-    /// The function's configuration.
-    pub function: C,
-}
-
-/// Builds the factory reference of a join: `function`'s name, with its configuration
-/// wrapped in a [`JoinSpec`] with `join`.
-pub(crate) fn join_factory<P: Serialize>(join: &P, function: &FactoryRef) -> Result<FactoryRef> {
-    // A named msgpack map {"join": …, "function": <the function's own bytes>}: the
-    // function's config is spliced in as is, so user bytes need no decoding here.
-    let mut config = vec![0x82];
-    config.extend(encode("join", &function.name)?);
-    config.extend(encode(join, &function.name)?);
-    config.extend(encode("function", &function.name)?);
-    config.extend_from_slice(&function.config);
-    Ok(FactoryRef {
-        name: function.name.clone(),
-        config,
-    })
-}
-
-fn encode<T: Serialize + ?Sized>(v: &T, factory: &str) -> Result<Vec<u8>> {
-    rmp_serde::to_vec_named(v).map_err(|e| DataflowError::InvalidConfig {
-        factory: factory.to_owned(),
-        reason: format!("cannot encode: {e}"),
-    })
-}
 
 /// The bounds of an interval join, in ms relative to the left record's timestamp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

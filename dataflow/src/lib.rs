@@ -51,6 +51,7 @@
 //! ```
 
 pub mod barrier_handler;
+pub mod broadcast;
 pub mod builtins;
 mod chain;
 pub mod chaining;

@@ -35,15 +35,20 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::broadcast::{
+    BroadcastProcessFunction, BroadcastProcessOperator, BroadcastStateDescriptor,
+    KeyedBroadcastProcessFunction, KeyedBroadcastProcessOperator,
+};
 use crate::co_process::{
     CoProcessFunction, CoProcessOperator, KeyedCoProcessFunction, KeyedCoProcessOperator,
 };
 use crate::error::{DataflowError, Result};
 use crate::functions::{FilterOperator, FlatMapOperator, MapOperator};
-use crate::interval_join::{IntervalBounds, IntervalJoinOperator, JoinSpec, ProcessJoinFunction};
+use crate::interval_join::{IntervalBounds, IntervalJoinOperator, ProcessJoinFunction};
 use crate::key::KeySelector;
 use crate::keyed::{KeyedProcessFunction, KeyedProcessOperator, ReduceOperator};
 use crate::operator::{Collector, Operator, OperatorContext, SourceOperator};
+use crate::spec::WithParams;
 use crate::spec::{decode_config, FactoryRef, OperatorSpec};
 use crate::two_input::{TwoInputAdapter, TwoInputOperator};
 use crate::value::Value;
@@ -331,7 +336,7 @@ impl OperatorRegistry {
 
     /// Registers a join function for
     /// [`interval_join`](crate::environment::KeyedStream::interval_join): its factory's
-    /// configuration is a [`JoinSpec`] of the bounds and `C`.
+    /// configuration is a [`WithParams`] of the bounds and `C`.
     pub fn register_process_join<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
     where
         C: DeserializeOwned + 'static,
@@ -341,8 +346,48 @@ impl OperatorRegistry {
         self.register_two_input_operator(
             name,
             OperatorKind::KeyedCoProcess,
-            move |c: JoinSpec<IntervalBounds, C>, ctx: &OperatorContext| {
-                IntervalJoinOperator::new(make(c.function)?, c.join, ctx)
+            move |c: WithParams<IntervalBounds, C>, ctx: &OperatorContext| {
+                IntervalJoinOperator::new(make(c.function)?, c.params, ctx)
+            },
+        )
+    }
+
+    /// Registers a [`BroadcastProcessFunction`] for a non-keyed stream connected with a
+    /// broadcast stream; its factory's configuration is a [`WithParams`] of the
+    /// broadcast state descriptor and `C`.
+    pub fn register_broadcast_process<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: BroadcastProcessFunction,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::CoProcess,
+            move |c: WithParams<BroadcastStateDescriptor, C>, ctx: &OperatorContext| {
+                Ok(BroadcastProcessOperator::new(
+                    make(c.function)?,
+                    &c.params,
+                    ctx,
+                ))
+            },
+        )
+    }
+
+    /// Registers a [`KeyedBroadcastProcessFunction`] for a keyed stream connected with a
+    /// broadcast stream (configuration as for
+    /// [`register_broadcast_process`](Self::register_broadcast_process)).
+    pub fn register_keyed_broadcast_process<C, P, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        P: KeyedBroadcastProcessFunction,
+        M: Fn(C) -> Result<P> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::KeyedBroadcast,
+            move |c: WithParams<BroadcastStateDescriptor, C>, ctx: &OperatorContext| {
+                KeyedBroadcastProcessOperator::new(make(c.function)?, &c.params, ctx)
             },
         )
     }
