@@ -151,6 +151,27 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         r.register_flat_map(nexmark::NEXMARK_QUERY, |q: nexmark::StatelessQuery| {
             Ok(move |v, out: &mut crate::operator::Collector<'_>| q.apply(v, out))
         }),
+        r.register_flat_map(nexmark::NEXMARK_SELECT, |s: nexmark::joins::Selection| {
+            Ok(move |v: Value, out: &mut crate::operator::Collector<'_>| {
+                if s.keeps(&v)? {
+                    out.collect(v);
+                }
+                Ok(())
+            })
+        }),
+        r.register_keyed_co_process(nexmark::NEXMARK_Q3, |()| Ok(nexmark::joins::Q3Join)),
+        r.register_keyed_co_process(nexmark::NEXMARK_WINNING_BIDS, |()| {
+            Ok(nexmark::joins::WinningBids)
+        }),
+        r.register_process(nexmark::NEXMARK_Q4_AVERAGE, |()| {
+            Ok(nexmark::joins::CategoryAverage)
+        }),
+        r.register_process(nexmark::NEXMARK_Q6_AVERAGE, |()| {
+            Ok(nexmark::joins::SellerAverage)
+        }),
+        r.register_window_join(nexmark::NEXMARK_Q8, |()| {
+            Ok(nexmark::joins::Q8Join::default())
+        }),
         r.register_map(nexmark::JSON_ROW, |c: nexmark::JsonRowConfig| {
             Ok(nexmark::queries::json_row(c))
         }),
