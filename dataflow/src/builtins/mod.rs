@@ -30,6 +30,12 @@
 //! | `rill.map.json_row` | map | a row tuple as a JSON object with given column names |
 //! | `rill.window.max_ties` | window aggregate | the elements with the largest i64 field, all ties |
 //! | `rill.window.nexmark_rows` | window process | Nexmark q5 / q7 rows from `max_ties` |
+//! | `rill.flat_map.nexmark_select` | flat-map | the persons, auctions or bids a join query reads |
+//! | `rill.co_process.nexmark_q3` | keyed co-process | Nexmark q3's incremental join |
+//! | `rill.co_process.nexmark_winning_bids` | keyed co-process | per-auction final price updates (q4, q6) |
+//! | `rill.process.nexmark_q4_average` / `_q6_average` | process | q4's / q6's averages (upsert rows) |
+//! | `rill.window_join.nexmark_q8` | window join | q8's distinct `(id, name, starttime)` |
+//! | `rill.map.tag_input` | map | `v` → `(side, v)` (window joins, see [`window_join`](crate::window_join)) |
 
 mod collection;
 mod datagen;
