@@ -11,8 +11,8 @@
 //!
 //! **Cleanup.** A left record at `t` can meet no new right record once event time passed
 //! `t + upper` (a later right record in range would be late), a right record at `t` none
-//! after `t - lower`; an event-time cleanup timer at that time (namespace: the side)
-//! removes it when the watermark reaches it. Records behind the watermark on arrival are
+//! after `t - lower`; an event-time cleanup timer at that time (namespace: the side and
+//! `t`) removes it when the watermark reaches it. Records behind the watermark on arrival are
 //! late and dropped, as in Flink. Records without a timestamp are an error.
 //!
 //! **Functions** are registered with
@@ -106,7 +106,7 @@ pub struct IntervalJoinOperator<F> {
     backend: KeyedStateBackend<Value>,
     left: Buffer,
     right: Buffer,
-    timers: InternalTimerService<u8>,
+    timers: InternalTimerService<(u8, i64)>,
 }
 
 fn buffers(backend: &mut KeyedStateBackend<Value>) -> Result<(Buffer, Buffer)> {
@@ -185,19 +185,20 @@ impl<F: ProcessJoinFunction> IntervalJoinOperator<F> {
             }
             let key = self.keys[usize::from(side - 1)].key(&r.value)?.into_owned();
             self.backend.set_current_key(key.clone())?;
+            // Saturating: timestamps come from the input and must not overflow.
             let (mine, other, range, cleanup) = if side == LEFT {
                 (
                     &self.left,
                     &self.right,
-                    (t + lower, t + upper),
-                    t + upper.max(0),
+                    (t.saturating_add(lower), t.saturating_add(upper)),
+                    t.saturating_add(upper.max(0)),
                 )
             } else {
                 (
                     &self.right,
                     &self.left,
-                    (t - upper, t - lower),
-                    t - lower.min(0),
+                    (t.saturating_sub(upper), t.saturating_sub(lower)),
+                    t.saturating_sub(lower.min(0)),
                 )
             };
             for (ot, values) in self.backend.map_entries(other, &())? {
@@ -235,7 +236,7 @@ impl<F: ProcessJoinFunction> IntervalJoinOperator<F> {
                 &mut self.backend,
                 TimeDomain::EventTime,
                 &key,
-                &side,
+                &(side, t),
                 cleanup,
             )?;
         }
@@ -289,12 +290,12 @@ impl<F: ProcessJoinFunction> TwoInputOperator for IntervalJoinOperator<F> {
 
     fn process_watermark(&mut self, watermark: i64, _out: &mut Vec<StreamRecord>) -> Result<()> {
         self.timers.advance_watermark(watermark);
-        let IntervalBounds { lower, upper } = self.bounds;
         while let Some(timer) = self.timers.pop_event_timer(&mut self.backend)? {
-            let (buffer, t) = if timer.namespace == LEFT {
-                (&self.left, timer.timestamp - upper.max(0))
+            let (side, t) = timer.namespace;
+            let buffer = if side == LEFT {
+                &self.left
             } else {
-                (&self.right, timer.timestamp + lower.min(0))
+                &self.right
             };
             self.backend.set_current_key(timer.key)?;
             self.backend.map_remove(buffer, &(), &t)?;
@@ -405,6 +406,15 @@ pub(crate) mod tests {
         op.process_batch(&mut vec![rec("a", 11), rec("b", 4)], &mut out)
             .unwrap();
         assert_eq!(rows(&mut out), ["(11,12)@12", "(11,14)@14"]);
+        // Bounds at the end of time saturate instead of overflowing.
+        op.process_batch(&mut vec![rec("z", i64::MAX - 1)], &mut out)
+            .unwrap();
+        op.process_batch2(&mut vec![rec("z", i64::MAX)], &mut out)
+            .unwrap();
+        assert_eq!(
+            rows(&mut out),
+            [format!("({},{})@{}", i64::MAX - 1, i64::MAX, i64::MAX)]
+        );
         op.process_watermark(i64::MAX, &mut out).unwrap();
         assert!(out.is_empty());
         assert!(op
