@@ -136,11 +136,14 @@ pub enum Job {
     },
     /// Nexmark: generated events (`--events`) or a JSON Lines file (`--events-file`) →
     /// watermarks 4 s behind event time → query q0 (bids), q1 (price in euros), q2
-    /// (bids on auctions ≡ 0 mod 123), q5 (hot items: most bids per 10 s window every
-    /// 2 s) or q7 (highest bids per 10 s window) → one JSON object per row to `--output`
-    /// (discarded without it: a throughput run).
+    /// (bids on auctions ≡ 0 mod 123), q3 (auctions of category 10 ⋈ persons in OR, ID,
+    /// CA), q4 (average final price per category), q5 (hot items: most bids per 10 s
+    /// window every 2 s), q6 (average final price of each seller's last 10 auctions),
+    /// q7 (highest bids per 10 s window) or q8 (persons with an auction in the 10 s
+    /// window they joined) → one JSON object per row to `--output` (q4 and q6: an upsert
+    /// log, the last row per key is the result; discarded without it: a throughput run).
     Nexmark {
-        /// The query: q0, q1, q2, q5 or q7.
+        /// The query: q0 to q8.
         #[arg(long)]
         query: String,
         /// Number of generated events.

@@ -35,6 +35,7 @@ use crate::state::{
     TaskRestore,
 };
 use crate::task_io::TaskOutput;
+use crate::two_input::InputSide;
 use rill_network::QueuedBarrier;
 use rill_state::SnapshotTarget;
 
@@ -74,6 +75,9 @@ struct KeyRoute {
 /// A running chain of one subtask.
 pub(crate) struct OperatorChain {
     source: Option<Box<dyn SourceOperator>>,
+    /// Which input of the head each input channel feeds; empty unless the head has two
+    /// inputs (every channel then feeds input 1).
+    channel_sides: Vec<InputSide>,
     nodes: Vec<Node>,
     outputs: Vec<Output>,
 }
@@ -113,6 +117,12 @@ impl OperatorChain {
                 key_selector: op
                     .spec
                     .key
+                    .as_ref()
+                    .map(|k| registry.key_selector(k))
+                    .transpose()?,
+                key_selector2: op
+                    .spec
+                    .key2
                     .as_ref()
                     .map(|k| registry.key_selector(k))
                     .transpose()?,
@@ -166,8 +176,18 @@ impl OperatorChain {
                 channels: Vec::new(),
             });
         }
+        let two_input = vertex
+            .operators
+            .first()
+            .is_some_and(|h| h.spec.kind.is_two_input());
+        let channel_sides = if two_input {
+            job.wiring(vertex.id, subtask_index)?.input_sides(job)
+        } else {
+            Vec::new()
+        };
         Ok(Self {
             source,
+            channel_sides,
             nodes,
             outputs: outs,
         })
@@ -326,19 +346,39 @@ impl OperatorChain {
         Ok(status)
     }
 
-    /// Pushes input records into the head operator.
-    pub(crate) fn push_input(&mut self, records: &mut Vec<StreamRecord>) -> Result<()> {
-        self.push(0, records)
+    /// Pushes records of input channel `channel` into the head operator (into its input
+    /// 1 or 2 when it has two).
+    pub(crate) fn push_input(
+        &mut self,
+        channel: usize,
+        records: &mut Vec<StreamRecord>,
+    ) -> Result<()> {
+        let side = self
+            .channel_sides
+            .get(channel)
+            .copied()
+            .unwrap_or(InputSide::First);
+        self.push_side(0, side, records)
     }
 
     fn push(&mut self, idx: usize, input: &mut Vec<StreamRecord>) -> Result<()> {
+        self.push_side(idx, InputSide::First, input)
+    }
+
+    fn push_side(
+        &mut self,
+        idx: usize,
+        side: InputSide,
+        input: &mut Vec<StreamRecord>,
+    ) -> Result<()> {
         if input.is_empty() {
             return Ok(());
         }
         let mut out = std::mem::take(&mut self.nodes[idx].out);
-        let res = match &mut self.nodes[idx].op {
-            Some(op) => op.process_batch(input, &mut out),
-            None => Err(DataflowError::InvalidGraph(
+        let res = match (&mut self.nodes[idx].op, side) {
+            (Some(op), InputSide::First) => op.process_batch(input, &mut out),
+            (Some(op), InputSide::Second) => op.process_batch2(input, &mut out),
+            (None, _) => Err(DataflowError::InvalidGraph(
                 "records pushed into a source".into(),
             )),
         };

@@ -136,6 +136,7 @@ pub fn build_job_graph(g: &StreamGraph, name: &str, job_id: JobId) -> Result<Job
                 && resolved[s].parallelism == resolved[t].parallelism
                 && resolved[s].group == resolved[t].group
                 && in_degree(t) == 1
+                && !g.nodes[t].spec.kind.is_two_input()
                 && !g.nodes[s].chaining_disabled
                 && !g.nodes[t].chaining_disabled
         })
@@ -210,6 +211,7 @@ pub fn build_job_graph(g: &StreamGraph, name: &str, job_id: JobId) -> Result<Job
             target: tv,
             partitioning: p,
             side_output: e.side_output.clone(),
+            input: e.input,
         });
     }
     Ok(JobGraph {
@@ -368,6 +370,7 @@ mod tests {
             target: 1,
             partitioning: Some(Partitioning::Rebalance),
             side_output: None,
+            input: Default::default(),
         });
         assert!(matches!(
             build_job_graph(&g, "t", JobId([0; 16])),
@@ -390,6 +393,7 @@ mod tests {
             target: VertexId(1),
             partitioning: Partitioning::Rebalance,
             side_output: None,
+            input: Default::default(),
         });
         assert!(matches!(
             job.validate(&registry()),

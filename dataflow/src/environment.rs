@@ -28,16 +28,20 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use crate::broadcast::BroadcastStateDescriptor;
 use crate::chaining::build_job_graph;
 use crate::error::{DataflowError, Result};
 use crate::ids::JobId;
+use crate::interval_join::IntervalBounds;
 use crate::job_graph::JobGraph;
 use crate::key_group::DEFAULT_MAX_PARALLELISM;
 use crate::partitioning::Partitioning;
 use crate::registry::OperatorKind;
 use crate::side_output::OutputTag;
+use crate::spec::with_params;
 use crate::spec::{FactoryRef, OperatorSpec};
 use crate::stream_graph::{StreamEdge, StreamGraph, StreamNode};
+use crate::two_input::InputSide;
 
 struct Builder {
     graph: StreamGraph,
@@ -124,6 +128,8 @@ struct Input {
     partitioning: Option<Partitioning>,
     /// The node's side output to read instead of its main output.
     side_output: Option<String>,
+    /// Which input of the next operator it feeds.
+    side: InputSide,
 }
 
 fn add_node(
@@ -143,6 +149,7 @@ fn add_node(
             kind,
             factory,
             key,
+            key2: None,
         },
         parallelism: None,
         max_parallelism: None,
@@ -155,9 +162,178 @@ fn add_node(
             target: id,
             partitioning: i.partitioning.clone(),
             side_output: i.side_output.clone(),
+            input: i.side,
         });
     }
     id
+}
+
+/// Adds a two-input node fed by `first` (input 1) and `second` (input 2).
+fn add_two_input_node(
+    first: &DataStream,
+    second: &DataStream,
+    kind: OperatorKind,
+    factory: FactoryRef,
+    key: Option<FactoryRef>,
+    key2: Option<FactoryRef>,
+) -> DataStream {
+    if !Rc::ptr_eq(&first.env, &second.env) {
+        first.error("connect of streams from different environments".into());
+    }
+    let inputs: Vec<Input> = first
+        .inputs
+        .iter()
+        .map(|i| Input {
+            side: InputSide::First,
+            ..i.clone()
+        })
+        .chain(second.inputs.iter().map(|i| Input {
+            side: InputSide::Second,
+            ..i.clone()
+        }))
+        .collect();
+    let node = add_node(&first.env, kind, factory, key, &inputs);
+    if let Some(n) = first.env.borrow_mut().graph.nodes.get_mut(node as usize) {
+        n.spec.key2 = key2;
+    }
+    DataStream::single(&first.env, node)
+}
+
+/// Two streams connected for a two-input operator (Flink's `ConnectedStreams`); see
+/// [`two_input`](crate::two_input).
+#[derive(Clone)]
+pub struct ConnectedStreams {
+    first: DataStream,
+    second: DataStream,
+}
+
+impl ConnectedStreams {
+    /// Runs a registered [`CoProcessFunction`](crate::co_process::CoProcessFunction):
+    /// records of the first stream go to `process1`, of the second to `process2`.
+    pub fn process(&self, f: FactoryRef) -> DataStream {
+        add_two_input_node(
+            &self.first,
+            &self.second,
+            OperatorKind::CoProcess,
+            f,
+            None,
+            None,
+        )
+    }
+}
+
+/// A stream broadcast to the operator it is connected with, with its state descriptor.
+#[derive(Clone)]
+pub struct BroadcastStream {
+    stream: DataStream,
+    descriptor: BroadcastStateDescriptor,
+}
+
+/// A (keyed or not) stream connected with a broadcast stream.
+#[derive(Clone)]
+pub struct BroadcastConnectedStream {
+    main: DataStream,
+    key: Option<FactoryRef>,
+    broadcast: BroadcastStream,
+}
+
+impl BroadcastConnectedStream {
+    /// Runs a function registered with
+    /// [`register_broadcast_process`](crate::registry::OperatorRegistry::register_broadcast_process)
+    /// (non-keyed) or
+    /// [`register_keyed_broadcast_process`](crate::registry::OperatorRegistry::register_keyed_broadcast_process)
+    /// (keyed).
+    pub fn process(&self, f: FactoryRef) -> DataStream {
+        let kind = match self.key {
+            Some(_) => OperatorKind::KeyedBroadcast,
+            None => OperatorKind::CoProcess,
+        };
+        let factory = match with_params(&self.broadcast.descriptor, &f) {
+            Ok(factory) => factory,
+            Err(e) => {
+                self.main.env.borrow_mut().errors.push(e);
+                f
+            }
+        };
+        add_two_input_node(
+            &self.main,
+            &self.broadcast.stream,
+            kind,
+            factory,
+            self.key.clone(),
+            None,
+        )
+    }
+}
+
+/// An interval join waiting for its bounds.
+#[derive(Clone)]
+pub struct IntervalJoin {
+    streams: KeyedConnectedStreams,
+}
+
+impl IntervalJoin {
+    /// Pairs with `left.ts + lower ≤ right.ts ≤ left.ts + upper` (ms, inclusive).
+    pub fn between(&self, lower: i64, upper: i64) -> IntervalJoined {
+        IntervalJoined {
+            streams: self.streams.clone(),
+            bounds: IntervalBounds { lower, upper },
+        }
+    }
+}
+
+/// An interval join with bounds, waiting for its function.
+#[derive(Clone)]
+pub struct IntervalJoined {
+    streams: KeyedConnectedStreams,
+    bounds: IntervalBounds,
+}
+
+impl IntervalJoined {
+    /// Runs a join function registered with
+    /// [`register_process_join`](crate::registry::OperatorRegistry::register_process_join)
+    /// on every joined pair.
+    pub fn process(&self, f: FactoryRef) -> DataStream {
+        let first = &self.streams.first.stream;
+        if let Err(e) = self.bounds.validate() {
+            first.env.borrow_mut().errors.push(e);
+        }
+        match with_params(&self.bounds, &f) {
+            Ok(factory) => self.streams.two_input(factory),
+            Err(e) => {
+                first.env.borrow_mut().errors.push(e);
+                self.streams.two_input(f)
+            }
+        }
+    }
+}
+
+/// Two keyed streams connected for a keyed two-input operator: records of either with
+/// equal keys meet in one subtask and share that key's state.
+#[derive(Clone)]
+pub struct KeyedConnectedStreams {
+    first: KeyedStream,
+    second: KeyedStream,
+}
+
+impl KeyedConnectedStreams {
+    /// Runs a registered
+    /// [`KeyedCoProcessFunction`](crate::co_process::KeyedCoProcessFunction).
+    pub fn process(&self, f: FactoryRef) -> DataStream {
+        self.two_input(f)
+    }
+
+    /// A keyed two-input operator of `factory` (joins build on this).
+    pub(crate) fn two_input(&self, factory: FactoryRef) -> DataStream {
+        add_two_input_node(
+            &self.first.stream,
+            &self.second.stream,
+            OperatorKind::KeyedCoProcess,
+            factory,
+            Some(self.first.key.clone()),
+            Some(self.second.key.clone()),
+        )
+    }
 }
 
 /// A stream of records: the output of one operator, possibly re-partitioned or unioned
@@ -179,6 +355,7 @@ impl DataStream {
                 node,
                 partitioning: None,
                 side_output: None,
+                side: InputSide::First,
             }],
             node: Some(node),
         }
@@ -199,6 +376,7 @@ impl DataStream {
                     node: i.node,
                     partitioning: Some(p.clone()),
                     side_output: i.side_output.clone(),
+                    side: i.side,
                 })
                 .collect(),
             node: None,
@@ -287,8 +465,35 @@ impl DataStream {
                 node,
                 partitioning: None,
                 side_output: Some(tag.id.clone()),
+                side: InputSide::First,
             }],
             node: None,
+        }
+    }
+
+    /// Connects this stream (input 1) with `other` (input 2) for a two-input operator.
+    pub fn connect(&self, other: &DataStream) -> ConnectedStreams {
+        ConnectedStreams {
+            first: self.clone(),
+            second: other.clone(),
+        }
+    }
+
+    /// Every record to every subtask of the operator this is connected with, kept in
+    /// the broadcast state `descriptor` there ([`broadcast`](crate::broadcast)).
+    pub fn broadcast_with(&self, descriptor: &BroadcastStateDescriptor) -> BroadcastStream {
+        BroadcastStream {
+            stream: self.broadcast(),
+            descriptor: descriptor.clone(),
+        }
+    }
+
+    /// Connects this stream (input 1) with a broadcast stream (input 2).
+    pub fn connect_broadcast(&self, broadcast: &BroadcastStream) -> BroadcastConnectedStream {
+        BroadcastConnectedStream {
+            main: self.clone(),
+            key: None,
+            broadcast: broadcast.clone(),
         }
     }
 
@@ -389,6 +594,32 @@ impl KeyedStream {
     pub fn process(&self, f: FactoryRef) -> DataStream {
         self.stream
             .then(OperatorKind::Process, f, Some(self.key.clone()))
+    }
+
+    /// Connects this keyed stream (input 1) with `other` (input 2), each keyed by its own
+    /// key selector.
+    pub fn connect(&self, other: &KeyedStream) -> KeyedConnectedStreams {
+        KeyedConnectedStreams {
+            first: self.clone(),
+            second: other.clone(),
+        }
+    }
+
+    /// Connects this keyed stream (input 1) with a broadcast stream (input 2).
+    pub fn connect_broadcast(&self, broadcast: &BroadcastStream) -> BroadcastConnectedStream {
+        BroadcastConnectedStream {
+            main: self.stream.clone(),
+            key: Some(self.key.clone()),
+            broadcast: broadcast.clone(),
+        }
+    }
+
+    /// Joins this keyed stream (left) with `other` (right) on equal keys within a time
+    /// interval ([`interval_join`](crate::interval_join)); `between` sets the bounds.
+    pub fn interval_join(&self, other: &KeyedStream) -> IntervalJoin {
+        IntervalJoin {
+            streams: self.connect(other),
+        }
     }
 
     /// Sends the keyed stream into a sink (records of one key reach one sink subtask).

@@ -26,6 +26,7 @@ use crate::ids::{JobId, VertexId};
 use crate::partitioning::Partitioning;
 use crate::registry::{OperatorKind, OperatorRegistry};
 use crate::spec::OperatorSpec;
+use crate::two_input::InputSide;
 
 /// Largest accepted max parallelism (Flink's `UPPER_BOUND_MAX_PARALLELISM`, 2^15).
 pub const UPPER_BOUND_MAX_PARALLELISM: u32 = 1 << 15;
@@ -102,6 +103,10 @@ pub struct JobEdge {
     /// [`side_output`](crate::side_output)); `None`: its main output.
     #[serde(default)]
     pub side_output: Option<String>,
+    /// Which input of the target's head this edge feeds (see
+    /// [`two_input`](crate::two_input)).
+    #[serde(default, skip_serializing_if = "InputSide::is_first")]
+    pub input: InputSide,
 }
 
 impl JobGraph {
@@ -274,8 +279,37 @@ impl JobGraph {
             }
             _ => {}
         }
+        let second = self
+            .edges
+            .iter()
+            .any(|e| e.target == v.id && e.input == InputSide::Second);
+        let first = self
+            .edges
+            .iter()
+            .any(|e| e.target == v.id && e.input == InputSide::First);
+        match (head.spec.kind.is_two_input(), first, second) {
+            (true, true, true) | (false, _, false) => {}
+            (true, _, _) => {
+                return invalid(format!(
+                    "two-input vertex `{}` needs edges into both of its inputs",
+                    v.name
+                ))
+            }
+            (false, _, true) => {
+                return invalid(format!(
+                    "vertex `{}` has one input but an edge into its input 2",
+                    v.name
+                ))
+            }
+        }
         let mut parents = vec![0usize; v.operators.len()];
         for (i, op) in v.operators.iter().enumerate() {
+            if i > 0 && op.spec.kind.is_two_input() {
+                return invalid(format!(
+                    "two-input operator `{}` chained after another operator",
+                    op.spec.name
+                ));
+            }
             if i > 0 && op.spec.kind == OperatorKind::Source {
                 return invalid(format!(
                     "source `{}` chained after another operator",

@@ -20,12 +20,14 @@
 //! mini-batch aggregation, minus intermediate flushes), so the hot path allocates nothing
 //! per record.
 
+use crate::builtins::nexmark::joins::{self, Selection};
 use crate::builtins::nexmark::{self, GeneratorConfig, StatelessQuery, WindowedQuery};
 use crate::builtins::{self, DatagenConfig};
 use crate::environment::StreamExecutionEnvironment;
 use crate::error::{DataflowError, Result};
 use crate::job_graph::JobGraph;
 use crate::key;
+use crate::spec::FactoryRef;
 use crate::value::Value;
 use crate::window::WindowAssigner;
 
@@ -174,8 +176,9 @@ pub enum NexmarkInput {
 pub const NEXMARK_WATERMARK_DELAY_MS: i64 = 4000;
 
 /// nexmark: the events of `input` → watermarks [`NEXMARK_WATERMARK_DELAY_MS`] behind
-/// each source subtask's largest event time → query `query` (`q0`, `q1`, `q2`, `q5` or
-/// `q7`, see [`nexmark::queries`]) → with `output`, one JSON object per result row
+/// each source subtask's largest event time → query `query` (`q0` to `q8`, see
+/// [`nexmark::queries`] and [`nexmark::joins`]; q4 and q6 write an upsert log whose last
+/// row per key is the result) → with `output`, one JSON object per result row
 /// (Flink's column names) → that file (written by one sink subtask, in arrival order);
 /// without, the row tuples → a blackhole sink. A bounded input ends with the final
 /// watermark, so every window fires.
@@ -189,13 +192,11 @@ pub fn nexmark(
         "q0" => Some(StatelessQuery::Q0),
         "q1" => Some(StatelessQuery::Q1),
         "q2" => Some(StatelessQuery::Q2),
-        "q5" | "q7" => None,
+        "q3" | "q4" | "q5" | "q6" | "q7" | "q8" => None,
         other => {
             return Err(DataflowError::InvalidConfig {
                 factory: "nexmark".into(),
-                reason: format!(
-                    "unknown or unsupported query {other:?}: expected q0, q1, q2, q5 or q7"
-                ),
+                reason: format!("unknown query {other:?}: expected one of q0 to q8"),
             })
         }
     };
@@ -241,6 +242,63 @@ pub fn nexmark(
             )
             .name("q5: hottest auctions per window")
             .uid("nexmark-q5-max"),
+        (None, "q3") => {
+            let persons = events
+                .flat_map(nexmark::select(Selection::Q3Persons))
+                .name("q3: persons in OR, ID, CA");
+            let auctions = events
+                .flat_map(nexmark::select(Selection::Q3Auctions))
+                .name("q3: auctions of category 10");
+            persons
+                .key_by(key::by_field(joins::PERSON_ID_FIELD))
+                .connect(&auctions.key_by(key::by_field(joins::AUCTION_SELLER_FIELD)))
+                .process(FactoryRef::unit(nexmark::NEXMARK_Q3))
+                .name("q3: join on seller")
+                .uid("nexmark-q3-join")
+        }
+        (None, "q4" | "q6") => {
+            let auctions = events
+                .flat_map(nexmark::select(Selection::Auctions))
+                .name("auctions");
+            let bids = events
+                .flat_map(nexmark::select(Selection::Bids))
+                .name("bids");
+            let winning = auctions
+                .key_by(key::by_field(joins::AUCTION_ID_FIELD))
+                .connect(&bids.key_by(key::by_field(joins::BID_AUCTION_FIELD)))
+                .process(FactoryRef::unit(nexmark::NEXMARK_WINNING_BIDS))
+                .name("winning bids")
+                .uid("nexmark-winning-bids");
+            if query == "q4" {
+                winning
+                    .key_by(key::by_field(joins::UPDATE_CATEGORY_FIELD))
+                    .process(FactoryRef::unit(nexmark::NEXMARK_Q4_AVERAGE))
+                    .name("q4: average per category")
+                    .uid("nexmark-q4-average")
+            } else {
+                winning
+                    .key_by(key::by_field(joins::UPDATE_SELLER_FIELD))
+                    .process(FactoryRef::unit(nexmark::NEXMARK_Q6_AVERAGE))
+                    .name("q6: average of the last 10 per seller")
+                    .uid("nexmark-q6-average")
+            }
+        }
+        (None, "q8") => {
+            let persons = events
+                .flat_map(nexmark::select(Selection::Persons))
+                .name("persons");
+            let auctions = events
+                .flat_map(nexmark::select(Selection::Auctions))
+                .name("auctions");
+            persons
+                .join(&auctions)
+                .where_key(key::by_field(joins::PERSON_ID_FIELD))
+                .equal_to(key::by_field(joins::AUCTION_SELLER_FIELD))
+                .window(WindowAssigner::tumbling_event_time(10_000))
+                .process(FactoryRef::unit(nexmark::NEXMARK_Q8))
+                .name("q8: persons with auctions per 10 s")
+                .uid("nexmark-q8-join")
+        }
         (None, _) => events
             .flat_map(nexmark::stateless_query(StatelessQuery::Q7Bids))
             .name("q7: bids")
@@ -255,7 +313,8 @@ pub fn nexmark(
     let columns = match (stateless, query) {
         (Some(q), _) => q.columns(),
         (None, "q5") => WindowedQuery::Q5.columns(),
-        (None, _) => WindowedQuery::Q7.columns(),
+        (None, "q7") => WindowedQuery::Q7.columns(),
+        (None, q) => joins::columns(q).unwrap_or_default(),
     };
     // Rows are rendered as JSON only for a file: a throughput run's blackhole gets the
     // row tuples, as Flink's blackhole sink gets its rows unserialized.

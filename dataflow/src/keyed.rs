@@ -311,6 +311,16 @@ impl<P: KeyedProcessFunction> KeyedProcessOperator<P> {
         &self.timers
     }
 
+    /// The function (two-input operators switch its input side between batches).
+    pub(crate) fn function_mut(&mut self) -> &mut P {
+        &mut self.f
+    }
+
+    /// Replaces the key selector (a keyed two-input operator's inputs have one each).
+    pub(crate) fn set_key_selector(&mut self, key: Arc<dyn KeySelector>) {
+        self.key = key;
+    }
+
     /// Fires one timer: the function's `on_timer` on the key's state.
     fn fire(
         &mut self,
@@ -475,6 +485,7 @@ mod tests {
             parallelism: 1,
             max_parallelism: 128,
             key_selector: Some(key),
+            key_selector2: None,
             collect: None,
             state: crate::state::StateContext::default(),
         }

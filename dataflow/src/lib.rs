@@ -51,10 +51,12 @@
 //! ```
 
 pub mod barrier_handler;
+pub mod broadcast;
 pub mod builtins;
 mod chain;
 pub mod chaining;
 pub mod checkpoint;
+pub mod co_process;
 pub mod codec;
 pub mod collect;
 pub mod element;
@@ -63,6 +65,7 @@ pub mod error;
 pub mod functions;
 pub mod ids;
 mod in_flight;
+pub mod interval_join;
 pub mod job_graph;
 pub mod jobs;
 pub mod key;
@@ -82,10 +85,12 @@ pub mod stream_graph;
 pub mod stream_task;
 pub mod task_io;
 pub mod timer;
+pub mod two_input;
 pub mod two_phase_commit;
 pub mod value;
 pub mod watermark;
 pub mod window;
+pub mod window_join;
 pub mod wiring;
 
 pub use collect::{CollectBuffer, CollectSink};

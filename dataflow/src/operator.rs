@@ -43,8 +43,10 @@ pub struct OperatorContext {
     pub parallelism: u32,
     /// The operator's max parallelism (number of key groups).
     pub max_parallelism: u32,
-    /// The key selector, for keyed operators.
+    /// The key selector, for keyed operators (of input 1, for two-input operators).
     pub key_selector: Option<Arc<dyn KeySelector>>,
+    /// The key selector of input 2, for keyed two-input operators.
+    pub key_selector2: Option<Arc<dyn KeySelector>>,
     /// Where collect sinks send their results, if the runtime provides it.
     pub collect: Option<Arc<dyn CollectSink>>,
     /// State configuration and clock; see
@@ -103,6 +105,19 @@ pub trait Operator: Send {
         input: &mut Vec<StreamRecord>,
         out: &mut Vec<StreamRecord>,
     ) -> Result<()>;
+
+    /// Processes a batch of input 2 (two-input operators only, see
+    /// [`two_input`](crate::two_input)). One-input operators have no input 2: the default
+    /// refuses, which the graph check makes unreachable.
+    fn process_batch2(
+        &mut self,
+        _input: &mut Vec<StreamRecord>,
+        _out: &mut Vec<StreamRecord>,
+    ) -> Result<()> {
+        Err(crate::error::DataflowError::InvalidGraph(
+            "records of input 2 reached a one-input operator".into(),
+        ))
+    }
 
     /// Reacts to event time reaching `watermark`; records appended to `out` are emitted
     /// before the watermark, which the chain forwards afterwards.

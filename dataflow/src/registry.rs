@@ -35,12 +35,22 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::broadcast::{
+    BroadcastProcessFunction, BroadcastProcessOperator, BroadcastStateDescriptor,
+    KeyedBroadcastProcessFunction, KeyedBroadcastProcessOperator,
+};
+use crate::co_process::{
+    CoProcessFunction, CoProcessOperator, KeyedCoProcessFunction, KeyedCoProcessOperator,
+};
 use crate::error::{DataflowError, Result};
 use crate::functions::{FilterOperator, FlatMapOperator, MapOperator};
+use crate::interval_join::{IntervalBounds, IntervalJoinOperator, ProcessJoinFunction};
 use crate::key::KeySelector;
 use crate::keyed::{KeyedProcessFunction, KeyedProcessOperator, ReduceOperator};
 use crate::operator::{Collector, Operator, OperatorContext, SourceOperator};
+use crate::spec::WithParams;
 use crate::spec::{decode_config, FactoryRef, OperatorSpec};
+use crate::two_input::{TwoInputAdapter, TwoInputOperator};
 use crate::value::Value;
 use crate::window::function::{Fold, WindowFunction};
 use crate::window::operator::WindowOperator;
@@ -48,6 +58,7 @@ use crate::window::{
     AggregateFunction, ProcessWindowFunction, ReduceFunction, WindowFunctionRef,
     WindowOperatorConfig, WINDOW_OPERATOR,
 };
+use crate::window_join::{CoGroup, JoinFunction, TaggedKey, TaggedKeyConfig, TAGGED_KEY};
 
 pub use crate::spec::OperatorKind;
 
@@ -271,6 +282,116 @@ impl OperatorRegistry {
         )
     }
 
+    /// Registers a factory of hand-written [`TwoInputOperator`]s of a two-input `kind`
+    /// ([`OperatorKind::CoProcess`] or [`OperatorKind::KeyedCoProcess`]).
+    pub fn register_two_input_operator<C, O, M>(
+        &mut self,
+        name: &str,
+        kind: OperatorKind,
+        make: M,
+    ) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        O: TwoInputOperator + 'static,
+        M: Fn(C, &OperatorContext) -> Result<O> + Send + Sync + 'static,
+    {
+        if !kind.is_two_input() {
+            return Err(DataflowError::InvalidConfig {
+                factory: name.into(),
+                reason: format!("{kind:?} is not a two-input kind"),
+            });
+        }
+        self.register_operator(name, kind, move |c: C, ctx: &OperatorContext| {
+            Ok(TwoInputAdapter(make(c, ctx)?))
+        })
+    }
+
+    /// Registers a co-process function over two connected streams.
+    pub fn register_co_process<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: CoProcessFunction,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::CoProcess,
+            move |c: C, _ctx: &OperatorContext| Ok(CoProcessOperator::new(make(c)?)),
+        )
+    }
+
+    /// Registers a keyed co-process function over two connected keyed streams.
+    pub fn register_keyed_co_process<C, P, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        P: KeyedCoProcessFunction,
+        M: Fn(C) -> Result<P> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::KeyedCoProcess,
+            move |c: C, ctx: &OperatorContext| KeyedCoProcessOperator::new(make(c)?, ctx),
+        )
+    }
+
+    /// Registers a join function for
+    /// [`interval_join`](crate::environment::KeyedStream::interval_join): its factory's
+    /// configuration is a [`WithParams`] of the bounds and `C`.
+    pub fn register_process_join<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: ProcessJoinFunction,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::KeyedCoProcess,
+            move |c: WithParams<IntervalBounds, C>, ctx: &OperatorContext| {
+                IntervalJoinOperator::new(make(c.function)?, c.params, ctx)
+            },
+        )
+    }
+
+    /// Registers a [`BroadcastProcessFunction`] for a non-keyed stream connected with a
+    /// broadcast stream; its factory's configuration is a [`WithParams`] of the
+    /// broadcast state descriptor and `C`.
+    pub fn register_broadcast_process<C, F, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        F: BroadcastProcessFunction,
+        M: Fn(C) -> Result<F> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::CoProcess,
+            move |c: WithParams<BroadcastStateDescriptor, C>, ctx: &OperatorContext| {
+                Ok(BroadcastProcessOperator::new(
+                    make(c.function)?,
+                    &c.params,
+                    ctx,
+                ))
+            },
+        )
+    }
+
+    /// Registers a [`KeyedBroadcastProcessFunction`] for a keyed stream connected with a
+    /// broadcast stream (configuration as for
+    /// [`register_broadcast_process`](Self::register_broadcast_process)).
+    pub fn register_keyed_broadcast_process<C, P, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        P: KeyedBroadcastProcessFunction,
+        M: Fn(C) -> Result<P> + Send + Sync + 'static,
+    {
+        self.register_two_input_operator(
+            name,
+            OperatorKind::KeyedBroadcast,
+            move |c: WithParams<BroadcastStateDescriptor, C>, ctx: &OperatorContext| {
+                KeyedBroadcastProcessOperator::new(make(c.function)?, &c.params, ctx)
+            },
+        )
+    }
+
     fn insert_window_function(&mut self, name: &str, entry: WindowFunctionEntry) -> Result<()> {
         if self.window_functions.contains_key(name) {
             return Err(DataflowError::DuplicateRegistration { name: name.into() });
@@ -417,8 +538,28 @@ impl OperatorRegistry {
             .ok_or_else(|| DataflowError::UnknownOperator { name: name.into() })
     }
 
+    /// Registers a join function for window joins
+    /// ([`window_join`](crate::window_join)): a window process function co-grouping the
+    /// two sides of each window.
+    pub fn register_window_join<C, J, M>(&mut self, name: &str, make: M) -> Result<()>
+    where
+        C: DeserializeOwned + 'static,
+        J: JoinFunction,
+        M: Fn(C) -> Result<J> + Send + Sync + 'static,
+    {
+        self.register_window_process(name, move |c: C| Ok(CoGroup(make(c)?)))
+    }
+
     /// Builds the key selector `key` names.
     pub fn key_selector(&self, key: &FactoryRef) -> Result<Arc<dyn KeySelector>> {
+        if key.name == TAGGED_KEY {
+            // A window join's key: built from the two key selectors it names.
+            let c: TaggedKeyConfig = key.decode()?;
+            return Ok(Arc::new(TaggedKey {
+                first: self.key_selector(&c.first)?,
+                second: self.key_selector(&c.second)?,
+            }));
+        }
         let make = self
             .keys
             .get(&key.name)
@@ -445,6 +586,22 @@ impl OperatorRegistry {
             });
         }
         (entry.validate)(&spec.factory.config)?;
+        match (&spec.key2, spec.kind == OperatorKind::KeyedCoProcess) {
+            (Some(key), true) => self.key_selector(key).map(drop)?,
+            (None, true) => {
+                return Err(DataflowError::InvalidGraph(format!(
+                    "keyed two-input operator `{}` has no key selector for input 2",
+                    spec.name
+                )))
+            }
+            (Some(_), false) => {
+                return Err(DataflowError::InvalidGraph(format!(
+                    "operator `{}` has a second key selector but is not keyed two-input",
+                    spec.name
+                )))
+            }
+            (None, false) => {}
+        }
         match (&spec.key, spec.kind.is_keyed()) {
             (Some(key), _) => self.key_selector(key).map(drop),
             (None, true) => Err(DataflowError::InvalidGraph(format!(
@@ -540,6 +697,7 @@ mod tests {
             kind,
             factory,
             key: None,
+            key2: None,
         }
     }
 

@@ -63,6 +63,39 @@ pub(crate) fn decode_config<C: DeserializeOwned>(factory: &str, config: &[u8]) -
     })
 }
 
+/// The configuration of a factory that wraps a user function with an operator's own
+/// parameters (interval joins, broadcast state): the parameters `P` and the function's
+/// configuration `C`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WithParams<P, C> {
+    /// The operator's parameters (interval bounds, broadcast state name).
+    pub params: P,
+    /// The function's configuration.
+    pub function: C,
+}
+
+/// `function`'s name, with its configuration wrapped in a [`WithParams`] with `params`.
+pub(crate) fn with_params<P: Serialize>(params: &P, function: &FactoryRef) -> Result<FactoryRef> {
+    // A named msgpack map {"params": …, "function": <the function's own bytes>}: the
+    // function's config is spliced in as is, so user bytes need no decoding here.
+    let mut config = vec![0x82];
+    config.extend(encode("params", &function.name)?);
+    config.extend(encode(params, &function.name)?);
+    config.extend(encode("function", &function.name)?);
+    config.extend_from_slice(&function.config);
+    Ok(FactoryRef {
+        name: function.name.clone(),
+        config,
+    })
+}
+
+fn encode<T: Serialize + ?Sized>(v: &T, factory: &str) -> Result<Vec<u8>> {
+    rmp_serde::to_vec_named(v).map_err(|e| DataflowError::InvalidConfig {
+        factory: factory.to_owned(),
+        reason: format!("cannot encode: {e}"),
+    })
+}
+
 /// The role of an operator; registry entries and graph positions must agree on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum OperatorKind {
@@ -82,6 +115,12 @@ pub enum OperatorKind {
     Window,
     /// Consumes records, emits nothing.
     Sink,
+    /// Two inputs, not keyed: `connect` → `process` ([`two_input`](crate::two_input)).
+    CoProcess,
+    /// Two keyed inputs with a key selector each: keyed `connect` → `process`, joins.
+    KeyedCoProcess,
+    /// A keyed input and a broadcast input ([`broadcast`](crate::broadcast)).
+    KeyedBroadcast,
 }
 
 impl OperatorKind {
@@ -89,7 +128,19 @@ impl OperatorKind {
     pub fn is_keyed(self) -> bool {
         matches!(
             self,
-            OperatorKind::Reduce | OperatorKind::Process | OperatorKind::Window
+            OperatorKind::Reduce
+                | OperatorKind::Process
+                | OperatorKind::Window
+                | OperatorKind::KeyedCoProcess
+                | OperatorKind::KeyedBroadcast
+        )
+    }
+
+    /// Whether operators of this kind have two inputs.
+    pub fn is_two_input(self) -> bool {
+        matches!(
+            self,
+            OperatorKind::CoProcess | OperatorKind::KeyedCoProcess | OperatorKind::KeyedBroadcast
         )
     }
 }
@@ -105,6 +156,10 @@ pub struct OperatorSpec {
     pub kind: OperatorKind,
     /// Factory and configuration building the operator.
     pub factory: FactoryRef,
-    /// Key selector for keyed operators (`Reduce`, `Process`).
+    /// Key selector for keyed operators (`Reduce`, `Process`; input 1 of
+    /// `KeyedCoProcess`).
     pub key: Option<FactoryRef>,
+    /// Key selector of input 2 of a `KeyedCoProcess` operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key2: Option<FactoryRef>,
 }

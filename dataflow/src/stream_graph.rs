@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::partitioning::Partitioning;
 use crate::spec::OperatorSpec;
+use crate::two_input::InputSide;
 
 /// Name of the slot sharing group operators belong to unless told otherwise.
 pub const DEFAULT_SLOT_SHARING_GROUP: &str = "default";
@@ -46,6 +47,9 @@ pub struct StreamEdge {
     /// output. Side-output edges are never chained.
     #[serde(default)]
     pub side_output: Option<String>,
+    /// Which input of the target this edge feeds (input 2 only for two-input targets).
+    #[serde(default, skip_serializing_if = "InputSide::is_first")]
+    pub input: InputSide,
 }
 
 /// Operators and their connections, as built by the API.

@@ -1099,7 +1099,7 @@ impl StreamTask {
                 InputEvent::Records { .. } => {
                     let started = Instant::now();
                     let n = records.len();
-                    chain.push_input(&mut records)?;
+                    chain.push_input(channel, &mut records)?;
                     records.clear();
                     if let Some(limit) = batches.after(n, started.elapsed()) {
                         input.set_batch_limit(limit);

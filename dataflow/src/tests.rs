@@ -925,3 +925,282 @@ fn a_barrier_stuck_in_a_backpressured_output_turns_unaligned_and_restores_exactl
         "every record exactly once after the restore"
     );
 }
+
+/// Counts per key and input; every record arms an event-time timer at its timestamp,
+/// which emits `(key, count of input 1, count of input 2, timer)`; at end of input each
+/// key emits `(key, count 1, count 2, -1)`.
+struct CountBoth;
+impl co_process::KeyedCoProcessFunction for CountBoth {
+    type State = (i64, i64);
+    fn process1(
+        &mut self,
+        _: &Value,
+        s: &mut (i64, i64),
+        _: &Value,
+        ctx: &mut ProcessContext<'_>,
+        _: &mut operator::Collector<'_>,
+    ) -> Result<()> {
+        s.0 += 1;
+        if let Some(t) = ctx.timestamp() {
+            ctx.timer_service().register_event_time_timer(t);
+        }
+        Ok(())
+    }
+    fn process2(
+        &mut self,
+        _: &Value,
+        s: &mut (i64, i64),
+        _: &Value,
+        ctx: &mut ProcessContext<'_>,
+        _: &mut operator::Collector<'_>,
+    ) -> Result<()> {
+        s.1 += 1;
+        if let Some(t) = ctx.timestamp() {
+            ctx.timer_service().register_event_time_timer(t);
+        }
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        t: i64,
+        key: &Value,
+        s: &mut (i64, i64),
+        _: &mut ProcessContext<'_>,
+        out: &mut operator::Collector<'_>,
+    ) -> Result<()> {
+        out.collect(Value::Tuple(vec![
+            key.clone(),
+            s.0.into(),
+            s.1.into(),
+            t.into(),
+        ]));
+        Ok(())
+    }
+    fn on_end_of_input(
+        &mut self,
+        key: &Value,
+        s: &mut (i64, i64),
+        out: &mut operator::Collector<'_>,
+    ) -> Result<()> {
+        out.collect(Value::Tuple(vec![
+            key.clone(),
+            s.0.into(),
+            s.1.into(),
+            (-1).into(),
+        ]));
+        Ok(())
+    }
+}
+
+/// Two sources (vertices 0 and 1), each keyed by field 0 into one `test.count_both`
+/// subtask (vertex 2) collecting into `out`: its channel 0 is input 1, channel 1 input 2.
+fn connected_job() -> (Arc<JobGraph>, Arc<OperatorRegistry>) {
+    let mut registry = OperatorRegistry::new();
+    registry
+        .register_keyed_co_process("test.count_both", |()| Ok(CountBoth))
+        .unwrap();
+    let env = StreamExecutionEnvironment::new();
+    let a = env.add_source(builtins::collection(vec![]));
+    let b = env.add_source(builtins::collection(vec![]));
+    a.key_by(key::by_field(0))
+        .connect(&b.key_by(key::by_field(0)))
+        .process(FactoryRef::unit("test.count_both"))
+        .sink(builtins::collect("out"));
+    let job = env.job_graph("connected").unwrap();
+    job.validate(&registry).unwrap();
+    (Arc::new(job), Arc::new(registry))
+}
+
+fn pair(k: &str, t: i64) -> StreamRecord {
+    StreamRecord::with_timestamp(Value::Tuple(vec![k.into(), t.into()]), t)
+}
+
+fn sorted_rows(c: &CollectBuffer) -> Vec<String> {
+    let mut r: Vec<String> = c
+        .take()
+        .remove("out")
+        .unwrap_or_default()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    r.sort();
+    r
+}
+
+/// A keyed two-input task: records of input 1 and input 2 with equal keys share state;
+/// event time is the minimum of both inputs' watermarks (input 2's 50 holds back input
+/// 1's 100), and end of input comes after both inputs ended.
+#[test]
+fn two_input_task_shares_keyed_state_and_combines_watermarks() {
+    let (job, registry) = connected_job();
+    let w = job.wiring(VertexId(2), 0).unwrap();
+    assert_eq!(
+        w.input_sides(&job),
+        [two_input::InputSide::First, two_input::InputSide::Second]
+    );
+    let net = net();
+    let mut ios = wire(&net, &job);
+    let collect = Arc::new(CollectBuffer::new());
+    let env = TaskEnvironment {
+        registry,
+        collect: Some(collect.clone()),
+        config: TaskConfig::default(),
+    };
+    let task = StreamTask::new(
+        job,
+        VertexId(2),
+        0,
+        env,
+        Some(input(&mut ios, 2, 0)),
+        vec![],
+    )
+    .unwrap();
+    let (mut in1, mut in2) = (output(&mut ios, 0, 0), output(&mut ios, 1, 0));
+    // Out of order on input 1: 40 after 90.
+    in1.emit(
+        &mut vec![pair("a", 90), pair("a", 40), pair("b", 60)],
+        &[0; 3],
+    )
+    .unwrap();
+    in2.emit(&mut vec![pair("a", 30), pair("b", 70)], &[0; 2])
+        .unwrap();
+    in1.emit_event(StreamEvent::Watermark(100)).unwrap();
+    in2.emit_event(StreamEvent::Watermark(50)).unwrap();
+    // Nothing past 50 has fired when input 1 ends (its end is not the final watermark
+    // of the task while input 2 is open); input 2's end then fires the rest.
+    in1.emit_event(StreamEvent::EndOfInput).unwrap();
+    in1.flush().unwrap();
+    in2.flush().unwrap();
+    let handle = task.spawn(|_| {}).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut fired = Vec::new();
+    while fired.len() < 2 && std::time::Instant::now() < deadline {
+        fired.extend(sorted_rows(&collect));
+        std::thread::yield_now();
+    }
+    fired.sort();
+    // Timers at 30 and 40 of key a (both inputs' records counted by then).
+    assert_eq!(fired, ["(a,2,1,30)", "(a,2,1,40)"]);
+    in2.emit(&mut vec![pair("b", 80)], &[0]).unwrap();
+    in2.emit_event(StreamEvent::EndOfInput).unwrap();
+    assert!(matches!(handle.join(), TaskOutcome::Finished(_)));
+    assert_eq!(
+        sorted_rows(&collect),
+        [
+            "(a,2,1,-1)",
+            "(a,2,1,90)",
+            "(b,1,2,-1)",
+            "(b,1,2,60)",
+            "(b,1,2,70)",
+            "(b,1,2,80)"
+        ]
+    );
+}
+
+/// Exactly-once alignment across both inputs of a two-input task: input 1's records
+/// behind its barrier stay out of checkpoint 1 until input 2's barrier arrived; a task
+/// restored from the checkpoint holds exactly the records of both inputs before the
+/// barriers.
+#[test]
+fn two_input_task_aligns_barriers_across_both_inputs() {
+    use crate::checkpoint::{CheckpointBarrier, CheckpointEvent, CheckpointOptions};
+    use rill_state::storage::CheckpointLayout;
+    use rill_state::{CheckpointStorage, FsCheckpointStorage};
+
+    let dir = tempfile::tempdir().unwrap();
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(FsCheckpointStorage::new(dir.path()));
+    let layout = CheckpointLayout::new(dir.path(), "job");
+    let (job, registry) = connected_job();
+    let make = |config: TaskConfig, ios: &mut BTreeMap<_, _>, collect: &Arc<CollectBuffer>| {
+        StreamTask::new(
+            job.clone(),
+            VertexId(2),
+            0,
+            TaskEnvironment {
+                registry: registry.clone(),
+                collect: Some(collect.clone()),
+                config,
+            },
+            Some(input(ios, 2, 0)),
+            vec![],
+        )
+        .unwrap()
+    };
+    let barrier = |id| CheckpointBarrier {
+        id,
+        timestamp_ms: 0,
+        options: CheckpointOptions::aligned_checkpoint(),
+    };
+    let net = net();
+    let mut ios = wire(&net, &job);
+    let (config, rx) = exactly_once_config(dir.path(), &storage, &layout);
+    let collect = Arc::new(CollectBuffer::new());
+    let task = make(config, &mut ios, &collect);
+    let (mut in1, mut in2) = (output(&mut ios, 0, 0), output(&mut ios, 1, 0));
+    // Input 1: a, barrier 1, a a. Input 2: b b, barrier 1, b.
+    in1.emit(&mut vec![pair("a", 1)], &[0]).unwrap();
+    in1.emit_checkpoint_event(CheckpointEvent::Barrier(barrier(1)))
+        .unwrap();
+    in1.emit(&mut vec![pair("a", 2), pair("a", 3)], &[0; 2])
+        .unwrap();
+    in1.flush().unwrap();
+    let handle = task.spawn(|_| {}).unwrap();
+    in2.emit(&mut vec![pair("b", 1), pair("b", 2)], &[0; 2])
+        .unwrap();
+    in2.emit_checkpoint_event(CheckpointEvent::Barrier(barrier(1)))
+        .unwrap();
+    in2.emit(&mut vec![pair("b", 3)], &[0]).unwrap();
+    in1.emit_event(StreamEvent::EndOfInput).unwrap();
+    in2.emit_event(StreamEvent::EndOfInput).unwrap();
+    let snapshots = ack_and_input_end(&rx, 1);
+    finish_with_final_checkpoint(handle, &rx, barrier(2));
+    let finals: Vec<String> = sorted_rows(&collect)
+        .into_iter()
+        .filter(|r| r.ends_with(",-1)"))
+        .collect();
+    assert_eq!(finals, ["(a,3,0,-1)", "(b,0,3,-1)"]);
+
+    let net = self::net();
+    let mut ios = wire(&net, &job);
+    let collect = Arc::new(CollectBuffer::new());
+    let task = make(
+        restore_config(&layout, 1, storage, snapshots),
+        &mut ios,
+        &collect,
+    );
+    let (mut in1, mut in2) = (output(&mut ios, 0, 0), output(&mut ios, 1, 0));
+    in1.emit_event(StreamEvent::EndOfInput).unwrap();
+    in2.emit_event(StreamEvent::EndOfInput).unwrap();
+    assert!(matches!(task.run(), TaskOutcome::Finished(_)));
+    // Restored: a's one record before input 1's barrier, b's two before input 2's (and
+    // their timers, restored with the state, fire at the final watermark).
+    assert_eq!(
+        sorted_rows(&collect),
+        [
+            "(a,1,0,-1)",
+            "(a,1,0,1)",
+            "(b,0,2,-1)",
+            "(b,0,2,1)",
+            "(b,0,2,2)"
+        ]
+    );
+}
+
+/// A graph whose two-input operator lacks an input, or whose one-input operator has an
+/// input 2, is refused at submission.
+#[test]
+fn two_input_graphs_are_checked() {
+    let (job, registry) = connected_job();
+    let mut missing = (*job).clone();
+    missing
+        .edges
+        .retain(|e| e.input == two_input::InputSide::First);
+    missing.vertices.remove(1);
+    assert!(missing.validate(&registry).is_err());
+    let mut one = (*job).clone();
+    one.vertices[2].operators[0].spec.kind = OperatorKind::Process;
+    one.vertices[2].operators[0].spec.key2 = None;
+    assert!(
+        matches!(one.validate(&registry), Err(DataflowError::InvalidGraph(m)) if m.contains("input 2"))
+    );
+}

@@ -411,6 +411,7 @@ mod tests {
             parallelism: 1,
             max_parallelism: 128,
             key_selector: Some(Arc::new(ValueKey)),
+            key_selector2: None,
             collect: None,
             state: StateContext {
                 config,

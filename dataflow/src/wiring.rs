@@ -29,6 +29,7 @@ use crate::error::{DataflowError, Result};
 use crate::ids::VertexId;
 use crate::job_graph::JobGraph;
 use crate::partitioning::{input_sources, output_targets};
+use crate::two_input::InputSide;
 
 /// One input channel of a subtask.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +68,17 @@ pub struct SubtaskWiring {
     pub inputs: Vec<InputChannel>,
     /// Output partitions in [`JobGraph::output_edges`] order.
     pub outputs: Vec<OutputPartition>,
+}
+
+impl SubtaskWiring {
+    /// Which input of the head each input channel feeds, in channel order (see
+    /// [`two_input`](crate::two_input)).
+    pub fn input_sides(&self, job: &JobGraph) -> Vec<InputSide> {
+        self.inputs
+            .iter()
+            .map(|c| job.edges.get(c.edge).map_or(InputSide::First, |e| e.input))
+            .collect()
+    }
 }
 
 impl JobGraph {

@@ -1426,6 +1426,7 @@ mod tests {
             target: VertexId(7),
             partitioning: Partitioning::Rebalance,
             side_output: None,
+            input: Default::default(),
         });
         match JobMaster::new(services(), job, 1) {
             Err(ClusterError::InvalidJob(m)) => assert!(m.contains("vertex v7"), "{m}"),

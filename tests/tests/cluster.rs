@@ -351,6 +351,7 @@ fn bad_submissions_get_clear_errors_and_leave_the_cluster_healthy() {
         target: VertexId(1),
         partitioning: Partitioning::Rebalance,
         side_output: None,
+        input: Default::default(),
     });
     match rt.block_on(client.submit(cyclic)) {
         Err(rill::admin::AdminError::Cluster(ClusterError::InvalidJob(m))) => {

@@ -1,5 +1,5 @@
 //! Nexmark end to end through the real `rill` binary: `rill nexmark generate` writes an
-//! events file, `rill run nexmark --query qN` runs q0, q1, q2, q5 and q7 on a real cluster (a
+//! events file, `rill run nexmark --query qN` runs q0 to q8 on a real cluster (a
 //! JobManager and two TaskManagers on 127.0.0.1) over that file and over the generator
 //! itself, and the result rows are compared with rows this test computes from the file
 //! on its own (parsing the JSON with `serde_json`, not with rill's event model).
@@ -395,4 +395,214 @@ fn queries_match_rows_computed_from_the_events_file() {
     assert!(!out.status.success(), "{stdout}\n{stderr}");
     let all = format!("{stdout}{stderr}");
     assert!(all.contains("bad.jsonl:4"), "{all}");
+}
+
+/// The joining queries' rows for the events, computed here: q3 and q8 as sorted row
+/// texts; q4 and q6 as the final value per key (their output is an upsert log).
+fn expected_join(events: &[Value], query: &str) -> (Vec<String>, BTreeMap<i64, f64>) {
+    let persons: Vec<&Value> = events.iter().filter_map(|e| e.get("person")).collect();
+    let auctions: Vec<&Value> = events.iter().filter_map(|e| e.get("auction")).collect();
+    let bids: Vec<&Value> = events.iter().filter_map(|e| e.get("bid")).collect();
+    let int = |v: &Value, f: &str| v[f].as_i64().unwrap();
+    // Final price per auction id: the highest bid within [dateTime, expires].
+    let finals = || {
+        let mut f = BTreeMap::<i64, i64>::new();
+        for a in &auctions {
+            for b in bids.iter().filter(|b| int(b, "auction") == int(a, "id")) {
+                let t = int(b, "dateTime");
+                if t >= int(a, "dateTime") && t <= int(a, "expires") {
+                    let e = f.entry(int(a, "id")).or_insert(i64::MIN);
+                    *e = (*e).max(int(b, "price"));
+                }
+            }
+        }
+        f
+    };
+    match query {
+        "q3" => {
+            let mut rows = Vec::new();
+            for a in auctions.iter().filter(|a| int(a, "category") == 10) {
+                for p in persons.iter().filter(|p| {
+                    int(p, "id") == int(a, "seller")
+                        && ["OR", "ID", "CA"].contains(&p["state"].as_str().unwrap())
+                }) {
+                    rows.push(json!({"name": p["name"], "city": p["city"],
+                        "state": p["state"], "id": a["id"]}));
+                }
+            }
+            (sorted(&rows), BTreeMap::new())
+        }
+        "q8" => {
+            let start = |t: i64| t - t.rem_euclid(WINDOW_Q7);
+            let mut rows = std::collections::BTreeSet::new();
+            for p in &persons {
+                let w = start(int(p, "dateTime"));
+                if auctions
+                    .iter()
+                    .any(|a| int(a, "seller") == int(p, "id") && start(int(a, "dateTime")) == w)
+                {
+                    rows.insert(
+                        json!({"id": p["id"], "name": p["name"], "starttime": w}).to_string(),
+                    );
+                }
+            }
+            (rows.into_iter().collect(), BTreeMap::new())
+        }
+        "q4" | "q6" => {
+            let finals = finals();
+            let mut groups = BTreeMap::<i64, Vec<((i64, i64), i64)>>::new();
+            for a in auctions
+                .iter()
+                .filter(|a| finals.contains_key(&int(a, "id")))
+            {
+                let key = int(a, if query == "q4" { "category" } else { "seller" });
+                groups
+                    .entry(key)
+                    .or_default()
+                    .push(((int(a, "expires"), int(a, "id")), finals[&int(a, "id")]));
+            }
+            let avg = groups
+                .into_iter()
+                .map(|(k, mut v)| {
+                    v.sort();
+                    if query == "q6" && v.len() > 10 {
+                        v.drain(..v.len() - 10);
+                    }
+                    let sum: i64 = v.iter().map(|(_, f)| f).sum();
+                    (k, sum as f64 / v.len() as f64)
+                })
+                .collect();
+            (Vec::new(), avg)
+        }
+        q => panic!("no expectation for {q}"),
+    }
+}
+
+/// The last `avg` per key of an upsert log of `{<key>, avg}` rows.
+fn last_per_key(rows: &[Value], key: &str) -> BTreeMap<i64, f64> {
+    rows.iter()
+        .map(|r| (r[key].as_i64().unwrap(), r["avg"].as_f64().unwrap()))
+        .collect()
+}
+
+fn assert_averages(got: &BTreeMap<i64, f64>, want: &BTreeMap<i64, f64>, what: &str) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{what}: keys"
+    );
+    for (k, w) in want {
+        let g = got[k];
+        assert!(
+            (g - w).abs() <= 1e-9 * w.abs().max(1.0),
+            "{what}: key {k} is {g}, expected {w}"
+        );
+    }
+}
+
+/// Persons, auctions and bids in either order: an auction before its seller (q3), a bid
+/// before its auction and one after the auction expired (q4/q6), tied bids, auctions
+/// without bids, a bid on an unknown auction, and persons whose auction falls in
+/// another window (q8).
+fn hand_made_join_events() -> Vec<Value> {
+    let person = |id: i64, name: &str, state: &str, t: i64| {
+        json!({"person": {"id": id, "name": name, "emailAddress": "x@y.com",
+            "creditCard": "1 2 3 4", "city": format!("{name}ville"), "state": state,
+            "dateTime": BASE + t, "extra": ""}})
+    };
+    let auction = |id: i64, seller: i64, category: i64, t: i64, expires: i64| {
+        json!({"auction": {"id": id, "itemName": "i", "description": "d", "initialBid": 1,
+            "reserve": 2, "dateTime": BASE + t, "expires": BASE + expires, "seller": seller,
+            "category": category, "extra": ""}})
+    };
+    let bid = |auction: i64, price: i64, t: i64| {
+        json!({"bid": {"auction": auction, "bidder": 1, "price": price, "channel": "c",
+            "url": "u", "dateTime": BASE + t, "extra": ""}})
+    };
+    vec![
+        person(1001, "Ann", "CA", 500),
+        auction(5, 1000, 10, 1000, 8000),
+        bid(9, 30, 2500),
+        auction(9, 1001, 11, 2000, 20_000),
+        bid(5, 40, 3000),
+        bid(5, 40, 4000),
+        person(1000, "Kate", "OR", 5000),
+        auction(8, 1000, 11, 7000, 30_000),
+        bid(8, 70, 7500),
+        bid(5, 1000, 9000),
+        bid(99, 5, 9500),
+        person(1002, "Wes", "WA", 10_500),
+        auction(6, 1001, 10, 11_000, 40_000),
+        auction(7, 1002, 10, 12_000, 50_000),
+        bid(7, 10, 13_000),
+        bid(7, 10, 14_000),
+    ]
+}
+
+#[test]
+fn join_queries_match_rows_computed_from_the_events_file() {
+    let (_jm, addr) = jobmanager(&[]);
+    let _tm1 = taskmanager(addr, 2, &[]);
+    let _tm2 = taskmanager(addr, 2, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let events_file = dir.path().join("events.jsonl");
+    generate(&events_file, EVENTS, 11);
+    let small = dir.path().join("small.jsonl");
+    let small_events = hand_made_join_events();
+    let lines: String = small_events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&small, lines).unwrap();
+    // The hand-made expectations, by hand.
+    assert_eq!(
+        expected_join(&small_events, "q3").0,
+        [
+            r#"{"city":"Annville","id":6,"name":"Ann","state":"CA"}"#,
+            r#"{"city":"Kateville","id":5,"name":"Kate","state":"OR"}"#
+        ]
+    );
+    assert_eq!(
+        expected_join(&small_events, "q4").1,
+        BTreeMap::from([(10, 25.0), (11, 50.0)])
+    );
+    assert_eq!(
+        expected_join(&small_events, "q6").1,
+        BTreeMap::from([(1000, 55.0), (1001, 30.0), (1002, 10.0)])
+    );
+    assert_eq!(expected_join(&small_events, "q8").0.len(), 3);
+
+    let events = read_rows(&events_file);
+    for (name, evs, path) in [
+        ("generated", &events, &events_file),
+        ("hand-made", &small_events, &small),
+    ] {
+        for (query, p) in [
+            ("q3", 2),
+            ("q4", 2),
+            ("q6", 1),
+            ("q6", 2),
+            ("q8", 2),
+            ("q8", 1),
+        ] {
+            let (rows, averages) = expected_join(evs, query);
+            assert!(!rows.is_empty() || !averages.is_empty(), "{query} has rows");
+            let out = dir.path().join(format!("{name}-{query}-{p}.jsonl"));
+            run_query(
+                addr,
+                p,
+                query,
+                &["--events-file", path.to_str().unwrap()],
+                &out,
+            );
+            let got = read_rows(&out);
+            let what = format!("{query} over the {name} events at p={p}");
+            match query {
+                "q4" => assert_averages(&last_per_key(&got, "category"), &averages, &what),
+                "q6" => assert_averages(&last_per_key(&got, "seller"), &averages, &what),
+                _ => assert_rows(&sorted(&got), &rows, &what),
+            }
+        }
+    }
+    // The generated file exercises every join: many matches, many keys.
+    assert!(expected_join(&events, "q3").0.len() >= 10);
+    assert!(expected_join(&events, "q8").0.len() >= 10);
+    assert!(expected_join(&events, "q6").1.len() >= 10);
 }

@@ -44,7 +44,9 @@ fn options() -> Result<Options> {
     let mut o = Options {
         events: 2_000_000,
         events_file: None,
-        queries: ["q0", "q1", "q2", "q5", "q7"].map(String::from).to_vec(),
+        queries: ["q0", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8"]
+            .map(String::from)
+            .to_vec(),
         parallelism: 1,
         runs: 3,
         flink: Some(

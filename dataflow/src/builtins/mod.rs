@@ -30,6 +30,12 @@
 //! | `rill.map.json_row` | map | a row tuple as a JSON object with given column names |
 //! | `rill.window.max_ties` | window aggregate | the elements with the largest i64 field, all ties |
 //! | `rill.window.nexmark_rows` | window process | Nexmark q5 / q7 rows from `max_ties` |
+//! | `rill.flat_map.nexmark_select` | flat-map | the persons, auctions or bids a join query reads |
+//! | `rill.co_process.nexmark_q3` | keyed co-process | Nexmark q3's incremental join |
+//! | `rill.co_process.nexmark_winning_bids` | keyed co-process | per-auction final price updates (q4, q6) |
+//! | `rill.process.nexmark_q4_average` / `_q6_average` | process | q4's / q6's averages (upsert rows) |
+//! | `rill.window_join.nexmark_q8` | window join | q8's distinct `(id, name, starttime)` |
+//! | `rill.map.tag_input` | map | `v` → `(side, v)` (window joins, see [`window_join`](crate::window_join)) |
 
 mod collection;
 mod datagen;
@@ -120,6 +126,15 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         r.register_flat_map(SPLIT_WORDS, |()| Ok(transforms::split_words)),
         r.register_flat_map(FIRST_FIELD, |()| Ok(transforms::first_field)),
         r.register_map(CSV, |()| Ok(transforms::csv)),
+        r.register_map(crate::window_join::TAG_INPUT, |side: i64| {
+            if !(1..=2).contains(&side) {
+                return Err(crate::error::DataflowError::InvalidConfig {
+                    factory: crate::window_join::TAG_INPUT.into(),
+                    reason: format!("side {side} is neither 1 nor 2"),
+                });
+            }
+            Ok(move |v: Value| Ok(Value::Tuple(vec![Value::I64(side), v])))
+        }),
         r.register_process(COUNT, |c: CountConfig| Ok(transforms::Count(c))),
         r.register_process(COUNT_SUM, |c: CountConfig| Ok(transforms::CountSum(c))),
         r.register_reduce(SUM, |()| Ok(transforms::sum)),
@@ -141,6 +156,27 @@ pub(crate) fn register_builtins(r: &mut OperatorRegistry) {
         ),
         r.register_flat_map(nexmark::NEXMARK_QUERY, |q: nexmark::StatelessQuery| {
             Ok(move |v, out: &mut crate::operator::Collector<'_>| q.apply(v, out))
+        }),
+        r.register_flat_map(nexmark::NEXMARK_SELECT, |s: nexmark::joins::Selection| {
+            Ok(move |v: Value, out: &mut crate::operator::Collector<'_>| {
+                if s.keeps(&v)? {
+                    out.collect(v);
+                }
+                Ok(())
+            })
+        }),
+        r.register_keyed_co_process(nexmark::NEXMARK_Q3, |()| Ok(nexmark::joins::Q3Join)),
+        r.register_keyed_co_process(nexmark::NEXMARK_WINNING_BIDS, |()| {
+            Ok(nexmark::joins::WinningBids)
+        }),
+        r.register_process(nexmark::NEXMARK_Q4_AVERAGE, |()| {
+            Ok(nexmark::joins::CategoryAverage)
+        }),
+        r.register_process(nexmark::NEXMARK_Q6_AVERAGE, |()| {
+            Ok(nexmark::joins::SellerAverage)
+        }),
+        r.register_window_join(nexmark::NEXMARK_Q8, |()| {
+            Ok(nexmark::joins::Q8Join::default())
         }),
         r.register_map(nexmark::JSON_ROW, |c: nexmark::JsonRowConfig| {
             Ok(nexmark::queries::json_row(c))

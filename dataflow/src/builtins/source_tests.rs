@@ -23,6 +23,7 @@ pub(crate) fn ctx(uid: &str, i: u32, p: u32) -> OperatorContext {
         parallelism: p,
         max_parallelism: 128,
         key_selector: None,
+        key_selector2: None,
         collect: None,
         state: crate::state::StateContext::default(),
     }

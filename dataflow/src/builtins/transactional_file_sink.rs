@@ -237,6 +237,7 @@ mod tests {
             parallelism,
             max_parallelism: 128,
             key_selector: None,
+            key_selector2: None,
             collect: None,
             state: crate::state::StateContext::default(),
         }

@@ -63,6 +63,7 @@ fn harness_at(
         parallelism,
         max_parallelism: 128,
         key_selector: Some(Arc::new(FieldKey { index: 0 })),
+        key_selector2: None,
         collect: None,
         state: StateContext {
             config: StateConfig {
@@ -86,6 +87,7 @@ fn harness_at(
             },
         ),
         key: Some(crate::key::by_field(0)),
+        key2: None,
     };
     registry.check_operator(&spec).unwrap();
     let op = registry.create_operator(&spec, &ctx).unwrap();
@@ -485,6 +487,7 @@ fn invalid_window_specs_are_submission_errors() {
                     &WindowOperatorConfig { window, function },
                 ),
                 key: Some(crate::key::by_field(0)),
+                key2: None,
             })
             .is_err()
     };

@@ -15,7 +15,7 @@
 //! | `keyed-sum` | `rows` (unbounded if absent), `keys` (1000), `rate` (records/s) |
 //! | `running-count` | `input`, `output` (required), `rate` (lines/s) |
 //! | `window-count` | `input`, `output` (required), `size` (5000 ms), `out-of-orderness` (1000 ms), `rate` (lines/s) |
-//! | `nexmark` | `query` (required: q0, q1, q2, q5, q7), `events` or `events-file` (exactly one), `seed` (0), `events-per-second` (10000), `base-time-ms`, `output` (rows are discarded without it) |
+//! | `nexmark` | `query` (required: q0 to q8), `events` or `events-file` (exactly one), `seed` (0), `events-per-second` (10000), `base-time-ms`, `output` (rows are discarded without it) |
 //!
 //! Parsing and building are pure: an unknown job, an unknown or ill-typed argument, or
 //! arguments the job builder refuses are a [`SubmitError`] (the handler's 400).
@@ -281,7 +281,7 @@ mod tests {
             build(br#"{"job":"nexmark","args":{"query":"q2","events-file":"/ev","output":"/o"}}"#)
                 .unwrap();
         assert_eq!(j.name, "nexmark-q2");
-        for q in ["q0", "q5", "q7"] {
+        for q in ["q0", "q3", "q4", "q5", "q6", "q7", "q8"] {
             let body = format!(r#"{{"job":"nexmark","args":{{"query":"{q}","events":10}}}}"#);
             assert_eq!(build(body.as_bytes()).unwrap().name, format!("nexmark-{q}"));
         }

@@ -6,12 +6,14 @@
 //!   from the events-per-second rate);
 //! * `source`: `rill.source.nexmark` (the generator) and `rill.source.nexmark_file`
 //!   (a JSON Lines file), both checkpointable;
+//! * [`joins`]: the functions of q3, q4, q6 and q8 (two-input operators and joins);
 //! * [`queries`]: q0–q2 (and the first stages of q5 and q7) as
 //!   `rill.flat_map.nexmark_query`; `rill.window.max_ties` and
 //!   `rill.window.nexmark_rows`, the window functions of q5 and q7; and
 //!   `rill.map.json_row`, which renders result rows as JSON objects.
 
 pub mod generator;
+pub mod joins;
 pub mod model;
 pub mod queries;
 mod source;
@@ -36,6 +38,24 @@ pub const JSON_ROW: &str = "rill.map.json_row";
 pub const MAX_TIES: &str = "rill.window.max_ties";
 /// `rill.window.nexmark_rows`.
 pub const NEXMARK_ROWS: &str = "rill.window.nexmark_rows";
+
+/// `rill.flat_map.nexmark_select`.
+pub const NEXMARK_SELECT: &str = "rill.flat_map.nexmark_select";
+/// `rill.co_process.nexmark_q3`.
+pub const NEXMARK_Q3: &str = "rill.co_process.nexmark_q3";
+/// `rill.co_process.nexmark_winning_bids`.
+pub const NEXMARK_WINNING_BIDS: &str = "rill.co_process.nexmark_winning_bids";
+/// `rill.process.nexmark_q4_average`.
+pub const NEXMARK_Q4_AVERAGE: &str = "rill.process.nexmark_q4_average";
+/// `rill.process.nexmark_q6_average`.
+pub const NEXMARK_Q6_AVERAGE: &str = "rill.process.nexmark_q6_average";
+/// `rill.window_join.nexmark_q8`.
+pub const NEXMARK_Q8: &str = "rill.window_join.nexmark_q8";
+
+/// Flat-map: the events `selection` keeps, unchanged.
+pub fn select(selection: joins::Selection) -> FactoryRef {
+    FactoryRef::builtin(NEXMARK_SELECT, &selection)
+}
 
 /// Window aggregate: the elements whose tuple field `field` (an i64) is the largest,
 /// all ties.
